@@ -9,7 +9,7 @@ FUZZTIME ?= 10s
 export KUBEBUILDER_ASSETS ?= $(BIN)/k8s
 CMDS = $(shell $(GO) list ./... | grep '/cmd/')
 
-.PHONY: help all build test unit lint fuzz bench bench-go bench-sidecar e2e demo envtest-assets test-deps clean
+.PHONY: help all build images test unit lint fuzz bench bench-go bench-sidecar e2e demo envtest-assets test-deps clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -18,6 +18,14 @@ all: lint build test ## lint, build and test
 
 build: ## build every binary into bin/
 	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/ $(CMDS)
+
+IMAGE_TAG ?= dev
+images: build ## OCI image tarballs of every binary in bin/images (no Docker needed)
+	@mkdir -p $(BIN)/images
+	@for cmd in $(notdir $(CMDS)); do \
+	  name="localhost/podtls/$${cmd#podtls-}:$(IMAGE_TAG)"; \
+	  $(GO) run ./hack/ociimage -name "$$name" -file "$(BIN)/$$cmd=/$$cmd" -entrypoint "/$$cmd" -out "$(BIN)/images/$$cmd.tar"; \
+	done
 
 lint: ## gofmt and go vet
 	@out="$$(gofmt -l $$(git ls-files -co --exclude-standard '*.go'))"; \
