@@ -1,0 +1,81 @@
+// Package annotations is the single list of every label and annotation key podtls
+// reads or writes on pods and namespaces. All keys share the prefix "podtls.io/".
+// The namespace label sets the default; a pod annotation always wins.
+//
+// docs/annotations.md is the user-facing version of this file: keep them in step.
+package annotations
+
+// Prefix is the common prefix of every podtls key.
+const Prefix = "podtls.io/"
+
+// Inject is both a namespace label and a pod annotation.
+//
+// As a namespace label the values are "enabled" and "disabled". As a pod annotation
+// the values are "true" and "false". A pod annotation overrides the namespace label.
+const Inject = Prefix + "inject"
+
+// Values of the Inject namespace label and pod annotation.
+const (
+	NamespaceEnabled  = "enabled"
+	NamespaceDisabled = "disabled"
+	PodEnabled        = "true"
+	PodDisabled       = "false"
+)
+
+// Inbound lists the ports the sidecar terminates TLS on and the local app port
+// it forwards to, comma-separated: "8443:8080,9443:9090". The sidecar listens on
+// every interface of the pod at the first port and dials 127.0.0.1 at the second.
+const Inbound = Prefix + "inbound"
+
+// Upstreams lists the services the app calls through the sidecar, comma-separated:
+// "HOST:PORT@LOCALPORT[#SPIFFE-ID]", e.g. "preference.demo.svc:8443@9001". The app
+// talks plaintext to 127.0.0.1:LOCALPORT and the sidecar dials HOST:PORT with mTLS,
+// verifying the DNS name and, when given, the exact SPIFFE ID of the upstream.
+const Upstreams = Prefix + "upstreams"
+
+// ExternalHosts lists public DNS names (wildcards allowed) that get an ACME
+// certificate, comma-separated. The certificate lives in a Secret named
+// podtls-ext-<hash of the sorted host set> in the pod's namespace, mounted
+// optionally and served by SNI on the inbound ports.
+const ExternalHosts = Prefix + "external-hosts"
+
+// Allow lists the SPIFFE IDs allowed to call this pod, comma-separated: exact IDs
+// or prefixes ending in "/*". Default: any identity of the trust domain.
+const Allow = Prefix + "allow"
+
+// DNSNames lists extra DNS SANs for the mesh certificate, comma-separated. Each must
+// be a Service name of the pod's own namespace: NAME.NS.svc[.CLUSTER-DOMAIN].
+const DNSNames = Prefix + "dns-names"
+
+// Mode is "tcp" (default, L4) or "http" (HTTP-aware: X-Forwarded-*, client identity header).
+const Mode = Prefix + "mode"
+
+// CertTTL is the lifetime requested for the mesh certificate, a Go duration
+// within [1h, 168h] (the CA's policy clamps it again). Default: the CA's default.
+const CertTTL = Prefix + "cert-ttl"
+
+// SidecarMode forces how the sidecar is injected: "native" (an init container with
+// restartPolicy Always, Kubernetes >= 1.29) or "legacy" (a regular container placed
+// first, with a postStart hook holding the app until the sidecar is ready).
+// Default: the controller's --sidecar-mode, which by default follows the API server version.
+const SidecarMode = Prefix + "sidecar-mode"
+
+// Values of SidecarMode.
+const (
+	SidecarModeNative = "native"
+	SidecarModeLegacy = "legacy"
+)
+
+// Status is written by the webhook onto every injected pod: a small JSON object
+// with the controller version, sidecar mode and a hash of what was injected.
+// Its presence together with the sidecar container makes re-invocation a no-op.
+const Status = Prefix + "status"
+
+// ExternalSecret is written by the webhook on pods with ExternalHosts: the name of
+// the Secret the ACME manager must create for that host set.
+const ExternalSecret = Prefix + "external-secret"
+
+// DefaultContainer is the well-known kubectl annotation naming the container that
+// "kubectl logs/exec" pick by default. The webhook sets it in legacy mode, where the
+// sidecar would otherwise be the first container.
+const DefaultContainer = "kubectl.kubernetes.io/default-container"

@@ -1,0 +1,147 @@
+// Package inject decides whether a pod gets the podtls sidecar and renders it. It
+// is pure: no I/O, no clocks, no API calls. The admission handler (package webhook)
+// and the CLI both call Decide, Parse and Inject in that order.
+package inject
+
+import (
+	"fmt"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	"k8s.io/utils/ptr"
+
+	"github.com/podtls/podtls/ca/api"
+	"github.com/podtls/podtls/ca/identity"
+)
+
+// SidecarMode says how the sidecar container is placed in the pod.
+type SidecarMode string
+
+// The sidecar modes. Native needs Kubernetes >= 1.29.
+const (
+	ModeNative SidecarMode = "native"
+	ModeLegacy SidecarMode = "legacy"
+)
+
+// Names and paths of the pod layout the webhook renders. The sidecar and the docs
+// rely on them; changing one is a breaking change.
+const (
+	ContainerName = "podtls-sidecar"
+
+	CertsVolume          = "podtls-certs"
+	TrustVolume          = "podtls-trust"
+	TokenVolume          = "podtls-token"
+	CertsDir             = "/var/run/podtls/certs"
+	TrustDir             = "/var/run/podtls/trust"
+	TrustFile            = TrustDir + "/ca.crt"
+	TokenDir             = "/var/run/secrets/podtls/token"
+	TokenFile            = TokenDir + "/token"
+	ExternalDir          = "/var/run/podtls/external"
+	TrustBundleConfigMap = "podtls-trust-bundle"
+	TrustBundleKey       = "ca.crt"
+
+	// TokenExpirationSeconds is the lifetime of the projected token; kubelet
+	// refreshes it at 80 %.
+	TokenExpirationSeconds = 3600
+
+	AdminPort = 15000
+
+	// EnvTrustRoots carries the current roots PEM so a pod can verify the CA
+	// before the trust-bundle ConfigMap reaches its namespace.
+	EnvTrustRoots = "PODTLS_TRUST_ROOTS"
+)
+
+// SystemNamespaces never get a sidecar, whatever their labels say.
+var SystemNamespaces = []string{"kube-system", "kube-public", "kube-node-lease"}
+
+// Config is everything Inject needs besides the pod. It holds no secrets.
+type Config struct {
+	// Version of the controller, recorded in the status annotation.
+	Version string
+	// ControllerNamespace is never injected.
+	ControllerNamespace string
+	// TrustDomain of the SPIFFE IDs.
+	TrustDomain string
+	// ClusterDomain is the DNS suffix after NS.svc.
+	ClusterDomain string
+	// CAURL is the sign API base URL the agent calls.
+	CAURL string
+	// TrustRootsPEM is the current roots bundle, injected as env PODTLS_TRUST_ROOTS.
+	TrustRootsPEM string
+	// SidecarMode is the default mode; a pod annotation may override it.
+	SidecarMode SidecarMode
+	// Template is the sidecar container as data: image, pull policy, resources and
+	// security context. Inject fills in name, args, env, ports, probes and mounts.
+	Template corev1.Container
+	// LegacyWaitCommand is the postStart exec hook of the legacy mode: it must
+	// block until the sidecar's /readyz answers 200 (kubelet starts the next
+	// container only after the hook returns).
+	LegacyWaitCommand []string
+}
+
+// DefaultConfig returns the defaults the controller's flags start from.
+func DefaultConfig() Config {
+	return Config{
+		Version:             "dev",
+		ControllerNamespace: "podtls-system",
+		TrustDomain:         identity.DefaultTrustDomain,
+		ClusterDomain:       identity.DefaultClusterDomain,
+		CAURL:               "https://podtls-controller.podtls-system.svc:8443",
+		SidecarMode:         ModeNative,
+		Template:            DefaultTemplate("ghcr.io/podtls/podtls-sidecar:dev"),
+		LegacyWaitCommand: []string{"/podtls-sidecar", "wait-ready",
+			"--admin", fmt.Sprintf("127.0.0.1:%d", AdminPort), "--timeout", "120s"},
+	}
+}
+
+// DefaultTemplate is the sidecar container template: small requests, a memory
+// limit, and the hardened security context every podtls sidecar runs with.
+func DefaultTemplate(image string) corev1.Container {
+	return corev1.Container{
+		Image:           image,
+		ImagePullPolicy: corev1.PullIfNotPresent,
+		Resources: corev1.ResourceRequirements{
+			Requests: corev1.ResourceList{
+				corev1.ResourceCPU:    resource.MustParse("10m"),
+				corev1.ResourceMemory: resource.MustParse("16Mi"),
+			},
+			Limits: corev1.ResourceList{
+				corev1.ResourceMemory: resource.MustParse("64Mi"),
+			},
+		},
+		SecurityContext: &corev1.SecurityContext{
+			RunAsNonRoot:             ptr.To(true),
+			RunAsUser:                ptr.To[int64](65532),
+			RunAsGroup:               ptr.To[int64](65532),
+			ReadOnlyRootFilesystem:   ptr.To(true),
+			AllowPrivilegeEscalation: ptr.To(false),
+			Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
+			SeccompProfile:           &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
+		},
+	}
+}
+
+// Validate checks the configuration once at start-up.
+func (c Config) Validate() error {
+	if err := identity.ValidateTrustDomain(c.TrustDomain); err != nil {
+		return fmt.Errorf("inject config: %w", err)
+	}
+	if c.Template.Image == "" {
+		return fmt.Errorf("inject config: sidecar image is empty")
+	}
+	if c.CAURL == "" {
+		return fmt.Errorf("inject config: CA URL is empty")
+	}
+	switch c.SidecarMode {
+	case ModeNative, ModeLegacy:
+	default:
+		return fmt.Errorf("inject config: sidecar mode %q: want native or legacy", c.SidecarMode)
+	}
+	if c.SidecarMode == ModeLegacy && len(c.LegacyWaitCommand) == 0 {
+		return fmt.Errorf("inject config: legacy mode needs a wait command")
+	}
+	return nil
+}
+
+// tokenAudience is the audience of the projected token, checked by the CA.
+const tokenAudience = api.Audience

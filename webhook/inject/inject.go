@@ -1,0 +1,203 @@
+package inject
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"path"
+	"slices"
+	"strconv"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/utils/ptr"
+
+	"github.com/podtls/podtls/webhook/annotations"
+)
+
+// Status is the JSON value of the podtls.io/status annotation.
+type Status struct {
+	Version string      `json:"version"`
+	Mode    SidecarMode `json:"mode"`
+	// Hash covers the spec and the configuration that shaped the sidecar, so a
+	// status command can tell pods injected from an older configuration.
+	Hash string `json:"hash"`
+}
+
+// Inject adds the sidecar described by spec to pod, in place. The caller has
+// called Decide (Inject true) and Parse. It fails without touching the pod when
+// the pod already uses one of podtls's volume names.
+func Inject(pod *corev1.Pod, spec Spec, cfg Config) error {
+	mode := spec.SidecarMode
+	if mode == "" {
+		mode = cfg.SidecarMode
+	}
+	vols := volumes(spec)
+	for _, v := range vols {
+		if slices.ContainsFunc(pod.Spec.Volumes, func(o corev1.Volume) bool { return o.Name == v.Name }) {
+			return fmt.Errorf("pod already has a volume named %q, which podtls reserves", v.Name)
+		}
+	}
+	hash, err := specHash(spec, cfg, mode)
+	if err != nil {
+		return err
+	}
+	status, err := json.Marshal(Status{Version: cfg.Version, Mode: mode, Hash: hash})
+	if err != nil {
+		return fmt.Errorf("encode %s: %w", annotations.Status, err)
+	}
+
+	c := sidecar(spec, cfg)
+	pod.Spec.Volumes = append(pod.Spec.Volumes, vols...)
+	if pod.Annotations == nil {
+		pod.Annotations = map[string]string{}
+	}
+	switch mode {
+	case ModeLegacy:
+		// kubelet starts regular containers in order and runs each postStart hook
+		// before starting the next container: the hook blocks until /readyz.
+		c.Lifecycle = &corev1.Lifecycle{PostStart: &corev1.LifecycleHandler{
+			Exec: &corev1.ExecAction{Command: slices.Clone(cfg.LegacyWaitCommand)},
+		}}
+		if _, set := pod.Annotations[annotations.DefaultContainer]; !set && len(pod.Spec.Containers) > 0 {
+			pod.Annotations[annotations.DefaultContainer] = pod.Spec.Containers[0].Name
+		}
+		pod.Spec.Containers = append([]corev1.Container{c}, pod.Spec.Containers...)
+	default:
+		// A native sidecar: an init container that keeps running. Placed first,
+		// so later init containers and the app start after its startupProbe passes.
+		c.RestartPolicy = ptr.To(corev1.ContainerRestartPolicyAlways)
+		pod.Spec.InitContainers = append([]corev1.Container{c}, pod.Spec.InitContainers...)
+	}
+	pod.Annotations[annotations.Status] = string(status)
+	if spec.ExternalSecret != "" {
+		pod.Annotations[annotations.ExternalSecret] = spec.ExternalSecret
+	}
+	return nil
+}
+
+// sidecar renders the container from the template in cfg.
+func sidecar(spec Spec, cfg Config) corev1.Container {
+	c := *cfg.Template.DeepCopy()
+	c.Name = ContainerName
+	c.Args = Args(spec, cfg)
+	c.Env = append(c.Env,
+		fieldEnv("POD_NAME", "metadata.name"),
+		fieldEnv("POD_NAMESPACE", "metadata.namespace"),
+		fieldEnv("POD_SERVICE_ACCOUNT", "spec.serviceAccountName"),
+	)
+	if cfg.TrustRootsPEM != "" {
+		c.Env = append(c.Env, corev1.EnvVar{Name: EnvTrustRoots, Value: cfg.TrustRootsPEM})
+	}
+	c.Ports = append(c.Ports, corev1.ContainerPort{Name: "podtls-admin", ContainerPort: AdminPort, Protocol: corev1.ProtocolTCP})
+	for _, m := range spec.Inbound {
+		c.Ports = append(c.Ports, corev1.ContainerPort{
+			Name: "tls-" + strconv.Itoa(int(m.Listen)), ContainerPort: m.Listen, Protocol: corev1.ProtocolTCP})
+	}
+	c.VolumeMounts = append(c.VolumeMounts,
+		corev1.VolumeMount{Name: CertsVolume, MountPath: CertsDir},
+		corev1.VolumeMount{Name: TrustVolume, MountPath: TrustDir, ReadOnly: true},
+		corev1.VolumeMount{Name: TokenVolume, MountPath: TokenDir, ReadOnly: true},
+	)
+	if spec.ExternalSecret != "" {
+		c.VolumeMounts = append(c.VolumeMounts, corev1.VolumeMount{
+			Name: spec.ExternalSecret, MountPath: path.Join(ExternalDir, spec.ExternalSecret), ReadOnly: true})
+	}
+	c.StartupProbe = probe("/readyz", 1, 120)
+	c.ReadinessProbe = probe("/readyz", 5, 3)
+	c.LivenessProbe = probe("/healthz", 10, 3)
+	return c
+}
+
+// Args renders the podtls-sidecar command line for spec. The order is fixed so
+// the output is stable for golden files and hashes.
+func Args(spec Spec, cfg Config) []string {
+	args := []string{
+		"--admin", ":" + strconv.Itoa(AdminPort),
+		"--cert-dir", CertsDir,
+		"--trust-bundle", TrustFile,
+		"--ca-url", cfg.CAURL,
+		"--token-file", TokenFile,
+		"--trust-domain", cfg.TrustDomain,
+		"--mode", spec.Mode,
+	}
+	if spec.CertTTL > 0 {
+		args = append(args, "--cert-ttl", spec.CertTTL.String())
+	}
+	for _, n := range spec.DNSNames {
+		args = append(args, "--dns-name", n)
+	}
+	for _, m := range spec.Inbound {
+		args = append(args, "--inbound", fmt.Sprintf(":%d=127.0.0.1:%d", m.Listen, m.Target))
+	}
+	for _, u := range spec.Upstreams {
+		target := fmt.Sprintf("127.0.0.1:%d=%s:%d", u.LocalPort, u.Host, u.Port)
+		if u.ID != "" {
+			target += "#" + u.ID
+		}
+		args = append(args, "--outbound", target)
+	}
+	if spec.ExternalSecret != "" {
+		args = append(args, "--external-cert-dir", path.Join(ExternalDir, spec.ExternalSecret))
+	}
+	for _, p := range spec.Allow {
+		args = append(args, "--allow", p)
+	}
+	return args
+}
+
+func volumes(spec Spec) []corev1.Volume {
+	vols := []corev1.Volume{
+		{Name: CertsVolume, VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{
+			Medium: corev1.StorageMediumMemory, SizeLimit: ptr.To(resource.MustParse("1Mi"))}}},
+		{Name: TrustVolume, VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{
+			LocalObjectReference: corev1.LocalObjectReference{Name: TrustBundleConfigMap},
+			Items:                []corev1.KeyToPath{{Key: TrustBundleKey, Path: "ca.crt"}},
+			Optional:             ptr.To(true)}}},
+		{Name: TokenVolume, VolumeSource: corev1.VolumeSource{Projected: &corev1.ProjectedVolumeSource{
+			Sources: []corev1.VolumeProjection{{ServiceAccountToken: &corev1.ServiceAccountTokenProjection{
+				Audience: tokenAudience, ExpirationSeconds: ptr.To[int64](TokenExpirationSeconds), Path: "token"}}}}}},
+	}
+	if spec.ExternalSecret != "" {
+		vols = append(vols, corev1.Volume{Name: spec.ExternalSecret, VolumeSource: corev1.VolumeSource{
+			Secret: &corev1.SecretVolumeSource{SecretName: spec.ExternalSecret, Optional: ptr.To(true)}}})
+	}
+	return vols
+}
+
+func probe(p string, period, failures int32) *corev1.Probe {
+	return &corev1.Probe{
+		ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{
+			Path: p, Port: intstr.FromInt32(AdminPort), Scheme: corev1.URISchemeHTTP}},
+		PeriodSeconds:    period,
+		FailureThreshold: failures,
+		TimeoutSeconds:   1,
+		SuccessThreshold: 1,
+	}
+}
+
+func fieldEnv(name, field string) corev1.EnvVar {
+	return corev1.EnvVar{Name: name, ValueFrom: &corev1.EnvVarSource{
+		FieldRef: &corev1.ObjectFieldSelector{APIVersion: "v1", FieldPath: field}}}
+}
+
+// specHash is the first 16 hex digits of SHA-256 over the spec and the parts of
+// the configuration that shape the container. The trust roots are left out: they
+// rotate without the sidecar needing a change.
+func specHash(spec Spec, cfg Config, mode SidecarMode) (string, error) {
+	b, err := json.Marshal(struct {
+		Spec        Spec
+		Mode        SidecarMode
+		Template    corev1.Container
+		CAURL       string
+		TrustDomain string
+		Wait        []string
+	}{spec, mode, cfg.Template, cfg.CAURL, cfg.TrustDomain, cfg.LegacyWaitCommand})
+	if err != nil {
+		return "", fmt.Errorf("hash spec: %w", err)
+	}
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:8]), nil
+}

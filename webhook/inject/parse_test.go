@@ -1,0 +1,194 @@
+package inject
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/podtls/podtls/webhook/annotations"
+)
+
+func podWith(ann map[string]string) *corev1.Pod {
+	return &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "p", Namespace: "demo", Annotations: ann},
+		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "app"}}}}
+}
+
+func TestParse(t *testing.T) {
+	cfg := testConfig()
+	tests := []struct {
+		name    string
+		ann     map[string]string
+		want    Spec
+		wantErr []string // substrings, each must appear
+	}{
+		{name: "defaults", ann: nil, want: Spec{Mode: "tcp", SidecarMode: ModeNative}},
+		{name: "inbound list with blanks", ann: map[string]string{annotations.Inbound: " 8443:8080 ,, 9443:9090"},
+			want: Spec{Mode: "tcp", SidecarMode: ModeNative, Inbound: []PortMapping{{8443, 8080}, {9443, 9090}}}},
+		{name: "inbound port 0", ann: map[string]string{annotations.Inbound: "0:8080"},
+			wantErr: []string{annotations.Inbound, `"8443:8080,9443:9090"`}},
+		{name: "inbound same port twice", ann: map[string]string{annotations.Inbound: "8443:8080,8443:9090"},
+			wantErr: []string{annotations.Inbound, "already an inbound port"}},
+		{name: "inbound on admin port", ann: map[string]string{annotations.Inbound: "15000:8080"},
+			wantErr: []string{"admin port"}},
+		{name: "inbound listen equals target", ann: map[string]string{annotations.Inbound: "8080:8080"},
+			wantErr: []string{"app's own port"}},
+		{name: "upstream with id", ann: map[string]string{annotations.Upstreams: "Preference.demo.svc:8443@9001#spiffe://cluster.local/ns/demo/sa/preference"},
+			want: Spec{Mode: "tcp", SidecarMode: ModeNative, Upstreams: []Upstream{{Host: "preference.demo.svc", Port: 8443, LocalPort: 9001, ID: "spiffe://cluster.local/ns/demo/sa/preference"}}}},
+		{name: "upstream bad id", ann: map[string]string{annotations.Upstreams: "a.demo.svc:8443@9001#spiffe://x/y"},
+			wantErr: []string{annotations.Upstreams, "HOST:PORT@LOCALPORT"}},
+		{name: "upstream local port clash with inbound", ann: map[string]string{annotations.Inbound: "9001:8080", annotations.Upstreams: "a.demo.svc:8443@9001"},
+			wantErr: []string{annotations.Upstreams, "local port 9001"}},
+		{name: "external hosts normalised", ann: map[string]string{annotations.ExternalHosts: "B.example.com,a.example.com.,b.example.com"},
+			want: Spec{Mode: "tcp", SidecarMode: ModeNative, ExternalHosts: []string{"a.example.com", "b.example.com"},
+				ExternalSecret: ExternalSecretName([]string{"b.example.com", "a.example.com"})}},
+		{name: "external host single label", ann: map[string]string{annotations.ExternalHosts: "localhost"},
+			wantErr: []string{annotations.ExternalHosts, "fully qualified"}},
+		{name: "dns name of another namespace", ann: map[string]string{annotations.DNSNames: "x.other.svc"},
+			wantErr: []string{annotations.DNSNames, `namespace "demo"`}},
+		{name: "dns name wildcard", ann: map[string]string{annotations.DNSNames: "*.demo.svc"},
+			wantErr: []string{annotations.DNSNames}},
+		{name: "allow", ann: map[string]string{annotations.Allow: "spiffe://cluster.local/ns/demo/*"},
+			want: Spec{Mode: "tcp", SidecarMode: ModeNative, Allow: []string{"spiffe://cluster.local/ns/demo/*"}}},
+		{name: "allow bad", ann: map[string]string{annotations.Allow: "demo/customer"},
+			wantErr: []string{annotations.Allow, "spiffe://"}},
+		{name: "mode http", ann: map[string]string{annotations.Mode: "http"},
+			want: Spec{Mode: "http", SidecarMode: ModeNative}},
+		{name: "mode bad", ann: map[string]string{annotations.Mode: "HTTP"}, wantErr: []string{annotations.Mode, `"tcp" or "http"`}},
+		{name: "ttl", ann: map[string]string{annotations.CertTTL: "36h"},
+			want: Spec{Mode: "tcp", SidecarMode: ModeNative, CertTTL: 36 * time.Hour}},
+		{name: "ttl too short", ann: map[string]string{annotations.CertTTL: "59m"}, wantErr: []string{annotations.CertTTL, "between 1h and 168h"}},
+		{name: "ttl too long", ann: map[string]string{annotations.CertTTL: "169h"}, wantErr: []string{annotations.CertTTL}},
+		{name: "ttl garbage", ann: map[string]string{annotations.CertTTL: "1 day"}, wantErr: []string{annotations.CertTTL, "not a duration"}},
+		{name: "sidecar mode legacy", ann: map[string]string{annotations.SidecarMode: "legacy"},
+			want: Spec{Mode: "tcp", SidecarMode: ModeLegacy}},
+		{name: "too long", ann: map[string]string{annotations.Allow: strings.Repeat("a", maxAnnotationLen+1)},
+			wantErr: []string{annotations.Allow, "bytes"}},
+		{name: "all errors reported", ann: map[string]string{annotations.Mode: "x", annotations.CertTTL: "x"},
+			wantErr: []string{annotations.Mode, annotations.CertTTL}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			pod := podWith(tt.ann)
+			before := pod.DeepCopy()
+			got, _, err := Parse(pod, "demo", cfg)
+			if d := cmp.Diff(before, pod); d != "" {
+				t.Fatalf("Parse changed the pod:\n%s", d)
+			}
+			if len(tt.wantErr) > 0 {
+				if err == nil {
+					t.Fatalf("want error containing %q, got spec %+v", tt.wantErr, got)
+				}
+				for _, s := range tt.wantErr {
+					if !strings.Contains(err.Error(), s) {
+						t.Errorf("error %q does not contain %q", err, s)
+					}
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if d := cmp.Diff(tt.want, got); d != "" {
+				t.Errorf("spec (-want +got):\n%s", d)
+			}
+		})
+	}
+}
+
+func TestExternalSecretName(t *testing.T) {
+	a := ExternalSecretName([]string{"b.example.com", "A.example.com."})
+	b := ExternalSecretName([]string{"a.example.com", "b.example.com", "b.example.com"})
+	if a != b {
+		t.Errorf("same host set, different names: %s %s", a, b)
+	}
+	if c := ExternalSecretName([]string{"a.example.com"}); c == a {
+		t.Errorf("different host sets share %s", c)
+	}
+	if !strings.HasPrefix(a, "podtls-ext-") || len(a) != len("podtls-ext-")+16 {
+		t.Errorf("unexpected form %q", a)
+	}
+}
+
+func TestDecide(t *testing.T) {
+	cfg := testConfig()
+	ns := func(name, label string) *corev1.Namespace {
+		n := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}
+		if label != "" {
+			n.Labels = map[string]string{annotations.Inject: label}
+		}
+		return n
+	}
+	tests := []struct {
+		name    string
+		ns      *corev1.Namespace
+		podAnn  string // "" = unset
+		hostNet bool
+		inject  bool
+		reason  ReasonCode
+		invalid bool
+	}{
+		{"label enabled", ns("demo", "enabled"), "", false, true, ReasonNamespaceEnabled, false},
+		{"label enabled pod false", ns("demo", "enabled"), "false", false, false, ReasonPodDisabled, false},
+		{"no label pod true", ns("demo", ""), "true", false, true, ReasonPodEnabled, false},
+		{"label disabled pod true", ns("demo", "disabled"), "true", false, true, ReasonPodEnabled, false},
+		{"label disabled", ns("demo", "disabled"), "", false, false, ReasonNamespaceDisabled, false},
+		{"no label", ns("demo", ""), "", false, false, ReasonNotEnabled, false},
+		{"unknown namespace", nil, "", false, false, ReasonNotEnabled, false},
+		{"label typo", ns("demo", "on"), "", false, false, ReasonInvalidNamespaceVal, false},
+		{"pod value typo", ns("demo", "enabled"), "True", false, false, ReasonInvalidInject, true},
+		{"kube-system", ns("kube-system", "enabled"), "true", false, false, ReasonSystemNamespace, false},
+		{"kube-public", ns("kube-public", ""), "true", false, false, ReasonSystemNamespace, false},
+		{"kube-node-lease", ns("kube-node-lease", ""), "true", false, false, ReasonSystemNamespace, false},
+		{"controller ns", ns("podtls-system", "enabled"), "true", false, false, ReasonControllerNamespace, false},
+		{"host network", ns("demo", "enabled"), "", true, false, ReasonHostNetwork, false},
+		{"host network not asked", ns("demo", ""), "", true, false, ReasonNotEnabled, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			pod := podWith(nil)
+			if tt.podAnn != "" {
+				pod.Annotations = map[string]string{annotations.Inject: tt.podAnn}
+			}
+			pod.Spec.HostNetwork = tt.hostNet
+			d := Decide(pod, tt.ns, cfg)
+			if d.Inject != tt.inject || !d.Has(tt.reason) || d.Invalid != tt.invalid {
+				t.Errorf("got %+v, want inject=%v reason=%s invalid=%v", d, tt.inject, tt.reason, tt.invalid)
+			}
+			if tt.reason == ReasonHostNetwork && len(d.Warnings) == 0 {
+				t.Error("hostNetwork skip must warn")
+			}
+		})
+	}
+}
+
+// FuzzParse feeds arbitrary annotation values: Parse must not panic, and whatever
+// it accepts must render into a pod that is then recognised as injected.
+func FuzzParse(f *testing.F) {
+	f.Add("8443:8080", "a.demo.svc:8443@9001#spiffe://cluster.local/ns/demo/sa/a", "shop.example.com", "spiffe://cluster.local/ns/demo/*", "x.demo.svc", "http", "24h")
+	f.Add("1:2,3:4", "x:1@2", "*.a.b", "spiffe://cluster.local/ns/a/sa/b", "a.demo.svc.cluster.local", "tcp", "1h")
+	f.Add(":", "@#", "*", "/*", ".", "", "-1h")
+	cfg := testConfig()
+	f.Fuzz(func(t *testing.T, inbound, upstreams, hosts, allow, dns, mode, ttl string) {
+		pod := podWith(map[string]string{
+			annotations.Inbound: inbound, annotations.Upstreams: upstreams, annotations.ExternalHosts: hosts,
+			annotations.Allow: allow, annotations.DNSNames: dns, annotations.Mode: mode, annotations.CertTTL: ttl,
+		})
+		spec, _, err := Parse(pod, "demo", cfg)
+		if err != nil {
+			if !strings.Contains(err.Error(), "annotation "+annotations.Prefix) {
+				t.Fatalf("error does not name an annotation: %v", err)
+			}
+			return
+		}
+		if err := Inject(pod, spec, cfg); err != nil {
+			t.Fatalf("Inject after successful Parse: %v", err)
+		}
+		if !HasSidecar(pod) {
+			t.Fatal("injected pod has no sidecar")
+		}
+	})
+}
