@@ -1,0 +1,123 @@
+// Command podtls-bench measures podtls-sidecar side by side with direct
+// connections and nginx on this machine (see docs/benchmarks.md).
+//
+//	podtls-bench [flags]        the whole benchmark (make bench-sidecar)
+//	podtls-bench handshake ...  the full-handshake load client, run by the benchmark
+//
+// Environment defaults: BENCH_DURATION (5s), BENCH_ROUNDS (3), BENCH_HS_WORKERS
+// (32), BENCH_SIDECAR (prebuilt binary), BENCH_NO_SIDECAR=1, BENCH_NO_PIN=1,
+// BENCH_JSON (also write raw results there), BENCH_KEEP=1 (keep temp dir).
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/podtls/podtls/bench/harness"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	var err error
+	if len(os.Args) > 1 && os.Args[1] == "handshake" {
+		err = handshakeCmd(ctx, os.Args[2:])
+	} else {
+		err = benchCmd(ctx, os.Args[1:])
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "podtls-bench:", err)
+		var missing *harness.MissingToolsError
+		if errors.As(err, &missing) {
+			os.Exit(3)
+		}
+		os.Exit(1)
+	}
+}
+
+func benchCmd(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("podtls-bench", flag.ContinueOnError)
+	cfg := harness.Config{Out: os.Stdout}
+	fs.DurationVar(&cfg.Duration, "duration", envDuration("BENCH_DURATION", 5*time.Second), "length of each measurement (whole seconds)")
+	fs.IntVar(&cfg.Rounds, "rounds", envInt("BENCH_ROUNDS", 3), "interleaved rounds; the report shows medians")
+	fs.IntVar(&cfg.Workers, "handshake-workers", envInt("BENCH_HS_WORKERS", 32), "goroutines of the handshake client")
+	fs.StringVar(&cfg.Sidecar, "sidecar", os.Getenv("BENCH_SIDECAR"), "prebuilt podtls-sidecar (default: go build ./sidecar/cmd/podtls-sidecar)")
+	fs.BoolVar(&cfg.NoSidecar, "no-sidecar", os.Getenv("BENCH_NO_SIDECAR") == "1", "measure direct and nginx only")
+	fs.BoolVar(&cfg.NoPin, "no-pin", os.Getenv("BENCH_NO_PIN") == "1", "do not pin processes to CPUs with taskset")
+	fs.StringVar(&cfg.JSONOutput, "json", os.Getenv("BENCH_JSON"), "also write the raw results as JSON to this file")
+	fs.BoolVar(&cfg.KeepTmp, "keep", os.Getenv("BENCH_KEEP") == "1", "keep the temp dir with configs and logs")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	root, err := repoRoot()
+	if err != nil {
+		return err
+	}
+	cfg.RepoRoot = root
+	if cfg.Self, err = os.Executable(); err != nil {
+		return fmt.Errorf("own executable: %w", err)
+	}
+	return harness.Run(ctx, cfg)
+}
+
+func handshakeCmd(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("handshake", flag.ContinueOnError)
+	addr := fs.String("addr", "", "server host:port")
+	name := fs.String("server-name", "", "TLS server name (SNI)")
+	ca := fs.String("ca", "", "PEM roots to verify the server with")
+	cert := fs.String("cert", "", "client certificate chain (PEM), for mTLS")
+	key := fs.String("key", "", "client key (PEM)")
+	workers := fs.Int("c", 32, "concurrent connections")
+	d := fs.Duration("d", 5*time.Second, "duration")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *addr == "" || *name == "" || *ca == "" {
+		return errors.New("handshake: -addr, -server-name and -ca are required")
+	}
+	return harness.HandshakeMain(ctx, *addr, *name, *ca, *cert, *key, *workers, *d, os.Stdout)
+}
+
+// repoRoot walks up from the working directory to the go.mod.
+func repoRoot() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", fmt.Errorf("working directory: %w", err)
+	}
+	for d := dir; ; d = filepath.Dir(d) {
+		if _, err := os.Stat(filepath.Join(d, "go.mod")); err == nil {
+			return d, nil
+		}
+		if filepath.Dir(d) == d {
+			return "", fmt.Errorf("no go.mod above %s: run from inside the podtls repository", dir)
+		}
+	}
+}
+
+func envDuration(key string, def time.Duration) time.Duration {
+	if v := os.Getenv(key); v != "" {
+		if d, err := time.ParseDuration(v); err == nil {
+			return d
+		}
+		fmt.Fprintf(os.Stderr, "podtls-bench: ignoring %s=%q: not a duration\n", key, v)
+	}
+	return def
+}
+
+func envInt(key string, def int) int {
+	if v := os.Getenv(key); v != "" {
+		if n, err := strconv.Atoi(v); err == nil {
+			return n
+		}
+		fmt.Fprintf(os.Stderr, "podtls-bench: ignoring %s=%q: not an integer\n", key, v)
+	}
+	return def
+}

@@ -1,0 +1,154 @@
+package harness
+
+import (
+	"bytes"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/podtls/podtls/bench/handshake"
+	"github.com/podtls/podtls/bench/load"
+)
+
+func TestCountCPUs(t *testing.T) {
+	for in, want := range map[string]int{"0-1": 2, "0": 1, "0,2-3": 3, " 0-3,8 \n": 5, "": 0, "3-1": 0, "x": 0} {
+		if got := countCPUs(in); got != want {
+			t.Errorf("countCPUs(%q) = %d, want %d", in, got, want)
+		}
+	}
+}
+
+func TestParentFromStat(t *testing.T) {
+	tests := []struct {
+		stat string
+		ppid int
+		ok   bool
+	}{
+		{"123 (nginx) S 77 123 123 0", 77, true},
+		{"124 (nginx: worker) process) S 123 1 1", 123, true}, // name with spaces and ')'
+		{"garbage", 0, false},
+		{"1 (x) S", 0, false},
+	}
+	for _, tt := range tests {
+		ppid, ok := parentFromStat(tt.stat)
+		if ppid != tt.ppid || ok != tt.ok {
+			t.Errorf("parentFromStat(%q) = %d, %v; want %d, %v", tt.stat, ppid, ok, tt.ppid, tt.ok)
+		}
+	}
+}
+
+func TestRSSOfThisProcess(t *testing.T) {
+	kb, err := rssKB(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if kb <= 0 {
+		t.Fatalf("RSS %d kB", kb)
+	}
+}
+
+func TestNginxConfigs(t *testing.T) {
+	p := nginxParams{Dir: t.TempDir(), Name: "nginx", Body: backendBody, BackendPort: 1, TLSPort: 2, MTLSPort: 3,
+		EdgeCert: "e.crt", EdgeKey: "e.key", ServerCert: "s.crt", ServerKey: "s.key", RootCA: "r.crt"}
+	path, err := writeNginxConf(proxyConf, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conf := string(b)
+	for _, want := range []string{"worker_processes 1;", "ssl_verify_client on;", "ssl_client_certificate r.crt;",
+		"listen 127.0.0.1:3 ssl;", "server 127.0.0.1:1;", "ssl_protocols TLSv1.3;", "keepalive 64;"} {
+		if !strings.Contains(conf, want) {
+			t.Errorf("proxy config lacks %q", want)
+		}
+	}
+	if strings.Contains(conf, "user root") {
+		t.Error("user root rendered though Root is false")
+	}
+	if len(backendBody)+1 != 100 {
+		t.Errorf("backend answer is %d bytes, want 100", len(backendBody)+1)
+	}
+}
+
+// synthetic builds results where the sidecar is 1.4x nginx mTLS on keep-alive
+// and 2.5x on mTLS handshakes, and only its edge handshakes fall short.
+func synthetic() *Results {
+	ka := func(rps ...float64) map[int][]*load.Result {
+		m := map[int][]*load.Result{}
+		for _, c := range connCounts {
+			for _, r := range rps {
+				p50 := time.Duration(1e9/r) * time.Duration(c) // any monotone latency
+				m[c] = append(m[c], &load.Result{RPS: r / float64(c), P50: p50, P99: 2 * p50})
+			}
+		}
+		return m
+	}
+	hs := func(rates ...float64) []*handshake.Result {
+		var out []*handshake.Result
+		for _, r := range rates {
+			out = append(out, &handshake.Result{Conns: int64(r), Elapsed: time.Second})
+		}
+		return out
+	}
+	return &Results{
+		Machine: "test", Tools: "test", Duration: "1s", Rounds: 3, Workers: 4, Conns: connCounts,
+		Rows: []*Row{
+			{Key: "direct-wrk", Label: "direct", Client: "wrk", Results: ka(100000, 90000, 110000)},
+			{Key: "nginx-tls", Label: "nginx TLS", Client: "wrk", Base: "direct-wrk", Results: ka(27000, 24000, 30000)},
+			{Key: "sidecar-edge", Label: "sidecar edge", Client: "wrk", Base: "direct-wrk", Ref: "nginx-tls", Results: ka(30000, 26000, 33000)},
+			{Key: "direct-fortio", Label: "direct", Client: "fortio", Results: ka(60000, 60000, 60000)},
+			{Key: "nginx-mtls", Label: "nginx mTLS", Client: "fortio", Base: "direct-fortio", Results: ka(20000, 10000, 20000)},
+			{Key: "sidecar-mtls", Label: "sidecar mTLS", Client: "fortio", Base: "direct-fortio", Ref: "nginx-mtls", Results: ka(28000, 14000, 28000)},
+			{Key: "mesh", Label: "mesh", Client: "wrk", Base: "direct-wrk", Err: "warm-up failed: refused"},
+		},
+		Handshakes: []*HSRow{
+			{Key: "hs-nginx-tls", Label: "nginx TLS", Results: hs(4000, 4000, 4000)},
+			{Key: "hs-sidecar-edge", Label: "sidecar edge", Ref: "hs-nginx-tls", Results: hs(3800, 3900, 3700)},
+			{Key: "hs-nginx-mtls", Label: "nginx mTLS", Results: hs(1000, 1000, 1000)},
+			{Key: "hs-sidecar-mtls", Label: "sidecar mTLS", Ref: "hs-nginx-mtls", Results: append(hs(2500, 2600), nil)},
+		},
+		Memory: []*RSS{
+			{Label: "nginx master+worker", StartKB: 16000, AfterLoad: 18000},
+			{Label: "sidecar (inbound+edge)", StartKB: 9000, AfterLoad: 15000},
+		},
+	}
+}
+
+func TestReportTargets(t *testing.T) {
+	var buf bytes.Buffer
+	report(&buf, synthetic())
+	t.Log(buf.String())
+	out := buf.String()
+	for _, want := range []string{
+		"PASS  inbound mTLS req/s at 32 conns >= 1.3x nginx mTLS (fortio)  1.40x",
+		"MISS  full handshakes/s sidecar-edge >= 1.0x nginx",
+		"PASS  full handshakes/s sidecar-mtls >= 2.0x nginx",
+		"PASS  idle RSS of the sidecar after start <= 10 MB",
+		"dropped: warm-up failed: refused",
+		"1.40x nginx mTLS",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("report lacks %q:\n%s", want, out)
+		}
+	}
+}
+
+func TestSummarizePairsRounds(t *testing.T) {
+	res := synthetic()
+	byKey := map[string]*Row{}
+	for _, r := range res.Rows {
+		byKey[r.Key] = r
+	}
+	s := summarize(byKey["nginx-tls"], byKey, 32)
+	// Per-round ratios are 0.27, 0.2667, 0.2727: the median is 0.27.
+	if s.xDirect < 0.2699 || s.xDirect > 0.2701 {
+		t.Fatalf("x direct = %v, want 0.27", s.xDirect)
+	}
+	if s.measured != 3 || s.roundsMiss != 0 {
+		t.Fatalf("measured %d, missing %d", s.measured, s.roundsMiss)
+	}
+}

@@ -1,0 +1,319 @@
+package harness
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"runtime"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/podtls/podtls/bench/handshake"
+	"github.com/podtls/podtls/bench/load"
+	"github.com/podtls/podtls/bench/pki"
+)
+
+// Row is one keep-alive target measured with one load client.
+type Row struct {
+	Key    string `json:"key"`
+	Label  string `json:"label"`
+	Client string `json:"client"`         // wrk or fortio
+	Base   string `json:"base,omitempty"` // direct row of the same client
+	Ref    string `json:"ref,omitempty"`  // matching nginx row
+	// Results[conns][round]; nil where the measurement failed.
+	Results map[int][]*load.Result `json:"results"`
+	Err     string                 `json:"error,omitempty"`
+
+	target load.Target
+}
+
+// HSRow is one server under the handshake client.
+type HSRow struct {
+	Key     string              `json:"key"`
+	Label   string              `json:"label"`
+	Ref     string              `json:"ref,omitempty"`
+	Results []*handshake.Result `json:"results"`
+	Err     string              `json:"error,omitempty"`
+
+	port       int
+	serverName string
+	mtls       bool
+}
+
+// RSS is one server's resident memory in kB; -1 where it could not be read.
+type RSS struct {
+	Label     string `json:"label"`
+	StartKB   int64  `json:"start_kb"`
+	AfterLoad int64  `json:"after_load_kb"`
+	pid       int
+	tree      bool // add the direct children (nginx workers)
+}
+
+// Results is the whole run, as reported and as written to JSON.
+type Results struct {
+	Machine    string   `json:"machine"`
+	LoadBefore string   `json:"load_before"`
+	LoadAfter  string   `json:"load_after"`
+	Tools      string   `json:"tools"`
+	Pinned     bool     `json:"pinned"`
+	Duration   string   `json:"duration"`
+	Rounds     int      `json:"rounds"`
+	Workers    int      `json:"handshake_workers"`
+	Conns      []int    `json:"conns"`
+	Rows       []*Row   `json:"rows"`
+	Handshakes []*HSRow `json:"handshakes"`
+	Memory     []*RSS   `json:"memory"`
+	Elapsed    string   `json:"elapsed"`
+}
+
+// connCounts are the keep-alive concurrency levels, in the order measured.
+var connCounts = []int{32, 1}
+
+func (e *env) rows() []*Row {
+	url := func(scheme, host string, port int) string {
+		return scheme + "://" + host + ":" + strconv.Itoa(port) + "/"
+	}
+	mtls := func(u string) load.Target {
+		return load.Target{URL: u, CA: e.pki.Root, Cert: e.pki.Client.Cert, Key: e.pki.Client.Key}
+	}
+	rows := []*Row{
+		{Key: "direct-wrk", Label: "direct (plaintext)", Client: "wrk", target: load.Target{URL: url("http", "127.0.0.1", e.backendPort)}},
+		{Key: "nginx-tls", Label: "nginx TLS", Client: "wrk", Base: "direct-wrk", target: load.Target{URL: url("https", pki.EdgeName, e.nginxTLSPort)}},
+	}
+	if e.sidecarIn != nil {
+		rows = append(rows,
+			&Row{Key: "sidecar-edge", Label: "sidecar edge TLS (SNI)", Client: "wrk", Base: "direct-wrk", Ref: "nginx-tls", target: load.Target{URL: url("https", pki.EdgeName, e.inPort)}},
+			&Row{Key: "mesh", Label: "mesh out->mTLS->in", Client: "wrk", Base: "direct-wrk", target: load.Target{URL: url("http", "127.0.0.1", e.outPort)}})
+	}
+	rows = append(rows,
+		&Row{Key: "direct-fortio", Label: "direct (plaintext)", Client: "fortio", target: load.Target{URL: url("http", "127.0.0.1", e.backendPort)}},
+		&Row{Key: "nginx-mtls", Label: "nginx mTLS", Client: "fortio", Base: "direct-fortio", target: mtls(url("https", pki.ServerName, e.nginxMTLSPort))})
+	if e.sidecarIn != nil {
+		rows = append(rows,
+			&Row{Key: "sidecar-mtls", Label: "sidecar inbound mTLS", Client: "fortio", Base: "direct-fortio", Ref: "nginx-mtls", target: mtls(url("https", pki.ServerName, e.inPort))})
+	}
+	for _, r := range rows {
+		r.Results = map[int][]*load.Result{}
+	}
+	return rows
+}
+
+func (e *env) hsRows() []*HSRow {
+	rows := []*HSRow{
+		{Key: "hs-nginx-tls", Label: "nginx TLS", port: e.nginxTLSPort, serverName: pki.EdgeName},
+	}
+	if e.sidecarIn != nil {
+		rows = append(rows, &HSRow{Key: "hs-sidecar-edge", Label: "sidecar edge TLS", Ref: "hs-nginx-tls", port: e.inPort, serverName: pki.EdgeName})
+	}
+	rows = append(rows, &HSRow{Key: "hs-nginx-mtls", Label: "nginx mTLS", port: e.nginxMTLSPort, serverName: pki.ServerName, mtls: true})
+	if e.sidecarIn != nil {
+		rows = append(rows, &HSRow{Key: "hs-sidecar-mtls", Label: "sidecar inbound mTLS", Ref: "hs-nginx-mtls", port: e.inPort, serverName: pki.ServerName, mtls: true})
+	}
+	return rows
+}
+
+func (e *env) keepAlive(ctx context.Context, r *Row, conns int, d time.Duration) (load.Result, error) {
+	if r.Client == "wrk" {
+		return e.runner.Wrk(ctx, r.target, conns, d)
+	}
+	return e.runner.Fortio(ctx, r.target, conns, d)
+}
+
+func (e *env) measure(ctx context.Context) (*Results, error) {
+	began := time.Now()
+	res := &Results{
+		Machine: machine(), LoadBefore: loadAvg(), Tools: e.toolVersions(),
+		Pinned: e.loadPin != nil, Duration: e.cfg.Duration.String(), Rounds: e.cfg.Rounds,
+		Workers: e.cfg.Workers, Conns: connCounts,
+		Rows: e.rows(), Handshakes: e.hsRows(),
+	}
+	res.Memory = append(res.Memory, &RSS{Label: "nginx master+worker", pid: e.nginxProxy.pid(), tree: true})
+	if e.sidecarIn != nil {
+		res.Memory = append(res.Memory,
+			&RSS{Label: "sidecar (inbound+edge)", pid: e.sidecarIn.pid()},
+			&RSS{Label: "sidecar (outbound)", pid: e.sidecarOut.pid()})
+	}
+	out := e.cfg.Out
+	fmt.Fprintf(out, "podtls-bench: %s; %s\n", res.Machine, res.Tools)
+	fmt.Fprintf(out, "load average before: %s; %d rounds of %s per measurement\n", res.LoadBefore, e.cfg.Rounds, e.cfg.Duration)
+
+	// Idle memory once everything has settled after start-up.
+	sleep(ctx, time.Second)
+	for _, m := range res.Memory {
+		m.StartKB = e.rss(m)
+	}
+
+	// Warm-up doubles as a check: a target that does not answer is dropped,
+	// with the reason, instead of failing every round.
+	for _, r := range res.Rows {
+		if _, err := e.keepAlive(ctx, r, 32, time.Second); err != nil {
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
+			r.Err = "warm-up failed: " + firstLine(err)
+			fmt.Fprintf(out, "  %-26s %-6s dropped: %v\n", r.Label, r.Client, err)
+		}
+	}
+
+	for round := 1; round <= e.cfg.Rounds; round++ {
+		for _, conns := range connCounts {
+			for _, r := range res.Rows {
+				if r.Err != "" {
+					continue
+				}
+				got, err := e.keepAlive(ctx, r, conns, e.cfg.Duration)
+				if ctx.Err() != nil {
+					return nil, ctx.Err()
+				}
+				var p *load.Result
+				if err != nil {
+					fmt.Fprintf(out, "  round %d c=%-2d %-26s %-6s error: %v\n", round, conns, r.Label, r.Client, err)
+				} else {
+					p = &got
+					reopened := ""
+					if got.Sockets > int64(conns) {
+						reopened = fmt.Sprintf(" (%d sockets for %d connections: the server closed some)", got.Sockets, conns)
+					}
+					fmt.Fprintf(out, "  round %d c=%-2d %-26s %-6s %9.0f req/s  p50 %-8s p99 %-8s errors %d%s\n",
+						round, conns, r.Label, r.Client, got.RPS, us(got.P50), us(got.P99), got.Errors, reopened)
+				}
+				r.Results[conns] = append(r.Results[conns], p)
+			}
+		}
+		for _, h := range res.Handshakes {
+			if h.Err != "" {
+				continue
+			}
+			got, err := e.handshakeLoad(ctx, h.port, h.serverName, h.mtls)
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
+			var p *handshake.Result
+			if err != nil {
+				fmt.Fprintf(out, "  round %d handshakes %-22s error: %v\n", round, h.Label, err)
+				if round == 1 {
+					h.Err = firstLine(err)
+				}
+			} else {
+				p = &got
+				fmt.Fprintf(out, "  round %d handshakes %-22s %7.0f conn/s  errors %d resumed %d %s\n",
+					round, h.Label, got.PerSecond(), got.Errors, got.Resumed, got.FirstErr)
+			}
+			h.Results = append(h.Results, p)
+		}
+	}
+
+	sleep(ctx, 2*time.Second)
+	for _, m := range res.Memory {
+		m.AfterLoad = e.rss(m)
+	}
+	res.LoadAfter = loadAvg()
+	res.Elapsed = time.Since(began).Round(time.Second).String()
+	return res, ctx.Err()
+}
+
+func (e *env) rss(m *RSS) int64 {
+	var kb int64
+	var err error
+	if m.tree {
+		kb, err = treeRSSKB(m.pid)
+	} else {
+		kb, err = rssKB(m.pid)
+	}
+	if err != nil {
+		fmt.Fprintf(e.cfg.Out, "  rss %s: %v\n", m.Label, err)
+		return -1
+	}
+	return kb
+}
+
+func (e *env) toolVersions() string {
+	v := func(args ...string) string {
+		out, err := exec.Command(args[0], args[1:]...).CombinedOutput()
+		if err != nil && len(out) == 0 {
+			return "?"
+		}
+		return firstLineOf(string(out))
+	}
+	nginx := strings.TrimPrefix(v(e.tools.nginx, "-v"), "nginx version: ")
+	wrk := strings.Fields(v(e.tools.wrk, "-v") + " ? ?")[1]
+	fortio := strings.Fields(v(e.tools.fortio, "version") + " ?")[0]
+	return fmt.Sprintf("%s, wrk %s, fortio %s, %s", nginx, wrk, fortio, runtime.Version())
+}
+
+// machine describes the CPU, the CPU count and the kernel.
+func machine() string {
+	model := "unknown CPU"
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		if _, v, ok := cutLine(string(b), "model name"); ok {
+			model = strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(v), ":"))
+		}
+	}
+	kernel := "?"
+	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
+		kernel = strings.TrimSpace(string(b))
+	}
+	return fmt.Sprintf("%d x %s, Linux %s", runtime.NumCPU(), model, kernel)
+}
+
+func loadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "?"
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "?"
+	}
+	return strings.Join(f[:3], " ")
+}
+
+// cutLine finds the first line starting with key and returns what follows it.
+func cutLine(text, key string) (string, string, bool) {
+	for _, line := range strings.Split(text, "\n") {
+		if rest, ok := strings.CutPrefix(line, key); ok {
+			return line, rest, true
+		}
+	}
+	return "", "", false
+}
+
+// countCPUs counts the CPUs of a list like "0-1,4,6-7".
+func countCPUs(list string) int {
+	n := 0
+	for _, part := range strings.Split(strings.TrimSpace(list), ",") {
+		lo, hi, isRange := strings.Cut(part, "-")
+		a, err := strconv.Atoi(lo)
+		if err != nil {
+			continue
+		}
+		b := a
+		if isRange {
+			if b, err = strconv.Atoi(hi); err != nil || b < a {
+				continue
+			}
+		}
+		n += b - a + 1
+	}
+	return n
+}
+
+func firstLine(err error) string { return firstLineOf(err.Error()) }
+
+func firstLineOf(s string) string {
+	line, _, _ := strings.Cut(strings.TrimSpace(s), "\n")
+	return line
+}
+
+func us(d time.Duration) string {
+	return strconv.FormatFloat(float64(d)/float64(time.Microsecond), 'f', 0, 64) + "us"
+}
+
+func sleep(ctx context.Context, d time.Duration) {
+	select {
+	case <-ctx.Done():
+	case <-time.After(d):
+	}
+}
