@@ -42,6 +42,9 @@ type Result struct {
 	Resumed  int64         `json:"resumed"` // must stay 0
 	Elapsed  time.Duration `json:"elapsed"`
 	FirstErr string        `json:"first_error,omitempty"`
+	// ClientCPU is the CPU time the client process used per second of run
+	// (1.0 = one core busy); near the number of cores it may bottleneck the run.
+	ClientCPU float64 `json:"client_cpu,omitempty"`
 }
 
 // PerSecond is the rate of completed connections.

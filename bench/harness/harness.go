@@ -16,6 +16,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"syscall"
 	"time"
 
 	"github.com/podtls/podtls/bench/handshake"
@@ -299,9 +300,27 @@ func HandshakeMain(ctx context.Context, addrPort, serverName, caFile, certFile, 
 		}
 		cfg.ClientCert = &c
 	}
+	before, err := cpuTime()
+	if err != nil {
+		return err
+	}
 	r, err := handshake.Run(ctx, cfg)
 	if err != nil {
 		return err
 	}
+	after, err := cpuTime()
+	if err != nil {
+		return err
+	}
+	r.ClientCPU = (after - before).Seconds() / r.Elapsed.Seconds()
 	return json.NewEncoder(stdout).Encode(r)
+}
+
+// cpuTime is the user+system CPU time this process has used.
+func cpuTime() (time.Duration, error) {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0, fmt.Errorf("getrusage: %w", err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()), nil
 }

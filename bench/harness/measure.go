@@ -198,8 +198,8 @@ func (e *env) measure(ctx context.Context) (*Results, error) {
 				}
 			} else {
 				p = &got
-				fmt.Fprintf(out, "  round %d handshakes %-22s %7.0f conn/s  errors %d resumed %d %s\n",
-					round, h.Label, got.PerSecond(), got.Errors, got.Resumed, got.FirstErr)
+				fmt.Fprintf(out, "  round %d handshakes %-22s %7.0f conn/s  errors %d resumed %d client CPU %.2f cores %s\n",
+					round, h.Label, got.PerSecond(), got.Errors, got.Resumed, got.ClientCPU, got.FirstErr)
 			}
 			h.Results = append(h.Results, p)
 		}
