@@ -1,0 +1,318 @@
+package cluster
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+const (
+	netnsPrefix = "podtls-e2e-"
+	netnsDir    = "/run/netns"
+	cgroupFS    = "/sys/fs/cgroup"
+	// containerLogLinks is where the kubelet always links container logs, whatever its
+	// root dir; links into a run's directory are removed with it.
+	containerLogLinks = "/var/log/containers"
+	// cniCacheDir is libcni's result cache, fixed in containerd 1.6.
+	cniCacheDir = "/var/lib/cni/results"
+)
+
+// Leftovers lists what a cluster run may leave on the machine and is still there: processes
+// started from a run directory under base, mounts under base, cgroups under the node's
+// cgroup root, podtls-e2e-* network namespaces. Empty after a clean Down.
+func Leftovers(base string) []string {
+	var out []string
+	for _, pid := range procsMatching(base, "", cgroupDirs()) {
+		out = append(out, fmt.Sprintf("process %d (%s)", pid, cmdline(pid)))
+	}
+	for _, m := range mountsUnder(base) {
+		out = append(out, "mount "+m)
+	}
+	for _, cg := range cgroupDirs() {
+		out = append(out, "cgroup "+cg)
+	}
+	for _, ns := range staleNetns() {
+		out = append(out, "netns "+ns)
+	}
+	return out
+}
+
+// cleanRun removes everything one run left behind, whether it crashed or was stopped:
+// processes, mounts, cgroups, its network namespace, CNI cache entries, log links and its
+// directory. The caller holds the base lock, so no live cluster owns any of it.
+func cleanRun(dir, netns string, logf func(string, ...any)) error {
+	var errs []error
+	nsIno := inode(filepath.Join(netnsDir, netns))
+	if err := killAll(func() []int { return procsMatching(dir, nsIno, cgroupDirs()) }); err != nil {
+		errs = append(errs, err)
+	}
+	for _, m := range mountsUnder(dir) {
+		if err := unix.Unmount(m, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
+			errs = append(errs, fmt.Errorf("unmount %s: %w", m, err))
+		}
+	}
+	if err := removeCgroups(); err != nil {
+		errs = append(errs, err)
+	}
+	if netns != "" {
+		if _, err := os.Stat(filepath.Join(netnsDir, netns)); err == nil {
+			if out, err := exec.Command("ip", "netns", "delete", netns).CombinedOutput(); err != nil {
+				errs = append(errs, fmt.Errorf("ip netns delete %s: %w: %s", netns, err, bytes.TrimSpace(out)))
+			}
+		}
+	}
+	removeLinksInto(containerLogLinks, dir)
+	removeMatching(cniCacheDir, cniNetwork+"-")
+	if err := os.RemoveAll(dir); err != nil {
+		errs = append(errs, fmt.Errorf("remove %s: %w", dir, err))
+	}
+	if len(errs) == 0 {
+		logf("cleaned %s", dir)
+	}
+	return errors.Join(errs...)
+}
+
+// cleanStale removes every earlier run under base and every podtls-e2e-* namespace.
+func cleanStale(base string, logf func(string, ...any)) error {
+	var errs []error
+	entries, err := os.ReadDir(base)
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("read %s: %w", base, err)
+	}
+	for _, e := range entries {
+		id, ok := strings.CutPrefix(e.Name(), "run-")
+		if !ok || !e.IsDir() {
+			continue
+		}
+		logf("cleaning stale run %s", id)
+		if err := cleanRun(filepath.Join(base, e.Name()), netnsPrefix+id, logf); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	// Namespaces whose run directory is gone, and cgroups of a run killed mid-way.
+	for _, ns := range staleNetns() {
+		if err := cleanRun(filepath.Join(base, "run-"+strings.TrimPrefix(ns, netnsPrefix)), ns, logf); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if err := removeCgroups(); err != nil {
+		errs = append(errs, err)
+	}
+	pruneOldLogs(filepath.Join(base, "logs"), 24*time.Hour)
+	return errors.Join(errs...)
+}
+
+// procsMatching returns the PIDs whose command line mentions dir, that live in the network
+// namespace with inode nsIno, or that sit in one of cgroups.
+func procsMatching(dir, nsIno string, cgroups []string) []int {
+	seen := map[int]bool{}
+	self := os.Getpid()
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid == self {
+			continue
+		}
+		if dir != "" && strings.Contains(cmdline(pid), dir+"/") {
+			seen[pid] = true
+			continue
+		}
+		if nsIno != "" && inode(fmt.Sprintf("/proc/%d/ns/net", pid)) == nsIno {
+			seen[pid] = true
+		}
+	}
+	for _, cg := range cgroups {
+		data, err := os.ReadFile(filepath.Join(cg, "cgroup.procs"))
+		if err != nil {
+			continue
+		}
+		for _, f := range strings.Fields(string(data)) {
+			if pid, err := strconv.Atoi(f); err == nil && pid != self {
+				seen[pid] = true
+			}
+		}
+	}
+	pids := make([]int, 0, len(seen))
+	for pid := range seen {
+		pids = append(pids, pid)
+	}
+	sort.Ints(pids)
+	return pids
+}
+
+// killAll SIGKILLs what list returns until it returns nothing (shims may start new
+// processes while being killed), for at most 15 s.
+func killAll(list func() []int) error {
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		pids := list()
+		if len(pids) == 0 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("processes survive SIGKILL: %v", pids)
+		}
+		for _, pid := range pids {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func cmdline(pid int) string {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(strings.ReplaceAll(string(data), "\x00", " "))
+}
+
+func inode(path string) string {
+	var st unix.Stat_t
+	if err := unix.Stat(path, &st); err != nil {
+		return ""
+	}
+	return fmt.Sprintf("%d:%d", st.Dev, st.Ino)
+}
+
+// mountsUnder lists mount points at or below dir, deepest first.
+func mountsUnder(dir string) []string {
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return nil
+	}
+	defer f.Close()
+	return parseMountsUnder(bufio.NewScanner(f), dir)
+}
+
+// parseMountsUnder reads mountinfo lines (proc(5)) and returns the mount points (field 5,
+// octal escapes decoded) at or below dir, deepest first so each unmounts before its parent.
+func parseMountsUnder(sc *bufio.Scanner, dir string) []string {
+	var out []string
+	dir = filepath.Clean(dir)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) < 5 {
+			continue
+		}
+		mp := unescapeOctal(fields[4])
+		if mp == dir || strings.HasPrefix(mp, dir+"/") {
+			out = append(out, mp)
+		}
+	}
+	sort.SliceStable(out, func(i, j int) bool { return strings.Count(out[i], "/") > strings.Count(out[j], "/") })
+	return out
+}
+
+// unescapeOctal decodes mountinfo's \NNN escapes (space, tab, newline, backslash).
+func unescapeOctal(s string) string {
+	if !strings.Contains(s, `\`) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+4 <= len(s) {
+			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
+				b.WriteByte(byte(n))
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
+
+// cgroupDirs lists the node's cgroups (the kubelet's cgroupRoot and below, in every
+// hierarchy), deepest first.
+func cgroupDirs() []string {
+	var out []string
+	hierarchies, _ := os.ReadDir(cgroupFS)
+	roots := []string{filepath.Join(cgroupFS, cgroupRoot)}
+	for _, h := range hierarchies {
+		roots = append(roots, filepath.Join(cgroupFS, h.Name(), cgroupRoot))
+	}
+	for _, root := range roots {
+		if _, err := os.Stat(filepath.Join(root, "cgroup.procs")); err != nil {
+			continue
+		}
+		_ = filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
+			if err == nil && d.IsDir() {
+				out = append(out, path)
+			}
+			return nil
+		})
+	}
+	sort.SliceStable(out, func(i, j int) bool { return len(out[i]) > len(out[j]) })
+	return out
+}
+
+// removeCgroups rmdirs the node's cgroups, children first. A cgroup just emptied may stay
+// busy for a moment, hence the retries.
+func removeCgroups() error {
+	var last error
+	for attempt := 0; attempt < 50; attempt++ {
+		last = nil
+		for _, cg := range cgroupDirs() {
+			if err := unix.Rmdir(cg); err != nil && !errors.Is(err, unix.ENOENT) {
+				last = fmt.Errorf("remove cgroup %s: %w", cg, err)
+			}
+		}
+		if last == nil && len(cgroupDirs()) == 0 {
+			return nil
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return last
+}
+
+func staleNetns() []string {
+	entries, _ := os.ReadDir(netnsDir)
+	var out []string
+	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), netnsPrefix) {
+			out = append(out, e.Name())
+		}
+	}
+	return out
+}
+
+func removeLinksInto(linkDir, target string) {
+	entries, _ := os.ReadDir(linkDir)
+	for _, e := range entries {
+		p := filepath.Join(linkDir, e.Name())
+		if dest, err := os.Readlink(p); err == nil && strings.HasPrefix(dest, target+"/") {
+			_ = os.Remove(p)
+		}
+	}
+}
+
+func removeMatching(dir, prefix string) {
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), prefix) {
+			_ = os.Remove(filepath.Join(dir, e.Name()))
+		}
+	}
+}
+
+func pruneOldLogs(dir string, age time.Duration) {
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		if info, err := e.Info(); err == nil && time.Since(info.ModTime()) > age {
+			_ = os.RemoveAll(filepath.Join(dir, e.Name()))
+		}
+	}
+}
