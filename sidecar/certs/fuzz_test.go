@@ -1,0 +1,38 @@
+package certs
+
+import (
+	"crypto/tls"
+	"testing"
+
+	"github.com/podtls/podtls/sidecar/internal/testpki"
+)
+
+type tlsCert = tls.Certificate
+
+func FuzzParseCertificates(f *testing.F) {
+	ca := testpki.NewCA(f, "fuzz")
+	f.Add(ca.RootPEM())
+	f.Add([]byte("# comment\n" + string(ca.RootPEM()) + "trailing"))
+	f.Add([]byte("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"))
+	f.Add([]byte{})
+	f.Fuzz(func(t *testing.T, data []byte) {
+		certs, err := ParseCertificates(data)
+		if err == nil && len(certs) == 0 {
+			t.Fatal("no error and no certificates")
+		}
+	})
+}
+
+func FuzzParseKeyPair(f *testing.F) {
+	ca := testpki.NewCA(f, "fuzz")
+	l := ca.Issue(f, testpki.LeafOptions{SPIFFEID: meshID})
+	f.Add(l.ChainPEM, l.KeyPEM)
+	f.Add(l.ChainPEM, []byte("garbage"))
+	f.Add(l.KeyPEM, l.ChainPEM)
+	f.Fuzz(func(t *testing.T, certPEM, keyPEM []byte) {
+		p, err := ParseKeyPair(certPEM, keyPEM)
+		if err == nil && (p == nil || p.Leaf == nil || p.PrivateKey == nil) {
+			t.Fatal("incomplete key pair without error")
+		}
+	})
+}

@@ -1,0 +1,315 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/podtls/podtls/sidecar/internal/testpki"
+)
+
+// binary is the real podtls-sidecar, built once by TestMain.
+var binary string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "podtls-sidecar-test")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	binary = filepath.Join(dir, "podtls-sidecar")
+	build := exec.Command("go", "build", "-o", binary, ".")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "build podtls-sidecar: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+const (
+	serverID = "spiffe://cluster.local/ns/demo/sa/server"
+	clientID = "spiffe://cluster.local/ns/demo/sa/client"
+)
+
+// pki is the set of certificates one test uses, written to files.
+type pki struct {
+	ca, other *testpki.CA
+	dir       string
+	caFile    string
+}
+
+func newPKI(t *testing.T) *pki {
+	t.Helper()
+	p := &pki{ca: testpki.NewCA(t, "mesh root"), other: testpki.NewCA(t, "other root"), dir: t.TempDir()}
+	p.caFile = p.write(t, "ca.pem", p.ca.RootPEM())
+	return p
+}
+
+func (p *pki) write(t *testing.T, name string, data []byte) string {
+	t.Helper()
+	path := filepath.Join(p.dir, name)
+	if err := os.WriteFile(path, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// certDir writes a kubelet-style cert dir for leaf and returns its path.
+func (p *pki) certDir(t *testing.T, name string, l *testpki.Leaf) string {
+	t.Helper()
+	d := filepath.Join(p.dir, name)
+	if err := os.MkdirAll(d, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	testpki.KubeletWrite(t, d, map[string][]byte{"tls.crt": l.ChainPEM, "tls.key": l.KeyPEM})
+	return d
+}
+
+// clientFiles writes a leaf as cert and key files for curl and openssl.
+func (p *pki) clientFiles(t *testing.T, name string, l *testpki.Leaf) (certFile, keyFile string) {
+	t.Helper()
+	return p.write(t, name+".crt", l.ChainPEM), p.write(t, name+".key", l.KeyPEM)
+}
+
+func (p *pki) serverLeaf(t *testing.T) *testpki.Leaf {
+	return p.ca.Issue(t, testpki.LeafOptions{SPIFFEID: serverID, DNSNames: []string{"server.demo.svc", "localhost"}})
+}
+
+// backend is the app behind the sidecar: HTTP that counts every byte and
+// connection it receives, so tests can prove a refused client reached nothing.
+type backend struct {
+	addr  string
+	bytes atomic.Int64
+	conns atomic.Int64
+	mu    sync.Mutex
+	last  http.Header
+}
+
+func newBackend(t *testing.T) *backend {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := &backend{addr: ln.Addr().String()}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b.mu.Lock()
+		b.last = r.Header.Clone()
+		b.mu.Unlock()
+		io.Copy(io.Discard, r.Body)
+		fmt.Fprintf(w, "hello from backend %s\n", r.Header.Get("X-Podtls-Client-Id"))
+	}), ReadHeaderTimeout: 5 * time.Second}
+	go srv.Serve(&countingListener{Listener: ln, b: b})
+	t.Cleanup(func() { srv.Close() })
+	return b
+}
+
+func (b *backend) header() http.Header {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.last
+}
+
+type countingListener struct {
+	net.Listener
+	b *backend
+}
+
+func (l *countingListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err == nil {
+		l.b.conns.Add(1)
+		c = &countingConn{Conn: c, b: l.b}
+	}
+	return c, err
+}
+
+type countingConn struct {
+	net.Conn
+	b *backend
+}
+
+func (c *countingConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	c.b.bytes.Add(int64(n))
+	return n, err
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+func portOf(addr string) string {
+	_, p, _ := net.SplitHostPort(addr)
+	return p
+}
+
+// sidecar is a running podtls-sidecar process.
+type sidecar struct {
+	cmd    *exec.Cmd
+	admin  string
+	stderr *syncBuffer
+	done   chan error
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// startSidecar runs the binary with args plus --admin and waits for /readyz.
+func startSidecar(t *testing.T, env []string, args ...string) *sidecar {
+	t.Helper()
+	s := &sidecar{admin: freeAddr(t), stderr: &syncBuffer{}, done: make(chan error, 1)}
+	s.cmd = exec.Command(binary, append(args, "--admin", s.admin, "--log-level", "debug")...)
+	s.cmd.Env = append(os.Environ(), env...)
+	s.cmd.Stderr = s.stderr
+	if err := s.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { s.done <- s.cmd.Wait() }()
+	t.Cleanup(func() {
+		s.stop(t)
+		if t.Failed() {
+			t.Logf("sidecar %v log:\n%s", args, s.stderr.String())
+		}
+	})
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		select {
+		case err := <-s.done:
+			s.done <- err
+			t.Fatalf("sidecar exited early: %v\n%s", err, s.stderr.String())
+		default:
+		}
+		if code, _ := s.get("/readyz"); code == http.StatusOK {
+			return s
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("sidecar not ready in time\n%s", s.stderr.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func (s *sidecar) get(path string) (int, string) {
+	c := http.Client{Timeout: 2 * time.Second}
+	resp, err := c.Get("http://" + s.admin + path)
+	if err != nil {
+		return 0, err.Error()
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+func (s *sidecar) stop(t *testing.T) {
+	if s.cmd.ProcessState != nil {
+		return
+	}
+	_ = s.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-s.done:
+		s.done <- err
+	case <-time.After(30 * time.Second):
+		_ = s.cmd.Process.Kill()
+		t.Errorf("sidecar did not stop on SIGTERM")
+	}
+}
+
+func (s *sidecar) metric(t *testing.T, prefix string) string {
+	t.Helper()
+	_, body := s.get("/metrics")
+	var out []string
+	for _, line := range strings.Split(body, "\n") {
+		if strings.HasPrefix(line, prefix) {
+			out = append(out, line)
+		}
+	}
+	return strings.Join(out, "\n")
+}
+
+// goClient returns a TLS config trusting the mesh root and presenting leaf.
+func goClient(p *pki, leaf *testpki.Leaf, serverName string) *tls.Config {
+	roots := x509.NewCertPool()
+	roots.AddCert(p.ca.Cert)
+	c := &tls.Config{RootCAs: roots, ServerName: serverName, MinVersion: tls.VersionTLS12}
+	if leaf != nil {
+		c.Certificates = []tls.Certificate{{Certificate: [][]byte{leaf.Cert.Raw}, PrivateKey: leaf.Key, Leaf: leaf.Cert}}
+	}
+	return c
+}
+
+// httpGet performs one HTTP/1.1 request on a fresh TLS connection and
+// returns the body and the server's leaf serial.
+func httpGet(ctx context.Context, addr string, cfg *tls.Config) (string, string, error) {
+	d := tls.Dialer{Config: cfg}
+	c, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return "", "", err
+	}
+	defer c.Close()
+	tc := c.(*tls.Conn)
+	serial := tc.ConnectionState().PeerCertificates[0].SerialNumber.Text(16)
+	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.WriteString(c, "GET / HTTP/1.0\r\nHost: test\r\n\r\n"); err != nil {
+		return "", serial, err
+	}
+	b, err := io.ReadAll(c)
+	return string(b), serial, err
+}
+
+func runCmd(t *testing.T, stdin string, name string, args ...string) (string, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, name, args...)
+	cmd.Stdin = strings.NewReader(stdin)
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+func needTool(t *testing.T, name string) {
+	t.Helper()
+	if _, err := exec.LookPath(name); err != nil {
+		if os.Getenv("CI") != "" || os.Getenv("PODTLS_REQUIRE_TOOLS") != "" {
+			t.Fatalf("%s not installed (apt-get install %s)", name, name)
+		}
+		t.Skipf("%s not installed (apt-get install %s)", name, name)
+	}
+}

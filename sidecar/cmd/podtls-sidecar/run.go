@@ -1,0 +1,129 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"sync/atomic"
+	"time"
+
+	"github.com/podtls/podtls/sidecar/admin"
+	"github.com/podtls/podtls/sidecar/agent"
+	"github.com/podtls/podtls/sidecar/certs"
+	"github.com/podtls/podtls/sidecar/config"
+	"github.com/podtls/podtls/sidecar/metrics"
+	"github.com/podtls/podtls/sidecar/proxy"
+	"github.com/podtls/podtls/sidecar/tlsconfig"
+)
+
+func newLogger(cfg *config.Config) *slog.Logger {
+	return slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: cfg.LogLevel}))
+}
+
+// run wires store, agent, proxy and admin server, serves until ctx ends and
+// then drains. It returns an error only for problems at start.
+func run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
+	reg := metrics.NewRegistry()
+	store, err := certs.New(certs.Options{
+		CertDir: cfg.CertDir, TrustBundle: cfg.TrustBundle, ExternalDirs: cfg.ExternalCertDirs,
+		PollInterval: cfg.PollInterval, Logger: log, Registry: reg,
+	})
+	if err != nil {
+		return err
+	}
+	if err := store.Reload(); err != nil {
+		if !cfg.AgentMode() {
+			// Never serve without a valid certificate.
+			return fmt.Errorf("--cert-dir %s: %w", cfg.CertDir, err)
+		}
+		log.Info("waiting for the agent's first certificate", "cert_dir", cfg.CertDir)
+	}
+
+	var ag *agent.Agent
+	if cfg.AgentMode() {
+		envRoots, err := agent.ParseEnvRoots(os.Getenv(agent.EnvTrustRoots))
+		if err != nil {
+			return fmt.Errorf("env %s: %w", agent.EnvTrustRoots, err)
+		}
+		ag, err = agent.New(agent.Config{
+			CAURL: cfg.CAURL, TokenFile: cfg.TokenFile, DNSNames: cfg.DNSNames, TTL: cfg.CertTTL,
+			CertDir: cfg.CertDir, Store: store, ExtraRoots: envRoots,
+			TLS: tlsconfig.Options{PostQuantum: cfg.PostQuantum}, Logger: log, Registry: reg,
+		})
+		if err != nil {
+			return err
+		}
+	}
+
+	serverOpts := tlsconfig.Options{PostQuantum: cfg.PostQuantum}
+	if cfg.Mode == proxy.ModeHTTP {
+		serverOpts.NextProtos = []string{"h2", "http/1.1"}
+	}
+	clientOpts := tlsconfig.Options{PostQuantum: cfg.PostQuantum}
+	px, err := proxy.New(proxy.Config{
+		Inbound: cfg.Inbound, Outbound: cfg.Outbound, Mode: cfg.Mode,
+		ServerTLS: tlsconfig.Server(store, cfg.Matcher, serverOpts),
+		ClientTLS: func(o proxy.Outbound) *tls.Config {
+			return tlsconfig.Client(store, o.ServerName, o.PinnedID, clientOpts)
+		},
+		HandshakeTimeout: cfg.HandshakeTimeout, IdleTimeout: cfg.IdleTimeout, DialTimeout: cfg.DialTimeout,
+		MaxConnections: cfg.MaxConnections, Logger: log, Registry: reg,
+	})
+	if err != nil {
+		return err
+	}
+	if err := px.Listen(); err != nil {
+		return err
+	}
+
+	var serving atomic.Bool
+	adminLn, err := net.Listen("tcp", cfg.Admin)
+	if err != nil {
+		return fmt.Errorf("--admin %s: %w", cfg.Admin, err)
+	}
+	adminSrv := &http.Server{Handler: admin.Handler(store, reg, serving.Load, log), ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		if err := adminSrv.Serve(adminLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("admin server stopped", "error", err)
+		}
+	}()
+	defer adminSrv.Close()
+
+	runCtx, cancelRun := context.WithCancel(context.Background())
+	defer cancelRun()
+	go store.Run(runCtx) //nolint:errcheck // returns nil when canceled
+	if ag != nil {
+		go ag.Run(runCtx)
+	}
+
+	select {
+	case <-store.ReadyC():
+	case <-ctx.Done():
+		log.Info("stopped before a certificate was loaded")
+		return nil
+	}
+	served := make(chan struct{})
+	go func() {
+		defer close(served)
+		_ = px.Serve()
+	}()
+	serving.Store(true)
+	log.Info("serving", "inbound", len(cfg.Inbound), "outbound", len(cfg.Outbound), "mode", cfg.Mode, "admin", adminLn.Addr().String())
+
+	<-ctx.Done()
+	serving.Store(false)
+	log.Info("draining", "open_connections", px.Open(), "drain_timeout", cfg.DrainTimeout.String())
+	dctx, cancel := context.WithTimeout(context.Background(), cfg.DrainTimeout)
+	defer cancel()
+	if err := px.Shutdown(dctx); err != nil {
+		log.Warn("drain timed out; remaining connections were closed")
+	}
+	<-served
+	log.Info("stopped")
+	return nil
+}

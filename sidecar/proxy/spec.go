@@ -1,0 +1,131 @@
+package proxy
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"strconv"
+	"strings"
+
+	"github.com/podtls/podtls/ca/identity"
+)
+
+// Inbound is one --inbound LISTEN=TARGET: a TLS listener forwarding
+// plaintext to the app.
+type Inbound struct {
+	Listen string // host:port, host may be empty (all addresses)
+	Target string // host:port of the app, usually 127.0.0.1:<port>
+}
+
+// Outbound is one --outbound LISTEN=HOST:PORT[#SPIFFE-ID]: a plaintext
+// loopback listener for the app, originating mTLS to the upstream.
+type Outbound struct {
+	Listen     string // loopback host:port
+	Upstream   string // host:port dialed
+	ServerName string // host part, verified against the upstream certificate
+	PinnedID   string // optional SPIFFE ID the upstream must present
+}
+
+func (in Inbound) String() string { return in.Listen + "=" + in.Target }
+
+func (o Outbound) String() string {
+	if o.PinnedID != "" {
+		return o.Listen + "=" + o.Upstream + "#" + o.PinnedID
+	}
+	return o.Listen + "=" + o.Upstream
+}
+
+// ParseInbound parses LISTEN=TARGET, e.g. ":8443=127.0.0.1:8080".
+func ParseInbound(s string) (Inbound, error) {
+	listen, target, ok := strings.Cut(s, "=")
+	if !ok {
+		return Inbound{}, fmt.Errorf("%q: want LISTEN=TARGET, e.g. :8443=127.0.0.1:8080", s)
+	}
+	if err := checkListen(listen); err != nil {
+		return Inbound{}, fmt.Errorf("%q: listen address: %w", s, err)
+	}
+	if _, err := checkHostPort(target); err != nil {
+		return Inbound{}, fmt.Errorf("%q: target: %w", s, err)
+	}
+	return Inbound{Listen: listen, Target: target}, nil
+}
+
+// ParseOutbound parses LISTEN=HOST:PORT[#SPIFFE-ID], e.g.
+// "127.0.0.1:9001=preference.demo.svc:8443". LISTEN must be loopback (a bare
+// ":9001" binds 127.0.0.1): anyone reaching it would borrow the pod's identity.
+func ParseOutbound(s string) (Outbound, error) {
+	listen, rest, ok := strings.Cut(s, "=")
+	if !ok {
+		return Outbound{}, fmt.Errorf("%q: want LISTEN=HOST:PORT[#SPIFFE-ID], e.g. 127.0.0.1:9001=preference.demo.svc:8443", s)
+	}
+	upstream, pinned, hasPin := strings.Cut(rest, "#")
+	if err := checkListen(listen); err != nil {
+		return Outbound{}, fmt.Errorf("%q: listen address: %w", s, err)
+	}
+	host, port, _ := net.SplitHostPort(listen)
+	switch {
+	case host == "" || host == "localhost":
+		listen = net.JoinHostPort("127.0.0.1", port)
+	default:
+		if ip, err := netip.ParseAddr(host); err != nil || !ip.IsLoopback() {
+			return Outbound{}, fmt.Errorf("%q: listen address %q must be loopback (127.0.0.1 or ::1): a plaintext outbound port on another address lets anyone use this pod's identity", s, listen)
+		}
+	}
+	serverName, err := checkHostPort(upstream)
+	if err != nil {
+		return Outbound{}, fmt.Errorf("%q: upstream: %w", s, err)
+	}
+	if hasPin {
+		if _, err := identity.Parse(pinned); err != nil {
+			return Outbound{}, fmt.Errorf("%q: pinned identity after '#': %w", s, err)
+		}
+	}
+	return Outbound{Listen: listen, Upstream: upstream, ServerName: serverName, PinnedID: pinned}, nil
+}
+
+func checkListen(addr string) error {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return err
+	}
+	if err := checkPort(port); err != nil {
+		return err
+	}
+	if host == "" || host == "localhost" {
+		return nil
+	}
+	if _, err := netip.ParseAddr(host); err != nil {
+		return fmt.Errorf("host %q: want an IP address, \"localhost\" or nothing (all addresses)", host)
+	}
+	return nil
+}
+
+// checkHostPort validates host:port and returns the host.
+func checkHostPort(addr string) (string, error) {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", err
+	}
+	if err := checkPort(port); err != nil {
+		return "", err
+	}
+	if host == "" {
+		return "", errors.New("host is empty")
+	}
+	if _, err := netip.ParseAddr(host); err == nil {
+		return host, nil
+	}
+	if err := identity.ValidateDNSName(strings.ToLower(host)); err != nil {
+		return "", fmt.Errorf("host %q: %w", host, err)
+	}
+	return host, nil
+}
+
+func checkPort(p string) error {
+	n, err := strconv.Atoi(p)
+	if err != nil || n < 1 || n > 65535 || strconv.Itoa(n) != p {
+		return fmt.Errorf("port %q: want a number from 1 to 65535", p)
+	}
+	return nil
+}
