@@ -316,3 +316,37 @@ func pruneOldLogs(dir string, age time.Duration) {
 		}
 	}
 }
+
+// createCgroupRoot makes the kubelet's cgroupRoot in every mounted hierarchy (the kubelet
+// refuses a root that does not exist). A new cpuset cgroup starts with no CPUs or memory
+// nodes, so it inherits its parent's.
+func createCgroupRoot() error {
+	hierarchies, err := os.ReadDir(cgroupFS)
+	if err != nil {
+		return fmt.Errorf("read %s: %w", cgroupFS, err)
+	}
+	dirs := []string{filepath.Join(cgroupFS, cgroupRoot)}
+	if _, err := os.Stat(filepath.Join(cgroupFS, "cgroup.controllers")); err != nil {
+		dirs = dirs[:0] // not a pure cgroup v2 mount: one directory per hierarchy
+		for _, h := range hierarchies {
+			if _, err := os.Stat(filepath.Join(cgroupFS, h.Name(), "cgroup.procs")); err == nil {
+				dirs = append(dirs, filepath.Join(cgroupFS, h.Name(), cgroupRoot))
+			}
+		}
+	}
+	for _, dir := range dirs {
+		if err := os.Mkdir(dir, 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
+			return fmt.Errorf("create cgroup %s: %w", dir, err)
+		}
+		for _, f := range []string{"cpuset.cpus", "cpuset.mems"} {
+			parent, err := os.ReadFile(filepath.Join(filepath.Dir(dir), f))
+			if err != nil {
+				continue // not the cpuset hierarchy
+			}
+			if err := os.WriteFile(filepath.Join(dir, f), parent, 0o644); err != nil {
+				return fmt.Errorf("inherit %s in %s: %w", f, dir, err)
+			}
+		}
+	}
+	return nil
+}

@@ -121,6 +121,9 @@ func (c *Cluster) startNode(ctx context.Context) error {
 	if err := c.createDNSObjects(ctx); err != nil {
 		return err
 	}
+	if err := createCgroupRoot(); err != nil {
+		return err
+	}
 	if _, err := c.start("kubelet", c.bin("kubelet"),
 		"--config="+filepath.Join(c.paths.controlFiles, "kubelet.yaml"),
 		"--kubeconfig="+kubeconfigPath(c.pki.dir, "kubelet"),
