@@ -195,6 +195,14 @@ func (s *syncBuffer) String() string {
 // startSidecar runs the binary with args plus --admin and waits for /readyz.
 func startSidecar(t *testing.T, env []string, args ...string) *sidecar {
 	t.Helper()
+	s := launch(t, env, args...)
+	s.waitReady(t)
+	return s
+}
+
+// launch runs the binary with args plus --admin.
+func launch(t *testing.T, env []string, args ...string) *sidecar {
+	t.Helper()
 	s := &sidecar{admin: freeAddr(t), stderr: &syncBuffer{}, done: make(chan error, 1)}
 	s.cmd = exec.Command(binary, append(args, "--admin", s.admin, "--log-level", "debug")...)
 	s.cmd.Env = append(os.Environ(), env...)
@@ -209,6 +217,11 @@ func startSidecar(t *testing.T, env []string, args ...string) *sidecar {
 			t.Logf("sidecar %v log:\n%s", args, s.stderr.String())
 		}
 	})
+	return s
+}
+
+func (s *sidecar) waitReady(t *testing.T) {
+	t.Helper()
 	deadline := time.Now().Add(15 * time.Second)
 	for {
 		select {
@@ -218,7 +231,7 @@ func startSidecar(t *testing.T, env []string, args ...string) *sidecar {
 		default:
 		}
 		if code, _ := s.get("/readyz"); code == http.StatusOK {
-			return s
+			return
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("sidecar not ready in time\n%s", s.stderr.String())

@@ -1,0 +1,258 @@
+package agent
+
+import (
+	"context"
+	"crypto/x509"
+	"errors"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/podtls/podtls/sidecar/certs"
+	"github.com/podtls/podtls/sidecar/internal/testpki"
+)
+
+const id = "spiffe://cluster.local/ns/demo/sa/web"
+
+func TestRenewAt(t *testing.T) {
+	nb := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	cases := []struct {
+		name     string
+		notAfter time.Time
+		jitter   float64
+		want     time.Time
+	}{
+		{"24h-no-jitter", nb.Add(24 * time.Hour), 0, nb.Add(time.Duration(0.6 * float64(24*time.Hour)))},
+		{"24h-half", nb.Add(24 * time.Hour), 0.5, nb.Add(time.Duration(0.65 * float64(24*time.Hour)))},
+		{"24h-max", nb.Add(24 * time.Hour), 1, nb.Add(time.Duration(0.7 * float64(24*time.Hour)))},
+		{"jitter-clamped-high", nb.Add(time.Hour), 7, nb.Add(42 * time.Minute)},
+		{"jitter-clamped-low", nb.Add(time.Hour), -3, nb.Add(36 * time.Minute)},
+		{"zero-life", nb, 0.5, nb},
+		{"negative-life", nb.Add(-time.Hour), 0.5, nb},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := RenewAt(nb, tc.notAfter, tc.jitter); !got.Equal(tc.want) {
+				t.Fatalf("RenewAt = %s, want %s", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestBackoff(t *testing.T) {
+	cases := []struct {
+		attempt int
+		jitter  float64
+		want    time.Duration
+	}{
+		{1, 0, 500 * time.Millisecond},
+		{1, 1, time.Second},
+		{2, 0, time.Second},
+		{3, 0.5, 3 * time.Second},
+		{6, 1, 32 * time.Second},
+		{7, 1, time.Minute},
+		{50, 0, 30 * time.Second},
+		{1000, 1, time.Minute},
+	}
+	for _, tc := range cases {
+		if got := Backoff(tc.attempt, time.Minute, tc.jitter); got != tc.want {
+			t.Errorf("Backoff(%d, 1m, %v) = %s, want %s", tc.attempt, tc.jitter, got, tc.want)
+		}
+	}
+}
+
+type env struct {
+	ca    *testpki.CA
+	srv   *testpki.SignServer
+	dir   string
+	token string
+	store *certs.Store
+	agent *Agent
+}
+
+func newEnv(t *testing.T, ttl time.Duration, trustServer bool) *env {
+	t.Helper()
+	e := &env{ca: testpki.NewCA(t, "mesh root"), dir: t.TempDir()}
+	e.srv = testpki.NewSignServer(t, e.ca, id)
+	e.token = filepath.Join(t.TempDir(), "token")
+	if err := os.WriteFile(e.token, []byte("token-1\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var err error
+	e.store, err = certs.New(certs.Options{CertDir: e.dir, PollInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var extra []*x509.Certificate
+	if trustServer {
+		extra, err = ParseEnvRoots(string(e.srv.RootPEM()))
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	e.agent, err = New(Config{CAURL: e.srv.URL, TokenFile: e.token, DNSNames: []string{"web.demo.svc"}, TTL: ttl,
+		CertDir: e.dir, Store: e.store, ExtraRoots: extra, MaxBackoff: 100 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+func (e *env) serial() string {
+	if c := e.store.MeshCertificate(); c != nil {
+		return c.Leaf.SerialNumber.Text(16)
+	}
+	return ""
+}
+
+func TestIssueWriteAndRenew(t *testing.T) {
+	e := newEnv(t, 3*time.Second, true)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan struct{})
+	go func() { e.agent.Run(ctx); close(done) }()
+	select {
+	case <-e.store.ReadyC():
+	case <-time.After(5 * time.Second):
+		t.Fatal("no certificate from the agent")
+	}
+	leaf := e.store.MeshCertificate().Leaf
+	if len(leaf.URIs) != 1 || leaf.URIs[0].String() != id || leaf.DNSNames[0] != "web.demo.svc" {
+		t.Fatalf("issued leaf %v %v", leaf.URIs, leaf.DNSNames)
+	}
+	st, err := os.Stat(filepath.Join(e.dir, certs.KeyFile))
+	if err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("tls.key mode %v, err %v", st.Mode(), err)
+	}
+	for _, f := range []string{certs.KeyFile, certs.CertFile, certs.CAFile} {
+		if target, err := os.Readlink(filepath.Join(e.dir, f)); err != nil || target != filepath.Join("..data", f) {
+			t.Fatalf("%s: link %q, %v", f, target, err)
+		}
+	}
+	// The token is re-read for every request.
+	if err := os.WriteFile(e.token, []byte("token-2"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	first := e.serial()
+	deadline := time.Now().Add(5 * time.Second)
+	for e.serial() == first {
+		if time.Now().After(deadline) {
+			t.Fatal("no renewal within 5s of a 3s certificate")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	toks := e.srv.Tokens()
+	if toks[0] != "token-1" || toks[len(toks)-1] != "token-2" {
+		t.Fatalf("tokens %v: want the file re-read on each call", toks)
+	}
+	entries, _ := os.ReadDir(e.dir)
+	var staged int
+	for _, en := range entries {
+		if strings.HasPrefix(en.Name(), "..podtls_") {
+			staged++
+		}
+	}
+	if staged != 1 {
+		t.Fatalf("%d staging dirs left, want the current one only", staged)
+	}
+	cancel()
+	<-done
+}
+
+func TestErrorsKeepCurrentCertificate(t *testing.T) {
+	e := newEnv(t, time.Hour, true)
+	ctx := context.Background()
+	if err := e.agent.RenewOnce(ctx); err != nil {
+		t.Fatal(err)
+	}
+	good := e.serial()
+	cases := []struct {
+		name      string
+		setup     func()
+		permanent bool
+		retry     time.Duration
+	}{
+		{"forbidden", func() { e.srv.Fail(http.StatusForbidden, "") }, true, 0},
+		{"bad-request", func() { e.srv.Fail(http.StatusBadRequest, "") }, true, 0},
+		{"rate-limited", func() { e.srv.Fail(http.StatusTooManyRequests, "7") }, false, 7 * time.Second},
+		{"unavailable", func() { e.srv.Fail(http.StatusServiceUnavailable, "") }, false, 0},
+		{"wrong-key", func() { e.srv.Fail(0, ""); e.srv.SignWrongKey(true) }, false, 0},
+		{"empty-token", func() {
+			e.srv.SignWrongKey(false)
+			_ = os.WriteFile(e.token, []byte("  \n"), 0o600)
+		}, false, 0},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.setup()
+			err := e.agent.RenewOnce(ctx)
+			if err == nil {
+				t.Fatal("want an error")
+			}
+			var se *StatusError
+			if got := errors.As(err, &se) && se.Permanent(); got != tc.permanent {
+				t.Fatalf("permanent=%v, want %v (%v)", got, tc.permanent, err)
+			}
+			if tc.retry > 0 && se.RetryAfter != tc.retry {
+				t.Fatalf("Retry-After %s, want %s", se.RetryAfter, tc.retry)
+			}
+			if e.serial() != good {
+				t.Fatal("the served certificate changed after a failed request")
+			}
+		})
+	}
+	t.Run("unreachable", func(t *testing.T) {
+		e.srv.Close()
+		_ = os.WriteFile(e.token, []byte("t"), 0o600)
+		if err := e.agent.RenewOnce(ctx); err == nil {
+			t.Fatal("want an error")
+		}
+		if e.serial() != good {
+			t.Fatal("the served certificate changed")
+		}
+	})
+}
+
+func TestCAIsVerified(t *testing.T) {
+	e := newEnv(t, time.Hour, false) // the CA's HTTPS certificate is not trusted
+	err := e.agent.RenewOnce(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "certificate") {
+		t.Fatalf("want a TLS verification error, got %v", err)
+	}
+	if e.store.Ready() {
+		t.Fatal("certificate installed from an unverified CA")
+	}
+}
+
+func TestWriteDirReplacesPlainFiles(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "tls.crt"), []byte("old"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range []string{"one", "two"} {
+		if err := WriteDir(dir, []File{{Name: "tls.crt", Data: []byte(v), Mode: 0o644}, {Name: "tls.key", Data: []byte(v), Mode: 0o600}}); err != nil {
+			t.Fatal(err)
+		}
+		for _, f := range []string{"tls.crt", "tls.key"} {
+			b, err := os.ReadFile(filepath.Join(dir, f))
+			if err != nil || string(b) != v {
+				t.Fatalf("%s = %q, %v; want %q", f, b, err, v)
+			}
+		}
+	}
+	if st, _ := os.Stat(filepath.Join(dir, "tls.key")); st.Mode().Perm() != 0o600 {
+		t.Fatalf("key mode %v", st.Mode())
+	}
+}
+
+func FuzzParseEnvRoots(f *testing.F) {
+	f.Add(string(testpki.NewCA(f, "r").RootPEM()))
+	f.Add("")
+	f.Add("-----BEGIN CERTIFICATE-----\n")
+	f.Fuzz(func(t *testing.T, s string) {
+		_, _ = ParseEnvRoots(s)
+	})
+}
