@@ -26,13 +26,23 @@ import (
 
 // Config is everything a run can be told.
 type Config struct {
-	RepoRoot   string        // module root: where bin/tools and the sidecar sources are
-	Duration   time.Duration // of each measurement
-	Rounds     int
-	Workers    int    // goroutines of the handshake client
-	Sidecar    string // prebuilt podtls-sidecar; empty: build it from RepoRoot
-	NoSidecar  bool   // measure direct and nginx only
-	NoPin      bool   // do not pin with taskset
+	RepoRoot  string        // module root: where bin/tools and the sidecar sources are
+	Duration  time.Duration // of each measurement
+	Rounds    int
+	Workers   int    // goroutines of the handshake client
+	Sidecar   string // prebuilt podtls-sidecar; empty: build it from RepoRoot
+	NoSidecar bool   // measure direct and nginx only
+	NoPin     bool   // do not pin with taskset
+	// Nice is the scheduling priority of every benchmark process (servers and
+	// load generators); negative values need root. Other work on the machine
+	// otherwise gets the same CPU share per process, which favours rows that
+	// run more processes (a proxy plus the backend) over the direct row.
+	Nice int
+	// RealTime runs servers and load generators under SCHED_FIFO (chrt -f 1):
+	// on a busy machine a woken proxy otherwise waits for other processes'
+	// time slices, and ping-pong request latency measures the scheduler. It
+	// leaves other work about 5% of each CPU while the bench runs.
+	RealTime   bool
 	Self       string // this program's executable, re-run as the handshake client
 	KeepTmp    bool   // leave the temp dir (configs, logs) for inspection
 	JSONOutput string // also write raw results here
@@ -47,7 +57,7 @@ func (e *MissingToolsError) Error() string {
 		"or by hand: apt-get install nginx wrk && GOBIN=$PWD/bin/tools go install fortio.org/fortio@v1.66.0", e.Missing)
 }
 
-type tools struct{ nginx, wrk, fortio, taskset string }
+type tools struct{ nginx, wrk, fortio, taskset, nice, chrt string }
 
 // findTools looks in bin/tools first, then PATH.
 func findTools(repo string) (tools, error) {
@@ -79,6 +89,12 @@ func findTools(repo string) (tools, error) {
 	if p, err := exec.LookPath("taskset"); err == nil {
 		t.taskset = p
 	}
+	if p, err := exec.LookPath("nice"); err == nil {
+		t.nice = p
+	}
+	if p, err := exec.LookPath("chrt"); err == nil {
+		t.chrt = p
+	}
 	return t, nil
 }
 
@@ -89,6 +105,7 @@ type env struct {
 	dir     string
 	pki     *pki.Set
 	procs   []*proc
+	pinned  bool
 	loadPin []string // prefix for load generators (CPU0)
 	srvPin  []string // prefix for servers (CPU1)
 	runner  load.Runner
@@ -161,9 +178,20 @@ func (e *env) start(ctx context.Context, name string, args []string, ready func(
 }
 
 func (e *env) setup(ctx context.Context) error {
+	switch {
+	case e.cfg.RealTime && e.tools.chrt == "":
+		return errors.New("real-time scheduling asked for, but chrt (util-linux) is missing")
+	case e.cfg.RealTime:
+		prio := []string{e.tools.chrt, "-f", "1"}
+		e.loadPin, e.srvPin = prio, prio
+	case e.tools.nice != "" && e.cfg.Nice != 0:
+		prio := []string{e.tools.nice, "-n", strconv.Itoa(e.cfg.Nice)}
+		e.loadPin, e.srvPin = prio, prio
+	}
 	if e.tools.taskset != "" && !e.cfg.NoPin && cpuCount() >= 2 {
-		e.loadPin = []string{e.tools.taskset, "-c", "0"}
-		e.srvPin = []string{e.tools.taskset, "-c", "1"}
+		e.loadPin = append(append([]string{}, e.loadPin...), e.tools.taskset, "-c", "0")
+		e.srvPin = append(append([]string{}, e.srvPin...), e.tools.taskset, "-c", "1")
+		e.pinned = true
 	}
 	var sidecarBin string
 	if !e.cfg.NoSidecar {

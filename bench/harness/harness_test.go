@@ -152,3 +152,11 @@ func TestSummarizePairsRounds(t *testing.T) {
 		t.Fatalf("measured %d, missing %d", s.measured, s.roundsMiss)
 	}
 }
+
+func TestBusy(t *testing.T) {
+	for in, want := range map[string]bool{"0.10 0.2 0.3": false, "1.50 1 1": false, "1.51 0 0": true, "16.3 14 8": true, "?": false, "": false} {
+		if got := busy(in); got != want {
+			t.Errorf("busy(%q) = %v, want %v", in, got, want)
+		}
+	}
+}

@@ -58,6 +58,7 @@ type Results struct {
 	LoadAfter  string   `json:"load_after"`
 	Tools      string   `json:"tools"`
 	Pinned     bool     `json:"pinned"`
+	Sched      string   `json:"sched"`
 	Duration   string   `json:"duration"`
 	Rounds     int      `json:"rounds"`
 	Workers    int      `json:"handshake_workers"`
@@ -125,7 +126,7 @@ func (e *env) measure(ctx context.Context) (*Results, error) {
 	began := time.Now()
 	res := &Results{
 		Machine: machine(), LoadBefore: loadAvg(), Tools: e.toolVersions(),
-		Pinned: e.loadPin != nil, Duration: e.cfg.Duration.String(), Rounds: e.cfg.Rounds,
+		Pinned: e.pinned, Sched: e.schedLabel(), Duration: e.cfg.Duration.String(), Rounds: e.cfg.Rounds,
 		Workers: e.cfg.Workers, Conns: connCounts,
 		Rows: e.rows(), Handshakes: e.hsRows(),
 	}
@@ -138,6 +139,10 @@ func (e *env) measure(ctx context.Context) (*Results, error) {
 	out := e.cfg.Out
 	fmt.Fprintf(out, "podtls-bench: %s; %s\n", res.Machine, res.Tools)
 	fmt.Fprintf(out, "load average before: %s; %d rounds of %s per measurement\n", res.LoadBefore, e.cfg.Rounds, e.cfg.Duration)
+	if busy(res.LoadBefore) && !e.cfg.RealTime {
+		fmt.Fprintf(out, "WARNING: the machine is busy (load %s): woken proxies wait for other processes' time slices,\n"+
+			"  so latency and req/s will measure the scheduler. Use a quiet machine, or BENCH_REALTIME=1 (as root).\n", res.LoadBefore)
+	}
 
 	// Idle memory once everything has settled after start-up.
 	sleep(ctx, time.Second)
@@ -214,6 +219,16 @@ func (e *env) measure(ctx context.Context) (*Results, error) {
 	return res, ctx.Err()
 }
 
+func (e *env) schedLabel() string {
+	switch {
+	case e.cfg.RealTime:
+		return "SCHED_FIFO"
+	case e.tools.nice != "" && e.cfg.Nice != 0:
+		return "nice " + strconv.Itoa(e.cfg.Nice)
+	}
+	return "default priority"
+}
+
 func (e *env) rss(m *RSS) int64 {
 	var kb int64
 	var err error
@@ -256,6 +271,17 @@ func machine() string {
 		kernel = strings.TrimSpace(string(b))
 	}
 	return fmt.Sprintf("%d x %s, Linux %s", runtime.NumCPU(), model, kernel)
+}
+
+// busy reports a 1-minute load average above 1.5 (the benchmark itself keeps
+// about two cores busy only while it measures).
+func busy(loadavg string) bool {
+	f := strings.Fields(loadavg)
+	if len(f) == 0 {
+		return false
+	}
+	l, err := strconv.ParseFloat(f[0], 64)
+	return err == nil && l > 1.5
 }
 
 func loadAvg() string {

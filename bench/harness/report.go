@@ -90,8 +90,8 @@ func report(w io.Writer, res *Results) {
 	}
 	fmt.Fprintf(w, "\n== podtls data-plane benchmark ==\n")
 	fmt.Fprintf(w, "machine: %s\ntools:   %s\n", res.Machine, res.Tools)
-	fmt.Fprintf(w, "load average: %s before, %s after; %s; %d rounds x %s per measurement, interleaved; took %s\n",
-		res.LoadBefore, res.LoadAfter, pin, res.Rounds, res.Duration, res.Elapsed)
+	fmt.Fprintf(w, "load average: %s before, %s after; %s, %s; %d rounds x %s per measurement, interleaved; took %s\n",
+		res.LoadBefore, res.LoadAfter, pin, res.Sched, res.Rounds, res.Duration, res.Elapsed)
 	fmt.Fprintf(w, "numbers are medians over rounds; ratios are taken within a round, then the median; x ref = vs the matching nginx row, same client\n")
 
 	for _, conns := range res.Conns {
