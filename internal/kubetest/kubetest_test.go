@@ -1,0 +1,186 @@
+package kubetest_test
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	authenticationv1 "k8s.io/api/authentication/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/podtls/podtls/ca/api"
+	"github.com/podtls/podtls/internal/kubetest"
+)
+
+const (
+	podNameExtra = "authentication.kubernetes.io/pod-name"
+	podUIDExtra  = "authentication.kubernetes.io/pod-uid"
+)
+
+func newPod(ns, name, serviceAccount string) *corev1.Pod {
+	return &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
+		Spec: corev1.PodSpec{
+			ServiceAccountName: serviceAccount,
+			Containers:         []corev1.Container{{Name: "app", Image: "localhost/podtls/test:dev"}},
+		},
+	}
+}
+
+// TestControlPlane exercises one control plane through every helper, because each start costs
+// seconds: namespaces with their default ServiceAccount, ServiceAccount admission, bound
+// tokens and TokenReview, and the real kubectl.
+func TestControlPlane(t *testing.T) {
+	env := kubetest.Start(t)
+	ctx := t.Context()
+	const ns = "kubetest"
+	env.CreateNamespace(t, ns, map[string]string{"podtls.io/inject": "enabled"})
+	env.CreateServiceAccount(t, ns, "app")
+
+	pod := newPod(ns, "app-0", "app")
+	if err := env.Client.Create(ctx, pod); err != nil {
+		t.Fatalf("create pod: %v", err)
+	}
+
+	t.Run("service account admission defaults the pod", func(t *testing.T) {
+		p := newPod(ns, "defaulted", "")
+		if err := env.Client.Create(ctx, p); err != nil {
+			t.Fatalf("create pod without serviceAccountName: %v", err)
+		}
+		if p.Spec.ServiceAccountName != "default" {
+			t.Errorf("serviceAccountName = %q, want default (ServiceAccount admission plugin off?)", p.Spec.ServiceAccountName)
+		}
+		found := false
+		for _, v := range p.Spec.Volumes {
+			found = found || strings.HasPrefix(v.Name, "kube-api-access-")
+		}
+		if !found {
+			t.Errorf("no kube-api-access-* volume added; volumes: %+v", p.Spec.Volumes)
+		}
+	})
+
+	review := func(t *testing.T, token, audience string) authenticationv1.TokenReviewStatus {
+		t.Helper()
+		tr := &authenticationv1.TokenReview{Spec: authenticationv1.TokenReviewSpec{Token: token, Audiences: []string{audience}}}
+		got, err := env.Clientset.AuthenticationV1().TokenReviews().Create(ctx, tr, metav1.CreateOptions{})
+		if err != nil {
+			t.Fatalf("token review: %v", err)
+		}
+		return got.Status
+	}
+
+	token := env.Token(t, ns, "app", api.Audience, time.Hour, pod)
+
+	t.Run("bound token authenticates with pod extras", func(t *testing.T) {
+		st := review(t, token, api.Audience)
+		if !st.Authenticated {
+			t.Fatalf("not authenticated: %q", st.Error)
+		}
+		if want := "system:serviceaccount:" + ns + ":app"; st.User.Username != want {
+			t.Errorf("username = %q, want %q", st.User.Username, want)
+		}
+		if got := st.User.Extra[podNameExtra]; len(got) != 1 || got[0] != pod.Name {
+			t.Errorf("extra %s = %v, want [%s]", podNameExtra, got, pod.Name)
+		}
+		if got := st.User.Extra[podUIDExtra]; len(got) != 1 || got[0] != string(pod.UID) {
+			t.Errorf("extra %s = %v, want [%s]", podUIDExtra, got, pod.UID)
+		}
+		if len(st.Audiences) != 1 || st.Audiences[0] != api.Audience {
+			t.Errorf("audiences = %v, want [%s]", st.Audiences, api.Audience)
+		}
+	})
+
+	t.Run("wrong audience is rejected", func(t *testing.T) {
+		if st := review(t, token, "some-other-audience"); st.Authenticated {
+			t.Errorf("token for %q authenticated for another audience as %q", api.Audience, st.User.Username)
+		}
+	})
+
+	t.Run("unbound token has no pod extra", func(t *testing.T) {
+		st := review(t, env.Token(t, ns, "app", api.Audience, 0, nil), api.Audience)
+		if !st.Authenticated {
+			t.Fatalf("not authenticated: %q", st.Error)
+		}
+		if _, ok := st.User.Extra[podNameExtra]; ok {
+			t.Errorf("unbound token carries %s: %v", podNameExtra, st.User.Extra)
+		}
+	})
+
+	t.Run("token of a deleted pod is invalid", func(t *testing.T) {
+		p := newPod(ns, "short-lived", "app")
+		if err := env.Client.Create(ctx, p); err != nil {
+			t.Fatalf("create pod: %v", err)
+		}
+		tok := env.Token(t, ns, "app", api.Audience, time.Hour, p)
+		// No kubelet: a zero grace period deletes the object at once.
+		if err := env.Clientset.CoreV1().Pods(ns).Delete(ctx, p.Name, *metav1.NewDeleteOptions(0)); err != nil {
+			t.Fatalf("delete pod: %v", err)
+		}
+		if st := review(t, tok, api.Audience); st.Authenticated {
+			t.Errorf("token bound to deleted pod still authenticates as %q", st.User.Username)
+		}
+	})
+
+	t.Run("token for a missing service account fails", func(t *testing.T) {
+		if _, err := env.RequestToken(ctx, ns, "nobody", api.Audience, 0, nil); err == nil {
+			t.Error("token request for a missing ServiceAccount succeeded")
+		}
+	})
+
+	t.Run("kubectl talks to the control plane", func(t *testing.T) {
+		out, err := env.Kubectl(ctx, "get", "serviceaccounts", "-n", ns, "-o", "name")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, want := range []string{"serviceaccount/default", "serviceaccount/app"} {
+			if !strings.Contains(out, want) {
+				t.Errorf("kubectl output %q lacks %q", out, want)
+			}
+		}
+		out, err = env.Kubectl(ctx, "version", "-o", "json")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var v struct {
+			Client struct{ GitVersion string } `json:"clientVersion"`
+			Server struct{ GitVersion string } `json:"serverVersion"`
+		}
+		if err := json.Unmarshal([]byte(out), &v); err != nil {
+			t.Fatalf("parse kubectl version %q: %v", out, err)
+		}
+		if v.Client.GitVersion != v.Server.GitVersion || !strings.HasPrefix(v.Server.GitVersion, "v1.") {
+			t.Errorf("kubectl %q vs kube-apiserver %q: want the same real version", v.Client.GitVersion, v.Server.GitVersion)
+		}
+		t.Logf("kubectl %s, kube-apiserver %s", v.Client.GitVersion, v.Server.GitVersion)
+	})
+}
+
+func TestAssetsDirHonoursEnv(t *testing.T) {
+	dir := t.TempDir()
+	t.Setenv(kubetest.AssetsEnv, dir)
+	if _, err := kubetest.AssetsDir(); err == nil || !strings.Contains(err.Error(), "etcd, kube-apiserver, kubectl") {
+		t.Errorf("AssetsDir on an empty %s: err = %v, want all three binaries reported missing", kubetest.AssetsEnv, err)
+	}
+}
+
+func TestRepoRoot(t *testing.T) {
+	root, err := kubetest.RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// This test runs in internal/kubetest, so the root is two levels up and holds go.mod.
+	wd, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := filepath.Dir(filepath.Dir(wd)); root != want {
+		t.Errorf("RepoRoot = %q, want %q", root, want)
+	}
+	if _, err := os.Stat(filepath.Join(root, "go.mod")); err != nil {
+		t.Errorf("no go.mod at RepoRoot: %v", err)
+	}
+}
