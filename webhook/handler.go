@@ -1,0 +1,149 @@
+// Package webhook is the admission handler that injects the podtls sidecar. It
+// decodes the pod, asks webhook/inject to decide and mutate, and lets
+// controller-runtime compute the JSON patch. It makes no API calls: namespace
+// labels come from an informer-backed reader.
+package webhook
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"sync/atomic"
+	"time"
+
+	admissionv1 "k8s.io/api/admission/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
+
+	"github.com/podtls/podtls/webhook/inject"
+)
+
+// Paths the two webhooks of the MutatingWebhookConfiguration call.
+const (
+	// PathLabelled serves namespaces labelled podtls.io/inject=enabled (failurePolicy Fail).
+	PathLabelled = "/mutate-v1-pod"
+	// PathOptIn serves every other non-system namespace (failurePolicy Ignore).
+	PathOptIn = "/mutate-v1-pod-optin"
+)
+
+// Results of an admission, the "result" label of the admissions metric.
+const (
+	ResultInjected = "injected"
+	ResultSkipped  = "skipped"
+	ResultDenied   = "denied"
+	ResultError    = "error"
+)
+
+// ConfigSource holds the current injection config; the controller swaps it when
+// the trust roots change. Safe for concurrent use.
+type ConfigSource struct{ p atomic.Pointer[inject.Config] }
+
+// NewConfigSource returns a source holding cfg.
+func NewConfigSource(cfg inject.Config) *ConfigSource {
+	s := &ConfigSource{}
+	s.Store(cfg)
+	return s
+}
+
+// Load returns the current config.
+func (s *ConfigSource) Load() inject.Config { return *s.p.Load() }
+
+// Store replaces the config.
+func (s *ConfigSource) Store(cfg inject.Config) { s.p.Store(&cfg) }
+
+// Handler is the pod admission handler.
+type Handler struct {
+	// Namespaces reads Namespace objects, from an informer cache in production.
+	Namespaces client.Reader
+	// Config is the injection configuration.
+	Config *ConfigSource
+	// FallbackLabels stand in for the namespace's labels when it is not in the
+	// cache yet (a namespace created a moment ago). The labelled webhook only
+	// sees namespaces labelled enabled, so it passes that label here.
+	FallbackLabels map[string]string
+}
+
+var _ admission.Handler = (*Handler)(nil)
+
+// Handle implements admission.Handler. It never panics: a panic becomes an
+// Errored response (and failurePolicy decides what the API server does).
+func (h *Handler) Handle(ctx context.Context, req admission.Request) (resp admission.Response) {
+	start := time.Now()
+	log := logf.FromContext(ctx).WithValues("namespace", req.Namespace, "uid", req.UID)
+	defer func() {
+		if r := recover(); r != nil {
+			log.Error(fmt.Errorf("%v", r), "panic in pod admission")
+			observe(ResultError, []inject.ReasonCode{"panic"}, start)
+			resp = admission.Errored(http.StatusInternalServerError, fmt.Errorf("podtls: internal error"))
+		}
+	}()
+
+	if req.Kind.Kind != "Pod" || req.Operation != admissionv1.Create || req.SubResource != "" {
+		return admission.Allowed("")
+	}
+	var pod corev1.Pod
+	if err := json.Unmarshal(req.Object.Raw, &pod); err != nil {
+		observe(ResultError, []inject.ReasonCode{"decode"}, start)
+		return admission.Errored(http.StatusBadRequest, fmt.Errorf("podtls: decode pod: %w", err))
+	}
+	// The request's namespace is authoritative; the object may not carry it.
+	if req.Namespace != "" {
+		pod.Namespace = req.Namespace
+	}
+	ns := h.namespace(ctx, pod.Namespace)
+
+	original, err := json.Marshal(&pod)
+	if err != nil {
+		observe(ResultError, []inject.ReasonCode{"encode"}, start)
+		return admission.Errored(http.StatusInternalServerError, fmt.Errorf("podtls: encode pod: %w", err))
+	}
+	res, err := inject.Mutate(&pod, ns, h.Config.Load())
+	log = log.WithValues("pod", podName(&pod), "inject", res.Decision.Inject, "reasons", res.Decision.Reasons)
+	switch {
+	case err != nil:
+		log.V(1).Info("pod denied", "error", err.Error())
+		observe(ResultDenied, res.Decision.Reasons, start)
+		return admission.Denied(err.Error()).WithWarnings(res.Warnings...)
+	case !res.Mutated:
+		log.V(1).Info("pod not injected")
+		observe(ResultSkipped, res.Decision.Reasons, start)
+		return admission.Allowed("").WithWarnings(res.Warnings...)
+	}
+	mutated, err := json.Marshal(&pod)
+	if err != nil {
+		observe(ResultError, []inject.ReasonCode{"encode"}, start)
+		return admission.Errored(http.StatusInternalServerError, fmt.Errorf("podtls: encode pod: %w", err))
+	}
+	// The patch goes from our own encoding of the request's pod to the mutated
+	// pod, so fields our types drop are never patched away.
+	resp = admission.PatchResponseFromRaw(original, mutated).WithWarnings(res.Warnings...)
+	log.V(1).Info("pod injected", "operations", len(resp.Patches))
+	observe(ResultInjected, res.Decision.Reasons, start)
+	return resp
+}
+
+// namespace returns the namespace from the cache, or a stand-in built from the
+// fallback labels when it is not there.
+func (h *Handler) namespace(ctx context.Context, name string) *corev1.Namespace {
+	ns := &corev1.Namespace{}
+	if h.Namespaces != nil {
+		err := h.Namespaces.Get(ctx, types.NamespacedName{Name: name}, ns)
+		if err == nil {
+			return ns
+		}
+		logf.FromContext(ctx).V(1).Info("namespace not in cache, using fallback labels", "namespace", name, "error", err.Error())
+	}
+	return &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: h.FallbackLabels}}
+}
+
+func podName(p *corev1.Pod) string {
+	if p.Name != "" {
+		return p.Name
+	}
+	return p.GenerateName + "*"
+}

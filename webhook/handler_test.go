@@ -1,0 +1,222 @@
+package webhook
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	jsonpatch "github.com/evanphx/json-patch/v5"
+	admissionv1 "k8s.io/api/admission/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client/fake"
+	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
+	"sigs.k8s.io/yaml"
+
+	"github.com/podtls/podtls/webhook/annotations"
+	"github.com/podtls/podtls/webhook/inject"
+)
+
+func testHandler(t testing.TB) *Handler {
+	t.Helper()
+	nss := []runtime.Object{
+		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "demo", Labels: map[string]string{annotations.Inject: "enabled"}}},
+		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop"}},
+	}
+	cfg := inject.DefaultConfig()
+	cfg.TrustRootsPEM = "-----BEGIN CERTIFICATE-----\nTEST\n-----END CERTIFICATE-----\n"
+	return &Handler{
+		Namespaces: fake.NewClientBuilder().WithRuntimeObjects(nss...).Build(),
+		Config:     NewConfigSource(cfg),
+	}
+}
+
+func podRequest(t testing.TB, ns string, pod *corev1.Pod) admission.Request {
+	t.Helper()
+	raw, err := json.Marshal(pod)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return admission.Request{AdmissionRequest: admissionv1.AdmissionRequest{
+		UID: "u1", Kind: metav1.GroupVersionKind{Version: "v1", Kind: "Pod"},
+		Resource:  metav1.GroupVersionResource{Version: "v1", Resource: "pods"},
+		Namespace: ns, Operation: admissionv1.Create, Object: runtime.RawExtension{Raw: raw},
+	}}
+}
+
+func newPod(ann map[string]string) *corev1.Pod {
+	return &corev1.Pod{
+		TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "Pod"},
+		ObjectMeta: metav1.ObjectMeta{GenerateName: "app-", Annotations: ann},
+		Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "app:1"}}},
+	}
+}
+
+// applyPatch applies the response's patch to the request's raw object, as the
+// API server does, and decodes the result.
+func applyPatch(t testing.TB, raw []byte, resp admission.Response) (*corev1.Pod, []byte) {
+	t.Helper()
+	ops, err := json.Marshal(resp.Patches)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := jsonpatch.DecodePatch(ops)
+	if err != nil {
+		t.Fatalf("invalid patch: %v", err)
+	}
+	out, err := p.Apply(raw)
+	if err != nil {
+		t.Fatalf("patch does not apply: %v\n%s", err, ops)
+	}
+	pod := &corev1.Pod{}
+	if err := json.Unmarshal(out, pod); err != nil {
+		t.Fatalf("patched pod: %v", err)
+	}
+	return pod, out
+}
+
+func TestHandle(t *testing.T) {
+	h := testHandler(t)
+	ctx := context.Background()
+	tests := []struct {
+		name       string
+		ns         string
+		ann        map[string]string
+		wantAllow  bool
+		wantPatch  bool
+		wantMsg    string
+		wantWarned bool
+	}{
+		{name: "labelled namespace", ns: "demo", ann: map[string]string{annotations.Inbound: "8443:8080"}, wantAllow: true, wantPatch: true},
+		{name: "opt out", ns: "demo", ann: map[string]string{annotations.Inject: "false"}, wantAllow: true},
+		{name: "opt in", ns: "shop", ann: map[string]string{annotations.Inject: "true", annotations.Inbound: "8443:8080"}, wantAllow: true, wantPatch: true},
+		{name: "not asked", ns: "shop", wantAllow: true},
+		{name: "unknown namespace", ns: "ghost", wantAllow: true},
+		{name: "system namespace", ns: "kube-system", ann: map[string]string{annotations.Inject: "true"}, wantAllow: true},
+		{name: "bad annotation", ns: "demo", ann: map[string]string{annotations.Inbound: "8443"}, wantMsg: "annotation podtls.io/inbound"},
+		{name: "bad inject value", ns: "shop", ann: map[string]string{annotations.Inject: "yes"}, wantMsg: "podtls.io/inject"},
+		{name: "warning", ns: "demo", wantAllow: true, wantPatch: true, wantWarned: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			req := podRequest(t, tt.ns, newPod(tt.ann))
+			resp := h.Handle(ctx, req)
+			if resp.Allowed != tt.wantAllow {
+				t.Fatalf("allowed = %v, want %v (%+v)", resp.Allowed, tt.wantAllow, resp.Result)
+			}
+			if tt.wantMsg != "" && (resp.Result == nil || !strings.Contains(resp.Result.Message, tt.wantMsg)) {
+				t.Errorf("message %+v does not contain %q", resp.Result, tt.wantMsg)
+			}
+			if (len(resp.Patches) > 0) != tt.wantPatch {
+				t.Fatalf("patches = %d, want some: %v", len(resp.Patches), tt.wantPatch)
+			}
+			if tt.wantWarned && len(resp.Warnings) == 0 {
+				t.Error("want admission warnings")
+			}
+			if !tt.wantPatch {
+				return
+			}
+			pod, raw := applyPatch(t, req.Object.Raw, resp)
+			if !inject.HasSidecar(pod) || pod.Spec.InitContainers[0].Name != inject.ContainerName {
+				t.Fatalf("no native sidecar first: %+v", pod.Spec.InitContainers)
+			}
+			// Re-invocation: the API server sends our own output back.
+			req2 := req
+			req2.Object.Raw = raw
+			if resp2 := h.Handle(ctx, req2); !resp2.Allowed || len(resp2.Patches) != 0 {
+				t.Errorf("second invocation: allowed=%v patches=%v", resp2.Allowed, resp2.Patches)
+			}
+		})
+	}
+}
+
+func TestHandleFallbackLabels(t *testing.T) {
+	h := testHandler(t)
+	h.FallbackLabels = map[string]string{annotations.Inject: annotations.NamespaceEnabled}
+	resp := h.Handle(context.Background(), podRequest(t, "created-just-now", newPod(nil)))
+	if !resp.Allowed || len(resp.Patches) == 0 {
+		t.Fatalf("labelled webhook must inject when the namespace is not cached yet: %+v", resp)
+	}
+}
+
+func TestHandleIgnoresOtherRequests(t *testing.T) {
+	h := testHandler(t)
+	req := podRequest(t, "demo", newPod(nil))
+	req.Operation = admissionv1.Update
+	if resp := h.Handle(context.Background(), req); !resp.Allowed || len(resp.Patches) != 0 {
+		t.Errorf("update: %+v", resp)
+	}
+	req = podRequest(t, "demo", newPod(nil))
+	req.Object.Raw = []byte(`{"spec":`)
+	if resp := h.Handle(context.Background(), req); resp.Allowed || resp.Result.Code != http.StatusBadRequest {
+		t.Errorf("garbage: %+v", resp)
+	}
+}
+
+func TestHandleRecoversPanic(t *testing.T) {
+	h := &Handler{Config: nil} // Load on a nil source panics
+	resp := h.Handle(context.Background(), podRequest(t, "demo", newPod(nil)))
+	if resp.Allowed || resp.Result.Code != http.StatusInternalServerError {
+		t.Fatalf("want Errored 500, got %+v", resp)
+	}
+}
+
+// FuzzAdmissionReview sends arbitrary bytes through controller-runtime's
+// AdmissionReview decoding into the handler: no panic, always a well-formed
+// review, and every patch applies to the request's object and yields a pod.
+func FuzzAdmissionReview(f *testing.F) {
+	seed := func(ns string, ann map[string]string) {
+		req := podRequest(f, ns, newPod(ann))
+		b, _ := json.Marshal(admissionv1.AdmissionReview{
+			TypeMeta: metav1.TypeMeta{APIVersion: "admission.k8s.io/v1", Kind: "AdmissionReview"},
+			Request:  &req.AdmissionRequest})
+		f.Add(b)
+	}
+	seed("demo", map[string]string{annotations.Inbound: "8443:8080", annotations.Upstreams: "a.demo.svc:1@2"})
+	seed("shop", map[string]string{annotations.Inject: "true", annotations.ExternalHosts: "a.example.com"})
+	seed("demo", map[string]string{annotations.Mode: "x"})
+	f.Add([]byte(`{"request":{"uid":"x","kind":{"kind":"Pod"},"operation":"CREATE","object":{"metadata":{"annotations":null}}}}`))
+	f.Add([]byte(`{"request":{"kind":{"kind":"Pod"},"operation":"CREATE","object":[]}}`))
+
+	h := testHandler(f)
+	wh := &admission.Webhook{Handler: h}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		rec := httptest.NewRecorder()
+		r := httptest.NewRequest(http.MethodPost, PathLabelled, bytes.NewReader(body))
+		r.Header.Set("Content-Type", "application/json")
+		wh.ServeHTTP(rec, r)
+		var review admissionv1.AdmissionReview
+		if err := json.Unmarshal(rec.Body.Bytes(), &review); err != nil {
+			t.Fatalf("response is not an AdmissionReview: %v: %s", err, rec.Body.Bytes())
+		}
+		if review.Response == nil || review.Response.Patch == nil {
+			return
+		}
+		// The review decoder also accepts YAML: compare against the same bytes.
+		js, err := yaml.YAMLToJSON(body)
+		if err != nil {
+			t.Fatalf("patch for an undecodable request: %s", body)
+		}
+		var in admissionv1.AdmissionReview
+		if err := json.Unmarshal(js, &in); err != nil || in.Request == nil {
+			t.Fatalf("patch for an undecodable request: %s", body)
+		}
+		p, err := jsonpatch.DecodePatch(review.Response.Patch)
+		if err != nil {
+			t.Fatalf("invalid JSON patch %s: %v", review.Response.Patch, err)
+		}
+		out, err := p.Apply(in.Request.Object.Raw)
+		if err != nil {
+			t.Fatalf("patch does not apply: %v", err)
+		}
+		var pod corev1.Pod
+		if err := json.Unmarshal(out, &pod); err != nil || !inject.HasSidecar(&pod) {
+			t.Fatalf("patched object is not an injected pod: %v", err)
+		}
+	})
+}
