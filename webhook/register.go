@@ -1,0 +1,20 @@
+package webhook
+
+import (
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	ctrlwebhook "sigs.k8s.io/controller-runtime/pkg/webhook"
+	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
+
+	"github.com/podtls/podtls/webhook/annotations"
+)
+
+// Register serves both webhook paths on srv. namespaces should be backed by an
+// informer cache (the manager's), so admissions make no API calls.
+func Register(srv ctrlwebhook.Server, namespaces client.Reader, cfg *ConfigSource) {
+	srv.Register(PathLabelled, &admission.Webhook{Handler: &Handler{
+		Namespaces:     namespaces,
+		Config:         cfg,
+		FallbackLabels: map[string]string{annotations.Inject: annotations.NamespaceEnabled},
+	}})
+	srv.Register(PathOptIn, &admission.Webhook{Handler: &Handler{Namespaces: namespaces, Config: cfg}})
+}
