@@ -39,12 +39,24 @@ func TestParentFromStat(t *testing.T) {
 }
 
 func TestRSSOfThisProcess(t *testing.T) {
-	kb, err := rssKB(os.Getpid())
+	m, err := rssKB(os.Getpid())
 	if err != nil {
 		t.Fatal(err)
 	}
-	if kb <= 0 {
-		t.Fatalf("RSS %d kB", kb)
+	if m.RSS <= 0 || m.Anon <= 0 || m.Anon > m.RSS {
+		t.Fatalf("RSS %+v kB", m)
+	}
+}
+
+func TestParseStatusMem(t *testing.T) {
+	got, err := parseStatusMem("Name:\tnginx\nVmRSS:\t   13528 kB\nRssAnon:\t    5756 kB\nRssFile:\t 7772 kB\n")
+	if err != nil || got != (mem{RSS: 13528, Anon: 5756}) {
+		t.Fatalf("got %+v, %v", got, err)
+	}
+	for _, bad := range []string{"Name: x\n", "VmRSS: x kB\nRssAnon: 1 kB\n", "VmRSS: 1 kB\n"} {
+		if _, err := parseStatusMem(bad); err == nil {
+			t.Errorf("parseStatusMem(%q) succeeded", bad)
+		}
 	}
 }
 

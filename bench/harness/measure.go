@@ -46,7 +46,9 @@ type HSRow struct {
 type RSS struct {
 	Label     string `json:"label"`
 	StartKB   int64  `json:"start_kb"`
+	StartAnon int64  `json:"start_anon_kb"`
 	AfterLoad int64  `json:"after_load_kb"`
+	AfterAnon int64  `json:"after_load_anon_kb"`
 	pid       int
 	tree      bool // add the direct children (nginx workers)
 }
@@ -147,7 +149,7 @@ func (e *env) measure(ctx context.Context) (*Results, error) {
 	// Idle memory once everything has settled after start-up.
 	sleep(ctx, time.Second)
 	for _, m := range res.Memory {
-		m.StartKB = e.rss(m)
+		m.StartKB, m.StartAnon = e.rss(m)
 	}
 
 	// Warm-up doubles as a check: a target that does not answer is dropped,
@@ -212,7 +214,7 @@ func (e *env) measure(ctx context.Context) (*Results, error) {
 
 	sleep(ctx, 2*time.Second)
 	for _, m := range res.Memory {
-		m.AfterLoad = e.rss(m)
+		m.AfterLoad, m.AfterAnon = e.rss(m)
 	}
 	res.LoadAfter = loadAvg()
 	res.Elapsed = time.Since(began).Round(time.Second).String()
@@ -229,19 +231,20 @@ func (e *env) schedLabel() string {
 	return "default priority"
 }
 
-func (e *env) rss(m *RSS) int64 {
-	var kb int64
+// rss returns VmRSS and RssAnon in kB, -1 when they cannot be read.
+func (e *env) rss(m *RSS) (int64, int64) {
+	var got mem
 	var err error
 	if m.tree {
-		kb, err = treeRSSKB(m.pid)
+		got, err = treeRSSKB(m.pid)
 	} else {
-		kb, err = rssKB(m.pid)
+		got, err = rssKB(m.pid)
 	}
 	if err != nil {
 		fmt.Fprintf(e.cfg.Out, "  rss %s: %v\n", m.Label, err)
-		return -1
+		return -1, -1
 	}
-	return kb
+	return got.RSS, got.Anon
 }
 
 func (e *env) toolVersions() string {

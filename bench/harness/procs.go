@@ -147,24 +147,51 @@ func freePort() (int, error) {
 	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
-// rssKB reads VmRSS of one process from /proc.
-func rssKB(pid int) (int64, error) {
-	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
+// mem is what /proc/PID/status says about resident memory, in kB.
+type mem struct {
+	RSS  int64 // VmRSS: anonymous + file-backed (binary text, libraries) + shmem
+	Anon int64 // RssAnon: heap, stacks, GC metadata
+}
+
+func (m mem) add(o mem) mem { return mem{RSS: m.RSS + o.RSS, Anon: m.Anon + o.Anon} }
+
+// rssKB reads the resident memory of one process from /proc.
+func rssKB(pid int) (mem, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
-		return 0, fmt.Errorf("rss of %d: %w", pid, err)
+		return mem{}, fmt.Errorf("rss of %d: %w", pid, err)
 	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
+	m, err := parseStatusMem(string(b))
+	if err != nil {
+		return mem{}, fmt.Errorf("rss of %d: %w", pid, err)
+	}
+	return m, nil
+}
+
+func parseStatusMem(status string) (mem, error) {
+	var m mem
+	found := 0
+	sc := bufio.NewScanner(strings.NewReader(status))
 	for sc.Scan() {
-		if rest, ok := strings.CutPrefix(sc.Text(), "VmRSS:"); ok {
-			kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
-			if err != nil {
-				return 0, fmt.Errorf("rss of %d: %w", pid, err)
-			}
-			return kb, nil
+		key, val, ok := strings.Cut(sc.Text(), ":")
+		if !ok || key != "VmRSS" && key != "RssAnon" {
+			continue
 		}
+		kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(val), " kB"), 10, 64)
+		if err != nil {
+			return mem{}, fmt.Errorf("%s: %w", key, err)
+		}
+		if key == "VmRSS" {
+			m.RSS = kb
+		} else {
+			m.Anon = kb
+		}
+		found++
 	}
-	return 0, fmt.Errorf("rss of %d: no VmRSS line", pid)
+	if found != 2 {
+		return mem{}, errors.New("no VmRSS or RssAnon line")
+	}
+	return m, nil
 }
 
 // children lists the PIDs whose parent is pid (nginx workers of a master).
@@ -205,25 +232,25 @@ func parentFromStat(stat string) (int, bool) {
 	return ppid, err == nil
 }
 
-// treeRSSKB is the RSS of pid plus its direct children.
-func treeRSSKB(pid int) (int64, error) {
+// treeRSSKB is the memory of pid plus its direct children (nginx workers).
+func treeRSSKB(pid int) (mem, error) {
 	total, err := rssKB(pid)
 	if err != nil {
-		return 0, err
+		return mem{}, err
 	}
 	kids, err := children(pid)
 	if err != nil {
-		return 0, err
+		return mem{}, err
 	}
 	if len(kids) == 0 {
-		return 0, errors.New("no worker process found")
+		return mem{}, errors.New("no worker process found")
 	}
 	for _, k := range kids {
-		kb, err := rssKB(k)
+		m, err := rssKB(k)
 		if err != nil {
-			return 0, err
+			return mem{}, err
 		}
-		total += kb
+		total = total.add(m)
 	}
 	return total, nil
 }

@@ -134,11 +134,11 @@ func report(w io.Writer, res *Results) {
 	}
 	tw.Flush()
 
-	fmt.Fprintf(w, "\nresident memory (VmRSS)\n")
+	fmt.Fprintf(w, "\nresident memory: VmRSS (of which anonymous: heap, stacks; the rest is mapped binary and libraries)\n")
 	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "process\tafter start\tafter load\t")
+	fmt.Fprintln(tw, "process\tafter start\t(anon)\tafter load\t(anon)\t")
 	for _, m := range res.Memory {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t\n", m.Label, mb(m.StartKB), mb(m.AfterLoad))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t\n", m.Label, mb(m.StartKB), mb(m.StartAnon), mb(m.AfterLoad), mb(m.AfterAnon))
 	}
 	tw.Flush()
 
