@@ -127,7 +127,7 @@ func Write(w io.Writer, spec Spec) (string, error) {
 	manDesc := describe(MediaTypeManifest, manifest)
 	manDesc.Annotations = map[string]string{
 		// containerd names the imported image after this annotation.
-		"io.containerd.image.name":         spec.Name,
+		"io.containerd.image.name":          spec.Name,
 		"org.opencontainers.image.ref.name": tagOf(spec.Name),
 	}
 	index, err := json.Marshal(Index{SchemaVersion: 2, MediaType: MediaTypeIndex, Manifests: []Descriptor{manDesc}})
