@@ -132,6 +132,9 @@ func (a *Authority) leafTemplate(id identity.ID, csr *x509.CertificateRequest, s
 	}
 	for _, n := range csr.DNSNames {
 		n = strings.TrimSuffix(strings.ToLower(n), ".")
+		if strings.Contains(n, "*") {
+			return nil, fmt.Errorf("%w: wildcard DNS SAN %q is never granted", ErrForbidden, n)
+		}
 		if err := identity.ValidateDNSName(n); err != nil {
 			return nil, fmt.Errorf("%w: DNS SAN %q: %w", ErrBadRequest, n, err)
 		}

@@ -1,0 +1,55 @@
+package ca
+
+import (
+	"encoding/pem"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/podtls/podtls/ca/identity"
+)
+
+// FuzzSign feeds arbitrary bytes (PEM or raw DER wrapped in PEM) to Sign and
+// checks that whatever it signs obeys the policy.
+func FuzzSign(f *testing.F) {
+	valid := makeCSR(f, csrSpec{dns: []string{"web.demo.svc", "web.demo.svc.cluster.local"}, uris: []string{demoID}})
+	f.Add(valid, false)
+	f.Add(makeCSR(f, csrSpec{dns: []string{"db.prod.svc"}}), false)
+	f.Add(makeCSR(f, csrSpec{key: "ed25519", ips: []string{"10.1.2.3"}}), false)
+	f.Add(otherNameCSR(f), false)
+	f.Add(badSignatureCSR(f), false)
+	b, _ := pem.Decode(valid)
+	f.Add(b.Bytes, true)
+	f.Add([]byte("-----BEGIN CERTIFICATE REQUEST-----\n-----END CERTIFICATE REQUEST-----\n"), false)
+	f.Add([]byte{}, false)
+
+	a := newTestAuthority(f, Config{Services: &fakeServices{byPod: map[string][]string{"demo/web-0": {"web"}}}})
+	caller := Caller{Namespace: "demo", ServiceAccount: "web", PodName: "web-0"}
+	f.Fuzz(func(t *testing.T, data []byte, wrap bool) {
+		if wrap {
+			data = pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: data})
+		}
+		got, err := a.Sign(t.Context(), caller, data, time.Duration(len(data))*time.Minute)
+		if err != nil {
+			if !errors.Is(err, ErrBadRequest) && !errors.Is(err, ErrForbidden) {
+				t.Fatalf("unexpected error class: %v", err)
+			}
+			return
+		}
+		leaf := got.Certificate
+		if len(leaf.URIs) != 1 || leaf.URIs[0].String() != demoID {
+			t.Fatalf("URIs = %v", leaf.URIs)
+		}
+		if len(leaf.IPAddresses)+len(leaf.EmailAddresses) != 0 {
+			t.Fatalf("IP/email SANs issued: %v %v", leaf.IPAddresses, leaf.EmailAddresses)
+		}
+		for _, n := range leaf.DNSNames {
+			if !identity.NamespaceMayHoldDNSName("demo", identity.DefaultClusterDomain, n) {
+				t.Fatalf("issued DNS name %q outside namespace demo", n)
+			}
+		}
+		if d := leaf.NotAfter.Sub(leaf.NotBefore); d < MinTTL || d > MaxTTL+Backdate {
+			t.Fatalf("lifetime %s out of bounds", d)
+		}
+	})
+}
