@@ -185,7 +185,9 @@ func TestMaterialFromSecretRejects(t *testing.T) {
 		{"no tls.crt", func(d map[string][]byte) { delete(d, KeyCert) }},
 		{"no tls.key", func(d map[string][]byte) { delete(d, KeyKey) }},
 		{"no ca.crt", func(d map[string][]byte) { delete(d, KeyRoots) }},
-		{"garbage key", func(d map[string][]byte) { d[KeyKey] = []byte("-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n") }},
+		{"garbage key", func(d map[string][]byte) {
+			d[KeyKey] = []byte("-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n")
+		}},
 		{"garbage cert", func(d map[string][]byte) { d[KeyCert] = []byte("not a certificate") }},
 		{"garbage extra roots", func(d map[string][]byte) { d[KeyExtraRoots] = []byte("nope") }},
 	} {
