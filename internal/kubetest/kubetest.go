@@ -21,10 +21,14 @@
 //		out, err := env.Kubectl(t.Context(), "get", "pods", "-n", "demo")
 //	}
 //
-// To test a mutating webhook, pass WithWebhooks with the MutatingWebhookConfiguration: envtest
-// rewrites its client config to https://<Env.Webhook.LocalServingHost>:<LocalServingPort>
-// with a CA bundle, and the test serves the webhook there with the certificate in
-// Env.Webhook.LocalServingCertDir (tls.crt, tls.key).
+// To test a mutating webhook, pass WithMutatingWebhooks (or WithWebhooks) with the
+// MutatingWebhookConfiguration: envtest rewrites each webhook's clientConfig to
+// https://<Env.Webhook.LocalServingHost>:<LocalServingPort>/<service path> with a CA bundle
+// for the certificate in Env.Webhook.LocalServingCertDir (tls.crt, tls.key). Then serve the
+// handlers there with Env.ServeWebhooks before creating objects the webhook intercepts:
+//
+//	env := kubetest.Start(t, kubetest.WithMutatingWebhooks(mwc)) // clientConfig.service.path "/mutate"
+//	env.ServeWebhooks(t, map[string]http.Handler{"/mutate": &webhook.Admission{Handler: h}})
 //
 // Each Start costs about 3 s (start) + 1 s (stop); share one Env per package (TestMain or a
 // sync.Once) when many tests need one, and isolate them by namespace.
@@ -35,6 +39,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -53,6 +58,7 @@ import (
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	"sigs.k8s.io/controller-runtime/pkg/webhook"
 )
 
 // RequireEnv names the environment variable that turns missing assets into a test failure.
@@ -273,6 +279,53 @@ func etcdSupportsNoFsync(path string) bool {
 	ok := bytes.Contains(out, []byte("--unsafe-no-fsync"))
 	noFsync.Store(path, ok)
 	return ok
+}
+
+// ServeWebhooks serves hooks (path -> handler, e.g. a controller-runtime *webhook.Admission)
+// with controller-runtime's webhook server on the address and certificate the API server was
+// given by WithWebhooks/WithMutatingWebhooks. It returns once the server accepts TLS
+// connections and stops it in t.Cleanup.
+func (e *Env) ServeWebhooks(t testing.TB, hooks map[string]http.Handler) webhook.Server {
+	t.Helper()
+	w := e.Webhook
+	if w == nil || w.LocalServingPort == 0 {
+		t.Fatal("kubetest: ServeWebhooks needs Start(t, WithMutatingWebhooks(...)) or WithWebhooks")
+	}
+	srv := webhook.NewServer(webhook.Options{Host: w.LocalServingHost, Port: w.LocalServingPort, CertDir: w.LocalServingCertDir})
+	for path, h := range hooks {
+		srv.Register(path, h)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var serveErr error
+	done := make(chan struct{}) // closed when Start returns; serveErr is set before
+	go func() {
+		serveErr = srv.Start(ctx)
+		close(done)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+		if serveErr != nil {
+			t.Errorf("kubetest: webhook server: %v", serveErr)
+		}
+	})
+
+	started := srv.StartedChecker()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		err := started(nil)
+		if err == nil {
+			return srv
+		}
+		select {
+		case <-done:
+			t.Fatalf("kubetest: webhook server on %s:%d exited: %v", w.LocalServingHost, w.LocalServingPort, serveErr)
+		case <-time.After(20 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("kubetest: webhook server on %s:%d not serving after 30s: %v", w.LocalServingHost, w.LocalServingPort, err)
+		}
+	}
 }
 
 // CreateNamespace creates a namespace with the given labels and its "default"

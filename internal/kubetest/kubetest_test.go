@@ -1,16 +1,21 @@
 package kubetest_test
 
 import (
+	"context"
 	"encoding/json"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/webhook"
+	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	"github.com/podtls/podtls/ca/api"
 	"github.com/podtls/podtls/internal/kubetest"
@@ -20,6 +25,49 @@ const (
 	podNameExtra = "authentication.kubernetes.io/pod-name"
 	podUIDExtra  = "authentication.kubernetes.io/pod-uid"
 )
+
+const (
+	webhookLabel = "kubetest.podtls.io/webhook"
+	mutatedKey   = "kubetest.podtls.io/mutated"
+	webhookPath  = "/mutate-pod"
+)
+
+// podWebhook intercepts pod creation in namespaces labelled webhookLabel=on; envtest points
+// its service reference at the local webhook server.
+func podWebhook() *admissionregistrationv1.MutatingWebhookConfiguration {
+	path := webhookPath
+	sideEffects := admissionregistrationv1.SideEffectClassNone
+	fail := admissionregistrationv1.Fail
+	return &admissionregistrationv1.MutatingWebhookConfiguration{
+		ObjectMeta: metav1.ObjectMeta{Name: "kubetest"},
+		Webhooks: []admissionregistrationv1.MutatingWebhook{{
+			Name:                    "pods.kubetest.podtls.io",
+			ClientConfig:            admissionregistrationv1.WebhookClientConfig{Service: &admissionregistrationv1.ServiceReference{Namespace: "unused", Name: "unused", Path: &path}},
+			Rules:                   []admissionregistrationv1.RuleWithOperations{{Operations: []admissionregistrationv1.OperationType{admissionregistrationv1.Create}, Rule: admissionregistrationv1.Rule{APIGroups: []string{""}, APIVersions: []string{"v1"}, Resources: []string{"pods"}}}},
+			NamespaceSelector:       &metav1.LabelSelector{MatchLabels: map[string]string{webhookLabel: "on"}},
+			SideEffects:             &sideEffects,
+			FailurePolicy:           &fail,
+			AdmissionReviewVersions: []string{"v1"},
+		}},
+	}
+}
+
+// annotate marks every pod it sees.
+func annotate(_ context.Context, req admission.Request) admission.Response {
+	var pod corev1.Pod
+	if err := json.Unmarshal(req.Object.Raw, &pod); err != nil {
+		return admission.Errored(http.StatusBadRequest, err)
+	}
+	if pod.Annotations == nil {
+		pod.Annotations = map[string]string{}
+	}
+	pod.Annotations[mutatedKey] = "true"
+	raw, err := json.Marshal(&pod)
+	if err != nil {
+		return admission.Errored(http.StatusInternalServerError, err)
+	}
+	return admission.PatchResponseFromRaw(req.Object.Raw, raw)
+}
 
 func newPod(ns, name, serviceAccount string) *corev1.Pod {
 	return &corev1.Pod{
@@ -33,9 +81,10 @@ func newPod(ns, name, serviceAccount string) *corev1.Pod {
 
 // TestControlPlane exercises one control plane through every helper, because each start costs
 // seconds: namespaces with their default ServiceAccount, ServiceAccount admission, bound
-// tokens and TokenReview, and the real kubectl.
+// tokens and TokenReview, a local mutating webhook, and the real kubectl.
 func TestControlPlane(t *testing.T) {
-	env := kubetest.Start(t)
+	env := kubetest.Start(t, kubetest.WithMutatingWebhooks(podWebhook()))
+	env.ServeWebhooks(t, map[string]http.Handler{webhookPath: &webhook.Admission{Handler: admission.HandlerFunc(annotate)}})
 	ctx := t.Context()
 	const ns = "kubetest"
 	env.CreateNamespace(t, ns, map[string]string{"podtls.io/inject": "enabled"})
@@ -128,6 +177,20 @@ func TestControlPlane(t *testing.T) {
 	t.Run("token for a missing service account fails", func(t *testing.T) {
 		if _, err := env.RequestToken(ctx, ns, "nobody", api.Audience, 0, nil); err == nil {
 			t.Error("token request for a missing ServiceAccount succeeded")
+		}
+	})
+
+	t.Run("mutating webhook is called for selected namespaces", func(t *testing.T) {
+		env.CreateNamespace(t, "hooked", map[string]string{webhookLabel: "on"})
+		hooked := newPod("hooked", "p", "")
+		if err := env.Client.Create(ctx, hooked); err != nil {
+			t.Fatalf("create pod in hooked namespace: %v", err)
+		}
+		if hooked.Annotations[mutatedKey] != "true" {
+			t.Errorf("pod in namespace labelled %s=on not mutated: annotations %v", webhookLabel, hooked.Annotations)
+		}
+		if _, ok := pod.Annotations[mutatedKey]; ok {
+			t.Errorf("pod in an unlabelled namespace was mutated: %v", pod.Annotations)
 		}
 	})
 
