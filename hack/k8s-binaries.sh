@@ -84,12 +84,15 @@ is_current() {
 # so an interrupted run never leaves a half-written binary that looks current.
 install_binary() {
   local src="$1" dst="$2" name="$3"
-  mkdir -p "$dst"
-  cp "$src/$name" "$dst/.$name.tmp.$$"
-  chmod 0755 "$dst/.$name.tmp.$$"
-  mv -f "$dst/.$name.tmp.$$" "$dst/$name"
-  stamp_value "$name" >"$dst/.$name.version.tmp.$$"
-  mv -f "$dst/.$name.version.tmp.$$" "$dst/.$name.version"
+  mkdir -p "$dst" &&
+    cp "$src/$name" "$dst/.$name.tmp.$$" &&
+    chmod 0755 "$dst/.$name.tmp.$$" &&
+    mv -f "$dst/.$name.tmp.$$" "$dst/$name" &&
+    stamp_value "$name" >"$dst/.$name.version.tmp.$$" &&
+    mv -f "$dst/.$name.version.tmp.$$" "$dst/.$name.version" || {
+    rm -f "$dst/.$name.tmp.$$" "$dst/.$name.version.tmp.$$" 2>/dev/null
+    return 1
+  }
 }
 
 WORK=""
@@ -122,9 +125,10 @@ k8s_wrapper_module() {
   mkdir -p "$dir"
   t0=$(now_s)
   log "downloading k8s.io/kubernetes@$K8S_VERSION (source zip, may take a minute when not cached)"
-  gomod="$(cd "$dir" && "${go_env[@]}" go mod download -json "k8s.io/kubernetes@$K8S_VERSION" |
-    sed -n 's/^[[:space:]]*"GoMod":[[:space:]]*"\(.*\)",\{0,1\}$/\1/p')" ||
-    die "go mod download k8s.io/kubernetes@$K8S_VERSION failed (is the Go module proxy reachable? GOPROXY=$(go env GOPROXY))"
+  local dl
+  dl="$(cd "$dir" && "${go_env[@]}" go mod download -json "k8s.io/kubernetes@$K8S_VERSION" 2>&1)" ||
+    die "go mod download k8s.io/kubernetes@$K8S_VERSION failed (Go module proxy reachable? GOPROXY=$(go env GOPROXY)): $dl"
+  gomod="$(printf '%s\n' "$dl" | sed -n 's/^[[:space:]]*"GoMod":[[:space:]]*"\(.*\)",\{0,1\}$/\1/p')"
   [ -n "$gomod" ] && [ -f "$gomod" ] || die "could not locate go.mod of k8s.io/kubernetes@$K8S_VERSION in the module cache"
 
   # Staging modules: replaced with ./staging/... AND required at v0.0.0 (this leaves out the
@@ -236,7 +240,7 @@ for name in "${components[@]}"; do
     continue
   fi
   if [ "$force" -eq 0 ] && is_current "$cache" "$name"; then
-    install_binary "$cache" "$OUT_DIR" "$name"
+    install_binary "$cache" "$OUT_DIR" "$name" || die "could not copy $name from $cache into $OUT_DIR"
     log "$name $want: copied from machine cache $cache"
     continue
   fi
@@ -245,7 +249,7 @@ for name in "${components[@]}"; do
   stage="$(work_dir)/out"
   mkdir -p "$stage"
   build "$name" "$stage"
-  install_binary "$stage" "$OUT_DIR" "$name"
+  install_binary "$stage" "$OUT_DIR" "$name" || die "could not install $name into $OUT_DIR"
   if install_binary "$stage" "$cache" "$name" 2>/dev/null; then
     cached="stored in $cache"
   else
