@@ -1,0 +1,159 @@
+// Package bundle keeps the trust-bundle ConfigMap (podtls-trust-bundle, key
+// ca.crt) current in every namespace that is labelled podtls.io/inject=enabled
+// or holds injected pods. Injected pods mount it (optional) to verify peers.
+package bundle
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"slices"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	"github.com/podtls/podtls/webhook/annotations"
+	"github.com/podtls/podtls/webhook/inject"
+)
+
+// Resync is how often every namespace is checked again, which also spreads a
+// rotated root (the Bundle function's new value) without a watch on the CA.
+const Resync = 5 * time.Minute
+
+// ManagedByLabel marks the ConfigMaps this distributor owns.
+const ManagedByLabel = "app.kubernetes.io/managed-by"
+
+// Distributor is the reconciler. RBAC: namespaces get/list/watch; pods
+// list/watch (metadata); configmaps get/list/watch/create/update.
+type Distributor struct {
+	Client client.Client
+	// APIReader reads around the cache, which only holds ConfigMaps carrying
+	// ManagedByLabel: a same-named ConfigMap made by hand is adopted through it.
+	APIReader client.Reader
+	// Bundle returns the current roots PEM.
+	Bundle func() []byte
+	// Excluded namespaces never get the ConfigMap (system namespaces).
+	Excluded []string
+}
+
+// SetupWithManager registers the reconciler: namespaces, pods (metadata only,
+// mapped to their namespace) and the ConfigMaps themselves (repaired when
+// edited or deleted) all trigger a reconcile of the namespace.
+func (d *Distributor) SetupWithManager(mgr ctrl.Manager) error {
+	toNamespace := handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
+		return []reconcile.Request{{NamespacedName: types.NamespacedName{Name: o.GetNamespace()}}}
+	})
+	injected := predicate.NewPredicateFuncs(func(o client.Object) bool {
+		_, ok := o.GetAnnotations()[annotations.Status]
+		return ok
+	})
+	ours := predicate.NewPredicateFuncs(func(o client.Object) bool { return o.GetName() == inject.TrustBundleConfigMap })
+	return ctrl.NewControllerManagedBy(mgr).
+		Named("trust-bundle").
+		For(&corev1.Namespace{}).
+		WatchesMetadata(&corev1.Pod{}, toNamespace, builder.WithPredicates(injected)).
+		Watches(&corev1.ConfigMap{}, toNamespace, builder.WithPredicates(ours)).
+		Complete(d)
+}
+
+// Reconcile makes sure namespace req.Name has the current ConfigMap if it wants one.
+func (d *Distributor) Reconcile(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
+	log := logf.FromContext(ctx)
+	if slices.Contains(d.Excluded, req.Name) {
+		return reconcile.Result{}, nil
+	}
+	ns := &corev1.Namespace{}
+	if err := d.Client.Get(ctx, req.NamespacedName, ns); err != nil {
+		return reconcile.Result{}, client.IgnoreNotFound(err)
+	}
+	if ns.DeletionTimestamp != nil {
+		return reconcile.Result{}, nil
+	}
+	want, err := d.wanted(ctx, ns)
+	if err != nil || !want {
+		// A namespace that stops wanting the bundle keeps its ConfigMap:
+		// running pods may still mount it.
+		return reconcile.Result{}, err
+	}
+	bundle := d.Bundle()
+	if len(bundle) == 0 {
+		return reconcile.Result{RequeueAfter: 10 * time.Second}, nil
+	}
+	cm := &corev1.ConfigMap{}
+	key := types.NamespacedName{Namespace: ns.Name, Name: inject.TrustBundleConfigMap}
+	switch err := d.Client.Get(ctx, key, cm); {
+	case apierrors.IsNotFound(err):
+		cm = &corev1.ConfigMap{
+			ObjectMeta: metav1.ObjectMeta{Namespace: ns.Name, Name: inject.TrustBundleConfigMap,
+				Labels: map[string]string{ManagedByLabel: "podtls"}},
+			Data: map[string]string{inject.TrustBundleKey: string(bundle)},
+		}
+		err := d.Client.Create(ctx, cm)
+		if apierrors.IsAlreadyExists(err) && d.APIReader != nil {
+			return reconcile.Result{RequeueAfter: Resync}, d.adopt(ctx, key, bundle)
+		}
+		if err != nil {
+			return reconcile.Result{}, fmt.Errorf("create trust bundle in %s: %w", ns.Name, err)
+		}
+		log.Info("trust bundle created", "namespace", ns.Name)
+	case err != nil:
+		return reconcile.Result{}, fmt.Errorf("get trust bundle in %s: %w", ns.Name, err)
+	case !bytes.Equal([]byte(cm.Data[inject.TrustBundleKey]), bundle):
+		if cm.Data == nil {
+			cm.Data = map[string]string{}
+		}
+		cm.Data[inject.TrustBundleKey] = string(bundle)
+		if err := d.Client.Update(ctx, cm); err != nil {
+			return reconcile.Result{}, fmt.Errorf("update trust bundle in %s: %w", ns.Name, err)
+		}
+		log.Info("trust bundle updated", "namespace", ns.Name)
+	}
+	return reconcile.Result{RequeueAfter: Resync}, nil
+}
+
+// adopt labels and updates a ConfigMap the cache cannot see.
+func (d *Distributor) adopt(ctx context.Context, key types.NamespacedName, bundle []byte) error {
+	cm := &corev1.ConfigMap{}
+	if err := d.APIReader.Get(ctx, key, cm); err != nil {
+		return fmt.Errorf("get unlabelled trust bundle %s: %w", key, err)
+	}
+	if cm.Labels == nil {
+		cm.Labels = map[string]string{}
+	}
+	cm.Labels[ManagedByLabel] = "podtls"
+	if cm.Data == nil {
+		cm.Data = map[string]string{}
+	}
+	cm.Data[inject.TrustBundleKey] = string(bundle)
+	if err := d.Client.Update(ctx, cm); err != nil {
+		return fmt.Errorf("adopt trust bundle %s: %w", key, err)
+	}
+	logf.FromContext(ctx).Info("trust bundle adopted", "namespace", key.Namespace)
+	return nil
+}
+
+// wanted: the namespace is labelled enabled or holds at least one injected pod.
+func (d *Distributor) wanted(ctx context.Context, ns *corev1.Namespace) (bool, error) {
+	if ns.Labels[annotations.Inject] == annotations.NamespaceEnabled {
+		return true, nil
+	}
+	pods := &metav1.PartialObjectMetadataList{}
+	pods.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("PodList"))
+	if err := d.Client.List(ctx, pods, client.InNamespace(ns.Name)); err != nil {
+		return false, fmt.Errorf("list pods of %s: %w", ns.Name, err)
+	}
+	return slices.ContainsFunc(pods.Items, func(p metav1.PartialObjectMetadata) bool {
+		_, ok := p.Annotations[annotations.Status]
+		return ok
+	}), nil
+}
