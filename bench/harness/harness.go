@@ -110,9 +110,9 @@ type env struct {
 	srvPin  []string // prefix for servers (CPU1)
 	runner  load.Runner
 
-	backendPort, nginxTLSPort, nginxMTLSPort int
-	inPort, outPort, inAdmin, outAdmin       int
-	nginxProxy, sidecarIn, sidecarOut        *proc
+	backendPort, nginxTLSPort, nginxMTLSPort   int
+	inPort, outPort, inAdmin, outAdmin         int
+	backend, nginxProxy, sidecarIn, sidecarOut *proc
 }
 
 // Run performs the whole benchmark and prints the report to cfg.Out.
@@ -225,7 +225,7 @@ func (e *env) setup(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if _, err := e.start(ctx, "backend", nginxArgs(e.tools.nginx, e.dir, conf), tcpReady(addr(e.backendPort))); err != nil {
+	if e.backend, err = e.start(ctx, "backend", nginxArgs(e.tools.nginx, e.dir, conf), tcpReady(addr(e.backendPort))); err != nil {
 		return err
 	}
 	np.Name = "nginx"

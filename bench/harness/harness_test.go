@@ -172,3 +172,37 @@ func TestBusy(t *testing.T) {
 		}
 	}
 }
+
+func TestCPUFromStat(t *testing.T) {
+	// Fields 14 and 15 (utime, stime) of a real /proc/PID/stat line.
+	stat := "4242 (nginx: worker) R 4241 4241 4241 0 -1 4194560 1229 0 0 0 250 37 0 0 20 0 1 0 1999 0 0"
+	if got, ok := cpuFromStat(stat); !ok || got != 287 {
+		t.Fatalf("cpuFromStat = %d, %v; want 287", got, ok)
+	}
+	if _, ok := cpuFromStat("1 (x) R 1 2"); ok {
+		t.Fatal("short stat accepted")
+	}
+	s, err := cpuSeconds([]cpuOwner{{pid: os.Getpid()}})
+	if err != nil || s < 0 {
+		t.Fatalf("cpuSeconds(self) = %v, %v", s, err)
+	}
+}
+
+func TestHandshakeTargetUsesServerCPUWhenClientBound(t *testing.T) {
+	res := synthetic()
+	for _, h := range res.Handshakes {
+		for _, r := range h.Results {
+			if r != nil {
+				r.ClientCPU = 0.95
+			}
+			// nginx TLS: 4000 conns on 1.0 s of server CPU; sidecar edge: ~3800 on 0.76 s.
+			h.CPU = append(h.CPU, map[string]float64{"hs-nginx-tls": 1.0, "hs-sidecar-edge": 0.76, "hs-nginx-mtls": 1, "hs-sidecar-mtls": 1}[h.Key])
+		}
+	}
+	var buf bytes.Buffer
+	report(&buf, res)
+	want := "PASS  full handshakes/s sidecar-edge >= 1.0x nginx                1.25x per server core (client-bound)"
+	if !strings.Contains(buf.String(), want) {
+		t.Fatalf("report lacks %q:\n%s", want, buf.String())
+	}
+}

@@ -3,6 +3,7 @@ package harness
 import (
 	"context"
 	"fmt"
+	"math"
 	"os"
 	"os/exec"
 	"runtime"
@@ -24,9 +25,13 @@ type Row struct {
 	Ref    string `json:"ref,omitempty"`  // matching nginx row
 	// Results[conns][round]; nil where the measurement failed.
 	Results map[int][]*load.Result `json:"results"`
-	Err     string                 `json:"error,omitempty"`
+	// CPU[conns][round] is the CPU time the proxies of this row used during
+	// the measurement, in seconds; NaN where unknown.
+	CPU map[int][]float64 `json:"proxy_cpu_seconds,omitempty"`
+	Err string            `json:"error,omitempty"`
 
 	target load.Target
+	procs  []cpuOwner // the proxies of this path; none for direct
 }
 
 // HSRow is one server under the handshake client.
@@ -35,7 +40,11 @@ type HSRow struct {
 	Label   string              `json:"label"`
 	Ref     string              `json:"ref,omitempty"`
 	Results []*handshake.Result `json:"results"`
-	Err     string              `json:"error,omitempty"`
+	// CPU is the CPU time of the proxy and the backend during each round, in seconds.
+	CPU []float64 `json:"server_cpu_seconds"`
+	Err string    `json:"error,omitempty"`
+
+	procs []cpuOwner
 
 	port       int
 	serverName string
@@ -97,22 +106,37 @@ func (e *env) rows() []*Row {
 		rows = append(rows,
 			&Row{Key: "sidecar-mtls", Label: "sidecar inbound mTLS", Client: "fortio", Base: "direct-fortio", Ref: "nginx-mtls", target: mtls(url("https", pki.ServerName, e.inPort))})
 	}
+	nginx := []cpuOwner{{pid: e.nginxProxy.pid(), tree: true}}
+	var in, both []cpuOwner
+	if e.sidecarIn != nil {
+		in = []cpuOwner{{pid: e.sidecarIn.pid()}}
+		both = []cpuOwner{{pid: e.sidecarIn.pid()}, {pid: e.sidecarOut.pid()}}
+	}
+	procs := map[string][]cpuOwner{"nginx-tls": nginx, "nginx-mtls": nginx, "sidecar-edge": in, "sidecar-mtls": in, "mesh": both}
 	for _, r := range rows {
 		r.Results = map[int][]*load.Result{}
+		r.CPU = map[int][]float64{}
+		r.procs = procs[r.Key]
 	}
 	return rows
 }
 
 func (e *env) hsRows() []*HSRow {
+	backend := cpuOwner{pid: e.backend.pid(), tree: true}
+	nginx := []cpuOwner{{pid: e.nginxProxy.pid(), tree: true}, backend}
+	var in []cpuOwner
+	if e.sidecarIn != nil {
+		in = []cpuOwner{{pid: e.sidecarIn.pid()}, backend}
+	}
 	rows := []*HSRow{
-		{Key: "hs-nginx-tls", Label: "nginx TLS", port: e.nginxTLSPort, serverName: pki.EdgeName},
+		{Key: "hs-nginx-tls", Label: "nginx TLS", port: e.nginxTLSPort, serverName: pki.EdgeName, procs: nginx},
 	}
 	if e.sidecarIn != nil {
-		rows = append(rows, &HSRow{Key: "hs-sidecar-edge", Label: "sidecar edge TLS", Ref: "hs-nginx-tls", port: e.inPort, serverName: pki.EdgeName})
+		rows = append(rows, &HSRow{Key: "hs-sidecar-edge", Label: "sidecar edge TLS", Ref: "hs-nginx-tls", port: e.inPort, serverName: pki.EdgeName, procs: in})
 	}
-	rows = append(rows, &HSRow{Key: "hs-nginx-mtls", Label: "nginx mTLS", port: e.nginxMTLSPort, serverName: pki.ServerName, mtls: true})
+	rows = append(rows, &HSRow{Key: "hs-nginx-mtls", Label: "nginx mTLS", port: e.nginxMTLSPort, serverName: pki.ServerName, mtls: true, procs: nginx})
 	if e.sidecarIn != nil {
-		rows = append(rows, &HSRow{Key: "hs-sidecar-mtls", Label: "sidecar inbound mTLS", Ref: "hs-nginx-mtls", port: e.inPort, serverName: pki.ServerName, mtls: true})
+		rows = append(rows, &HSRow{Key: "hs-sidecar-mtls", Label: "sidecar inbound mTLS", Ref: "hs-nginx-mtls", port: e.inPort, serverName: pki.ServerName, mtls: true, procs: in})
 	}
 	return rows
 }
@@ -170,10 +194,16 @@ func (e *env) measure(ctx context.Context) (*Results, error) {
 				if r.Err != "" {
 					continue
 				}
-				got, err := e.keepAlive(ctx, r, conns, e.cfg.Duration)
+				var got load.Result
+				cpu, err := e.cpuDuring(r.procs, func() error {
+					var err error
+					got, err = e.keepAlive(ctx, r, conns, e.cfg.Duration)
+					return err
+				})
 				if ctx.Err() != nil {
 					return nil, ctx.Err()
 				}
+				r.CPU[conns] = append(r.CPU[conns], cpu)
 				var p *load.Result
 				if err != nil {
 					fmt.Fprintf(out, "  round %d c=%-2d %-26s %-6s error: %v\n", round, conns, r.Label, r.Client, err)
@@ -183,8 +213,8 @@ func (e *env) measure(ctx context.Context) (*Results, error) {
 					if got.Sockets > int64(conns) {
 						reopened = fmt.Sprintf(" (%d sockets for %d connections: the server closed some)", got.Sockets, conns)
 					}
-					fmt.Fprintf(out, "  round %d c=%-2d %-26s %-6s %9.0f req/s  p50 %-8s p99 %-8s errors %d%s\n",
-						round, conns, r.Label, r.Client, got.RPS, us(got.P50), us(got.P99), got.Errors, reopened)
+					fmt.Fprintf(out, "  round %d c=%-2d %-26s %-6s %9.0f req/s  p50 %-8s p99 %-8s proxy CPU %4.1f us/req  errors %d%s\n",
+						round, conns, r.Label, r.Client, got.RPS, us(got.P50), us(got.P99), perUnit(cpu, got.Requests), got.Errors, reopened)
 				}
 				r.Results[conns] = append(r.Results[conns], p)
 			}
@@ -193,10 +223,16 @@ func (e *env) measure(ctx context.Context) (*Results, error) {
 			if h.Err != "" {
 				continue
 			}
-			got, err := e.handshakeLoad(ctx, h.port, h.serverName, h.mtls)
+			var got handshake.Result
+			cpu, err := e.cpuDuring(h.procs, func() error {
+				var err error
+				got, err = e.handshakeLoad(ctx, h.port, h.serverName, h.mtls)
+				return err
+			})
 			if ctx.Err() != nil {
 				return nil, ctx.Err()
 			}
+			h.CPU = append(h.CPU, cpu)
 			var p *handshake.Result
 			if err != nil {
 				fmt.Fprintf(out, "  round %d handshakes %-22s error: %v\n", round, h.Label, err)
@@ -205,8 +241,8 @@ func (e *env) measure(ctx context.Context) (*Results, error) {
 				}
 			} else {
 				p = &got
-				fmt.Fprintf(out, "  round %d handshakes %-22s %7.0f conn/s  errors %d resumed %d client CPU %.2f cores %s\n",
-					round, h.Label, got.PerSecond(), got.Errors, got.Resumed, got.ClientCPU, got.FirstErr)
+				fmt.Fprintf(out, "  round %d handshakes %-22s %7.0f conn/s  server CPU %.0f us/conn  client CPU %.2f cores  errors %d resumed %d %s\n",
+					round, h.Label, got.PerSecond(), perUnit(cpu, got.Conns), got.ClientCPU, got.Errors, got.Resumed, got.FirstErr)
 			}
 			h.Results = append(h.Results, p)
 		}
@@ -219,6 +255,29 @@ func (e *env) measure(ctx context.Context) (*Results, error) {
 	res.LoadAfter = loadAvg()
 	res.Elapsed = time.Since(began).Round(time.Second).String()
 	return res, ctx.Err()
+}
+
+// cpuDuring runs measure and returns the CPU seconds owners used meanwhile;
+// NaN when there are no owners or /proc could not be read.
+func (e *env) cpuDuring(owners []cpuOwner, measure func() error) (float64, error) {
+	if len(owners) == 0 {
+		return math.NaN(), measure()
+	}
+	before, cerr := cpuSeconds(owners)
+	err := measure()
+	after, cerr2 := cpuSeconds(owners)
+	if cerr != nil || cerr2 != nil {
+		return math.NaN(), err
+	}
+	return after - before, err
+}
+
+// perUnit is CPU seconds per request or connection, in microseconds.
+func perUnit(cpuSeconds float64, n int64) float64 {
+	if n <= 0 {
+		return math.NaN()
+	}
+	return cpuSeconds / float64(n) * 1e6
 }
 
 func (e *env) schedLabel() string {

@@ -254,3 +254,58 @@ func treeRSSKB(pid int) (mem, error) {
 	}
 	return total, nil
 }
+
+// clockTicks is USER_HZ, the unit of utime and stime in /proc/PID/stat; it is
+// 100 on every Linux architecture Go supports.
+const clockTicks = 100
+
+// cpuFromStat reads utime+stime (fields 14 and 15) of /proc/PID/stat, in ticks.
+func cpuFromStat(stat string) (int64, bool) {
+	i := strings.LastIndexByte(stat, ')')
+	if i < 0 {
+		return 0, false
+	}
+	f := strings.Fields(stat[i+1:]) // f[0] is field 3 (state)
+	if len(f) < 13 {
+		return 0, false
+	}
+	u, err1 := strconv.ParseInt(f[11], 10, 64)
+	s, err2 := strconv.ParseInt(f[12], 10, 64)
+	if err1 != nil || err2 != nil {
+		return 0, false
+	}
+	return u + s, true
+}
+
+// cpuOwner is a server process whose CPU time the benchmark accounts.
+type cpuOwner struct {
+	pid  int
+	tree bool // add the direct children (nginx workers)
+}
+
+// cpuSeconds is the CPU time (user+system, all threads) the owners have used.
+func cpuSeconds(owners []cpuOwner) (float64, error) {
+	var ticks int64
+	for _, o := range owners {
+		pids := []int{o.pid}
+		if o.tree {
+			kids, err := children(o.pid)
+			if err != nil {
+				return 0, err
+			}
+			pids = append(pids, kids...)
+		}
+		for _, pid := range pids {
+			b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+			if err != nil {
+				return 0, fmt.Errorf("cpu of %d: %w", pid, err)
+			}
+			t, ok := cpuFromStat(string(b))
+			if !ok {
+				return 0, fmt.Errorf("cpu of %d: unreadable stat", pid)
+			}
+			ticks += t
+		}
+	}
+	return float64(ticks) / clockTicks, nil
+}
