@@ -1,0 +1,214 @@
+package proxy
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"io"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/podtls/podtls/ca/identity"
+	"github.com/podtls/podtls/sidecar/internal/testpki"
+	"github.com/podtls/podtls/sidecar/metrics"
+	"github.com/podtls/podtls/sidecar/tlsconfig"
+)
+
+type source struct {
+	cert  *tls.Certificate
+	roots *x509.CertPool
+}
+
+func (s source) MeshCertificate() *tls.Certificate         { return s.cert }
+func (s source) ExternalCertificate(string) *tls.Certificate { return nil }
+func (s source) TrustPool() *x509.CertPool                   { return s.roots }
+
+type rig struct {
+	p      *Proxy
+	addr   string
+	client *tls.Config
+	reg    *metrics.Registry
+}
+
+// newRig runs an inbound TCP-mode proxy in front of target.
+func newRig(t *testing.T, target string, mutate func(*Config)) *rig {
+	t.Helper()
+	ca := testpki.NewCA(t, "mesh")
+	srv := ca.Issue(t, testpki.LeafOptions{SPIFFEID: "spiffe://cluster.local/ns/demo/sa/server", DNSNames: []string{"server.demo.svc"}})
+	cli := ca.Issue(t, testpki.LeafOptions{SPIFFEID: "spiffe://cluster.local/ns/demo/sa/client"})
+	roots := x509.NewCertPool()
+	roots.AddCert(ca.Cert)
+	allow, _ := identity.NewMatcher("cluster.local", nil)
+	reg := metrics.NewRegistry()
+	cfg := Config{
+		Inbound:   []Inbound{{Listen: "127.0.0.1:0", Target: target}},
+		ServerTLS: tlsconfig.Server(source{&tls.Certificate{Certificate: [][]byte{srv.Cert.Raw}, PrivateKey: srv.Key, Leaf: srv.Cert}, roots}, allow, tlsconfig.Options{}),
+		Registry:  reg,
+	}
+	if mutate != nil {
+		mutate(&cfg)
+	}
+	p, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Listen(); err != nil {
+		t.Fatal(err)
+	}
+	go p.Serve()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		_ = p.Shutdown(ctx)
+	})
+	return &rig{p: p, addr: p.Addrs()[0].String(), reg: reg, client: &tls.Config{
+		ServerName: "server.demo.svc", RootCAs: roots,
+		Certificates: []tls.Certificate{{Certificate: [][]byte{cli.Cert.Raw}, PrivateKey: cli.Key, Leaf: cli.Cert}},
+	}}
+}
+
+func (r *rig) dial(t *testing.T) *tls.Conn {
+	t.Helper()
+	c, err := tls.Dial("tcp", r.addr, r.client)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+	return c
+}
+
+// echoServer reads everything until EOF and then answers with what it read,
+// which only works if the proxy forwards the client's half-close.
+func echoServer(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				b, _ := io.ReadAll(c)
+				_, _ = c.Write(append([]byte("got:"), b...))
+			}()
+		}
+	}()
+	return ln.Addr().String()
+}
+
+func TestHalfClose(t *testing.T) {
+	r := newRig(t, echoServer(t), nil)
+	c := r.dial(t)
+	defer c.Close()
+	payload := strings.Repeat("x", 100_000)
+	if _, err := io.WriteString(c, payload); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	got, err := io.ReadAll(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(got) != "got:"+payload {
+		t.Fatalf("got %d bytes, want %d", len(got), len(payload)+4)
+	}
+}
+
+func TestMaxConnections(t *testing.T) {
+	r := newRig(t, echoServer(t), func(c *Config) { c.MaxConnections = 1 })
+	first := r.dial(t)
+	defer first.Close()
+	deadline := time.Now().Add(2 * time.Second)
+	for r.p.Open() != 1 {
+		if time.Now().After(deadline) {
+			t.Fatal("first connection not counted")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	c, err := tls.Dial("tcp", r.addr, r.client)
+	if err == nil {
+		_ = c.SetDeadline(time.Now().Add(2 * time.Second))
+		_, err = c.Read(make([]byte, 1))
+		c.Close()
+	}
+	if err == nil {
+		t.Fatal("second connection served above --max-connections")
+	}
+	var b strings.Builder
+	_ = r.reg.WriteText(&b)
+	if !strings.Contains(b.String(), `podtls_sidecar_connections_rejected_total{reason="max_connections"} 1`) {
+		t.Fatalf("rejection not counted:\n%s", b.String())
+	}
+}
+
+func TestIdleTimeout(t *testing.T) {
+	r := newRig(t, echoServer(t), func(c *Config) { c.IdleTimeout = 300 * time.Millisecond })
+	c := r.dial(t)
+	defer c.Close()
+	// Keep it busy past the idle timeout: activity keeps it open.
+	for range 5 {
+		if _, err := io.WriteString(c, "ping"); err != nil {
+			t.Fatalf("connection closed while active: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	start := time.Now()
+	_, err := io.ReadAll(c) // silent now: the proxy must close it
+	if err != nil && !errors.Is(err, io.EOF) && !strings.Contains(err.Error(), "reset") {
+		t.Fatalf("read: %v", err)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Fatalf("idle connection closed after %s", d)
+	}
+}
+
+func TestShutdownForcesAfterDeadline(t *testing.T) {
+	r := newRig(t, echoServer(t), nil)
+	c := r.dial(t)
+	defer c.Close()
+	if _, err := io.WriteString(c, "held open"); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(2 * time.Second)
+	for r.p.Open() != 1 {
+		if time.Now().After(deadline) {
+			t.Fatal("connection not open")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	if err := r.p.Shutdown(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Shutdown = %v, want deadline exceeded", err)
+	}
+	if d := time.Since(start); d > time.Second {
+		t.Fatalf("Shutdown took %s", d)
+	}
+	if r.p.Open() != 0 {
+		t.Fatalf("%d connections still open", r.p.Open())
+	}
+	if _, err := net.DialTimeout("tcp", r.addr, 500*time.Millisecond); err == nil {
+		t.Fatal("listener still open")
+	}
+}
+
+func TestDialFailureClosesClient(t *testing.T) {
+	r := newRig(t, "127.0.0.1:1", func(c *Config) { c.DialTimeout = 500 * time.Millisecond })
+	c := r.dial(t)
+	defer c.Close()
+	if _, err := c.Read(make([]byte, 1)); err == nil {
+		t.Fatal("read succeeded although the app is down")
+	}
+}

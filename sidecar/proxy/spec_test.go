@@ -1,0 +1,103 @@
+package proxy
+
+import (
+	"strings"
+	"testing"
+)
+
+func TestParseInbound(t *testing.T) {
+	cases := []struct {
+		in      string
+		want    Inbound
+		wantErr string
+	}{
+		{":8443=127.0.0.1:8080", Inbound{":8443", "127.0.0.1:8080"}, ""},
+		{"0.0.0.0:8443=localhost:8080", Inbound{"0.0.0.0:8443", "localhost:8080"}, ""},
+		{"[::]:8443=[::1]:8080", Inbound{"[::]:8443", "[::1]:8080"}, ""},
+		{"8443=127.0.0.1:8080", Inbound{}, "listen"},
+		{":8443", Inbound{}, "LISTEN=TARGET"},
+		{":0=127.0.0.1:8080", Inbound{}, "port"},
+		{":65536=127.0.0.1:8080", Inbound{}, "port"},
+		{":08443=127.0.0.1:8080", Inbound{}, "port"},
+		{":8443=:8080", Inbound{}, "host is empty"},
+		{":8443=bad_host:8080", Inbound{}, "target"},
+		{"example.com:8443=127.0.0.1:8080", Inbound{}, "IP address"},
+	}
+	for _, tc := range cases {
+		got, err := ParseInbound(tc.in)
+		if tc.wantErr != "" {
+			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+				t.Errorf("ParseInbound(%q) error %v, want %q", tc.in, err, tc.wantErr)
+			}
+			continue
+		}
+		if err != nil || got != tc.want {
+			t.Errorf("ParseInbound(%q) = %+v, %v; want %+v", tc.in, got, err, tc.want)
+		}
+	}
+}
+
+func TestParseOutbound(t *testing.T) {
+	cases := []struct {
+		in      string
+		want    Outbound
+		wantErr string
+	}{
+		{"127.0.0.1:9001=preference.demo.svc:8443", Outbound{Listen: "127.0.0.1:9001", Upstream: "preference.demo.svc:8443", ServerName: "preference.demo.svc"}, ""},
+		{":9001=preference.demo.svc:8443#spiffe://cluster.local/ns/demo/sa/preference",
+			Outbound{Listen: "127.0.0.1:9001", Upstream: "preference.demo.svc:8443", ServerName: "preference.demo.svc", PinnedID: "spiffe://cluster.local/ns/demo/sa/preference"}, ""},
+		{"localhost:9001=10.0.0.1:8443", Outbound{Listen: "127.0.0.1:9001", Upstream: "10.0.0.1:8443", ServerName: "10.0.0.1"}, ""},
+		{"[::1]:9001=a.b:1", Outbound{Listen: "[::1]:9001", Upstream: "a.b:1", ServerName: "a.b"}, ""},
+		{"0.0.0.0:9001=a.b:1", Outbound{}, "loopback"},
+		{"10.1.2.3:9001=a.b:1", Outbound{}, "loopback"},
+		{"127.0.0.1:9001=a.b:1#", Outbound{}, "pinned"},
+		{"127.0.0.1:9001=a.b:1#spiffe://cluster.local/ns/x", Outbound{}, "pinned"},
+		{"127.0.0.1:9001=a.b", Outbound{}, "upstream"},
+		{"127.0.0.1:9001", Outbound{}, "LISTEN="},
+	}
+	for _, tc := range cases {
+		got, err := ParseOutbound(tc.in)
+		if tc.wantErr != "" {
+			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+				t.Errorf("ParseOutbound(%q) error %v, want %q", tc.in, err, tc.wantErr)
+			}
+			continue
+		}
+		if err != nil || got != tc.want {
+			t.Errorf("ParseOutbound(%q) = %+v, %v; want %+v", tc.in, got, err, tc.want)
+		}
+	}
+}
+
+func FuzzParseInbound(f *testing.F) {
+	for _, s := range []string{":8443=127.0.0.1:8080", "[::]:1=[::1]:2", "=", ":1=a:1=b", "a:b=c:d"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		in, err := ParseInbound(s)
+		if err != nil {
+			return
+		}
+		// A parsed spec renders back to an equivalent, parsable spec.
+		again, err := ParseInbound(in.String())
+		if err != nil || again != in {
+			t.Fatalf("round trip %q -> %+v -> %+v, %v", s, in, again, err)
+		}
+	})
+}
+
+func FuzzParseOutbound(f *testing.F) {
+	for _, s := range []string{"127.0.0.1:9001=preference.demo.svc:8443", ":9001=a.b:1#spiffe://cluster.local/ns/a/sa/b", "[::1]:1=[::1]:2", "=#"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		o, err := ParseOutbound(s)
+		if err != nil {
+			return
+		}
+		again, err := ParseOutbound(o.String())
+		if err != nil || again != o {
+			t.Fatalf("round trip %q -> %+v -> %+v, %v", s, o, again, err)
+		}
+	})
+}

@@ -1,0 +1,221 @@
+package tlsconfig
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/podtls/podtls/ca/identity"
+	"github.com/podtls/podtls/sidecar/internal/testpki"
+)
+
+const (
+	clientID = "spiffe://cluster.local/ns/demo/sa/client"
+	serverID = "spiffe://cluster.local/ns/demo/sa/server"
+)
+
+// source is a mutable Source for tests.
+type source struct {
+	mu    sync.Mutex
+	mesh  *tls.Certificate
+	ext   map[string]*tls.Certificate
+	roots *x509.CertPool
+}
+
+func (s *source) MeshCertificate() *tls.Certificate {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.mesh
+}
+
+func (s *source) ExternalCertificate(name string) *tls.Certificate {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.ext[name]
+}
+
+func (s *source) TrustPool() *x509.CertPool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.roots
+}
+
+func (s *source) setRoots(p *x509.CertPool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.roots = p
+}
+
+func pair(l *testpki.Leaf) *tls.Certificate {
+	return &tls.Certificate{Certificate: [][]byte{l.Cert.Raw}, PrivateKey: l.Key, Leaf: l.Cert}
+}
+
+func pool(cas ...*testpki.CA) *x509.CertPool {
+	p := x509.NewCertPool()
+	for _, ca := range cas {
+		p.AddCert(ca.Cert)
+	}
+	return p
+}
+
+func TestVerifyClient(t *testing.T) {
+	ca, other := testpki.NewCA(t, "mesh"), testpki.NewCA(t, "other")
+	inter := ca.Intermediate(t, "mesh intermediate")
+	allow, err := identity.NewMatcher("cluster.local", []string{clientID, "spiffe://cluster.local/ns/ops/*"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	chain := func(l *testpki.Leaf, cas ...*testpki.CA) []*x509.Certificate {
+		out := []*x509.Certificate{l.Cert}
+		for _, c := range cas {
+			out = append(out, c.Cert)
+		}
+		return out
+	}
+	cases := []struct {
+		name   string
+		chain  []*x509.Certificate
+		roots  *x509.CertPool
+		reason string
+	}{
+		{"allowed", chain(ca.Issue(t, testpki.LeafOptions{SPIFFEID: clientID})), pool(ca), ""},
+		{"allowed-prefix-via-intermediate", chain(inter.Issue(t, testpki.LeafOptions{SPIFFEID: "spiffe://cluster.local/ns/ops/sa/x"}), inter), pool(ca), ""},
+		{"intermediate-missing", chain(inter.Issue(t, testpki.LeafOptions{SPIFFEID: clientID})), pool(ca), ReasonUnknownCA},
+		{"no-cert", nil, pool(ca), ReasonNoClientCert},
+		{"other-ca", chain(other.Issue(t, testpki.LeafOptions{SPIFFEID: clientID})), pool(ca), ReasonUnknownCA},
+		{"nil-roots-never-system", chain(ca.Issue(t, testpki.LeafOptions{SPIFFEID: clientID})), nil, ReasonUnknownCA},
+		{"expired", chain(ca.Issue(t, testpki.LeafOptions{SPIFFEID: clientID, NotBefore: now.Add(-2 * time.Hour), NotAfter: now.Add(-time.Hour)})), pool(ca), ReasonExpired},
+		{"not-allowed", chain(ca.Issue(t, testpki.LeafOptions{SPIFFEID: "spiffe://cluster.local/ns/demo/sa/other"})), pool(ca), ReasonNotAllowed},
+		{"other-trust-domain", chain(ca.Issue(t, testpki.LeafOptions{SPIFFEID: "spiffe://evil.example/ns/demo/sa/client"})), pool(ca), ReasonNotAllowed},
+		{"no-spiffe-id", chain(ca.Issue(t, testpki.LeafOptions{DNSNames: []string{"a.demo.svc"}})), pool(ca), ReasonNoSPIFFEID},
+		{"malformed-spiffe-id", chain(ca.Issue(t, testpki.LeafOptions{SPIFFEID: "spiffe://cluster.local/ns/demo/sa/client/extra"})), pool(ca), ReasonNoSPIFFEID},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			err := VerifyClient(tc.roots, allow, tc.chain, now)
+			if got := FailureReason(err); got != tc.reason {
+				t.Fatalf("reason %q, want %q (err %v)", got, tc.reason, err)
+			}
+		})
+	}
+}
+
+func TestVerifyServer(t *testing.T) {
+	ca := testpki.NewCA(t, "mesh")
+	leaf := ca.Issue(t, testpki.LeafOptions{SPIFFEID: serverID, DNSNames: []string{"server.demo.svc"}})
+	now := time.Now()
+	cases := []struct {
+		name, host, pin, reason string
+	}{
+		{"ok", "server.demo.svc", "", ""},
+		{"ok-pinned", "server.demo.svc", serverID, ""},
+		{"wrong-pin", "server.demo.svc", clientID, ReasonPinnedIDMismach},
+		{"wrong-name", "other.demo.svc", "", ReasonNameMismatch},
+		{"ip-not-in-cert", "127.0.0.1", "", ReasonNameMismatch},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			err := VerifyServer(pool(ca), tc.host, tc.pin, []*x509.Certificate{leaf.Cert}, now)
+			if got := FailureReason(err); got != tc.reason {
+				t.Fatalf("reason %q, want %q (err %v)", got, tc.reason, err)
+			}
+		})
+	}
+}
+
+// handshake runs client and server configs over a pipe.
+func handshake(t *testing.T, server, client *tls.Config) (tls.ConnectionState, error, error) {
+	t.Helper()
+	// Kernel sockets, not net.Pipe: an unbuffered pipe deadlocks when
+	// both sides write an alert or a flight at once.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	c2, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c2.Close()
+	c1, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c1.Close()
+	_ = c1.SetDeadline(time.Now().Add(10 * time.Second))
+	_ = c2.SetDeadline(time.Now().Add(10 * time.Second))
+	srv := tls.Server(c1, server)
+	cli := tls.Client(c2, client)
+	errc := make(chan error, 1)
+	go func() {
+		err := srv.Handshake()
+		if err == nil {
+			// TLS 1.3 clients learn of a refused certificate on their first
+			// read; give them something to read on success.
+			_, _ = srv.Write([]byte("x"))
+		}
+		errc <- err
+	}()
+	cerr := cli.Handshake()
+	if cerr == nil {
+		buf := make([]byte, 1)
+		_, cerr = cli.Read(buf)
+	}
+	serr := <-errc
+	return cli.ConnectionState(), serr, cerr
+}
+
+func TestServerClientHandshake(t *testing.T) {
+	ca, next := testpki.NewCA(t, "mesh"), testpki.NewCA(t, "next mesh root")
+	pub := testpki.NewCA(t, "public")
+	allow, _ := identity.NewMatcher("cluster.local", nil)
+	srvSrc := &source{
+		mesh:  pair(ca.Issue(t, testpki.LeafOptions{SPIFFEID: serverID, DNSNames: []string{"server.demo.svc"}})),
+		ext:   map[string]*tls.Certificate{"shop.example.com": pair(pub.Issue(t, testpki.LeafOptions{DNSNames: []string{"shop.example.com"}}))},
+		roots: pool(ca),
+	}
+	cliSrc := &source{mesh: pair(next.Issue(t, testpki.LeafOptions{SPIFFEID: clientID})), roots: pool(ca)}
+	server := Server(srvSrc, allow, Options{})
+	client := Client(cliSrc, "server.demo.svc", serverID, Options{})
+
+	// The client's root is not trusted yet.
+	if _, serr, _ := handshake(t, server, client); FailureReason(serr) != ReasonUnknownCA {
+		t.Fatalf("server error %v, want unknown CA", serr)
+	}
+	// Reloading the trust pool applies to the next handshake, same config.
+	srvSrc.setRoots(pool(ca, next))
+	cs, serr, cerr := handshake(t, server, client)
+	if serr != nil || cerr != nil {
+		t.Fatalf("after trust reload: server %v, client %v", serr, cerr)
+	}
+	if cs.Version != tls.VersionTLS13 || cs.CurveID != tls.X25519 {
+		t.Fatalf("negotiated version %x curve %v, want TLS 1.3 with X25519", cs.Version, cs.CurveID)
+	}
+	// Post-quantum key exchange only when asked for.
+	pq := Client(cliSrc, "server.demo.svc", "", Options{PostQuantum: true})
+	if cs, _, cerr := handshake(t, Server(srvSrc, allow, Options{PostQuantum: true}), pq); cerr != nil || cs.CurveID != tls.X25519MLKEM768 {
+		t.Fatalf("pq: curve %v err %v", cs.CurveID, cerr)
+	}
+
+	// SNI of an external certificate: served without a client certificate.
+	edgeClient := &tls.Config{ServerName: "shop.example.com", RootCAs: pool(pub)}
+	if _, serr, cerr := handshake(t, server, edgeClient); serr != nil || cerr != nil {
+		t.Fatalf("edge: server %v client %v", serr, cerr)
+	}
+	// The mesh name without a client certificate is refused.
+	noCert := &tls.Config{ServerName: "server.demo.svc", RootCAs: pool(ca)}
+	if _, serr, _ := handshake(t, server, noCert); FailureReason(serr) != ReasonNoClientCert {
+		t.Fatalf("no cert: %v", serr)
+	}
+	// No mesh certificate loaded yet: the handshake fails, nothing nil is served.
+	empty := Server(&source{roots: pool(ca)}, allow, Options{})
+	if _, serr, _ := handshake(t, empty, client); !errors.Is(serr, ErrNoCertificate) {
+		t.Fatalf("no certificate: %v", serr)
+	}
+}
