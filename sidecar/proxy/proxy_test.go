@@ -22,7 +22,7 @@ type source struct {
 	roots *x509.CertPool
 }
 
-func (s source) MeshCertificate() *tls.Certificate         { return s.cert }
+func (s source) MeshCertificate() *tls.Certificate           { return s.cert }
 func (s source) ExternalCertificate(string) *tls.Certificate { return nil }
 func (s source) TrustPool() *x509.CertPool                   { return s.roots }
 
