@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -90,6 +91,9 @@ func startServer(t testing.TB, opts Options) *testServer {
 		t.Fatal(err)
 	}
 	opts.Listener = ln
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
 	opts.IPs = append(opts.IPs, net.ParseIP("127.0.0.1"))
 	if opts.DNSNames == nil {
 		opts.DNSNames = ServiceDNSNames("podtls-controller", "podtls-system", "cluster.local")

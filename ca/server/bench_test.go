@@ -1,0 +1,184 @@
+package server
+
+import (
+	"bytes"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/time/rate"
+	authnv1 "k8s.io/api/authentication/v1"
+
+	"github.com/podtls/podtls/ca"
+	"github.com/podtls/podtls/ca/api"
+)
+
+// benchParallelism is the number of client goroutines per core in the HTTP
+// benchmark: several requests in flight per core, as many pods would send, so
+// a round trip's network wait does not leave the cores idle.
+const benchParallelism = 4
+
+// BenchmarkSign compares signatures per second through the HTTP API with raw
+// x509.CreateCertificate for the same key type (ECDSA P-256 leaf key, P-256
+// intermediate), side by side in one run:
+//
+//   - raw-x509: x509.CreateCertificate of an equivalent leaf template.
+//   - authority: ca.Authority.Sign in process (PEM CSR parse, signature check,
+//     policy, signing, PEM chain), no HTTP.
+//   - http-api: the real Server over real TLS 1.3 on loopback with keep-alive
+//     connections, JSON both ways, and the real TokenReviewAuthenticator in
+//     front of a fake TokenReview client that is called once, so every
+//     measured request takes the cached-token path. Client and server share
+//     the cores, so the client's TLS and JSON work counts against the API.
+//
+// Each sub-benchmark reports sig/s (wall clock) and sig/cpu-s (per second of
+// this process's CPU time, which other load on the machine does not distort).
+// authority and http-api also report ratio (wall) and cpu-ratio against the
+// raw-x509 run just before; the target is ratio >= 0.5.
+func BenchmarkSign(b *testing.B) {
+	a := testAuthority(b, nil)
+	csr := newCSR(b, "web.demo.svc")
+	blk, _ := pem.Decode([]byte(csr))
+	parsed, err := x509.ParseCertificateRequest(blk.Bytes)
+	if err != nil {
+		b.Fatal(err)
+	}
+	var raw result
+
+	b.Run("raw-x509", func(b *testing.B) {
+		m := a.Material()
+		id, _ := url.Parse("spiffe://cluster.local/ns/demo/sa/web")
+		raw = measure(b, func() error {
+			now := time.Now()
+			tmpl := &x509.Certificate{
+				DNSNames:    []string{"web.demo.svc"},
+				URIs:        []*url.URL{id},
+				NotBefore:   now.Add(-time.Minute),
+				NotAfter:    now.Add(24 * time.Hour),
+				KeyUsage:    x509.KeyUsageDigitalSignature,
+				ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+			}
+			_, err := x509.CreateCertificate(rand.Reader, tmpl, m.Intermediate, parsed.PublicKey, m.Key)
+			return err
+		}, 1)
+	})
+
+	b.Run("authority", func(b *testing.B) {
+		caller := ca.Caller{Namespace: "demo", ServiceAccount: "web", PodName: "web-0"}
+		r := measure(b, func() error {
+			_, err := a.Sign(b.Context(), caller, []byte(csr), 24*time.Hour)
+			return err
+		}, 1)
+		r.reportRatio(b, raw)
+	})
+
+	// One server and client for all runs of http-api, so connections stay warm.
+	token := jwtWithExp(time.Now().Add(time.Hour))
+	reviews := &fakeReviews{status: map[string]authnv1.TokenReviewStatus{
+		token: okStatus("system:serviceaccount:demo:web", api.Audience),
+	}}
+	ts := startServer(b, Options{
+		Authority:     a,
+		Authenticator: NewTokenReviewAuthenticator(reviews, TokenReviewOptions{}),
+		Rate:          rate.Inf,
+	})
+	// HTTP/1.1 keep-alive, one connection per client goroutine.
+	client := &http.Client{Transport: &http.Transport{
+		TLSClientConfig:     &tls.Config{RootCAs: a.TrustPool(), MinVersion: tls.VersionTLS12},
+		MaxIdleConnsPerHost: 256,
+	}}
+	b.Cleanup(client.CloseIdleConnections)
+	body := signBody(b, csr, "24h")
+	post := func() error {
+		req, err := http.NewRequest(http.MethodPost, ts.url+api.SignPath, bytes.NewReader(body))
+		if err != nil {
+			return err
+		}
+		req.Header.Set("Authorization", "Bearer "+token)
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := client.Do(req)
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		if _, err := io.Copy(io.Discard, resp.Body); err != nil {
+			return err
+		}
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("status %d", resp.StatusCode)
+		}
+		return nil
+	}
+	// Warm up outside the timer: one TLS handshake per client goroutine and
+	// the single token review.
+	var wg sync.WaitGroup
+	for range benchParallelism * 4 {
+		wg.Go(func() {
+			if err := post(); err != nil {
+				b.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+
+	b.Run("http-api", func(b *testing.B) {
+		r := measure(b, post, benchParallelism)
+		r.reportRatio(b, raw)
+		if reviews.calls != 1 {
+			b.Errorf("%d token reviews, want 1 (cached path)", reviews.calls)
+		}
+	})
+}
+
+type result struct{ nsPerOp, cpuPerOp float64 }
+
+// measure runs op b.N times on all cores and reports sig/s and sig/cpu-s.
+func measure(b *testing.B, op func() error, parallelism int) result {
+	b.SetParallelism(parallelism)
+	b.ReportAllocs()
+	b.ResetTimer()
+	cpu0 := processCPU(b)
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if err := op(); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+	r := result{
+		nsPerOp:  float64(b.Elapsed().Nanoseconds()) / float64(b.N),
+		cpuPerOp: float64(processCPU(b)-cpu0) / float64(b.N),
+	}
+	b.ReportMetric(1e9/r.nsPerOp, "sig/s")
+	b.ReportMetric(1e9/r.cpuPerOp, "sig/cpu-s")
+	return r
+}
+
+// reportRatio reports this run's speed relative to raw: wall clock (ratio)
+// and CPU time (cpu-ratio).
+func (r result) reportRatio(b *testing.B, raw result) {
+	if raw.nsPerOp == 0 {
+		return // raw-x509 filtered out with -bench
+	}
+	b.ReportMetric(raw.nsPerOp/r.nsPerOp, "ratio")
+	b.ReportMetric(raw.cpuPerOp/r.cpuPerOp, "cpu-ratio")
+}
+
+// processCPU is the user+system CPU time this process has used, in ns.
+func processCPU(b *testing.B) int64 {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		b.Fatalf("getrusage: %v", err)
+	}
+	return ru.Utime.Nano() + ru.Stime.Nano()
+}
