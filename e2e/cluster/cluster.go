@@ -239,18 +239,29 @@ func (c *Cluster) up(ctx context.Context) error {
 	if err := c.startContainerd(ctx); err != nil {
 		return err
 	}
-	if err := <-pauseDone; err != nil {
-		return fmt.Errorf("build pause image: %w", err)
-	}
-	for _, img := range append([]string{pauseTar}, c.opts.Images...) {
-		if err := c.ImportImage(ctx, img); err != nil {
-			return err
+	// Images are imported while the kubelet registers the node; no pod can be scheduled
+	// before Up returns, so none can miss an image.
+	imported := make(chan error, 1)
+	go func() {
+		if err := <-pauseDone; err != nil {
+			imported <- fmt.Errorf("build pause image: %w", err)
+			return
 		}
-	}
+		for _, img := range append([]string{pauseTar}, c.opts.Images...) {
+			if err := c.ImportImage(ctx, img); err != nil {
+				imported <- err
+				return
+			}
+		}
+		imported <- nil
+	}()
 	if err := c.startNode(ctx); err != nil {
-		return err
+		return errors.Join(err, <-imported)
 	}
 	if err := c.waitReady(ctx); err != nil {
+		return errors.Join(err, <-imported)
+	}
+	if err := <-imported; err != nil {
 		return err
 	}
 	c.logf("cluster %s ready after %s", c.ID, time.Since(t0).Round(time.Millisecond))

@@ -11,8 +11,8 @@ import (
 	"k8s.io/utils/ptr"
 )
 
-// Down tears the cluster down in order — pods, kubelet, containerd and its shims, the other
-// node and control-plane components, API server, etcd — then removes mounts, cgroups, the
+// Down tears the cluster down in order — controllers (so nothing recreates pods), pods,
+// kubelet, containerd and its shims, kube-proxy and CoreDNS, API server, etcd — then removes mounts, cgroups, the
 // network namespace and the run directory, and releases the machine lock. The component
 // logs stay in LogDir. Safe to call more than once.
 func (c *Cluster) Down() error {
@@ -27,6 +27,12 @@ func (c *Cluster) teardown() error {
 		c.unlock()
 		return nil
 	}
+	// Controllers first, or the ReplicaSets and DaemonSets recreate the pods being deleted.
+	for _, name := range []string{"kube-controller-manager", "kube-scheduler"} {
+		if p := c.byName[name]; p != nil {
+			p.stop(10 * time.Second)
+		}
+	}
 	if p := c.byName["kubelet"]; p != nil && c.Client != nil {
 		if done, _ := p.exited(); !done {
 			c.deletePods()
@@ -34,7 +40,7 @@ func (c *Cluster) teardown() error {
 	}
 	// Every process stops on SIGTERM; containerd leaves its shims running (they are
 	// killed with the containers by cleanRun).
-	for _, name := range []string{"kubelet", "containerd", "kube-proxy", "coredns", "kube-scheduler", "kube-controller-manager", "kube-apiserver", "etcd"} {
+	for _, name := range []string{"kubelet", "containerd", "kube-proxy", "coredns", "kube-apiserver", "etcd"} {
 		if p := c.byName[name]; p != nil {
 			p.stop(10 * time.Second)
 		}

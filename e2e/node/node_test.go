@@ -115,12 +115,33 @@ func TestNodeSmoke(t *testing.T) {
 	if left := cluster.Leftovers(cluster.DefaultBaseDir); len(left) > 0 {
 		t.Errorf("left behind after second Down: %s", strings.Join(left, "; "))
 	}
-	t.Logf("TIMINGS echo image build %s; bring-up cold %s, warm %s; deployment ready %s; tear-down %s, %s",
+	t.Logf("TIMINGS echo image build %s; bring-up cold %s, warm %s; deployment ready %s; tear-down %s, %s; load average %s",
 		buildTime.Round(time.Millisecond), cold.Round(time.Millisecond), warm.Round(time.Millisecond),
-		podReady.Round(time.Millisecond), downTime.Round(time.Millisecond), downTime2.Round(time.Millisecond))
-	if warm > 30*time.Second {
-		t.Errorf("warm bring-up took %s, want under 30s", warm)
+		podReady.Round(time.Millisecond), downTime.Round(time.Millisecond), downTime2.Round(time.Millisecond), loadAverage())
+	// Under 30 s on a quiet 2-core machine; the default bound leaves room for a machine
+	// shared with parallel builds. PODTLS_E2E_MAX_WARM_UP=30s enforces the quiet target.
+	limit := 90 * time.Second
+	if v := os.Getenv("PODTLS_E2E_MAX_WARM_UP"); v != "" {
+		if limit, err = time.ParseDuration(v); err != nil {
+			t.Fatalf("PODTLS_E2E_MAX_WARM_UP: %v", err)
+		}
 	}
+	if warm > limit {
+		t.Errorf("warm bring-up took %s, want under %s", warm, limit)
+	}
+}
+
+// loadAverage is the machine's 1/5/15-minute load, to read timings against.
+func loadAverage() string {
+	data, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "unknown"
+	}
+	f := strings.Fields(string(data))
+	if len(f) < 3 {
+		return "unknown"
+	}
+	return strings.Join(f[:3], " ")
 }
 
 func smoke(ctx context.Context, t *testing.T, c *cluster.Cluster) {
@@ -176,6 +197,13 @@ func smoke(ctx context.Context, t *testing.T, c *cluster.Cluster) {
 	})
 
 	t.Run("secret update reaches the container", func(t *testing.T) {
+		cat := func() (string, error) {
+			out, err := c.RunKubectl(ctx, "exec", "-n", ns, pod.Name, "-c", "app", "--", "/echo", "cat", "/etc/greeting/msg")
+			return string(out), err
+		}
+		if got, err := cat(); err != nil || got != "v1" {
+			t.Fatalf("before the update the container reads %q (err %v), want v1", got, err)
+		}
 		sec, err := cs.CoreV1().Secrets(ns).Get(ctx, "greeting", metav1.GetOptions{})
 		if err != nil {
 			t.Fatal(err)
@@ -187,9 +215,9 @@ func smoke(ctx context.Context, t *testing.T, c *cluster.Cluster) {
 		t0 := time.Now()
 		var last string
 		waitFor(ctx, t, 60*time.Second, "secret v2 inside the container", func() bool {
-			out, err := c.RunKubectl(ctx, "exec", "-n", ns, pod.Name, "-c", "app", "--", "/echo", "cat", "/etc/greeting/msg")
-			last = string(out)
-			return err == nil && last == "v2"
+			got, err := cat()
+			last = got
+			return err == nil && got == "v2"
 		})
 		t.Logf("secret update seen in the container after %s (kubectl exec, last %q)", time.Since(t0).Round(time.Millisecond), last)
 	})
