@@ -2,6 +2,8 @@ package harness
 
 import (
 	"bytes"
+	"encoding/json"
+	"math"
 	"os"
 	"strings"
 	"testing"
@@ -204,5 +206,18 @@ func TestHandshakeTargetUsesServerCPUWhenClientBound(t *testing.T) {
 	want := "PASS  full handshakes/s sidecar-edge >= 1.0x nginx                1.25x per server core (client-bound)"
 	if !strings.Contains(buf.String(), want) {
 		t.Fatalf("report lacks %q:\n%s", want, buf.String())
+	}
+}
+
+func TestResultsEncodeAsJSON(t *testing.T) {
+	res := synthetic()
+	for _, r := range res.Rows {
+		r.CPU = map[int][]float64{32: {known(math.NaN()), 0.5}}
+	}
+	if _, err := json.Marshal(res); err != nil {
+		t.Fatalf("results do not encode: %v", err)
+	}
+	if perUnit(-1, 10) == perUnit(-1, 10) { // NaN != NaN
+		t.Fatal("unknown CPU gave a number")
 	}
 }

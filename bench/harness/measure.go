@@ -26,7 +26,7 @@ type Row struct {
 	// Results[conns][round]; nil where the measurement failed.
 	Results map[int][]*load.Result `json:"results"`
 	// CPU[conns][round] is the CPU time the proxies of this row used during
-	// the measurement, in seconds; NaN where unknown.
+	// the measurement, in seconds; -1 where unknown (JSON has no NaN).
 	CPU map[int][]float64 `json:"proxy_cpu_seconds,omitempty"`
 	Err string            `json:"error,omitempty"`
 
@@ -40,7 +40,7 @@ type HSRow struct {
 	Label   string              `json:"label"`
 	Ref     string              `json:"ref,omitempty"`
 	Results []*handshake.Result `json:"results"`
-	// CPU is the CPU time of the proxy and the backend during each round, in seconds.
+	// CPU is the CPU time of the proxy and the backend during each round, in seconds; -1 where unknown.
 	CPU []float64 `json:"server_cpu_seconds"`
 	Err string    `json:"error,omitempty"`
 
@@ -203,7 +203,7 @@ func (e *env) measure(ctx context.Context) (*Results, error) {
 				if ctx.Err() != nil {
 					return nil, ctx.Err()
 				}
-				r.CPU[conns] = append(r.CPU[conns], cpu)
+				r.CPU[conns] = append(r.CPU[conns], known(cpu))
 				var p *load.Result
 				if err != nil {
 					fmt.Fprintf(out, "  round %d c=%-2d %-26s %-6s error: %v\n", round, conns, r.Label, r.Client, err)
@@ -232,7 +232,7 @@ func (e *env) measure(ctx context.Context) (*Results, error) {
 			if ctx.Err() != nil {
 				return nil, ctx.Err()
 			}
-			h.CPU = append(h.CPU, cpu)
+			h.CPU = append(h.CPU, known(cpu))
 			var p *handshake.Result
 			if err != nil {
 				fmt.Fprintf(out, "  round %d handshakes %-22s error: %v\n", round, h.Label, err)
@@ -272,9 +272,17 @@ func (e *env) cpuDuring(owners []cpuOwner, measure func() error) (float64, error
 	return after - before, err
 }
 
+// known maps NaN (not measured) to -1, which JSON can carry.
+func known(v float64) float64 {
+	if math.IsNaN(v) {
+		return -1
+	}
+	return v
+}
+
 // perUnit is CPU seconds per request or connection, in microseconds.
 func perUnit(cpuSeconds float64, n int64) float64 {
-	if n <= 0 {
+	if n <= 0 || cpuSeconds < 0 || math.IsNaN(cpuSeconds) {
 		return math.NaN()
 	}
 	return cpuSeconds / float64(n) * 1e6

@@ -59,7 +59,7 @@ func summarize(r *Row, byKey map[string]*Row, conns int) summary {
 	}
 	var cpu []float64
 	for i, res := range r.Results[conns] {
-		if res != nil && i < len(r.CPU[conns]) && res.Requests > 0 {
+		if res != nil && i < len(r.CPU[conns]) && r.CPU[conns][i] >= 0 && res.Requests > 0 {
 			cpu = append(cpu, r.CPU[conns][i]/float64(res.Requests)*1e6)
 		}
 	}
