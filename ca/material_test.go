@@ -65,6 +65,10 @@ func TestSecretRoundTrip(t *testing.T) {
 // corporatePKI builds root -> policy CA -> podtls intermediate, as a company
 // would hand it over: no root key for podtls.
 func corporatePKI(t *testing.T) (root, policyCA, inter *x509.Certificate, interKey crypto.Signer) {
+	return corporatePKIAt(t, testNow)
+}
+
+func corporatePKIAt(t *testing.T, now time.Time) (root, policyCA, inter *x509.Certificate, interKey crypto.Signer) {
 	t.Helper()
 	mk := func(cn string, parent *x509.Certificate, parentKey crypto.Signer, pathLen int) (*x509.Certificate, crypto.Signer) {
 		key, err := keyutil.GenerateDefaultSigner()
@@ -72,7 +76,7 @@ func corporatePKI(t *testing.T) (root, policyCA, inter *x509.Certificate, interK
 			t.Fatal(err)
 		}
 		tmpl := &x509.Certificate{
-			Subject: pkix.Name{CommonName: cn}, NotBefore: testNow.Add(-time.Hour), NotAfter: testNow.Add(90 * 24 * time.Hour),
+			Subject: pkix.Name{CommonName: cn}, NotBefore: now.Add(-time.Hour), NotAfter: now.Add(90 * 24 * time.Hour),
 			KeyUsage: x509.KeyUsageCertSign, BasicConstraintsValid: true, IsCA: true, MaxPathLen: pathLen, MaxPathLenZero: pathLen == 0,
 		}
 		if parent == nil {
