@@ -124,6 +124,11 @@ func Run(ctx context.Context, cfg Config) (err error) {
 	if err != nil {
 		return err
 	}
+	unlock, err := lockMachine(ctx, cfg.Out)
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	dir, err := os.MkdirTemp("", "podtls-bench-")
 	if err != nil {
 		return fmt.Errorf("temp dir: %w", err)
@@ -157,6 +162,35 @@ func Run(ctx context.Context, cfg Config) (err error) {
 		}
 	}
 	return nil
+}
+
+// lockMachine takes a lock shared by every podtls-bench on this machine: two
+// runs at once would each measure the other. It waits for a running one.
+func lockMachine(ctx context.Context, out io.Writer) (func(), error) {
+	path := filepath.Join(os.TempDir(), "podtls-bench.lock")
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("bench lock %s: %w", path, err)
+	}
+	for waited := false; ; waited = true {
+		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+		if err == nil {
+			return func() { f.Close() }, nil // closing releases the lock
+		}
+		if !errors.Is(err, syscall.EWOULDBLOCK) {
+			f.Close()
+			return nil, fmt.Errorf("bench lock %s: %w", path, err)
+		}
+		if !waited {
+			fmt.Fprintf(out, "another podtls-bench is running on this machine; waiting for it to finish\n")
+		}
+		select {
+		case <-ctx.Done():
+			f.Close()
+			return nil, ctx.Err()
+		case <-time.After(time.Second):
+		}
+	}
 }
 
 func (e *env) stopAll() {

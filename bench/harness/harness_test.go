@@ -2,6 +2,7 @@ package harness
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"math"
 	"os"
@@ -220,4 +221,27 @@ func TestResultsEncodeAsJSON(t *testing.T) {
 	if perUnit(-1, 10) == perUnit(-1, 10) { // NaN != NaN
 		t.Fatal("unknown CPU gave a number")
 	}
+}
+
+func TestLockMachineIsExclusive(t *testing.T) {
+	t.Setenv("TMPDIR", t.TempDir())
+	var out bytes.Buffer
+	unlock, err := lockMachine(context.Background(), &out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 1500*time.Millisecond)
+	defer cancel()
+	if _, err := lockMachine(ctx, &out); err == nil {
+		t.Fatal("second lock taken while the first is held")
+	}
+	if !strings.Contains(out.String(), "waiting") {
+		t.Fatalf("no waiting message: %q", out.String())
+	}
+	unlock()
+	unlock2, err := lockMachine(context.Background(), &out)
+	if err != nil {
+		t.Fatalf("lock after release: %v", err)
+	}
+	unlock2()
 }
