@@ -34,7 +34,7 @@ const Resync = 5 * time.Minute
 const ManagedByLabel = "app.kubernetes.io/managed-by"
 
 // Distributor is the reconciler. RBAC: namespaces get/list/watch; pods
-// list/watch (metadata); configmaps get/list/watch/create/update.
+// list/watch; configmaps get/list/watch/create/update.
 type Distributor struct {
 	Client client.Client
 	// APIReader reads around the cache, which only holds ConfigMaps carrying
@@ -46,8 +46,8 @@ type Distributor struct {
 	Excluded []string
 }
 
-// SetupWithManager registers the reconciler: namespaces, pods (metadata only,
-// mapped to their namespace) and the ConfigMaps themselves (repaired when
+// SetupWithManager registers the reconciler: namespaces, injected pods (mapped
+// to their namespace) and the ConfigMaps themselves (repaired when
 // edited or deleted) all trigger a reconcile of the namespace.
 func (d *Distributor) SetupWithManager(mgr ctrl.Manager) error {
 	toNamespace := handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
@@ -61,7 +61,7 @@ func (d *Distributor) SetupWithManager(mgr ctrl.Manager) error {
 	return ctrl.NewControllerManagedBy(mgr).
 		Named("trust-bundle").
 		For(&corev1.Namespace{}).
-		WatchesMetadata(&corev1.Pod{}, toNamespace, builder.WithPredicates(injected)).
+		Watches(&corev1.Pod{}, toNamespace, builder.WithPredicates(injected)).
 		Watches(&corev1.ConfigMap{}, toNamespace, builder.WithPredicates(ours)).
 		Complete(d)
 }
@@ -147,12 +147,12 @@ func (d *Distributor) wanted(ctx context.Context, ns *corev1.Namespace) (bool, e
 	if ns.Labels[annotations.Inject] == annotations.NamespaceEnabled {
 		return true, nil
 	}
-	pods := &metav1.PartialObjectMetadataList{}
-	pods.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("PodList"))
+	// Full pods, from the same informer the injection audit uses.
+	pods := &corev1.PodList{}
 	if err := d.Client.List(ctx, pods, client.InNamespace(ns.Name)); err != nil {
 		return false, fmt.Errorf("list pods of %s: %w", ns.Name, err)
 	}
-	return slices.ContainsFunc(pods.Items, func(p metav1.PartialObjectMetadata) bool {
+	return slices.ContainsFunc(pods.Items, func(p corev1.Pod) bool {
 		_, ok := p.Annotations[annotations.Status]
 		return ok
 	}), nil

@@ -1,0 +1,254 @@
+package webhook_test
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/podtls/podtls/internal/kubetest"
+	"github.com/podtls/podtls/webhook/annotations"
+	"github.com/podtls/podtls/webhook/audit"
+	"github.com/podtls/podtls/webhook/config"
+	"github.com/podtls/podtls/webhook/controller"
+	"github.com/podtls/podtls/webhook/inject"
+)
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// eventually polls cond for up to 60 s, reporting the last reason on timeout.
+func eventually(t *testing.T, what string, cond func() (bool, string)) {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	last := ""
+	for time.Now().Before(deadline) {
+		ok, why := cond()
+		if ok {
+			return
+		}
+		last = why
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatalf("timed out waiting for %s: %s", what, last)
+}
+
+// TestController runs the whole podtls-controller in-process against a real
+// API server, reached by URL (--webhook-url): it must bootstrap its CA, serve
+// the webhook with a certificate from that CA, patch the caBundle, distribute
+// the trust bundle, and report pods that missed injection.
+func TestController(t *testing.T) {
+	env := kubetest.Start(t)
+	ctx := t.Context()
+	const ctrlNS = "podtls-system"
+	env.CreateNamespace(t, ctrlNS, nil)
+
+	whPort, caPort, healthPort := freePort(t), freePort(t), freePort(t)
+	whURL := fmt.Sprintf("https://127.0.0.1:%d", whPort)
+	// Installed as the chart will: service client config, no caBundle yet.
+	mwc := config.MutatingWebhookConfiguration(config.DefaultOptions())
+	if _, err := env.Clientset.AdmissionregistrationV1().MutatingWebhookConfigurations().Create(ctx, mwc, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+
+	opts := controller.DefaultOptions()
+	opts.Namespace = ctrlNS
+	opts.WebhookAddr = fmt.Sprintf("127.0.0.1:%d", whPort)
+	opts.CAAddr = fmt.Sprintf("127.0.0.1:%d", caPort)
+	opts.HealthAddr = fmt.Sprintf("127.0.0.1:%d", healthPort)
+	opts.MetricsAddr = "0"
+	opts.WebhookURL = whURL
+	opts.LeaderElect = true
+	opts.ShutdownTimeout = 5 * time.Second
+	runCtx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- controller.Run(runCtx, opts, env.Config) }()
+	stopped := false
+	stop := func() {
+		if stopped {
+			return
+		}
+		stopped = true
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("controller.Run: %v", err)
+			}
+		case <-time.After(20 * time.Second):
+			t.Error("controller did not shut down within 20s")
+		}
+	}
+	t.Cleanup(stop)
+
+	eventually(t, "readyz", func() (bool, string) {
+		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/readyz", healthPort))
+		if err != nil {
+			return false, err.Error()
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode == http.StatusOK, string(b)
+	})
+
+	caSecret, err := env.Clientset.CoreV1().Secrets(ctrlNS).Get(ctx, opts.CASecret, metav1.GetOptions{})
+	if err != nil {
+		t.Fatalf("CA Secret not created: %v", err)
+	}
+	roots := caSecret.Data["ca.crt"]
+	if len(roots) == 0 {
+		t.Fatalf("CA Secret has no ca.crt: keys %v", keys(caSecret.Data))
+	}
+
+	t.Run("caBundle and URL patched, serving certificate from the CA", func(t *testing.T) {
+		got, err := env.Clientset.AdmissionregistrationV1().MutatingWebhookConfigurations().Get(ctx, "podtls", metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, w := range got.Webhooks {
+			if string(w.ClientConfig.CABundle) != string(roots) || w.ClientConfig.URL == nil || !strings.HasPrefix(*w.ClientConfig.URL, whURL+"/") {
+				t.Errorf("%s: caBundle %d bytes, url %v", w.Name, len(w.ClientConfig.CABundle), w.ClientConfig.URL)
+			}
+		}
+		pool := x509.NewCertPool()
+		pool.AppendCertsFromPEM(roots)
+		conn, err := tls.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", whPort), &tls.Config{RootCAs: pool, ServerName: "127.0.0.1"})
+		if err != nil {
+			t.Fatalf("webhook certificate does not verify against the CA roots: %v", err)
+		}
+		_ = conn.Close()
+	})
+
+	t.Run("labelled namespace: injected with the current roots, trust bundle distributed", func(t *testing.T) {
+		env.CreateNamespace(t, "ctl-labelled", map[string]string{annotations.Inject: annotations.NamespaceEnabled})
+		var p *corev1.Pod
+		eventually(t, "admission through the patched configuration", func() (bool, string) {
+			var err error
+			p, err = env.Clientset.CoreV1().Pods("ctl-labelled").Create(ctx, pod("ctl-labelled", "app", map[string]string{annotations.Inbound: "8443:8080"}), metav1.CreateOptions{})
+			if err != nil {
+				return false, err.Error()
+			}
+			return true, ""
+		})
+		if sidecars(p) != 1 {
+			t.Fatalf("not injected: %+v", p.Spec.InitContainers)
+		}
+		if !containsEnv(p.Spec.InitContainers[0].Env, inject.EnvTrustRoots, string(roots)) {
+			t.Error("PODTLS_TRUST_ROOTS is not the CA's roots")
+		}
+		waitBundle(t, env, "ctl-labelled", roots)
+	})
+
+	t.Run("annotated pod in an unlabelled namespace: bundle follows the pod", func(t *testing.T) {
+		env.CreateNamespace(t, "ctl-optin", nil)
+		p, err := env.Clientset.CoreV1().Pods("ctl-optin").Create(ctx, pod("ctl-optin", "app", map[string]string{annotations.Inject: "true"}), metav1.CreateOptions{})
+		if err != nil || sidecars(p) != 1 {
+			t.Fatalf("not injected: %v", err)
+		}
+		waitBundle(t, env, "ctl-optin", roots)
+	})
+
+	t.Run("pod that missed injection gets a Warning event", func(t *testing.T) {
+		env.CreateNamespace(t, "ctl-late", nil)
+		if _, err := env.Clientset.CoreV1().Pods("ctl-late").Create(ctx, pod("ctl-late", "early", nil), metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		// Labelling the namespace afterwards leaves an uninjected pod behind.
+		ns, err := env.Clientset.CoreV1().Namespaces().Get(ctx, "ctl-late", metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ns.Labels[annotations.Inject] = annotations.NamespaceEnabled
+		if _, err := env.Clientset.CoreV1().Namespaces().Update(ctx, ns, metav1.UpdateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		// The audit reconciles pods, not namespaces: touch the pod.
+		p, err := env.Clientset.CoreV1().Pods("ctl-late").Get(ctx, "early", metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		p.Labels = map[string]string{"touched": "yes"}
+		if _, err := env.Clientset.CoreV1().Pods("ctl-late").Update(ctx, p, metav1.UpdateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, "PodtlsNotInjected event", func() (bool, string) {
+			evs, err := env.Clientset.CoreV1().Events("ctl-late").List(ctx, metav1.ListOptions{})
+			if err != nil {
+				return false, err.Error()
+			}
+			for _, e := range evs.Items {
+				if e.Reason == audit.EventReason && e.InvolvedObject.Name == "early" && e.Type == corev1.EventTypeWarning {
+					return true, ""
+				}
+			}
+			return false, fmt.Sprintf("%d events", len(evs.Items))
+		})
+	})
+
+	t.Run("CA sign API serves the trust bundle", func(t *testing.T) {
+		pool := x509.NewCertPool()
+		pool.AppendCertsFromPEM(roots)
+		c := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool,
+			ServerName: opts.ServiceName + "." + ctrlNS + ".svc"}}}
+		resp, err := c.Get(fmt.Sprintf("https://127.0.0.1:%d/v1/trust-bundle", caPort))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != http.StatusOK || string(b) != string(roots) {
+			t.Errorf("trust bundle: %d %q", resp.StatusCode, b)
+		}
+	})
+
+	t.Run("graceful shutdown", func(t *testing.T) {
+		start := time.Now()
+		stop()
+		t.Logf("controller stopped in %s", time.Since(start).Round(time.Millisecond))
+	})
+}
+
+// waitBundle waits for the trust-bundle ConfigMap in ns to hold roots.
+func waitBundle(t *testing.T, env *kubetest.Env, ns string, roots []byte) {
+	t.Helper()
+	eventually(t, "trust bundle in "+ns, func() (bool, string) {
+		cm, err := env.Clientset.CoreV1().ConfigMaps(ns).Get(t.Context(), inject.TrustBundleConfigMap, metav1.GetOptions{})
+		if err != nil {
+			return false, err.Error()
+		}
+		return cm.Data[inject.TrustBundleKey] == string(roots), "ca.crt differs from the CA's roots"
+	})
+}
+
+func containsEnv(env []corev1.EnvVar, name, value string) bool {
+	for _, e := range env {
+		if e.Name == name && e.Value == value {
+			return true
+		}
+	}
+	return false
+}
+
+func keys(m map[string][]byte) []string {
+	var out []string
+	for k := range m {
+		out = append(out, k)
+	}
+	return out
+}

@@ -1,0 +1,148 @@
+// Package controller wires podtls-controller: one controller-runtime manager
+// running the admission webhook, the CA's sign API, the webhook's own serving
+// certificate and caBundle patching, the trust-bundle distributor and the
+// injection audit. main only parses flags into Options and calls Run.
+package controller
+
+import (
+	"flag"
+	"fmt"
+	"net"
+	"net/url"
+	"strconv"
+	"time"
+
+	"k8s.io/apimachinery/pkg/api/resource"
+
+	"github.com/podtls/podtls/ca/identity"
+)
+
+// Version is stamped at build time (-ldflags -X) and recorded on injected pods.
+var Version = "dev"
+
+// Options are the controller's settings; every field has a flag.
+type Options struct {
+	Namespace         string
+	TrustDomain       string
+	ClusterDomain     string
+	ServiceName       string
+	WebhookAddr       string
+	CAAddr            string
+	MetricsAddr       string
+	HealthAddr        string
+	WebhookConfigName string
+	WebhookURL        string
+	CAURL             string
+	CASecret          string
+	SidecarImage      string
+	SidecarMode       string
+	SidecarCPU        string
+	SidecarMemory     string
+	SidecarMemoryMax  string
+	LeaderElect       bool
+	LogLevel          string
+	ShutdownTimeout   time.Duration
+}
+
+// DefaultOptions are the flag defaults.
+func DefaultOptions() Options {
+	return Options{
+		Namespace:         "podtls-system",
+		TrustDomain:       identity.DefaultTrustDomain,
+		ClusterDomain:     identity.DefaultClusterDomain,
+		ServiceName:       "podtls-controller",
+		WebhookAddr:       ":9443",
+		CAAddr:            ":8443",
+		MetricsAddr:       ":8080",
+		HealthAddr:        ":8081",
+		WebhookConfigName: "podtls",
+		CASecret:          "podtls-ca",
+		SidecarImage:      "ghcr.io/podtls/podtls-sidecar:" + Version,
+		SidecarMode:       "auto",
+		SidecarCPU:        "10m",
+		SidecarMemory:     "16Mi",
+		SidecarMemoryMax:  "64Mi",
+		LogLevel:          "info",
+		ShutdownTimeout:   30 * time.Second,
+	}
+}
+
+// BindFlags registers every option on fs. controller-runtime registers the
+// global --kubeconfig itself.
+func (o *Options) BindFlags(fs *flag.FlagSet) {
+	fs.StringVar(&o.Namespace, "namespace", o.Namespace, "namespace the controller runs in: holds the CA Secret and the leader-election lease; never injected")
+	fs.StringVar(&o.TrustDomain, "trust-domain", o.TrustDomain, "SPIFFE trust domain of workload identities")
+	fs.StringVar(&o.ClusterDomain, "cluster-domain", o.ClusterDomain, "DNS suffix of Services (NAME.NS.svc.CLUSTER-DOMAIN)")
+	fs.StringVar(&o.ServiceName, "service-name", o.ServiceName, "name of the controller's Service (CA on 8443, webhook on 443); used for serving certificates and the default --ca-url")
+	fs.StringVar(&o.WebhookAddr, "webhook-addr", o.WebhookAddr, "address of the admission webhook's HTTPS server")
+	fs.StringVar(&o.CAAddr, "ca-addr", o.CAAddr, "address of the CA's HTTPS sign API")
+	fs.StringVar(&o.MetricsAddr, "metrics-addr", o.MetricsAddr, `address of the Prometheus /metrics endpoint ("0" disables it)`)
+	fs.StringVar(&o.HealthAddr, "health-addr", o.HealthAddr, "address of the /healthz and /readyz endpoints")
+	fs.StringVar(&o.WebhookConfigName, "webhook-config-name", o.WebhookConfigName, "MutatingWebhookConfiguration whose caBundle the controller keeps current")
+	fs.StringVar(&o.WebhookURL, "webhook-url", o.WebhookURL, "base URL (https://host:port) the API server reaches the webhook at, instead of the Service; rewrites the configuration's client config and adds the host to the serving certificate")
+	fs.StringVar(&o.CAURL, "ca-url", o.CAURL, "URL sidecars use to reach the CA (default https://SERVICE-NAME.NAMESPACE.svc:8443)")
+	fs.StringVar(&o.CASecret, "ca-secret", o.CASecret, "Secret in --namespace holding the CA's root and intermediate; created if missing")
+	fs.StringVar(&o.SidecarImage, "sidecar-image", o.SidecarImage, "image of the injected podtls-sidecar")
+	fs.StringVar(&o.SidecarMode, "sidecar-mode", o.SidecarMode, `how the sidecar is injected: "native" (init container with restartPolicy Always, Kubernetes >= 1.29), "legacy", or "auto" (from the API server's version)`)
+	fs.StringVar(&o.SidecarCPU, "sidecar-cpu-request", o.SidecarCPU, "CPU request of the sidecar")
+	fs.StringVar(&o.SidecarMemory, "sidecar-memory-request", o.SidecarMemory, "memory request of the sidecar")
+	fs.StringVar(&o.SidecarMemoryMax, "sidecar-memory-limit", o.SidecarMemoryMax, "memory limit of the sidecar")
+	fs.BoolVar(&o.LeaderElect, "leader-elect", o.LeaderElect, "elect a leader for the reconcilers (trust-bundle distributor, injection audit); webhook and CA run on every replica")
+	fs.StringVar(&o.LogLevel, "log-level", o.LogLevel, `"info", or "debug" to log every admission decision with its reason codes`)
+	fs.DurationVar(&o.ShutdownTimeout, "shutdown-timeout", o.ShutdownTimeout, "how long in-flight requests may finish after SIGTERM")
+}
+
+// Validate checks the options and fills in derived defaults.
+func (o *Options) Validate() error {
+	if err := identity.ValidateTrustDomain(o.TrustDomain); err != nil {
+		return fmt.Errorf("--trust-domain: %w", err)
+	}
+	if o.Namespace == "" {
+		return fmt.Errorf("--namespace is empty")
+	}
+	for flagName, v := range map[string]string{"--webhook-addr": o.WebhookAddr, "--ca-addr": o.CAAddr} {
+		if _, _, err := splitAddr(v); err != nil {
+			return fmt.Errorf("%s %q: %w", flagName, v, err)
+		}
+	}
+	if o.WebhookURL != "" {
+		u, err := url.Parse(o.WebhookURL)
+		if err != nil || u.Scheme != "https" || u.Host == "" || (u.Path != "" && u.Path != "/") {
+			return fmt.Errorf("--webhook-url %q: want https://host:port without a path", o.WebhookURL)
+		}
+		o.WebhookURL = "https://" + u.Host
+	}
+	if o.CAURL == "" {
+		o.CAURL = fmt.Sprintf("https://%s.%s.svc:8443", o.ServiceName, o.Namespace)
+	}
+	switch o.SidecarMode {
+	case "auto", "native", "legacy":
+	default:
+		return fmt.Errorf("--sidecar-mode %q: want auto, native or legacy", o.SidecarMode)
+	}
+	for flagName, v := range map[string]string{"--sidecar-cpu-request": o.SidecarCPU,
+		"--sidecar-memory-request": o.SidecarMemory, "--sidecar-memory-limit": o.SidecarMemoryMax} {
+		if _, err := resource.ParseQuantity(v); err != nil {
+			return fmt.Errorf("%s %q: %w", flagName, v, err)
+		}
+	}
+	switch o.LogLevel {
+	case "info", "debug":
+	default:
+		return fmt.Errorf("--log-level %q: want info or debug", o.LogLevel)
+	}
+	return nil
+}
+
+// splitAddr splits "host:port" with a numeric port.
+func splitAddr(addr string) (string, int, error) {
+	host, p, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", 0, err
+	}
+	port, err := strconv.Atoi(p)
+	if err != nil || port < 0 || port > 65535 {
+		return "", 0, fmt.Errorf("bad port %q", p)
+	}
+	return host, port, nil
+}

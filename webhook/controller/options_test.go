@@ -1,0 +1,57 @@
+package controller
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/podtls/podtls/webhook/inject"
+)
+
+func TestModeForVersion(t *testing.T) {
+	for _, tt := range []struct {
+		major, minor string
+		want         inject.SidecarMode
+	}{
+		{"1", "34", inject.ModeNative}, {"1", "29", inject.ModeNative}, {"1", "29+", inject.ModeNative},
+		{"1", "28", inject.ModeLegacy}, {"1", "28+", inject.ModeLegacy}, {"2", "0", inject.ModeNative}, {"", "", inject.ModeLegacy},
+	} {
+		if got := modeForVersion(tt.major, tt.minor); got != tt.want {
+			t.Errorf("%s.%s: got %s, want %s", tt.major, tt.minor, got, tt.want)
+		}
+	}
+}
+
+func TestValidate(t *testing.T) {
+	for _, tt := range []struct {
+		name    string
+		mutate  func(*Options)
+		wantErr string
+	}{
+		{"defaults", func(*Options) {}, ""},
+		{"bad trust domain", func(o *Options) { o.TrustDomain = "Cluster.Local" }, "--trust-domain"},
+		{"bad webhook addr", func(o *Options) { o.WebhookAddr = "9443" }, "--webhook-addr"},
+		{"webhook url with path", func(o *Options) { o.WebhookURL = "https://127.0.0.1:9443/mutate" }, "--webhook-url"},
+		{"webhook url http", func(o *Options) { o.WebhookURL = "http://127.0.0.1:9443" }, "--webhook-url"},
+		{"bad mode", func(o *Options) { o.SidecarMode = "sidecar" }, "--sidecar-mode"},
+		{"bad memory", func(o *Options) { o.SidecarMemoryMax = "lots" }, "--sidecar-memory-limit"},
+		{"bad log level", func(o *Options) { o.LogLevel = "trace" }, "--log-level"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			o := DefaultOptions()
+			tt.mutate(&o)
+			err := o.Validate()
+			if tt.wantErr == "" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				if o.CAURL != "https://podtls-controller.podtls-system.svc:8443" {
+					t.Errorf("derived CA URL %q", o.CAURL)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Errorf("error %v, want one naming %s", err, tt.wantErr)
+			}
+		})
+	}
+}

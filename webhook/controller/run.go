@@ -1,0 +1,248 @@
+package controller
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"strconv"
+
+	"github.com/go-logr/logr"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/client-go/kubernetes"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	"k8s.io/klog/v2"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+	ctrlwebhook "sigs.k8s.io/controller-runtime/pkg/webhook"
+
+	"github.com/podtls/podtls/ca"
+	caserver "github.com/podtls/podtls/ca/server"
+	"github.com/podtls/podtls/webhook"
+	"github.com/podtls/podtls/webhook/audit"
+	"github.com/podtls/podtls/webhook/bundle"
+	"github.com/podtls/podtls/webhook/certs"
+	"github.com/podtls/podtls/webhook/config"
+	"github.com/podtls/podtls/webhook/inject"
+)
+
+// Run starts everything and blocks until ctx ends (SIGTERM), then shuts down
+// gracefully within opts.ShutdownTimeout.
+func Run(ctx context.Context, opts Options, restCfg *rest.Config) error {
+	if err := opts.Validate(); err != nil {
+		return err
+	}
+	slogger := newLogger(opts.LogLevel)
+	logger := logr.FromSlogHandler(slogger.Handler())
+	ctrl.SetLogger(logger)
+	klog.SetLogger(logger) // client-go's own logs (leader election, warnings) go the same way
+	log := slogger.With("component", "podtls-controller")
+
+	kube, err := kubernetes.NewForConfig(restCfg)
+	if err != nil {
+		return fmt.Errorf("kubernetes client: %w", err)
+	}
+	mode, err := sidecarMode(opts.SidecarMode, kube)
+	if err != nil {
+		return err
+	}
+
+	material, err := ca.LoadOrCreate(ctx, kube, ca.SecretOptions{Namespace: opts.Namespace, Name: opts.CASecret, Logger: slogger})
+	if err != nil {
+		return fmt.Errorf("load CA: %w", err)
+	}
+	// The Services lister reads the manager's cache; it is set once the manager exists.
+	services := &serviceLister{}
+	authority, err := ca.New(material, ca.Config{TrustDomain: opts.TrustDomain, ClusterDomain: opts.ClusterDomain, Services: services})
+	if err != nil {
+		return fmt.Errorf("CA: %w", err)
+	}
+	caSrv, err := caserver.New(caserver.Options{
+		Addr:          opts.CAAddr,
+		Authority:     authority,
+		Authenticator: caserver.NewTokenReviewAuthenticator(kube.AuthenticationV1().TokenReviews(), caserver.TokenReviewOptions{}),
+		DNSNames:      caserver.ServiceDNSNames(opts.ServiceName, opts.Namespace, opts.ClusterDomain),
+		Logger:        slogger,
+	})
+	if err != nil {
+		return fmt.Errorf("CA server: %w", err)
+	}
+
+	// The webhook's own serving certificate, from the internal CA, renewed by
+	// the source; the API server verifies it with the caBundle the Patcher writes.
+	names, ips := webhookNames(opts)
+	serving, err := ca.NewServingSource(authority, names, ips, 0, slogger.With("component", "webhook-serving"))
+	if err != nil {
+		return fmt.Errorf("webhook serving certificate: %w", err)
+	}
+	whHost, whPort, _ := splitAddr(opts.WebhookAddr)
+	metricsAddr := opts.MetricsAddr
+
+	mgr, err := ctrl.NewManager(restCfg, ctrl.Options{
+		Scheme:                        clientgoscheme.Scheme,
+		Metrics:                       metricsserver.Options{BindAddress: metricsAddr},
+		HealthProbeBindAddress:        opts.HealthAddr,
+		LeaderElection:                opts.LeaderElect,
+		LeaderElectionID:              "podtls-controller",
+		LeaderElectionNamespace:       opts.Namespace,
+		LeaderElectionReleaseOnCancel: true,
+		GracefulShutdownTimeout:       &opts.ShutdownTimeout,
+		WebhookServer: ctrlwebhook.NewServer(ctrlwebhook.Options{
+			Host: whHost, Port: whPort,
+			TLSOpts: []func(*tls.Config){func(c *tls.Config) {
+				c.MinVersion = tls.VersionTLS12
+				c.GetCertificate = serving.GetCertificate
+			}},
+		}),
+		Cache: cache.Options{
+			DefaultTransform: cache.TransformStripManagedFields(),
+			// Only our own ConfigMaps, not every ConfigMap of the cluster.
+			ByObject: map[client.Object]cache.ByObject{
+				&corev1.ConfigMap{}: {Label: labels.SelectorFromSet(labels.Set{bundle.ManagedByLabel: "podtls"})},
+			},
+		},
+	})
+	if err != nil {
+		return fmt.Errorf("manager: %w", err)
+	}
+
+	services.cache, services.api = mgr.GetCache(), mgr.GetAPIReader()
+
+	injectCfg := inject.DefaultConfig()
+	injectCfg.Version = Version
+	injectCfg.ControllerNamespace = opts.Namespace
+	injectCfg.TrustDomain = opts.TrustDomain
+	injectCfg.ClusterDomain = opts.ClusterDomain
+	injectCfg.CAURL = opts.CAURL
+	injectCfg.TrustRootsPEM = string(authority.TrustBundlePEM())
+	injectCfg.SidecarMode = mode
+	injectCfg.Template = inject.DefaultTemplate(opts.SidecarImage)
+	injectCfg.Template.Resources.Requests[corev1.ResourceCPU] = resource.MustParse(opts.SidecarCPU)
+	injectCfg.Template.Resources.Requests[corev1.ResourceMemory] = resource.MustParse(opts.SidecarMemory)
+	injectCfg.Template.Resources.Limits[corev1.ResourceMemory] = resource.MustParse(opts.SidecarMemoryMax)
+	if err := injectCfg.Validate(); err != nil {
+		return err
+	}
+	cfgSrc := webhook.NewConfigSource(injectCfg)
+
+	// Namespace labels for the webhook come from this informer, never from an
+	// API call per admission.
+	for _, obj := range []client.Object{&corev1.Namespace{}, &corev1.Service{}} {
+		if _, err := mgr.GetCache().GetInformer(ctx, obj); err != nil {
+			return fmt.Errorf("informer %T: %w", obj, err)
+		}
+	}
+	webhook.Register(mgr.GetWebhookServer(), mgr.GetCache(), cfgSrc)
+
+	patcher := &certs.Patcher{
+		Reader: mgr.GetAPIReader(), Writer: mgr.GetClient(), Name: opts.WebhookConfigName,
+		URL: opts.WebhookURL, Bundle: authority.TrustBundlePEM,
+	}
+	for _, r := range []interface {
+		Start(context.Context) error
+	}{caSrv, serving, patcher} {
+		if err := mgr.Add(r); err != nil {
+			return fmt.Errorf("add runnable: %w", err)
+		}
+	}
+	if err := (&bundle.Distributor{
+		Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Bundle: authority.TrustBundlePEM,
+		Excluded: config.ExcludedNamespaces(opts.Namespace),
+	}).SetupWithManager(mgr); err != nil {
+		return fmt.Errorf("trust-bundle distributor: %w", err)
+	}
+	if err := (&audit.Reconciler{
+		Client: mgr.GetClient(), Recorder: mgr.GetEventRecorderFor("podtls-controller"), Config: cfgSrc.Load,
+	}).SetupWithManager(mgr); err != nil {
+		return fmt.Errorf("injection audit: %w", err)
+	}
+
+	checks := map[string]func(*http.Request) error{
+		"webhook":  mgr.GetWebhookServer().StartedChecker(),
+		"ca":       func(*http.Request) error { return caSrv.Ready() },
+		"cabundle": func(*http.Request) error { return patcher.Ready() },
+	}
+	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
+		return err
+	}
+	for name, check := range checks {
+		if err := mgr.AddReadyzCheck(name, check); err != nil {
+			return fmt.Errorf("readyz %s: %w", name, err)
+		}
+	}
+
+	log.Info("starting", "version", Version, "namespace", opts.Namespace, "trust_domain", opts.TrustDomain,
+		"sidecar_mode", mode, "webhook_addr", opts.WebhookAddr, "ca_addr", opts.CAAddr, "leader_elect", opts.LeaderElect)
+	if err := mgr.Start(ctx); err != nil {
+		return fmt.Errorf("manager: %w", err)
+	}
+	log.Info("stopped")
+	return nil
+}
+
+// webhookNames are the DNS names and IPs of the webhook's serving certificate:
+// the Service's names, plus the host of --webhook-url.
+func webhookNames(opts Options) ([]string, []net.IP) {
+	names := caserver.ServiceDNSNames(opts.ServiceName, opts.Namespace, opts.ClusterDomain)
+	var ips []net.IP
+	if opts.WebhookURL != "" {
+		if u, err := url.Parse(opts.WebhookURL); err == nil {
+			if ip := net.ParseIP(u.Hostname()); ip != nil {
+				ips = append(ips, ip)
+			} else if u.Hostname() != "" {
+				names = append(names, u.Hostname())
+			}
+		}
+	}
+	return names, ips
+}
+
+// sidecarMode resolves "auto" from the API server's version: native sidecars
+// are on by default from Kubernetes 1.29.
+func sidecarMode(flagValue string, kube kubernetes.Interface) (inject.SidecarMode, error) {
+	if flagValue != "auto" {
+		return inject.SidecarMode(flagValue), nil
+	}
+	v, err := kube.Discovery().ServerVersion()
+	if err != nil {
+		return "", fmt.Errorf("--sidecar-mode auto: read API server version: %w", err)
+	}
+	return modeForVersion(v.Major, v.Minor), nil
+}
+
+// modeForVersion maps a server version ("1", "28+") to a sidecar mode.
+func modeForVersion(major, minor string) inject.SidecarMode {
+	trim := func(s string) int {
+		for i, r := range s {
+			if r < '0' || r > '9' {
+				s = s[:i]
+				break
+			}
+		}
+		n, _ := strconv.Atoi(s)
+		return n
+	}
+	if maj := trim(major); maj > 1 || (maj == 1 && trim(minor) >= 29) {
+		return inject.ModeNative
+	}
+	return inject.ModeLegacy
+}
+
+func newLogger(level string) *slog.Logger {
+	l := slog.LevelInfo
+	if level == "debug" {
+		// logr V(1) maps to slog level -1.
+		l = slog.LevelDebug
+	}
+	return slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: l}))
+}
