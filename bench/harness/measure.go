@@ -213,8 +213,8 @@ func (e *env) measure(ctx context.Context) (*Results, error) {
 					if got.Sockets > int64(conns) {
 						reopened = fmt.Sprintf(" (%d sockets for %d connections: the server closed some)", got.Sockets, conns)
 					}
-					fmt.Fprintf(out, "  round %d c=%-2d %-26s %-6s %9.0f req/s  p50 %-8s p99 %-8s proxy CPU %4.1f us/req  errors %d%s\n",
-						round, conns, r.Label, r.Client, got.RPS, us(got.P50), us(got.P99), perUnit(cpu, got.Requests), got.Errors, reopened)
+					fmt.Fprintf(out, "  round %d c=%-2d %-26s %-6s %9.0f req/s  p50 %-8s p99 %-8s proxy CPU %s/req  errors %d%s\n",
+						round, conns, r.Label, r.Client, got.RPS, us(got.P50), us(got.P99), usDec(perUnit(cpu, got.Requests)), got.Errors, reopened)
 				}
 				r.Results[conns] = append(r.Results[conns], p)
 			}
@@ -241,8 +241,8 @@ func (e *env) measure(ctx context.Context) (*Results, error) {
 				}
 			} else {
 				p = &got
-				fmt.Fprintf(out, "  round %d handshakes %-22s %7.0f conn/s  server CPU %.0f us/conn  client CPU %.2f cores  errors %d resumed %d %s\n",
-					round, h.Label, got.PerSecond(), perUnit(cpu, got.Conns), got.ClientCPU, got.Errors, got.Resumed, got.FirstErr)
+				fmt.Fprintf(out, "  round %d handshakes %-22s %7.0f conn/s  server CPU %s/conn  client CPU %.2f cores  errors %d resumed %d %s\n",
+					round, h.Label, got.PerSecond(), usf(perUnit(cpu, got.Conns)), got.ClientCPU, got.Errors, got.Resumed, got.FirstErr)
 			}
 			h.Results = append(h.Results, p)
 		}

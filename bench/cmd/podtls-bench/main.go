@@ -33,6 +33,10 @@ func main() {
 	} else {
 		err = benchCmd(ctx, os.Args[1:])
 	}
+	if err != nil && ctx.Err() != nil {
+		fmt.Fprintln(os.Stderr, "podtls-bench: interrupted; every process it started has been stopped")
+		os.Exit(130)
+	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "podtls-bench:", err)
 		var missing *harness.MissingToolsError
