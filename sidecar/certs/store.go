@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -375,7 +376,7 @@ func (s *Store) reloadMesh() error {
 	s.mesh.Store(&entry{name: MeshName, dir: s.o.CertDir, cert: pair})
 	s.reloads.With(MeshName, "success").Inc()
 	s.log.Info("mesh certificate loaded", "serial", pair.Leaf.SerialNumber.Text(16),
-		"not_after", pair.Leaf.NotAfter.UTC().Format(time.RFC3339), "uris", pair.Leaf.URIs, "dns_names", pair.Leaf.DNSNames)
+		"not_after", pair.Leaf.NotAfter.UTC().Format(time.RFC3339), "uris", uriStrings(pair.Leaf.URIs), "dns_names", pair.Leaf.DNSNames)
 	s.readyOnce.Do(func() { close(s.ready) })
 	return nil
 }
@@ -512,6 +513,14 @@ func (s *Store) watchDirs() []string {
 	}
 	for _, d := range s.o.ExternalDirs {
 		add(d)
+	}
+	return out
+}
+
+func uriStrings(us []*url.URL) []string {
+	out := make([]string, 0, len(us))
+	for _, u := range us {
+		out = append(out, u.String())
 	}
 	return out
 }

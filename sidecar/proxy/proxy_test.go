@@ -212,3 +212,50 @@ func TestDialFailureClosesClient(t *testing.T) {
 		t.Fatal("read succeeded although the app is down")
 	}
 }
+
+// TestClientResetClosesAppConnection: a client that vanishes with a reset
+// must not leave its connection to the app open.
+func TestClientResetClosesAppConnection(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	appClosed := make(chan struct{})
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		_, _ = io.Copy(io.Discard, c) // an idle keep-alive app: reads until closed
+		close(appClosed)
+	}()
+	r := newRig(t, ln.Addr().String(), nil)
+	raw, err := net.Dial("tcp", r.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := tls.Client(raw, r.client)
+	if err := c.Handshake(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.WriteString(c, "GET / HTTP/1.1\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(100 * time.Millisecond)
+	_ = raw.(*net.TCPConn).SetLinger(0)
+	raw.Close() // RST, no close_notify
+	select {
+	case <-appClosed:
+	case <-time.After(2 * time.Second):
+		t.Fatal("app connection still open after the client reset")
+	}
+	deadline := time.Now().Add(time.Second)
+	for r.p.Open() != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d connections still counted", r.p.Open())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}

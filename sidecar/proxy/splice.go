@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"crypto/tls"
 	"errors"
 	"io"
 	"net"
@@ -33,20 +34,30 @@ type closeWriter interface{ CloseWrite() error }
 func (p *Proxy) splice(direction string, client, upstream net.Conn) {
 	var act activity
 	act.touch(time.Now())
-	errc := make(chan error, 1)
+	done := make(chan struct{})
 	go func() {
-		errc <- p.copy(upstream, client, p.m.received.With(direction), &act)
+		defer close(done)
+		if err := p.copy(upstream, client, p.m.received.With(direction), &act); err != nil {
+			abort(client, upstream)
+		}
 	}()
-	err1 := p.copy(client, upstream, p.m.sent.With(direction), &act)
-	if err1 != nil {
-		// Unblock the other direction.
-		client.Close()
-		upstream.Close()
+	if err := p.copy(client, upstream, p.m.sent.With(direction), &act); err != nil {
+		abort(client, upstream)
 	}
-	err2 := <-errc
-	if err2 != nil && err1 == nil {
-		client.Close()
-		upstream.Close()
+	<-done
+}
+
+// abort closes both sockets so the copy in the other direction returns at
+// once (a reset client must not leave its app connection open). It closes
+// the TCP connections under TLS: tls.Conn.Close would try to send an alert
+// and could block behind a stuck write.
+func abort(conns ...net.Conn) {
+	for _, c := range conns {
+		if tc, ok := c.(*tls.Conn); ok {
+			tc.NetConn().Close()
+			continue
+		}
+		c.Close()
 	}
 }
 
