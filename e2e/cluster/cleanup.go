@@ -27,11 +27,14 @@ const (
 	containerLogLinks = "/var/log/containers"
 	// cniCacheDir is libcni's result cache, fixed in containerd 1.6.
 	cniCacheDir = "/var/lib/cni/results"
+	// shimSocketDir is where containerd 1.6 shims listen, whatever containerd's state dir.
+	shimSocketDir = "/run/containerd/s"
 )
 
 // Leftovers lists what a cluster run may leave on the machine and is still there: processes
 // started from a run directory under base, mounts under base, cgroups under the node's
-// cgroup root, podtls-e2e-* network namespaces. Empty after a clean Down.
+// cgroup root, podtls-e2e-* network namespaces, pod network CNI cache entries. Empty after
+// a clean Down.
 func Leftovers(base string) []string {
 	var out []string
 	for _, pid := range procsMatching(base, "", cgroupDirs()) {
@@ -45,6 +48,13 @@ func Leftovers(base string) []string {
 	}
 	for _, ns := range staleNetns() {
 		out = append(out, "netns "+ns)
+	}
+	// Pod network results are named after the node's CNI network, so they are ours.
+	cache, _ := os.ReadDir(cniCacheDir)
+	for _, e := range cache {
+		if strings.HasPrefix(e.Name(), cniNetwork+"-") {
+			out = append(out, "CNI cache "+filepath.Join(cniCacheDir, e.Name()))
+		}
 	}
 	return out
 }
@@ -74,7 +84,7 @@ func cleanRun(dir, netns string, logf func(string, ...any)) error {
 		}
 	}
 	removeLinksInto(containerLogLinks, dir)
-	removeMatching(cniCacheDir, cniNetwork+"-")
+	removeContainerdLeftovers(dir)
 	if err := os.RemoveAll(dir); err != nil {
 		errs = append(errs, fmt.Errorf("remove %s: %w", dir, err))
 	}
@@ -299,11 +309,28 @@ func removeLinksInto(linkDir, target string) {
 	}
 }
 
-func removeMatching(dir, prefix string) {
-	entries, _ := os.ReadDir(dir)
-	for _, e := range entries {
-		if strings.HasPrefix(e.Name(), prefix) {
-			_ = os.Remove(filepath.Join(dir, e.Name()))
+// removeContainerdLeftovers removes what containerd 1.6 keeps outside its configured
+// directories for a run's sandboxes and containers: shim sockets in /run/containerd/s
+// (each shim records its address in its bundle) and libcni's result cache entries
+// (<network>-<sandbox id>-<interface>). Only entries named by the run's own state go.
+func removeContainerdLeftovers(dir string) {
+	bundles, _ := filepath.Glob(filepath.Join(dir, "containerd", "state", "io.containerd.runtime.v2.task", "*", "*"))
+	sandboxes, _ := filepath.Glob(filepath.Join(dir, "containerd", "root", "io.containerd.grpc.v1.cri", "sandboxes", "*"))
+	for _, b := range bundles {
+		if data, err := os.ReadFile(filepath.Join(b, "address")); err == nil {
+			sock := strings.TrimPrefix(strings.TrimSpace(string(data)), "unix://")
+			if filepath.Dir(sock) == shimSocketDir {
+				_ = os.Remove(sock)
+			}
+		}
+	}
+	cache, _ := os.ReadDir(cniCacheDir)
+	for _, id := range append(bundles, sandboxes...) {
+		id = filepath.Base(id)
+		for _, e := range cache {
+			if strings.Contains(e.Name(), "-"+id+"-") {
+				_ = os.Remove(filepath.Join(cniCacheDir, e.Name()))
+			}
 		}
 	}
 }
