@@ -96,6 +96,7 @@ func BenchmarkAdmissionHTTPS(b *testing.B) {
 	}
 	client := &http.Client{Transport: &http.Transport{
 		TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}, MaxIdleConnsPerHost: 64}}
+	b.Cleanup(client.CloseIdleConnections) // registered last, runs before the server stops
 	url := "https://127.0.0.1:" + strconv.Itoa(port) + PathLabelled
 	post := func() error {
 		resp, err := client.Post(url, "application/json", bytes.NewReader(body))

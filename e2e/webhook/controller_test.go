@@ -1,13 +1,20 @@
 package webhook_test
 
 import (
+	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/json"
+	"encoding/pem"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -15,6 +22,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/podtls/podtls/ca/api"
 	"github.com/podtls/podtls/internal/kubetest"
 	"github.com/podtls/podtls/webhook/annotations"
 	"github.com/podtls/podtls/webhook/audit"
@@ -214,6 +222,65 @@ func TestController(t *testing.T) {
 		b, _ := io.ReadAll(resp.Body)
 		if resp.StatusCode != http.StatusOK || string(b) != string(roots) {
 			t.Errorf("trust bundle: %d %q", resp.StatusCode, b)
+		}
+	})
+
+	t.Run("CA signs for an injected pod, with the names of its Services", func(t *testing.T) {
+		const ns = "ctl-labelled"
+		svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "preference", Namespace: ns},
+			Spec: corev1.ServiceSpec{Selector: map[string]string{"app": "preference"}, Ports: []corev1.ServicePort{{Port: 8443}}}}
+		if _, err := env.Clientset.CoreV1().Services(ns).Create(ctx, svc, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		p := pod(ns, "preference-0", map[string]string{annotations.Inbound: "8443:8080"})
+		p.Labels = map[string]string{"app": "preference"}
+		p, err := env.Clientset.CoreV1().Pods(ns).Create(ctx, p, metav1.CreateOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		token := env.Token(t, ns, "default", api.Audience, time.Hour, p)
+		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		if err != nil {
+			t.Fatal(err)
+		}
+		csr, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{}, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := json.Marshal(api.SignRequest{CSR: string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: csr}))})
+		pool := x509.NewCertPool()
+		pool.AppendCertsFromPEM(roots)
+		c := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool,
+			ServerName: opts.ServiceName + "." + ctrlNS + ".svc"}}}
+		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, fmt.Sprintf("https://127.0.0.1:%d%s", caPort, api.SignPath), bytes.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+token)
+		req.Header.Set("Content-Type", "application/json")
+		var resp *http.Response
+		eventually(t, "sign", func() (bool, string) {
+			resp, err = c.Do(req.Clone(ctx))
+			if err != nil {
+				return false, err.Error()
+			}
+			if resp.StatusCode == http.StatusServiceUnavailable {
+				resp.Body.Close()
+				req.Body = io.NopCloser(bytes.NewReader(body))
+				return false, "503"
+			}
+			return true, ""
+		})
+		defer resp.Body.Close()
+		var out api.SignResponse
+		if err := json.NewDecoder(resp.Body).Decode(&out); err != nil || resp.StatusCode != http.StatusOK {
+			t.Fatalf("sign: %d %v", resp.StatusCode, err)
+		}
+		block, _ := pem.Decode([]byte(out.CertificateChain))
+		leaf, err := x509.ParseCertificate(block.Bytes)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Contains(leaf.DNSNames, "preference."+ns+".svc") || len(leaf.URIs) != 1 ||
+			leaf.URIs[0].String() != "spiffe://cluster.local/ns/"+ns+"/sa/default" {
+			t.Errorf("leaf names: dns %v uri %v", leaf.DNSNames, leaf.URIs)
 		}
 	})
 
