@@ -109,13 +109,13 @@ func ValidateMesh(c *tls.Certificate, roots *x509.CertPool, now time.Time) error
 
 // ValidateExternal checks an external (ACME) certificate: inside validity, at
 // least one DNS name, and a complete chain. Complete means the leaf verifies
-// with the intermediates in the file against the system roots, or, failing
-// that, against the last certificate of the file taken as anchor (an ACME
-// chain ends at an intermediate or root the file itself provides; private
-// ACME CAs such as step-ca or Pebble are not in the system roots). A lone leaf
-// that is not issued directly by a system root is rejected: clients would
-// fail to build its chain.
-func ValidateExternal(c *tls.Certificate, systemRoots *x509.CertPool, now time.Time) error {
+// with the intermediates in the file up to the file's last certificate taken
+// as anchor (an ACME chain is leaf + intermediates; private ACME CAs such as
+// step-ca or Pebble are not in any system store), or, failing that, against
+// the system roots. A lone leaf therefore passes only if a system root issued
+// it directly: otherwise clients could not build its chain. systemRoots is
+// called only when needed: parsing the system store costs a few MB of memory.
+func ValidateExternal(c *tls.Certificate, systemRoots func() *x509.CertPool, now time.Time) error {
 	chain, err := chainOf(c)
 	if err != nil {
 		return err
@@ -127,22 +127,28 @@ func ValidateExternal(c *tls.Certificate, systemRoots *x509.CertPool, now time.T
 	if len(leaf.DNSNames) == 0 {
 		return errors.New("external certificate has no DNS names to select it by SNI")
 	}
-	opts := x509.VerifyOptions{Intermediates: poolOf(chain[1:]), CurrentTime: now, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
-	if systemRoots != nil {
-		opts.Roots = systemRoots
-		if _, err := leaf.Verify(opts); err == nil {
+	opts := x509.VerifyOptions{CurrentTime: now, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
+	var anchorErr error
+	if len(chain) >= 2 {
+		opts.Roots = poolOf(chain[len(chain)-1:])
+		opts.Intermediates = poolOf(chain[1 : len(chain)-1])
+		if _, anchorErr = leaf.Verify(opts); anchorErr == nil {
 			return nil
 		}
 	}
-	if len(chain) < 2 {
-		return errors.New("incomplete chain: tls.crt holds only the leaf and it does not verify against the system roots; include the intermediates")
+	if systemRoots != nil {
+		if roots := systemRoots(); roots != nil {
+			opts.Roots = roots
+			opts.Intermediates = poolOf(chain[1:])
+			if _, err := leaf.Verify(opts); err == nil {
+				return nil
+			}
+		}
 	}
-	opts.Roots = poolOf(chain[len(chain)-1:])
-	opts.Intermediates = poolOf(chain[1 : len(chain)-1])
-	if _, err := leaf.Verify(opts); err != nil {
-		return fmt.Errorf("incomplete or broken chain in tls.crt: %w", err)
+	if anchorErr != nil {
+		return fmt.Errorf("incomplete or broken chain in tls.crt: %w", anchorErr)
 	}
-	return nil
+	return errors.New("incomplete chain: tls.crt holds only the leaf and no system root issued it; include the intermediates")
 }
 
 func poolOf(cs []*x509.Certificate) *x509.CertPool {

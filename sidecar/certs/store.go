@@ -45,7 +45,8 @@ type Options struct {
 	TrustBundle string
 	// ExternalDirs hold externally issued certificates served by SNI.
 	ExternalDirs []string
-	// SystemRoots verify external chains; nil means x509.SystemCertPool.
+	// SystemRoots verify external chains that do not verify against their
+	// own last certificate; nil means x509.SystemCertPool, loaded on first use.
 	SystemRoots *x509.CertPool
 	// PollInterval is the backstop content poll; 0 means 10s, negative disables.
 	PollInterval time.Duration
@@ -113,11 +114,6 @@ func New(o Options) (*Store, error) {
 	}
 	if o.Registry == nil {
 		o.Registry = metrics.NewRegistry()
-	}
-	if o.SystemRoots == nil && len(o.ExternalDirs) > 0 {
-		if p, err := x509.SystemCertPool(); err == nil {
-			o.SystemRoots = p
-		}
 	}
 	s := &Store{
 		o:          o,
@@ -381,6 +377,18 @@ func (s *Store) reloadMesh() error {
 	return nil
 }
 
+func (s *Store) systemRoots() *x509.CertPool {
+	if s.o.SystemRoots != nil {
+		return s.o.SystemRoots
+	}
+	p, err := x509.SystemCertPool()
+	if err != nil {
+		s.log.Warn("system roots unavailable", "error", err)
+		return nil
+	}
+	return p
+}
+
 func externalName(dir string) string { return "external/" + filepath.Base(dir) }
 
 func (s *Store) reloadExternal(dir string) {
@@ -399,7 +407,7 @@ func (s *Store) reloadExternal(dir string) {
 	}
 	pair, err := ParseKeyPair(certPEM, keyPEM)
 	if err == nil {
-		err = ValidateExternal(pair, s.o.SystemRoots, s.o.Now())
+		err = ValidateExternal(pair, s.systemRoots, s.o.Now())
 	}
 	if err != nil {
 		s.reloads.With(name, "failure").Inc()

@@ -285,7 +285,7 @@ func TestExternalSNI(t *testing.T) {
 	// With its issuer among the system roots the lone leaf is complete.
 	sys := x509.NewCertPool()
 	sys.AddCert(inter.Cert)
-	if err := ValidateExternal(mustPair(t, testpki.CertPEM(loneLeaf.Cert), loneLeaf.KeyPEM), sys, time.Now()); err != nil {
+	if err := ValidateExternal(mustPair(t, testpki.CertPEM(loneLeaf.Cert), loneLeaf.KeyPEM), func() *x509.CertPool { return sys }, time.Now()); err != nil {
 		t.Errorf("leaf issued by a system root: %v", err)
 	}
 }
