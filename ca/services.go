@@ -11,6 +11,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	coreinformers "k8s.io/client-go/informers/core/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/metadata"
 	"k8s.io/client-go/metadata/metadatainformer"
@@ -39,9 +40,8 @@ type ServiceIndex struct {
 // NewServiceIndex builds the index; call Start to fill it.
 func NewServiceIndex(kube kubernetes.Interface, md metadata.Interface) *ServiceIndex {
 	s := &ServiceIndex{md: md}
-	s.services = cache.NewSharedIndexInformer(
-		cache.NewListWatchFromClient(kube.CoreV1().RESTClient(), "services", metav1.NamespaceAll, nil),
-		&corev1.Service{}, 0, cache.Indexers{cache.NamespaceIndex: cache.MetaNamespaceIndexFunc})
+	s.services = coreinformers.NewServiceInformer(kube, metav1.NamespaceAll, 0,
+		cache.Indexers{cache.NamespaceIndex: cache.MetaNamespaceIndexFunc})
 	s.pods = metadatainformer.NewFilteredMetadataInformer(md, podsResource, metav1.NamespaceAll, 0,
 		cache.Indexers{}, nil).Informer()
 	// Keep only what matching needs: memory stays small in big clusters.

@@ -1,0 +1,337 @@
+package server
+
+import (
+	"context"
+	"crypto"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/json"
+	"encoding/pem"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"testing"
+	"time"
+
+	authnv1 "k8s.io/api/authentication/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/metadata"
+
+	"github.com/podtls/podtls/ca"
+	"github.com/podtls/podtls/ca/api"
+	"github.com/podtls/podtls/internal/kubetest"
+)
+
+// testIssuer is the service-account token issuer the test API server uses;
+// the test holds its signing key, so it can mint tokens the API server
+// accepts, with any expiry (TokenRequest refuses lifetimes under 10 minutes).
+const testIssuer = "https://podtls-envtest.invalid"
+
+// saSigningKey writes an RSA key pair for the API server's service-account
+// token signing and returns the key and the file paths.
+func saSigningKey(t *testing.T) (key *rsa.PrivateKey, keyFile, pubFile string) {
+	t.Helper()
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, err := x509.MarshalPKIXPublicKey(&key.PublicKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	keyFile, pubFile = filepath.Join(dir, "sa.key"), filepath.Join(dir, "sa.pub")
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(key)}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(pubFile, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pub}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return key, keyFile, pubFile
+}
+
+// mintToken signs a service-account JWT like the API server's, for ns/sa
+// (with the ServiceAccount's UID), valid from iat to exp.
+func mintToken(t *testing.T, key *rsa.PrivateKey, ns, sa string, saUID types.UID, iat, exp time.Time) string {
+	t.Helper()
+	enc := func(v any) string {
+		b, err := json.Marshal(v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return base64.RawURLEncoding.EncodeToString(b)
+	}
+	signed := enc(map[string]string{"alg": "RS256", "typ": "JWT"}) + "." + enc(map[string]any{
+		"iss": testIssuer,
+		"sub": "system:serviceaccount:" + ns + ":" + sa,
+		"aud": []string{api.Audience},
+		"iat": iat.Unix(), "nbf": iat.Unix(), "exp": exp.Unix(),
+		"kubernetes.io": map[string]any{
+			"namespace":      ns,
+			"serviceaccount": map[string]string{"name": sa, "uid": string(saUID)},
+		},
+	})
+	sum := sha256.Sum256([]byte(signed))
+	sig, err := rsa.SignPKCS1v15(rand.Reader, key, crypto.SHA256, sum[:])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return signed + "." + base64.RawURLEncoding.EncodeToString(sig)
+}
+
+func testPod(ns, name, sa string, labels map[string]string) *corev1.Pod {
+	return &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, Labels: labels},
+		Spec: corev1.PodSpec{
+			ServiceAccountName: sa,
+			Containers:         []corev1.Container{{Name: "app", Image: "localhost/podtls/test:dev"}},
+		},
+	}
+}
+
+func testService(ns, name string, selector map[string]string) *corev1.Service {
+	return &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
+		Spec:       corev1.ServiceSpec{Selector: selector, Ports: []corev1.ServicePort{{Port: 8443}}},
+	}
+}
+
+// TestSignEnvtest runs the sign API against a real kube-apiserver: real
+// TokenReview, real bound tokens from the TokenRequest API, and Service names
+// from the informer-backed index.
+func TestSignEnvtest(t *testing.T) {
+	saKey, keyFile, pubFile := saSigningKey(t)
+	env := kubetest.Start(t,
+		kubetest.WithAPIServerArg("service-account-issuer", testIssuer),
+		kubetest.WithAPIServerArg("service-account-signing-key-file", keyFile),
+		kubetest.WithAPIServerArg("service-account-key-file", pubFile),
+	)
+	ctx := t.Context()
+	kube := env.Clientset
+	const ns = "demo"
+	env.CreateNamespace(t, ns, nil)
+	saObj := env.CreateServiceAccount(t, ns, "web")
+	env.CreateNamespace(t, "prod", nil)
+
+	for _, obj := range []*corev1.Service{
+		testService(ns, "web", map[string]string{"app": "web"}),
+		testService(ns, "web-canary", map[string]string{"app": "web", "track": "canary"}),
+		testService(ns, "db", map[string]string{"app": "db"}),
+		testService("prod", "web", map[string]string{"app": "web"}),
+	} {
+		if _, err := kube.CoreV1().Services(obj.Namespace).Create(ctx, obj, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pod, err := kube.CoreV1().Pods(ns).Create(ctx, testPod(ns, "web-0", "web", map[string]string{"app": "web"}), metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	md, err := metadata.NewForConfig(env.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	index := ca.NewServiceIndex(kube, md)
+	idxCtx, stopIndex := context.WithCancel(context.Background())
+	idxDone := make(chan error, 1)
+	go func() { idxDone <- index.Start(idxCtx) }()
+	t.Cleanup(func() {
+		stopIndex()
+		if err := <-idxDone; err != nil {
+			t.Errorf("service index: %v", err)
+		}
+	})
+
+	mat, err := ca.LoadOrCreate(ctx, kube, ca.SecretOptions{Namespace: "default"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	authority, err := ca.New(mat, ca.Config{Services: index})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := startServer(t, Options{
+		Authority:     authority,
+		Authenticator: NewTokenReviewAuthenticator(kube.AuthenticationV1().TokenReviews(), TokenReviewOptions{}),
+	})
+
+	t.Run("503 until the service index has synced", func(t *testing.T) {
+		if index.Synced() {
+			t.Skip("index synced before the first request")
+		}
+		token := env.Token(t, ns, "web", api.Audience, time.Hour, pod)
+		if status, body := ts.do(t, http.MethodPost, token, signBody(t, newCSR(t), "")); status != http.StatusServiceUnavailable {
+			t.Errorf("status %d, want 503: %s", status, body)
+		}
+	})
+	deadline := time.Now().Add(30 * time.Second)
+	for !index.Synced() {
+		if time.Now().After(deadline) {
+			t.Fatal("service index did not sync in 30s")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+
+	t.Run("bound token gets SPIFFE ID and Service names", func(t *testing.T) {
+		token := env.Token(t, ns, "web", api.Audience, time.Hour, pod)
+		status, body := ts.do(t, http.MethodPost, token, signBody(t, newCSR(t, "extra.demo.svc"), "12h"))
+		if status != http.StatusOK {
+			t.Fatalf("status %d: %s", status, body)
+		}
+		var resp api.SignResponse
+		if err := json.Unmarshal(body, &resp); err != nil {
+			t.Fatal(err)
+		}
+		chain := parseChain(t, resp.CertificateChain)
+		leaf := chain[0]
+		if got := leaf.URIs[0].String(); got != "spiffe://cluster.local/ns/demo/sa/web" {
+			t.Errorf("URI SAN %s", got)
+		}
+		want := []string{"extra.demo.svc", "web.demo.svc", "web.demo.svc.cluster.local"}
+		if !slices.Equal(leaf.DNSNames, want) {
+			t.Errorf("DNS names %q, want %q (web matches app=web; web-canary and db do not match; prod/web is another namespace)", leaf.DNSNames, want)
+		}
+		roots := x509.NewCertPool()
+		if !roots.AppendCertsFromPEM([]byte(resp.TrustBundle)) {
+			t.Fatal("empty trust bundle")
+		}
+		inters := x509.NewCertPool()
+		for _, c := range chain[1:] {
+			inters.AddCert(c)
+		}
+		for _, name := range want {
+			if _, err := leaf.Verify(x509.VerifyOptions{DNSName: name, Roots: roots, Intermediates: inters}); err != nil {
+				t.Errorf("leaf does not verify for %s against the returned bundle: %v", name, err)
+			}
+		}
+	})
+
+	t.Run("pod created after start gets its Service names", func(t *testing.T) {
+		late, err := kube.CoreV1().Pods(ns).Create(ctx, testPod(ns, "web-canary-0", "web", map[string]string{"app": "web", "track": "canary"}), metav1.CreateOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		token := env.Token(t, ns, "web", api.Audience, time.Hour, late)
+		status, body := ts.do(t, http.MethodPost, token, signBody(t, newCSR(t), ""))
+		if status != http.StatusOK {
+			t.Fatalf("status %d: %s", status, body)
+		}
+		var resp api.SignResponse
+		if err := json.Unmarshal(body, &resp); err != nil {
+			t.Fatal(err)
+		}
+		want := []string{"web.demo.svc", "web.demo.svc.cluster.local", "web-canary.demo.svc", "web-canary.demo.svc.cluster.local"}
+		if got := parseChain(t, resp.CertificateChain)[0].DNSNames; !slices.Equal(got, want) {
+			t.Errorf("DNS names %q, want %q", got, want)
+		}
+	})
+
+	now := time.Now()
+	cases := []struct {
+		name   string
+		token  func(t *testing.T) string
+		csr    string
+		status int
+	}{
+		{"token minted with the API server's key (control)", func(t *testing.T) string {
+			return mintToken(t, saKey, ns, "web", saObj.UID, now.Add(-time.Minute), now.Add(time.Hour))
+		}, newCSR(t), http.StatusOK},
+		{"expired token", func(t *testing.T) string {
+			return mintToken(t, saKey, ns, "web", saObj.UID, now.Add(-2*time.Hour), now.Add(-time.Hour))
+		}, newCSR(t), http.StatusUnauthorized},
+		{"forged token (other key)", func(t *testing.T) string {
+			other, _, _ := saSigningKey(t)
+			return mintToken(t, other, ns, "web", saObj.UID, now.Add(-time.Minute), now.Add(time.Hour))
+		}, newCSR(t), http.StatusUnauthorized},
+		{"wrong audience", func(t *testing.T) string {
+			return env.Token(t, ns, "web", "https://kubernetes.default.svc", time.Hour, pod)
+		}, newCSR(t), http.StatusUnauthorized},
+		{"token of a deleted pod", func(t *testing.T) string {
+			gone, err := kube.CoreV1().Pods(ns).Create(ctx, testPod(ns, "gone", "web", nil), metav1.CreateOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			tok := env.Token(t, ns, "web", api.Audience, time.Hour, gone)
+			zero := int64(0)
+			if err := kube.CoreV1().Pods(ns).Delete(ctx, "gone", metav1.DeleteOptions{GracePeriodSeconds: &zero}); err != nil {
+				t.Fatal(err)
+			}
+			// The API server learns of the deletion through its own cache;
+			// wait until it invalidates the token.
+			for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+				r, err := kube.AuthenticationV1().TokenReviews().Create(ctx, &authnv1.TokenReview{
+					Spec: authnv1.TokenReviewSpec{Token: tok, Audiences: []string{api.Audience}},
+				}, metav1.CreateOptions{})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if !r.Status.Authenticated {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatal("API server still accepts the token of a deleted pod after 15s")
+				}
+			}
+			return tok
+		}, newCSR(t), http.StatusUnauthorized},
+		{"DNS name of another namespace", func(t *testing.T) string {
+			return env.Token(t, ns, "web", api.Audience, time.Hour, pod)
+		}, newCSR(t, "web.prod.svc"), http.StatusForbidden},
+		{"malformed CSR", func(t *testing.T) string {
+			return env.Token(t, ns, "web", api.Audience, time.Hour, pod)
+		}, "-----BEGIN CERTIFICATE REQUEST-----\nMIIBAA==\n-----END CERTIFICATE REQUEST-----\n", http.StatusBadRequest},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			status, body := ts.do(t, http.MethodPost, tc.token(t), signBody(t, tc.csr, ""))
+			if status != tc.status {
+				t.Fatalf("status %d, want %d: %s", status, tc.status, body)
+			}
+		})
+	}
+
+	// The server refuses an expired token before asking the API server; check
+	// that the API server agrees, so the 401 above is not just our shortcut.
+	t.Run("API server rejects the expired token too", func(t *testing.T) {
+		expired := mintToken(t, saKey, ns, "web", saObj.UID, now.Add(-2*time.Hour), now.Add(-time.Hour))
+		r, err := kube.AuthenticationV1().TokenReviews().Create(ctx, &authnv1.TokenReview{
+			Spec: authnv1.TokenReviewSpec{Token: expired, Audiences: []string{api.Audience}},
+		}, metav1.CreateOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.Status.Authenticated {
+			t.Fatal("API server authenticated an expired token")
+		}
+		t.Logf("API server: %s", r.Status.Error)
+	})
+}
+
+func parseChain(t *testing.T, chainPEM string) []*x509.Certificate {
+	t.Helper()
+	var out []*x509.Certificate
+	rest := []byte(chainPEM)
+	for {
+		var b *pem.Block
+		b, rest = pem.Decode(rest)
+		if b == nil {
+			break
+		}
+		c, err := x509.ParseCertificate(b.Bytes)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, c)
+	}
+	if len(out) < 2 {
+		t.Fatalf("chain has %d certificates, want leaf + intermediate", len(out))
+	}
+	return out
+}
