@@ -251,7 +251,11 @@ func targets(res *Results, byKey map[string]*Row, hsByKey map[string]*HSRow) []t
 			rss = float64(m.StartKB) / 1024
 		}
 	}
-	out = append(out, target{"idle RSS of the sidecar after start <= 10 MB", fmt.Sprintf("%.1f MB", rss), stats.Verdict(rss, 10, true)})
+	rssText := "-"
+	if !math.IsNaN(rss) {
+		rssText = fmt.Sprintf("%.1f MB", rss)
+	}
+	out = append(out, target{"idle RSS of the sidecar after start <= 10 MB", rssText, stats.Verdict(rss, 10, true)})
 	return out
 }
 
