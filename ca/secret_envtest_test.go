@@ -197,4 +197,44 @@ func TestLoadOrCreateEnvtest(t *testing.T) {
 			t.Error("renewed intermediate was not persisted")
 		}
 	})
+
+	t.Run("refresher picks up extra roots published for a rotation", func(t *testing.T) {
+		const ns = "refresh"
+		env.CreateNamespace(t, ns, nil)
+		opts := SecretOptions{Namespace: ns}
+		m, err := LoadOrCreate(ctx, env.Clientset, opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		a, err := New(m, Config{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var changed *Material
+		r := &Refresher{Authority: a, Kube: env.Clientset, Secret: opts, OnChange: func(m *Material) { changed = m }}
+		if r.Refresh(ctx) {
+			t.Fatal("Refresh reported a change with the Secret untouched")
+		}
+		next, err := Generate(time.Now(), Backdate)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sec, err := env.Clientset.CoreV1().Secrets(ns).Get(ctx, DefaultSecretName, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		sec.Data[KeyExtraRoots] = rootsPEM(next.Roots)
+		if _, err := env.Clientset.CoreV1().Secrets(ns).Update(ctx, sec, metav1.UpdateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		if !r.Refresh(ctx) || changed == nil {
+			t.Fatal("Refresh did not install the new material")
+		}
+		if n := strings.Count(string(a.TrustBundlePEM()), "BEGIN CERTIFICATE"); n != 2 {
+			t.Errorf("trust bundle has %d roots, want old + next", n)
+		}
+		if !a.Material().Intermediate.Equal(m.Intermediate) {
+			t.Error("intermediate changed although only roots were added")
+		}
+	})
 }
