@@ -30,8 +30,9 @@
 //	env := kubetest.Start(t, kubetest.WithMutatingWebhooks(mwc)) // clientConfig.service.path "/mutate"
 //	env.ServeWebhooks(t, map[string]http.Handler{"/mutate": &webhook.Admission{Handler: h}})
 //
-// Each Start costs about 3 s (start) + 1 s (stop); share one Env per package (TestMain or a
-// sync.Once) when many tests need one, and isolate them by namespace.
+// Each Start costs about 3 s to start (10+ s on a busy 2-core machine) and 1 s to stop: when
+// many tests need a control plane, share one started with Launch in TestMain (see Launch)
+// and isolate the tests by namespace.
 package kubetest
 
 import (
@@ -90,8 +91,11 @@ type Env struct {
 	// LocalServingPort, LocalServingCertDir and LocalServingCAData say where and how the test
 	// must serve the webhooks passed with WithWebhooks.
 	Webhook *envtest.WebhookInstallOptions
+	// StartTime is how long the control plane took to start.
+	StartTime time.Duration
 
-	env *envtest.Environment
+	env    *envtest.Environment
+	tmpDir string // holds the kubeconfig and kubectl's cache
 }
 
 type options struct {
@@ -137,6 +141,10 @@ func WithControlPlaneOutput() Option {
 	return func(o *options) { o.output = true }
 }
 
+// ErrAssetsMissing is returned (wrapped) by Launch and AssetsDir when the control-plane
+// binaries are not there.
+var ErrAssetsMissing = errors.New("control-plane binaries missing")
+
 // Start starts etcd and kube-apiserver and returns clients for them. The control plane is
 // stopped in t.Cleanup. It skips or fails the test when the binaries are missing (see the
 // package comment).
@@ -145,11 +153,51 @@ func Start(t testing.TB, opts ...Option) *Env {
 	if testing.Short() {
 		t.Skip("kubetest: needs a kube-apiserver; skipped in -short mode")
 	}
-	dir, err := AssetsDir()
-	if err != nil {
+	env, err := Launch(opts...)
+	if errors.Is(err, ErrAssetsMissing) {
 		missingAssets(t, err)
 	}
+	if err != nil {
+		t.Fatalf("kubetest: %v", err)
+	}
+	t.Logf("kubetest: control plane up in %s (%s)", env.StartTime.Round(time.Millisecond), env.Config.Host)
+	t.Cleanup(func() {
+		stop := time.Now()
+		if err := env.Stop(); err != nil {
+			t.Errorf("kubetest: %v", err)
+			return
+		}
+		t.Logf("kubetest: control plane stopped in %s", time.Since(stop).Round(time.Millisecond))
+	})
+	return env
+}
 
+// Launch is Start without a test: for one control plane shared by a package's tests, started
+// in TestMain. The caller must call Stop. When the binaries are missing the error wraps
+// ErrAssetsMissing; pair it with Require in the tests:
+//
+//	var env *kubetest.Env
+//
+//	func TestMain(m *testing.M) {
+//		var err error
+//		env, err = kubetest.Launch()
+//		if err != nil && !errors.Is(err, kubetest.ErrAssetsMissing) {
+//			fmt.Fprintln(os.Stderr, err)
+//			os.Exit(1)
+//		}
+//		code := m.Run()
+//		if env != nil {
+//			_ = env.Stop()
+//		}
+//		os.Exit(code)
+//	}
+//
+//	func TestX(t *testing.T) { kubetest.Require(t, env); ... }
+func Launch(opts ...Option) (*Env, error) {
+	dir, err := AssetsDir()
+	if err != nil {
+		return nil, err
+	}
 	o := options{}
 	for _, opt := range opts {
 		opt(&o)
@@ -173,8 +221,7 @@ func Start(t testing.TB, opts ...Option) *Env {
 	for name, values := range o.apiServerArgs {
 		api.Configure().Set(name, values...)
 	}
-	etcdPath := filepath.Join(dir, "etcd")
-	if etcdSupportsNoFsync(etcdPath) {
+	if etcdSupportsNoFsync(filepath.Join(dir, "etcd")) {
 		// Test data is throwaway; skipping fsync makes etcd much faster on slow disks.
 		te.ControlPlane.Etcd = &envtest.Etcd{}
 		te.ControlPlane.Etcd.Configure().Set("unsafe-no-fsync", "true")
@@ -183,39 +230,73 @@ func Start(t testing.TB, opts ...Option) *Env {
 	start := time.Now()
 	cfg, err := te.Start()
 	if err != nil {
-		// Start may leave processes behind after a partial start.
+		// A partial start can leave etcd or the API server running.
 		_ = te.Stop()
-		t.Fatalf("kubetest: start control plane from %s: %v", dir, err)
+		return nil, fmt.Errorf("start control plane from %s: %w", dir, err)
 	}
-	t.Logf("kubetest: control plane up in %s (%s)", time.Since(start).Round(time.Millisecond), cfg.Host)
-	t.Cleanup(func() {
-		stop := time.Now()
-		if err := te.Stop(); err != nil {
-			t.Errorf("kubetest: stop control plane: %v", err)
-			return
-		}
-		t.Logf("kubetest: control plane stopped in %s", time.Since(stop).Round(time.Millisecond))
-	})
-
 	env := &Env{
 		Config:      cfg,
 		Scheme:      o.scheme,
 		KubectlPath: filepath.Join(dir, "kubectl"),
 		AssetsDir:   dir,
 		Webhook:     &te.WebhookInstallOptions,
+		StartTime:   time.Since(start),
 		env:         te,
 	}
-	if env.Client, err = client.New(cfg, client.Options{Scheme: o.scheme}); err != nil {
-		t.Fatalf("kubetest: controller-runtime client: %v", err)
+	if err := env.connect(te.KubeConfig); err != nil {
+		_ = env.Stop()
+		return nil, err
 	}
-	if env.Clientset, err = kubernetes.NewForConfig(cfg); err != nil {
-		t.Fatalf("kubetest: clientset: %v", err)
+	return env, nil
+}
+
+func (e *Env) connect(kubeconfig []byte) error {
+	var err error
+	if e.Client, err = client.New(e.Config, client.Options{Scheme: e.Scheme}); err != nil {
+		return fmt.Errorf("controller-runtime client: %w", err)
 	}
-	env.KubeconfigPath = filepath.Join(t.TempDir(), "kubeconfig")
-	if err := os.WriteFile(env.KubeconfigPath, te.KubeConfig, 0o600); err != nil {
-		t.Fatalf("kubetest: write kubeconfig: %v", err)
+	if e.Clientset, err = kubernetes.NewForConfig(e.Config); err != nil {
+		return fmt.Errorf("clientset: %w", err)
 	}
-	return env
+	if e.tmpDir, err = os.MkdirTemp("", "kubetest-"); err != nil {
+		return fmt.Errorf("kubeconfig dir: %w", err)
+	}
+	e.KubeconfigPath = filepath.Join(e.tmpDir, "kubeconfig")
+	if err := os.WriteFile(e.KubeconfigPath, kubeconfig, 0o600); err != nil {
+		return fmt.Errorf("write kubeconfig: %w", err)
+	}
+	return nil
+}
+
+// Stop stops the control plane and removes its files. Start's cleanup calls it; call it
+// yourself only after Launch.
+func (e *Env) Stop() error {
+	err := e.env.Stop()
+	if e.tmpDir != "" {
+		if rerr := os.RemoveAll(e.tmpDir); rerr != nil && err == nil {
+			err = rerr
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("stop control plane: %w", err)
+	}
+	return nil
+}
+
+// Require skips or fails t (see the package comment) when env is nil because Launch found
+// no binaries, and skips in -short mode.
+func Require(t testing.TB, env *Env) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("kubetest: needs a kube-apiserver; skipped in -short mode")
+	}
+	if env == nil {
+		_, err := AssetsDir()
+		if err == nil {
+			err = errors.New("no control plane was launched")
+		}
+		missingAssets(t, err)
+	}
 }
 
 func missingAssets(t testing.TB, err error) {
@@ -245,7 +326,7 @@ func AssetsDir() (string, error) {
 		}
 	}
 	if len(missing) > 0 {
-		return "", fmt.Errorf("control-plane binaries %s not found in %s", strings.Join(missing, ", "), dir)
+		return "", fmt.Errorf("%w: %s not found in %s", ErrAssetsMissing, strings.Join(missing, ", "), dir)
 	}
 	return dir, nil
 }

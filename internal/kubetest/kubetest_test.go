@@ -3,6 +3,7 @@ package kubetest_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -222,11 +223,29 @@ func TestControlPlane(t *testing.T) {
 	})
 }
 
-func TestAssetsDirHonoursEnv(t *testing.T) {
-	dir := t.TempDir()
-	t.Setenv(kubetest.AssetsEnv, dir)
-	if _, err := kubetest.AssetsDir(); err == nil || !strings.Contains(err.Error(), "etcd, kube-apiserver, kubectl") {
-		t.Errorf("AssetsDir on an empty %s: err = %v, want all three binaries reported missing", kubetest.AssetsEnv, err)
+func TestMissingAssets(t *testing.T) {
+	t.Setenv(kubetest.AssetsEnv, t.TempDir())
+	t.Setenv(kubetest.RequireEnv, "")
+
+	_, err := kubetest.AssetsDir()
+	if !errors.Is(err, kubetest.ErrAssetsMissing) || !strings.Contains(err.Error(), "etcd, kube-apiserver, kubectl") {
+		t.Errorf("AssetsDir on an empty %s: err = %v, want ErrAssetsMissing naming all three binaries", kubetest.AssetsEnv, err)
+	}
+	if env, err := kubetest.Launch(); !errors.Is(err, kubetest.ErrAssetsMissing) || env != nil {
+		t.Errorf("Launch without assets = %v, %v; want nil, ErrAssetsMissing", env, err)
+	}
+	for name, use := range map[string]func(t *testing.T){
+		"Start":   func(t *testing.T) { kubetest.Start(t) },
+		"Require": func(t *testing.T) { kubetest.Require(t, nil) },
+	} {
+		ran := false
+		t.Run(name, func(t *testing.T) {
+			use(t)
+			ran = true
+		})
+		if ran {
+			t.Errorf("%s without assets and without %s did not skip", name, kubetest.RequireEnv)
+		}
 	}
 }
 
