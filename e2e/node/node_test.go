@@ -164,7 +164,7 @@ func smoke(ctx context.Context, t *testing.T, c *cluster.Cluster) {
 		}
 	})
 
-	t.Run("service by DNS name from another pod", func(t *testing.T) {
+	t.Run("services by DNS name from another pod", func(t *testing.T) {
 		client := &corev1.Pod{
 			ObjectMeta: metav1.ObjectMeta{Name: "client", Namespace: ns},
 			Spec: corev1.PodSpec{
@@ -172,6 +172,12 @@ func smoke(ctx context.Context, t *testing.T, c *cluster.Cluster) {
 				Containers: []corev1.Container{{
 					Name: "get", Image: echoImage, ImagePullPolicy: corev1.PullNever,
 					Args: []string{"get", "-timeout", "60s", "http://echo." + ns + ".svc/"},
+				}, {
+					// In-cluster clients (like podtls-controller) reach the API server
+					// through its Service and verify it with the mounted cluster CA.
+					Name: "api", Image: echoImage, ImagePullPolicy: corev1.PullNever,
+					Args: []string{"get", "-timeout", "60s", "-cacert", "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt",
+						"https://kubernetes.default.svc/readyz"},
 				}},
 			},
 		}
@@ -187,12 +193,17 @@ func smoke(ctx context.Context, t *testing.T, c *cluster.Cluster) {
 			phase = p.Status.Phase
 			return phase == corev1.PodSucceeded || phase == corev1.PodFailed
 		})
-		logs, err := cs.CoreV1().Pods(ns).GetLogs("client", &corev1.PodLogOptions{}).DoRaw(ctx)
-		if err != nil {
-			t.Fatalf("client logs (kubelet via API server): %v", err)
+		logs := func(container string) string {
+			out, err := cs.CoreV1().Pods(ns).GetLogs("client", &corev1.PodLogOptions{Container: container}).DoRaw(ctx)
+			if err != nil {
+				t.Fatalf("client logs of %s (kubelet via API server): %v", container, err)
+			}
+			return string(out)
 		}
-		if phase != corev1.PodSucceeded || !strings.Contains(string(logs), pod.Name+" v1") {
-			t.Fatalf("client %s, output %q; want %q", phase, logs, pod.Name+" v1")
+		svc, api := logs("get"), logs("api")
+		if phase != corev1.PodSucceeded || !strings.Contains(svc, pod.Name+" v1") || !strings.Contains(api, "ok") {
+			t.Fatalf("client %s; echo.%s.svc answered %q, want %q; kubernetes.default.svc/readyz answered %q, want ok",
+				phase, ns, svc, pod.Name+" v1", api)
 		}
 	})
 

@@ -2,12 +2,14 @@
 // reads files, so the test image needs no shell.
 //
 //	echo serve -addr :8080 -file /etc/greeting/msg   HTTP: "/" answers "<hostname> <file content>", "/healthz" ok
-//	echo get [-timeout 60s] URL                       print the body of URL (retrying until timeout), exit 1 on failure
+//	echo get [-timeout 60s] [-cacert FILE] URL        print the body of URL (retrying until timeout), exit 1 on failure
 //	echo cat FILE                                     print FILE
 package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
@@ -92,14 +94,26 @@ func serve(args []string) error {
 func get(args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("get", flag.ContinueOnError)
 	timeout := fs.Duration("timeout", 60*time.Second, "keep retrying this long")
+	cacert := fs.String("cacert", "", "PEM roots to verify an https URL with (default: system roots)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if fs.NArg() != 1 {
-		return errors.New("usage: echo get [-timeout D] URL")
+		return errors.New("usage: echo get [-timeout D] [-cacert FILE] URL")
 	}
 	url := fs.Arg(0)
 	client := &http.Client{Timeout: 5 * time.Second}
+	if *cacert != "" {
+		pem, err := os.ReadFile(*cacert)
+		if err != nil {
+			return fmt.Errorf("read -cacert: %w", err)
+		}
+		roots := x509.NewCertPool()
+		if !roots.AppendCertsFromPEM(pem) {
+			return fmt.Errorf("-cacert %s holds no PEM certificate", *cacert)
+		}
+		client.Transport = &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}}
+	}
 	deadline := time.Now().Add(*timeout)
 	for attempt := 1; ; attempt++ {
 		body, err := fetch(client, url)
