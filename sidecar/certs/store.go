@@ -457,12 +457,24 @@ func (s *Store) Run(ctx context.Context) error {
 		w = nil
 	} else if w != nil {
 		defer w.Close()
-		for _, d := range s.watchDirs() {
+	}
+	// A directory that does not exist yet (an optional volume, a trust
+	// bundle written later) is watched as soon as it appears.
+	var pending []string
+	watch := func(dirs []string, level slog.Level) {
+		if w == nil {
+			return
+		}
+		var still []string
+		for _, d := range dirs {
 			if err := w.Add(d); err != nil {
-				s.log.Warn("cannot watch directory, relying on polling", "dir", d, "error", err)
+				still = append(still, d)
+				s.log.Log(context.Background(), level, "cannot watch directory yet, polling it", "dir", d, "error", err)
 			}
 		}
+		pending = still
 	}
+	watch(s.watchDirs(), slog.LevelInfo)
 	var events chan fsnotify.Event
 	var errs chan error
 	if w != nil {
@@ -500,6 +512,9 @@ func (s *Store) Run(ctx context.Context) error {
 		case <-debounce.C:
 			_ = s.Reload()
 		case <-poll:
+			if len(pending) > 0 {
+				watch(pending, slog.LevelDebug)
+			}
 			_ = s.Reload()
 		}
 	}

@@ -309,3 +309,25 @@ func waitFor(t *testing.T, d time.Duration, cond func() bool, format string, arg
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+func TestWatchDirectoryCreatedLater(t *testing.T) {
+	f := newFixture(t, func(o *Options) { o.PollInterval = 50 * time.Millisecond })
+	f.writeLeaf(t, f.ca.Issue(t, testpki.LeafOptions{SPIFFEID: meshID}))
+	if err := f.store.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	// An external dir that appears only after the start.
+	late := filepath.Join(t.TempDir(), "late")
+	f.store.o.ExternalDirs = []string{late}
+	f.store.o.SystemRoots = x509.NewCertPool()
+	go f.store.Run(t.Context())
+	time.Sleep(100 * time.Millisecond)
+	if err := os.MkdirAll(late, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(150 * time.Millisecond) // a poll adds the watch
+	inter := testpki.NewCA(t, "public").Intermediate(t, "inter")
+	l := inter.Issue(t, testpki.LeafOptions{DNSNames: []string{"late.example.com"}})
+	testpki.KubeletWrite(t, late, map[string][]byte{CertFile: l.ChainPEM, KeyFile: l.KeyPEM})
+	waitFor(t, time.Second, func() bool { return f.store.ExternalCertificate("late.example.com") != nil }, "late external certificate")
+}
