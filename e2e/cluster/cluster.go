@@ -58,7 +58,7 @@ type Cluster struct {
 	// Config is Client's rest.Config; its Dial reaches into the node's namespace.
 	Config *rest.Config
 	// Kubeconfig is an admin kubeconfig file. Its server address exists only inside the
-	// node's namespace: use it with Exec (e.g. Exec(ctx, c.Kubectl, "--kubeconfig", ...)).
+	// node's namespace: use it with Exec or RunKubectl.
 	Kubeconfig string
 	// Kubectl is the path of the kubectl binary (may not exist).
 	Kubectl string
@@ -73,6 +73,7 @@ type Cluster struct {
 	lock    *os.File
 	procs   []*process
 	byName  map[string]*process
+	extra   []string // names of StartProcess processes, stopped first
 	down    sync.Once
 	downErr error
 }
@@ -344,7 +345,7 @@ func (c *Cluster) Exec(ctx context.Context, name string, args ...string) ([]byte
 	return out, nil
 }
 
-// Kubectl runs the cluster's kubectl as admin inside the node's namespace.
+// RunKubectl runs the cluster's kubectl as admin inside the node's namespace.
 func (c *Cluster) RunKubectl(ctx context.Context, args ...string) ([]byte, error) {
 	return c.Exec(ctx, c.Kubectl, append([]string{"--kubeconfig", c.Kubeconfig}, args...)...)
 }

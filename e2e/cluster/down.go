@@ -40,7 +40,8 @@ func (c *Cluster) teardown() error {
 	}
 	// Every process stops on SIGTERM; containerd leaves its shims running (they are
 	// killed with the containers by cleanRun).
-	for _, name := range []string{"kubelet", "containerd", "kube-proxy", "coredns", "kube-apiserver", "etcd"} {
+	order := append(append([]string{}, c.extra...), "kubelet", "containerd", "kube-proxy", "coredns", "kube-apiserver", "etcd")
+	for _, name := range order {
 		if p := c.byName[name]; p != nil {
 			p.stop(10 * time.Second)
 		}

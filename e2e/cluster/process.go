@@ -57,6 +57,22 @@ func (c *Cluster) start(name, bin string, args ...string) (*process, error) {
 	return p, nil
 }
 
+// StartProcess runs an extra host process inside the node's network namespace (a DNS or
+// ACME server for a test, say), with its log in LogDir()/<name>.log. Down stops it with
+// SIGTERM after the pods and before the node and control plane; a crashed run's extra
+// processes are killed by the next Up like every other component. Not safe for concurrent
+// use.
+func (c *Cluster) StartProcess(name, bin string, args ...string) error {
+	if _, ok := c.byName[name]; ok {
+		return fmt.Errorf("process %s already started", name)
+	}
+	if _, err := c.start(name, bin, args...); err != nil {
+		return err
+	}
+	c.extra = append(c.extra, name)
+	return nil
+}
+
 // exited reports whether p has exited, with its error.
 func (p *process) exited() (bool, error) {
 	select {
