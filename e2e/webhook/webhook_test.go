@@ -230,6 +230,30 @@ spec:
 		}
 	})
 
+	t.Run("legacy mode accepted by the API server", func(t *testing.T) {
+		p, err := pods.Pods(labelledNS).Create(ctx, pod(labelledNS, "legacy", map[string]string{
+			annotations.SidecarMode: annotations.SidecarModeLegacy, annotations.Inbound: "8443:8080"}), metav1.CreateOptions{})
+		if err != nil {
+			t.Fatalf("create: %v", err)
+		}
+		if sidecars(p) != 1 || p.Spec.Containers[0].Name != inject.ContainerName || p.Spec.Containers[0].Lifecycle == nil ||
+			p.Annotations[annotations.DefaultContainer] != "app" {
+			t.Fatalf("want the sidecar as first container with a postStart hook: %+v", p.Spec.Containers)
+		}
+	})
+
+	t.Run("external hosts: optional Secret volume", func(t *testing.T) {
+		p, err := pods.Pods(labelledNS).Create(ctx, pod(labelledNS, "external", map[string]string{
+			annotations.ExternalHosts: "shop.example.com", annotations.Inbound: "8443:8080"}), metav1.CreateOptions{})
+		if err != nil {
+			t.Fatalf("create: %v", err)
+		}
+		want := inject.ExternalSecretName([]string{"shop.example.com"})
+		if p.Annotations[annotations.ExternalSecret] != want {
+			t.Errorf("external secret annotation %q, want %q", p.Annotations[annotations.ExternalSecret], want)
+		}
+	})
+
 	t.Run("system namespace untouched", func(t *testing.T) {
 		p, err := pods.Pods("kube-system").Create(ctx, pod("kube-system", "system", map[string]string{annotations.Inject: "true"}), metav1.CreateOptions{})
 		if err != nil || sidecars(p) != 0 {

@@ -144,9 +144,19 @@ func Run(ctx context.Context, opts Options, restCfg *rest.Config) error {
 	}
 	webhook.Register(mgr.GetWebhookServer(), mgr.GetCache(), cfgSrc)
 
+	// The patcher polls the roots every minute; injected pods get the same
+	// roots in PODTLS_TRUST_ROOTS, so refresh the injection config there too.
+	bundleNow := func() []byte {
+		b := authority.TrustBundlePEM()
+		if c := cfgSrc.Load(); c.TrustRootsPEM != string(b) {
+			c.TrustRootsPEM = string(b)
+			cfgSrc.Store(c)
+		}
+		return b
+	}
 	patcher := &certs.Patcher{
 		Reader: mgr.GetAPIReader(), Writer: mgr.GetClient(), Name: opts.WebhookConfigName,
-		URL: opts.WebhookURL, Bundle: authority.TrustBundlePEM,
+		URL: opts.WebhookURL, Bundle: bundleNow,
 	}
 	for _, r := range []interface {
 		Start(context.Context) error
