@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/time/rate"
 	authnv1 "k8s.io/api/authentication/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	authnclient "k8s.io/client-go/kubernetes/typed/authentication/v1"
@@ -20,6 +21,10 @@ import (
 
 // ErrUnauthenticated means the token is not valid for this CA (HTTP 401).
 var ErrUnauthenticated = errors.New("unauthenticated")
+
+// ErrReviewRateLimited means too many tokens needed a TokenReview at once
+// (HTTP 429); cached tokens are not affected.
+var ErrReviewRateLimited = errors.New("too many token reviews")
 
 // Authenticator turns a bearer token into a caller. Errors wrapping
 // ErrUnauthenticated become 401; other errors (the API server is unreachable)
@@ -43,6 +48,11 @@ type TokenReviewOptions struct {
 	CacheTTL time.Duration
 	// CacheSize bounds the number of cached reviews (10000).
 	CacheSize int
+	// ReviewRate and ReviewBurst bound the TokenReviews sent to the API server
+	// for tokens not in the cache (100/s, burst 200), so a flood of bogus
+	// tokens cannot turn into a flood of API calls.
+	ReviewRate  rate.Limit
+	ReviewBurst int
 	// Now returns the current time; time.Now if nil.
 	Now func() time.Time
 }
@@ -53,6 +63,7 @@ type TokenReviewOptions struct {
 type TokenReviewAuthenticator struct {
 	reviews authnclient.TokenReviewInterface
 	opts    TokenReviewOptions
+	limit   *rate.Limiter
 
 	mu    sync.Mutex
 	cache map[[sha256.Size]byte]cacheEntry
@@ -76,10 +87,21 @@ func NewTokenReviewAuthenticator(reviews authnclient.TokenReviewInterface, opts 
 	if opts.CacheSize <= 0 {
 		opts.CacheSize = 10000
 	}
+	if opts.ReviewRate == 0 {
+		opts.ReviewRate = 100
+	}
+	if opts.ReviewBurst == 0 {
+		opts.ReviewBurst = 200
+	}
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	return &TokenReviewAuthenticator{reviews: reviews, opts: opts, cache: map[[sha256.Size]byte]cacheEntry{}}
+	return &TokenReviewAuthenticator{
+		reviews: reviews,
+		opts:    opts,
+		limit:   rate.NewLimiter(opts.ReviewRate, opts.ReviewBurst),
+		cache:   map[[sha256.Size]byte]cacheEntry{},
+	}
 }
 
 // Authenticate implements Authenticator.
@@ -92,11 +114,18 @@ func (a *TokenReviewAuthenticator) Authenticate(ctx context.Context, token strin
 	if c, ok := a.lookup(key, now); ok {
 		return c, nil
 	}
-	// The API server checks the signature and expiry; exp is read here only
-	// to bound the cache entry, and an unreadable exp means "don't cache".
+	// The API server checks the signature and expiry. exp is read here to
+	// bound the cache entry and to turn away, without an API call, what
+	// cannot be a valid projected token: those always carry exp.
 	exp, hasExp := TokenExpiry(token)
-	if hasExp && !now.Before(exp) {
+	if !hasExp {
+		return ca.Caller{}, fmt.Errorf("%w: not a projected service-account token (a JWT with exp)", ErrUnauthenticated)
+	}
+	if !now.Before(exp) {
 		return ca.Caller{}, fmt.Errorf("%w: token expired", ErrUnauthenticated)
+	}
+	if !a.limit.AllowN(now, 1) {
+		return ca.Caller{}, ErrReviewRateLimited
 	}
 
 	review, err := a.reviews.Create(ctx, &authnv1.TokenReview{
@@ -109,9 +138,7 @@ func (a *TokenReviewAuthenticator) Authenticate(ctx context.Context, token strin
 	if err != nil {
 		return ca.Caller{}, err
 	}
-	if hasExp {
-		a.store(key, caller, now, exp)
-	}
+	a.store(key, caller, now, exp)
 	return caller, nil
 }
 

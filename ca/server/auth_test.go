@@ -93,15 +93,10 @@ func TestTokenReviewAuthenticator(t *testing.T) {
 		t.Errorf("API server reason not passed on: %v", err)
 	}
 
-	// A token without exp authenticates but is never cached.
+	// A token without exp is refused without asking the API server.
 	calls := reviews.calls
-	for range 2 {
-		if _, err := a.Authenticate(ctx, tokNoExp); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if reviews.calls != calls+2 {
-		t.Errorf("token without exp was cached")
+	if _, err := a.Authenticate(ctx, tokNoExp); !errors.Is(err, ErrUnauthenticated) || reviews.calls != calls {
+		t.Errorf("token without exp: err %v, %d reviews; want ErrUnauthenticated and no review", err, reviews.calls-calls)
 	}
 
 	// The cache entry ends with the token's exp (2 minutes) ...
@@ -127,6 +122,30 @@ func TestTokenReviewAuthenticator(t *testing.T) {
 	broken := NewTokenReviewAuthenticator(&fakeReviews{err: errors.New("connection refused")}, TokenReviewOptions{})
 	if _, err := broken.Authenticate(ctx, jwtWithExp(time.Now().Add(time.Hour))); err == nil || errors.Is(err, ErrUnauthenticated) {
 		t.Errorf("API error: err = %v, want a non-authentication error", err)
+	}
+}
+
+func TestTokenReviewRateLimited(t *testing.T) {
+	reviews := &fakeReviews{status: map[string]authnv1.TokenReviewStatus{}}
+	a := NewTokenReviewAuthenticator(reviews, TokenReviewOptions{ReviewRate: 0.001, ReviewBurst: 3})
+	valid := jwtWithExp(time.Now().Add(time.Hour)) + "v"
+	reviews.status[valid] = okStatus("system:serviceaccount:demo:web", api.Audience)
+	if _, err := a.Authenticate(t.Context(), valid); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 2 {
+		if _, err := a.Authenticate(t.Context(), jwtWithExp(time.Now().Add(time.Hour))+fmt.Sprint(i)); !errors.Is(err, ErrUnauthenticated) {
+			t.Fatalf("bogus token %d: %v", i, err)
+		}
+	}
+	if _, err := a.Authenticate(t.Context(), jwtWithExp(time.Now().Add(time.Hour))+"x"); !errors.Is(err, ErrReviewRateLimited) {
+		t.Fatalf("4th review: err = %v, want ErrReviewRateLimited", err)
+	}
+	if _, err := a.Authenticate(t.Context(), valid); err != nil {
+		t.Fatalf("cached token refused while reviews are rate limited: %v", err)
+	}
+	if reviews.calls != 3 {
+		t.Errorf("%d reviews, want 3", reviews.calls)
 	}
 }
 

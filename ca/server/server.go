@@ -234,6 +234,12 @@ func (s *Server) handleSign(w http.ResponseWriter, r *http.Request) {
 			writeError(w, http.StatusUnauthorized, err.Error())
 			return
 		}
+		if errors.Is(err, ErrReviewRateLimited) {
+			s.log.Warn("token reviews rate limited", "remote", r.RemoteAddr)
+			w.Header().Set("Retry-After", "1")
+			writeError(w, http.StatusTooManyRequests, "too many new tokens to review; retry later")
+			return
+		}
 		s.log.Error("token review failed", "remote", r.RemoteAddr, "err", err)
 		writeError(w, http.StatusServiceUnavailable, "cannot review the token now; retry later")
 		return

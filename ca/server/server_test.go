@@ -34,8 +34,11 @@ import (
 type fakeAuth map[string]ca.Caller
 
 func (f fakeAuth) Authenticate(_ context.Context, token string) (ca.Caller, error) {
-	if token == "broken" {
+	switch token {
+	case "broken":
 		return ca.Caller{}, errors.New("dial apiserver: connection refused")
+	case "flood":
+		return ca.Caller{}, ErrReviewRateLimited
 	}
 	c, ok := f[token]
 	if !ok {
@@ -220,6 +223,7 @@ func TestSignAPI(t *testing.T) {
 		{"no token", http.MethodPost, "", signBody(t, newCSR(t), ""), http.StatusUnauthorized},
 		{"unknown token", http.MethodPost, "forged", signBody(t, newCSR(t), ""), http.StatusUnauthorized},
 		{"token review unavailable", http.MethodPost, "broken", signBody(t, newCSR(t), ""), http.StatusServiceUnavailable},
+		{"token reviews rate limited", http.MethodPost, "flood", signBody(t, newCSR(t), ""), http.StatusTooManyRequests},
 		{"GET not allowed", http.MethodGet, "web", nil, http.StatusMethodNotAllowed},
 		{"not JSON", http.MethodPost, "web", []byte("csr=1"), http.StatusBadRequest},
 		{"two JSON objects", http.MethodPost, "web", append(signBody(t, newCSR(t), ""), []byte(`{}`)...), http.StatusBadRequest},
