@@ -17,6 +17,8 @@ import (
 	"github.com/podtls/podtls/sidecar/tlsconfig"
 )
 
+var noDeadline time.Time
+
 type source struct {
 	cert  *tls.Certificate
 	roots *x509.CertPool
@@ -34,7 +36,7 @@ type rig struct {
 }
 
 // newRig runs an inbound TCP-mode proxy in front of target.
-func newRig(t *testing.T, target string, mutate func(*Config)) *rig {
+func newRig(t testing.TB, target string, mutate func(*Config)) *rig {
 	t.Helper()
 	ca := testpki.NewCA(t, "mesh")
 	srv := ca.Issue(t, testpki.LeafOptions{SPIFFEID: "spiffe://cluster.local/ns/demo/sa/server", DNSNames: []string{"server.demo.svc"}})
@@ -70,7 +72,7 @@ func newRig(t *testing.T, target string, mutate func(*Config)) *rig {
 	}}
 }
 
-func (r *rig) dial(t *testing.T) *tls.Conn {
+func (r *rig) dial(t testing.TB) *tls.Conn {
 	t.Helper()
 	c, err := tls.Dial("tcp", r.addr, r.client)
 	if err != nil {
@@ -82,7 +84,7 @@ func (r *rig) dial(t *testing.T) *tls.Conn {
 
 // echoServer reads everything until EOF and then answers with what it read,
 // which only works if the proxy forwards the client's half-close.
-func echoServer(t *testing.T) string {
+func echoServer(t testing.TB) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

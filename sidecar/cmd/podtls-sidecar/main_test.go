@@ -243,3 +243,25 @@ func TestBadStart(t *testing.T) {
 		}
 	})
 }
+
+// TestDependencies keeps the sidecar small: the standard library, fsnotify
+// and podtls's standard-library-only packages, nothing controller-side.
+func TestDependencies(t *testing.T) {
+	out, err := exec.Command("go", "list", "-deps", "-f", "{{if not .Standard}}{{.ImportPath}}{{end}}", ".").Output()
+	if err != nil {
+		t.Fatalf("go list: %v", err)
+	}
+	allowed := []string{"github.com/podtls/podtls/sidecar/", "github.com/podtls/podtls/ca/identity", "github.com/podtls/podtls/ca/api",
+		"github.com/fsnotify/fsnotify", "golang.org/x/sys/"}
+	for _, pkg := range strings.Fields(string(out)) {
+		ok := false
+		for _, a := range allowed {
+			if strings.HasPrefix(pkg, a) {
+				ok = true
+			}
+		}
+		if !ok {
+			t.Errorf("podtls-sidecar depends on %s", pkg)
+		}
+	}
+}
