@@ -95,7 +95,8 @@ type Env struct {
 	StartTime time.Duration
 
 	env    *envtest.Environment
-	tmpDir string // holds the kubeconfig and kubectl's cache
+	tmpDir string  // holds the kubeconfig and kubectl's cache
+	reaper *reaper // stops the control plane if this process dies without Stop
 }
 
 type options struct {
@@ -247,6 +248,14 @@ func Launch(opts ...Option) (*Env, error) {
 		_ = env.Stop()
 		return nil, err
 	}
+	etcd := te.ControlPlane.Etcd
+	if env.reaper, err = startReaper(
+		[]string{"--data-dir=" + etcd.DataDir, "--cert-dir=" + api.CertDir},
+		[]string{etcd.DataDir, api.CertDir, te.WebhookInstallOptions.LocalServingCertDir, env.tmpDir},
+	); err != nil {
+		// Not fatal: the tests still work, only a crash would leave processes behind.
+		fmt.Fprintf(os.Stderr, "kubetest: warning: no reaper for the control plane: %v\n", err)
+	}
 	return env, nil
 }
 
@@ -272,6 +281,7 @@ func (e *Env) connect(kubeconfig []byte) error {
 // yourself only after Launch.
 func (e *Env) Stop() error {
 	err := e.env.Stop()
+	e.reaper.stop()
 	if e.tmpDir != "" {
 		if rerr := os.RemoveAll(e.tmpDir); rerr != nil && err == nil {
 			err = rerr
