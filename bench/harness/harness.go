@@ -42,7 +42,10 @@ type Config struct {
 	// on a busy machine a woken proxy otherwise waits for other processes'
 	// time slices, and ping-pong request latency measures the scheduler. It
 	// leaves other work about 5% of each CPU while the bench runs.
-	RealTime   bool
+	RealTime bool
+	// PerfDir, when set, receives `perf record -g` profiles of the proxies
+	// during round 1 of every proxied keep-alive row.
+	PerfDir    string
 	Self       string // this program's executable, re-run as the handshake client
 	KeepTmp    bool   // leave the temp dir (configs, logs) for inspection
 	JSONOutput string // also write raw results here
@@ -123,6 +126,17 @@ func Run(ctx context.Context, cfg Config) (err error) {
 	t, err := findTools(cfg.RepoRoot)
 	if err != nil {
 		return err
+	}
+	if cfg.PerfDir != "" {
+		if _, err := exec.LookPath("perf"); err != nil {
+			return fmt.Errorf("profiles asked for, but perf is missing (Debian: linux-perf): %w", err)
+		}
+		if cfg.PerfDir, err = filepath.Abs(cfg.PerfDir); err != nil {
+			return fmt.Errorf("perf dir: %w", err)
+		}
+		if err := os.MkdirAll(cfg.PerfDir, 0o755); err != nil {
+			return fmt.Errorf("perf dir: %w", err)
+		}
 	}
 	unlock, err := lockMachine(ctx, cfg.Out)
 	if err != nil {

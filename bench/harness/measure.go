@@ -3,9 +3,11 @@ package harness
 import (
 	"context"
 	"fmt"
+	"io"
 	"math"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
@@ -196,6 +198,10 @@ func (e *env) measure(ctx context.Context) (*Results, error) {
 				}
 				var got load.Result
 				cpu, err := e.cpuDuring(r.procs, func() error {
+					if round == 1 && e.cfg.PerfDir != "" && len(r.procs) > 0 {
+						stop := e.perfRecord(ctx, fmt.Sprintf("%s-c%d", r.Key, conns), r.procs)
+						defer stop()
+					}
 					var err error
 					got, err = e.keepAlive(ctx, r, conns, e.cfg.Duration)
 					return err
@@ -270,6 +276,42 @@ func (e *env) cpuDuring(owners []cpuOwner, measure func() error) (float64, error
 		return math.NaN(), err
 	}
 	return after - before, err
+}
+
+// perfRecord samples the proxies with `perf record -g` while a measurement
+// runs and returns a function that waits for perf to finish. Failures only
+// print: a profile is a bonus, not a result.
+func (e *env) perfRecord(ctx context.Context, name string, owners []cpuOwner) func() {
+	var pids []string
+	for _, o := range owners {
+		pids = append(pids, strconv.Itoa(o.pid))
+		if o.tree {
+			kids, _ := children(o.pid)
+			for _, k := range kids {
+				pids = append(pids, strconv.Itoa(k))
+			}
+		}
+	}
+	out := filepath.Join(e.cfg.PerfDir, name+".perf.data")
+	args := []string{"perf", "record", "-q", "-F", "999", "-g", "-p", strings.Join(pids, ","),
+		"-o", out, "--", "sleep", strconv.Itoa(int(e.cfg.Duration.Seconds()))}
+	if e.cfg.RealTime {
+		// perf must drain its buffers while real-time proxies keep the CPUs busy.
+		args = append([]string{e.tools.chrt, "-f", "1"}, args...)
+	}
+	cmd := exec.CommandContext(ctx, args[0], args[1:]...)
+	cmd.Stdout, cmd.Stderr = io.Discard, io.Discard
+	if err := cmd.Start(); err != nil {
+		fmt.Fprintf(e.cfg.Out, "  perf record %s: %v\n", name, err)
+		return func() {}
+	}
+	return func() {
+		if err := cmd.Wait(); err != nil {
+			fmt.Fprintf(e.cfg.Out, "  perf record %s: %v\n", name, err)
+			return
+		}
+		fmt.Fprintf(e.cfg.Out, "  profile: perf report -i %s --no-children --sort dso,symbol\n", out)
+	}
 }
 
 // known maps NaN (not measured) to -1, which JSON can carry.

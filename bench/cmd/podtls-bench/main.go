@@ -6,7 +6,7 @@
 //
 // Environment defaults: BENCH_DURATION (5s), BENCH_ROUNDS (3), BENCH_HS_WORKERS
 // (32), BENCH_NICE (-10 as root, else 0), BENCH_REALTIME=1, BENCH_SIDECAR (prebuilt binary), BENCH_NO_SIDECAR=1, BENCH_NO_PIN=1,
-// BENCH_JSON (also write raw results there), BENCH_KEEP=1 (keep temp dir).
+// BENCH_JSON (also write raw results there), BENCH_PERF (profile dir), BENCH_KEEP=1 (keep temp dir).
 package main
 
 import (
@@ -62,6 +62,7 @@ func benchCmd(ctx context.Context, args []string) error {
 	}
 	fs.IntVar(&cfg.Nice, "nice", envInt("BENCH_NICE", defNice), "nice value of every benchmark process (negative needs root; 0: leave alone)")
 	fs.BoolVar(&cfg.RealTime, "realtime", os.Getenv("BENCH_REALTIME") == "1", "run servers and load generators SCHED_FIFO (root; for busy machines, starves other work)")
+	fs.StringVar(&cfg.PerfDir, "perf", os.Getenv("BENCH_PERF"), "write perf record profiles of the proxies (round 1) into this directory")
 	fs.StringVar(&cfg.JSONOutput, "json", os.Getenv("BENCH_JSON"), "also write the raw results as JSON to this file")
 	fs.BoolVar(&cfg.KeepTmp, "keep", os.Getenv("BENCH_KEEP") == "1", "keep the temp dir with configs and logs")
 	if err := fs.Parse(args); err != nil {
