@@ -33,6 +33,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/time/rate"
 
 	"github.com/podtls/podtls/ca"
@@ -76,6 +77,10 @@ type Options struct {
 	Burst int
 	// Logger; slog.Default() if nil.
 	Logger *slog.Logger
+	// Metrics, if set, receives the CA's Prometheus metrics (requests by
+	// status, signing latency, intermediate expiry); pass controller-runtime's
+	// metrics.Registry to serve them on the manager's metrics endpoint.
+	Metrics prometheus.Registerer
 }
 
 // ServiceDNSNames are the names the CA's Service is reached by:
@@ -90,6 +95,7 @@ type Server struct {
 	log       *slog.Logger
 	limiter   *limiter
 	serving   *ca.ServingSource
+	metrics   *metrics
 	listening atomic.Bool
 	now       func() time.Time
 }
@@ -123,7 +129,12 @@ func New(opts Options) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("ca server: %w", err)
 	}
+	met, err := newMetrics(opts.Metrics, opts.Authority)
+	if err != nil {
+		return nil, fmt.Errorf("ca server: %w", err)
+	}
 	return &Server{
+		metrics: met,
 		opts:    opts,
 		log:     log,
 		limiter: newLimiter(opts.Rate, opts.Burst, 10000),
@@ -214,7 +225,25 @@ func (s *Server) handleTrustBundle(w http.ResponseWriter, r *http.Request) {
 	_, _ = w.Write(s.opts.Authority.TrustBundlePEM())
 }
 
+// statusRecorder remembers the status code written, for metrics.
+type statusRecorder struct {
+	http.ResponseWriter
+	code int
+}
+
+func (r *statusRecorder) WriteHeader(code int) {
+	r.code = code
+	r.ResponseWriter.WriteHeader(code)
+}
+
 func (s *Server) handleSign(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	rec := &statusRecorder{ResponseWriter: w, code: http.StatusOK}
+	s.sign(rec, r)
+	s.metrics.observe(rec.code, time.Since(start).Seconds())
+}
+
+func (s *Server) sign(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", "POST")
 		writeError(w, http.StatusMethodNotAllowed, "method not allowed; use POST")

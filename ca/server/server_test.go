@@ -24,6 +24,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/time/rate"
 
 	"github.com/podtls/podtls/ca"
@@ -384,6 +385,41 @@ func TestStatusOf(t *testing.T) {
 	} {
 		if got := statusOf(err); got != want {
 			t.Errorf("statusOf(%v) = %d, want %d", err, got, want)
+		}
+	}
+}
+
+func TestMetrics(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	ts := startServer(t, Options{
+		Authority:     testAuthority(t, nil),
+		Authenticator: fakeAuth{"web": {Namespace: "demo", ServiceAccount: "web"}},
+		Metrics:       reg,
+	})
+	ts.do(t, http.MethodPost, "web", signBody(t, newCSR(t), ""))
+	ts.do(t, http.MethodPost, "nope", signBody(t, newCSR(t), ""))
+	got := map[string]float64{}
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range families {
+		for _, m := range f.GetMetric() {
+			key := f.GetName()
+			for _, l := range m.GetLabel() {
+				key += "/" + l.GetValue()
+			}
+			got[key] = m.GetCounter().GetValue() + m.GetGauge().GetValue() + float64(m.GetHistogram().GetSampleCount())
+		}
+	}
+	for key, want := range map[string]float64{
+		"podtls_ca_sign_requests_total/200":                  1,
+		"podtls_ca_sign_requests_total/401":                  1,
+		"podtls_ca_sign_duration_seconds":                    1,
+		"podtls_ca_intermediate_not_after_timestamp_seconds": float64(ts.srv.opts.Authority.IntermediateNotAfter().Unix()),
+	} {
+		if got[key] != want {
+			t.Errorf("%s = %v, want %v", key, got[key], want)
 		}
 	}
 }
