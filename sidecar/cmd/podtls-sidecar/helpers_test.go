@@ -326,3 +326,29 @@ func needTool(t *testing.T, name string) {
 		t.Skipf("%s not installed (apt-get install %s)", name, name)
 	}
 }
+
+// waitNoActive waits until the sidecar counts no open connections, proving
+// that every connection, refused or served, was accounted and closed.
+func (s *sidecar) waitNoActive(t *testing.T) {
+	t.Helper()
+	deadline := time.Now().Add(3 * time.Second)
+	for {
+		m := s.metric(t, "podtls_sidecar_connections_active{")
+		if !strings.Contains(m, "} ") || allZero(m) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("connections still open: %s", m)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func allZero(m string) bool {
+	for _, line := range strings.Split(m, "\n") {
+		if !strings.HasSuffix(line, " 0") {
+			return false
+		}
+	}
+	return true
+}

@@ -21,7 +21,7 @@ func TestHTTPMode(t *testing.T) {
 	extDir := p.certDir(t, "edge", inter.Issue(t, testpki.LeafOptions{DNSNames: []string{"shop.example.com"}}))
 	publicRoot := p.write(t, "public.pem", public.RootPEM())
 	inbound := freeAddr(t)
-	startSidecar(t, nil, "--mode", "http", "--inbound", inbound+"="+app.addr, "--cert-dir", p.certDir(t, "server", p.serverLeaf(t)),
+	sc := startSidecar(t, nil, "--mode", "http", "--inbound", inbound+"="+app.addr, "--cert-dir", p.certDir(t, "server", p.serverLeaf(t)),
 		"--trust-bundle", p.caFile, "--external-cert-dir", extDir)
 	cert, key := p.clientFiles(t, "client", p.ca.Issue(t, testpki.LeafOptions{SPIFFEID: clientID}))
 	port := portOf(inbound)
@@ -79,6 +79,7 @@ func TestHTTPMode(t *testing.T) {
 			t.Fatal("app received bytes from a refused client")
 		}
 	})
+	sc.waitNoActive(t)
 }
 
 // TestIdleRSS reports the resident memory of an idle sidecar and guards

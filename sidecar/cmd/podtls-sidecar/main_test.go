@@ -100,6 +100,7 @@ func TestInboundRealClients(t *testing.T) {
 			})
 		}
 	}
+	sc.waitNoActive(t)
 	if code, body := sc.get("/certs"); code != 200 || !strings.Contains(body, serverID) || strings.Contains(body, "PRIVATE") {
 		t.Fatalf("/certs: %d %s", code, body)
 	}
