@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the local single-node cluster (e2e/cluster) needs: containerd,
-# runc, the CNI plugins, iptables, conntrack, socat, iproute2 and skopeo. Idempotent: packages
+# runc, the CNI plugins, iptables, conntrack, socat, iproute2, util-linux (nsenter), procps
+# (sysctl) and skopeo. Idempotent: packages
 # already installed are left alone and apt is not touched at all when nothing is missing.
 # Needs root (CI runs as root).
 #
@@ -10,7 +11,7 @@ set -euo pipefail
 # shellcheck source=hack/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-PACKAGES=(containerd runc containernetworking-plugins iptables conntrack socat iproute2 skopeo util-linux)
+PACKAGES=(containerd runc containernetworking-plugins iptables conntrack socat iproute2 util-linux procps skopeo)
 
 missing=()
 for p in "${PACKAGES[@]}"; do
@@ -29,6 +30,6 @@ export DEBIAN_FRONTEND=noninteractive
 log "installing: ${missing[*]}"
 apt-get -o DPkg::Lock::Timeout=300 update -qq
 apt-get -o DPkg::Lock::Timeout=300 install -y -qq --no-install-recommends "${missing[@]}"
-# The package enables a system containerd service; the cluster runs its own private instance
-# and does not need it, but leaves a system one alone if the machine uses it.
+# On a systemd machine the package also starts a system containerd; the e2e cluster runs its
+# own private instance (own socket, state and runc root) beside it and never touches it.
 log "installed: ${missing[*]}"
