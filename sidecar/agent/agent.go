@@ -166,15 +166,20 @@ func (a *Agent) Run(ctx context.Context) {
 			failures++
 			wait = Backoff(failures, a.c.MaxBackoff, a.c.Rand())
 			var se *StatusError
-			if errors.As(err, &se) {
-				if se.Permanent() {
-					wait = a.c.PermanentRetry
-				} else if se.RetryAfter > wait {
-					wait = min(se.RetryAfter, a.c.PermanentRetry)
-				}
+			permanent := errors.As(err, &se) && se.Permanent()
+			switch {
+			case permanent:
+				// Retrying soon cannot fix a refused token or name.
+				wait = a.c.PermanentRetry
+			case se != nil && se.RetryAfter > wait:
+				wait = min(se.RetryAfter, a.c.PermanentRetry)
 			}
-			a.log.Warn("certificate request failed; the current certificate stays in service",
-				"error", err, "attempt", failures, "retry_in", wait.Round(time.Millisecond).String())
+			level := slog.LevelWarn
+			if permanent {
+				level = slog.LevelError
+			}
+			a.log.Log(ctx, level, "certificate request failed; the current certificate stays in service",
+				"error", err, "permanent", permanent, "attempt", failures, "retry_in", wait.Round(time.Millisecond).String())
 		}
 		// Wake up at least every few minutes: the files may change under us.
 		wait = min(wait, 5*time.Minute)

@@ -266,8 +266,11 @@ func (p *Proxy) handshakeDone(direction string, tc *tls.Conn) {
 
 func (p *Proxy) handleInbound(l *listener, raw net.Conn) {
 	tc := tls.Server(raw, p.cfg.ServerTLS)
+	// Handshake, not HandshakeContext: the deadline bounds it, a forced
+	// shutdown closes the socket, and a context would cost a goroutine per
+	// connection.
 	_ = raw.SetDeadline(time.Now().Add(p.cfg.HandshakeTimeout))
-	if err := tc.HandshakeContext(p.ctx); err != nil {
+	if err := tc.Handshake(); err != nil {
 		p.handshakeFailed(dirInbound, err, raw.RemoteAddr())
 		p.connDone(dirInbound, raw)
 		return
@@ -313,7 +316,7 @@ func (p *Proxy) handleOutbound(l *listener, app net.Conn) {
 	defer func() { p.untrack(raw); raw.Close() }()
 	tc := tls.Client(raw, l.clientTLS)
 	_ = raw.SetDeadline(time.Now().Add(p.cfg.HandshakeTimeout))
-	if err := tc.HandshakeContext(p.ctx); err != nil {
+	if err := tc.Handshake(); err != nil {
 		p.handshakeFailed(dirOutbound, err, raw.RemoteAddr())
 		p.log.Warn("upstream refused or failed verification", "upstream", l.outbound.Upstream, "reason", tlsconfig.FailureReason(err), "error", err)
 		return
