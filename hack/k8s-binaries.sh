@@ -95,20 +95,17 @@ install_binary() {
   }
 }
 
-WORK=""
+# One scratch directory per run, made here in the main shell (helpers below run in command
+# substitutions, i.e. subshells, whose variable assignments would be lost).
+WORK="$(mktemp -d "${TMPDIR:-/tmp}/podtls-k8s-build.XXXXXX")"
 cleanup() {
-  if [ -n "$WORK" ]; then
-    # The module cache marks files read-only; make the temp tree removable.
-    chmod -R u+w "$WORK" 2>/dev/null || true
-    rm -rf "$WORK"
-  fi
+  # The module cache marks files read-only; make the temp tree removable.
+  chmod -R u+w "$WORK" 2>/dev/null || true
+  rm -rf "$WORK"
 }
 trap cleanup EXIT
 
 work_dir() {
-  if [ -z "$WORK" ]; then
-    WORK="$(mktemp -d "${TMPDIR:-/tmp}/podtls-k8s-build.XXXXXX")"
-  fi
   echo "$WORK"
 }
 
