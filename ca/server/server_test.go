@@ -356,6 +356,46 @@ func TestCurl(t *testing.T) {
 	}
 }
 
+// TestOpenSSL checks the server's TLS with the real openssl client: the chain
+// verifies for the Service name against the trust bundle, TLS 1.3 is
+// negotiated, and TLS 1.1 is refused.
+func TestOpenSSL(t *testing.T) {
+	openssl, err := exec.LookPath("openssl")
+	if err != nil {
+		t.Skip("openssl not installed")
+	}
+	ts := startServer(t, Options{Authority: testAuthority(t, nil), Authenticator: fakeAuth{}})
+	bundle := filepath.Join(t.TempDir(), "ca.crt")
+	if err := os.WriteFile(bundle, ts.bundle, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	addr := strings.TrimPrefix(ts.url, "https://")
+	sClient := func(args ...string) (string, error) {
+		cmd := exec.Command(openssl, append([]string{"s_client", "-connect", addr, "-CAfile", bundle, "-brief"}, args...)...)
+		cmd.Stdin = strings.NewReader("")
+		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
+	out, err := sClient("-servername", "podtls-controller.podtls-system.svc", "-verify_hostname", "podtls-controller.podtls-system.svc", "-verify_return_error")
+	if err != nil {
+		t.Fatalf("openssl s_client: %v\n%s", err, out)
+	}
+	for _, want := range []string{"Protocol version: TLSv1.3", "Verification: OK"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("openssl output lacks %q:\n%s", want, out)
+		}
+	}
+	if out, err := sClient("-verify_hostname", "db.prod.svc", "-verify_return_error"); err == nil {
+		t.Errorf("openssl accepted the certificate for another host name:\n%s", out)
+	}
+	// SECLEVEL=0 lets the client offer TLS 1.1, so the refusal must come
+	// from the server (a protocol_version alert), not from the client's policy.
+	out, err = sClient("-tls1_1", "-cipher", "DEFAULT@SECLEVEL=0")
+	if err == nil || !strings.Contains(out, "protocol version") {
+		t.Errorf("TLS 1.1: want the server's protocol_version alert, got err %v:\n%s", err, out)
+	}
+}
+
 func TestBearerToken(t *testing.T) {
 	for _, tc := range []struct {
 		h, want string
