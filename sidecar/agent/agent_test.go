@@ -256,3 +256,33 @@ func FuzzParseEnvRoots(f *testing.F) {
 		_, _ = ParseEnvRoots(s)
 	})
 }
+
+func TestRunRetrySchedule(t *testing.T) {
+	cases := []struct {
+		name     string
+		status   int
+		minCalls int
+		maxCalls int
+	}{
+		// Transient: backoff 0.5s, 1s capped at MaxBackoff (100ms here) => many calls.
+		{"transient-retries-fast", http.StatusServiceUnavailable, 5, 40},
+		// Permanent: one call, then PermanentRetry (1h here).
+		{"permanent-waits", http.StatusForbidden, 1, 1},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t, time.Hour, true)
+			e.agent.c.PermanentRetry = time.Hour
+			e.srv.Fail(tc.status, "")
+			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			defer cancel()
+			e.agent.Run(ctx)
+			if n := len(e.srv.Tokens()); n < tc.minCalls || n > tc.maxCalls {
+				t.Fatalf("%d calls in 1s, want %d..%d", n, tc.minCalls, tc.maxCalls)
+			}
+			if e.store.Ready() {
+				t.Fatal("ready without a certificate")
+			}
+		})
+	}
+}
