@@ -33,6 +33,11 @@
 // Each Start costs about 3 s to start (10+ s on a busy 2-core machine) and 1 s to stop: when
 // many tests need a control plane, share one started with Launch in TestMain (see Launch)
 // and isolate the tests by namespace.
+//
+// envtest starts etcd and kube-apiserver in their own process groups, so a test binary that
+// dies without running its cleanups (killed by `go test -timeout`, a panic, os.Exit, Ctrl-C)
+// used to leave them running forever. On Linux each Env has a small reaper process that
+// notices within a second and stops them and removes their directories.
 package kubetest
 
 import (
