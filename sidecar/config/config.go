@@ -45,6 +45,7 @@ type Config struct {
 	MaxConnections   int
 	PollInterval     time.Duration
 	PostQuantum      bool
+	ALPN             []string
 	LogLevel         slog.Level
 }
 
@@ -98,6 +99,16 @@ func Parse(args []string, out io.Writer) (*Config, error) {
 	fs.IntVar(&c.MaxConnections, "max-connections", c.MaxConnections, "open client connections over all listeners; more are closed at accept (0: unlimited)")
 	fs.DurationVar(&c.PollInterval, "poll-interval", c.PollInterval, "backstop re-read of certificate files besides file-system events")
 	fs.BoolVar(&c.PostQuantum, "pq-key-exchange", c.PostQuantum, "prefer the hybrid post-quantum key exchange X25519MLKEM768 (about 60 us more CPU per handshake)")
+	fs.Func("alpn", "tcp mode: ALPN `PROTOCOLS` (comma-separated, e.g. h2) inbound listeners offer to TLS clients; the app must speak the chosen protocol in plaintext (e.g. h2c for gRPC). Default: none", func(s string) error {
+		for _, p := range strings.Split(s, ",") {
+			p = strings.TrimSpace(p)
+			if p == "" || len(p) > 255 {
+				return fmt.Errorf("protocol %q: want a non-empty name of at most 255 bytes", p)
+			}
+			c.ALPN = append(c.ALPN, p)
+		}
+		return nil
+	})
 	fs.TextVar(&c.LogLevel, "log-level", c.LogLevel, "log `LEVEL`: debug, info, warn, error")
 
 	if err := fs.Parse(args); err != nil {
@@ -148,6 +159,9 @@ func (c *Config) validate() error {
 	}
 	if c.Mode != proxy.ModeTCP && c.Mode != proxy.ModeHTTP {
 		return fmt.Errorf("--mode %q: want tcp or http", c.Mode)
+	}
+	if c.Mode == proxy.ModeHTTP && len(c.ALPN) > 0 {
+		return errors.New("--alpn applies to --mode tcp; http mode always offers h2 and http/1.1")
 	}
 	if err := identity.ValidateTrustDomain(c.TrustDomain); err != nil {
 		return fmt.Errorf("--trust-domain: %w", err)

@@ -60,6 +60,13 @@ func TestParse(t *testing.T) {
 		{"bad-dns-name", append(base, "--ca-url", "https://ca", "--token-file", "/t", "--dns-name", "Not_DNS"), "--dns-name", nil},
 		{"positional", append(base, "extra"), "unexpected argument", nil},
 		{"empty-repeatable", append(base, "--allow", ""), "empty", nil},
+		{"alpn", append(base, "--alpn", "h2, http/1.1"), "", func(t *testing.T, c *Config) {
+			if strings.Join(c.ALPN, "|") != "h2|http/1.1" {
+				t.Fatalf("alpn %q", c.ALPN)
+			}
+		}},
+		{"alpn-empty-item", append(base, "--alpn", "h2,,x"), "-alpn", nil},
+		{"alpn-http-mode", append(base, "--mode", "http", "--alpn", "h2"), "--alpn", nil},
 		{"bad-log-level", append(base, "--log-level", "loud"), "log-level", nil},
 	}
 	for _, tc := range cases {

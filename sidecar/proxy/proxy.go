@@ -75,7 +75,7 @@ type listener struct {
 }
 
 type proxyMetrics struct {
-	active, total        *metrics.GaugeVec
+	active               *metrics.GaugeVec
 	totalC               *metrics.CounterVec
 	handshakes, failures *metrics.CounterVec
 	received, sent       *metrics.CounterVec

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"crypto/tls"
 	"os"
 	"strconv"
 	"strings"
@@ -104,4 +105,29 @@ func TestIdleRSS(t *testing.T) {
 		}
 	}
 	t.Fatal("VmRSS not found")
+}
+
+// TestALPNInTCPMode: without --alpn nothing is negotiated; with --alpn h2 a
+// client asking for h2 gets it (gRPC clients insist on it).
+func TestALPNInTCPMode(t *testing.T) {
+	p := newPKI(t)
+	app := newBackend(t)
+	dir := p.certDir(t, "server", p.serverLeaf(t))
+	cfg := goClient(p, p.ca.Issue(t, testpki.LeafOptions{SPIFFEID: clientID}), "server.demo.svc")
+	cfg.NextProtos = []string{"h2", "http/1.1"}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{{nil, ""}, {[]string{"--alpn", "h2"}, "h2"}} {
+		inbound := freeAddr(t)
+		startSidecar(t, nil, append([]string{"--inbound", inbound + "=" + app.addr, "--cert-dir", dir, "--trust-bundle", p.caFile}, tc.args...)...)
+		c, err := tls.Dial("tcp", inbound, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := c.ConnectionState().NegotiatedProtocol; got != tc.want {
+			t.Errorf("%v: negotiated %q, want %q", tc.args, got, tc.want)
+		}
+		c.Close()
+	}
 }

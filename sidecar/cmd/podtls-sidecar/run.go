@@ -60,7 +60,7 @@ func run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 		}
 	}
 
-	serverOpts := tlsconfig.Options{PostQuantum: cfg.PostQuantum}
+	serverOpts := tlsconfig.Options{PostQuantum: cfg.PostQuantum, NextProtos: cfg.ALPN}
 	if cfg.Mode == proxy.ModeHTTP {
 		serverOpts.NextProtos = []string{"h2", "http/1.1"}
 	}
