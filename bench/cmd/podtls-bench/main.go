@@ -33,6 +33,9 @@ func main() {
 	} else {
 		err = benchCmd(ctx, os.Args[1:])
 	}
+	if errors.Is(err, flag.ErrHelp) {
+		return
+	}
 	if err != nil && ctx.Err() != nil {
 		fmt.Fprintln(os.Stderr, "podtls-bench: interrupted; every process it started has been stopped")
 		os.Exit(130)
