@@ -100,7 +100,8 @@ func TestHandle(t *testing.T) {
 		{name: "system namespace", ns: "kube-system", ann: map[string]string{annotations.Inject: "true"}, wantAllow: true},
 		{name: "bad annotation", ns: "demo", ann: map[string]string{annotations.Inbound: "8443"}, wantMsg: "annotation podtls.io/inbound"},
 		{name: "bad inject value", ns: "shop", ann: map[string]string{annotations.Inject: "yes"}, wantMsg: "podtls.io/inject"},
-		{name: "warning", ns: "demo", wantAllow: true, wantPatch: true, wantWarned: true},
+		{name: "warning, injected", ns: "demo", ann: map[string]string{annotations.Inbound: "8443:8080", annotations.Mode: "http", annotations.Allow: "spiffe://other.org/ns/a/sa/b"}, wantAllow: true, wantPatch: true, wantWarned: true},
+		{name: "no listeners: skipped with a warning", ns: "demo", wantAllow: true, wantWarned: true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -138,7 +139,7 @@ func TestHandle(t *testing.T) {
 func TestHandleFallbackLabels(t *testing.T) {
 	h := testHandler(t)
 	h.FallbackLabels = map[string]string{annotations.Inject: annotations.NamespaceEnabled}
-	resp := h.Handle(context.Background(), podRequest(t, "created-just-now", newPod(nil)))
+	resp := h.Handle(context.Background(), podRequest(t, "created-just-now", newPod(map[string]string{annotations.Inbound: "8443:8080"})))
 	if !resp.Allowed || len(resp.Patches) == 0 {
 		t.Fatalf("labelled webhook must inject when the namespace is not cached yet: %+v", resp)
 	}

@@ -165,7 +165,7 @@ func TestController(t *testing.T) {
 
 	t.Run("annotated pod in an unlabelled namespace: bundle follows the pod", func(t *testing.T) {
 		env.CreateNamespace(t, "ctl-optin", nil)
-		p, err := env.Clientset.CoreV1().Pods("ctl-optin").Create(ctx, pod("ctl-optin", "app", map[string]string{annotations.Inject: "true"}), metav1.CreateOptions{})
+		p, err := env.Clientset.CoreV1().Pods("ctl-optin").Create(ctx, pod("ctl-optin", "app", map[string]string{annotations.Inject: "true", annotations.Upstreams: "preference.ctl-labelled.svc:8443@9001"}), metav1.CreateOptions{})
 		if err != nil || sidecars(p) != 1 {
 			t.Fatalf("not injected: %v", err)
 		}
@@ -174,7 +174,7 @@ func TestController(t *testing.T) {
 
 	t.Run("pod that missed injection gets a Warning event", func(t *testing.T) {
 		env.CreateNamespace(t, "ctl-late", nil)
-		if _, err := env.Clientset.CoreV1().Pods("ctl-late").Create(ctx, pod("ctl-late", "early", nil), metav1.CreateOptions{}); err != nil {
+		if _, err := env.Clientset.CoreV1().Pods("ctl-late").Create(ctx, pod("ctl-late", "early", map[string]string{annotations.Inbound: "8443:8080"}), metav1.CreateOptions{}); err != nil {
 			t.Fatal(err)
 		}
 		// Labelling the namespace afterwards leaves an uninjected pod behind.

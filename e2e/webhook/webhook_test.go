@@ -189,22 +189,40 @@ kind: Pod
 metadata:
   name: kubectl
   namespace: %s
+  annotations:
+    podtls.io/inbound: "8443:8080"
 spec:
   containers:
   - name: app
     image: localhost/app:1
+    ports:
+    - containerPort: 8080
 `, labelledNS))
 		out, err := cmd.CombinedOutput()
 		if err != nil {
 			t.Fatalf("kubectl apply: %v\n%s", err, out)
 		}
-		if !strings.Contains(string(out), "Warning: podtls: neither podtls.io/inbound nor podtls.io/upstreams") {
+		if !strings.Contains(string(out), "Warning: annotation podtls.io/inbound: container \"app\" declares port 8080") {
 			t.Errorf("kubectl did not show the admission warning:\n%s", out)
 		}
 		got, err := env.Kubectl(ctx, "get", "pod", "-n", labelledNS, "kubectl", "-o",
 			"jsonpath={.spec.initContainers[*].name}/{.spec.initContainers[0].restartPolicy}")
 		if err != nil || got != inject.ContainerName+"/Always" {
 			t.Errorf("kubectl get: %q, %v", got, err)
+		}
+	})
+
+	t.Run("labelled namespace, kubectl: pod without listeners skipped with a warning", func(t *testing.T) {
+		cmd := env.KubectlCommand(ctx, "apply", "-f", "-")
+		cmd.Stdin = strings.NewReader(fmt.Sprintf(`{"apiVersion":"v1","kind":"Pod","metadata":{"name":"idle","namespace":%q},
+"spec":{"containers":[{"name":"app","image":"localhost/app:1"}]}}`, labelledNS))
+		out, err := cmd.CombinedOutput()
+		if err != nil || !strings.Contains(string(out), "Warning: podtls: pod not injected") {
+			t.Fatalf("kubectl apply: %v\n%s", err, out)
+		}
+		p, err := pods.Pods(labelledNS).Get(ctx, "idle", metav1.GetOptions{})
+		if err != nil || sidecars(p) != 0 {
+			t.Fatalf("want untouched pod: %v", err)
 		}
 	})
 
@@ -278,12 +296,12 @@ spec:
 
 	t.Run("controller down: labelled namespace refuses, others admit", func(t *testing.T) {
 		stop()
-		_, err := pods.Pods(labelledNS).Create(ctx, pod(labelledNS, "while-down", nil), metav1.CreateOptions{})
+		_, err := pods.Pods(labelledNS).Create(ctx, pod(labelledNS, "while-down", map[string]string{annotations.Inbound: "8443:8080"}), metav1.CreateOptions{})
 		if err == nil || !strings.Contains(err.Error(), config.LabelledWebhook) {
 			t.Fatalf("labelled namespace admitted a pod without the webhook: %v", err)
 		}
 		p, err := pods.Pods(unlabelledNS).Create(ctx, pod(unlabelledNS, "while-down",
-			map[string]string{annotations.Inject: "true"}), metav1.CreateOptions{})
+			map[string]string{annotations.Inject: "true", annotations.Inbound: "8443:8080"}), metav1.CreateOptions{})
 		if err != nil {
 			t.Fatalf("failurePolicy Ignore should admit: %v", err)
 		}

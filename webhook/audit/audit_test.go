@@ -25,14 +25,16 @@ func TestReconcile(t *testing.T) {
 		return &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, Annotations: ann},
 			Spec: corev1.PodSpec{InitContainers: init, Containers: []corev1.Container{{Name: "app"}}}}
 	}
-	missed := pod("demo", "missed", nil)
-	optInMissed := pod("plain", "optin", map[string]string{annotations.Inject: "true"})
+	listens := map[string]string{annotations.Inbound: "8443:8080"}
+	missed := pod("demo", "missed", listens)
+	optInMissed := pod("plain", "optin", map[string]string{annotations.Inject: "true", annotations.Upstreams: "a.b.svc:1@2"})
+	noListeners := pod("demo", "idle", nil) // not injectable: nothing to report
 	injected := pod("demo", "ok", nil, corev1.Container{Name: inject.ContainerName})
 	optOut := pod("demo", "out", map[string]string{annotations.Inject: "false"})
 	done := pod("demo", "done", nil)
 	done.Status.Phase = corev1.PodSucceeded
 
-	c := fake.NewClientBuilder().WithObjects(labelled, plain, missed, optInMissed, injected, optOut, done).Build()
+	c := fake.NewClientBuilder().WithObjects(labelled, plain, missed, optInMissed, noListeners, injected, optOut, done).Build()
 	rec := record.NewFakeRecorder(10)
 	r := &Reconciler{Client: c, Recorder: rec, Config: inject.DefaultConfig}
 	run := func(p *corev1.Pod) {
@@ -41,7 +43,7 @@ func TestReconcile(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	for _, p := range []*corev1.Pod{missed, optInMissed, injected, optOut, done, missed} {
+	for _, p := range []*corev1.Pod{missed, optInMissed, noListeners, injected, optOut, done, missed} {
 		run(p)
 	}
 	if n := len(rec.Events); n != 2 {

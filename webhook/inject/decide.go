@@ -1,6 +1,7 @@
 package inject
 
 import (
+	"fmt"
 	"slices"
 
 	corev1 "k8s.io/api/core/v1"
@@ -26,6 +27,7 @@ const (
 	ReasonSystemNamespace     ReasonCode = "system-namespace"        // kube-system, kube-public, kube-node-lease
 	ReasonControllerNamespace ReasonCode = "controller-namespace"    // the controller's own namespace
 	ReasonHostNetwork         ReasonCode = "host-network"            // the sidecar's ports would collide on the node
+	ReasonNoListeners         ReasonCode = "no-listeners"            // neither inbound nor upstreams: the sidecar would have nothing to do
 	ReasonAlreadyInjected     ReasonCode = "already-injected"        // re-invocation: nothing to do
 	ReasonInvalidInject       ReasonCode = "invalid-inject-value"    // podtls.io/inject is neither true nor false
 	ReasonInvalidAnnotations  ReasonCode = "invalid-annotations"     // set by the handler when Parse fails
@@ -93,6 +95,13 @@ func Decide(pod *corev1.Pod, ns *corev1.Namespace, cfg Config) Decision {
 		return Decision{Reasons: []ReasonCode{ReasonHostNetwork},
 			Warnings: []string{"podtls: pod uses hostNetwork; the sidecar is not injected " +
 				"(its ports would bind on the node). Set " + annotations.Inject + ": \"false\" to silence this warning"}}
+	}
+	// The sidecar's certificate is only usable through its listeners (the app
+	// never sees it), and podtls-sidecar refuses to start without one.
+	if d.Inject && len(splitList(pod.Annotations[annotations.Inbound])) == 0 && len(splitList(pod.Annotations[annotations.Upstreams])) == 0 {
+		return Decision{Reasons: []ReasonCode{ReasonNoListeners},
+			Warnings: []string{fmt.Sprintf("podtls: pod not injected: set %s and/or %s to say which traffic the sidecar handles",
+				annotations.Inbound, annotations.Upstreams)}}
 	}
 	return d
 }

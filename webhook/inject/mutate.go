@@ -24,18 +24,23 @@ func Mutate(pod *corev1.Pod, ns *corev1.Namespace, cfg Config) (Result, error) {
 	if d.Invalid {
 		return r, fmt.Errorf("podtls: %s", InvalidInjectMessage(pod))
 	}
-	if !d.Inject {
-		return r, nil
-	}
 	nsName := pod.Namespace
 	if ns != nil {
 		nsName = ns.Name
 	}
+	if !d.Inject && !d.Has(ReasonNoListeners) {
+		return r, nil
+	}
+	// A pod that asked for injection hears about bad annotations even when
+	// it is skipped for having no listeners.
 	spec, warns, err := Parse(pod, nsName, cfg)
 	if err != nil {
 		r.Decision.Inject = false
 		r.Decision.Reasons = append(r.Decision.Reasons, ReasonInvalidAnnotations)
 		return r, fmt.Errorf("podtls: %w", err)
+	}
+	if !d.Inject {
+		return r, nil
 	}
 	r.Warnings = append(r.Warnings, warns...)
 	if err := Inject(pod, spec, cfg); err != nil {

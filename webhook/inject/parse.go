@@ -193,10 +193,6 @@ func Parse(pod *corev1.Pod, ns string, cfg Config) (Spec, []string, error) {
 // specWarnings flags valid settings that probably do not do what the user wants.
 func specWarnings(pod *corev1.Pod, spec Spec) []string {
 	var w []string
-	if len(spec.Inbound) == 0 && len(spec.Upstreams) == 0 {
-		w = append(w, fmt.Sprintf("podtls: neither %s nor %s is set: the sidecar only obtains a certificate",
-			annotations.Inbound, annotations.Upstreams))
-	}
 	if len(spec.ExternalHosts) > 0 && len(spec.Inbound) == 0 {
 		w = append(w, fmt.Sprintf("annotation %s: no %s port to serve the external certificate on",
 			annotations.ExternalHosts, annotations.Inbound))

@@ -1,6 +1,7 @@
 package inject
 
 import (
+	"io"
 	"strings"
 	"testing"
 	"time"
@@ -9,6 +10,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	sidecarconfig "github.com/podtls/podtls/sidecar/config"
 	"github.com/podtls/podtls/webhook/annotations"
 )
 
@@ -146,20 +148,24 @@ func TestDecide(t *testing.T) {
 		{"controller ns", ns("podtls-system", "enabled"), "true", false, false, ReasonControllerNamespace, false},
 		{"host network", ns("demo", "enabled"), "", true, false, ReasonHostNetwork, false},
 		{"host network not asked", ns("demo", ""), "", true, false, ReasonNotEnabled, false},
+		{"no listeners", ns("demo", "enabled"), "", false, false, ReasonNoListeners, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			pod := podWith(nil)
+			pod := podWith(map[string]string{annotations.Inbound: "8443:8080"})
 			if tt.podAnn != "" {
-				pod.Annotations = map[string]string{annotations.Inject: tt.podAnn}
+				pod.Annotations[annotations.Inject] = tt.podAnn
+			}
+			if tt.reason == ReasonNoListeners {
+				delete(pod.Annotations, annotations.Inbound)
 			}
 			pod.Spec.HostNetwork = tt.hostNet
 			d := Decide(pod, tt.ns, cfg)
 			if d.Inject != tt.inject || !d.Has(tt.reason) || d.Invalid != tt.invalid {
 				t.Errorf("got %+v, want inject=%v reason=%s invalid=%v", d, tt.inject, tt.reason, tt.invalid)
 			}
-			if tt.reason == ReasonHostNetwork && len(d.Warnings) == 0 {
-				t.Error("hostNetwork skip must warn")
+			if (tt.reason == ReasonHostNetwork || tt.reason == ReasonNoListeners) && len(d.Warnings) == 0 {
+				t.Errorf("%s skip must warn", tt.reason)
 			}
 		})
 	}
@@ -183,6 +189,12 @@ func FuzzParse(f *testing.F) {
 				t.Fatalf("error does not name an annotation: %v", err)
 			}
 			return
+		}
+		if len(spec.Inbound)+len(spec.Upstreams) > 0 {
+			// Whatever the webhook accepts, the sidecar must accept too.
+			if _, err := sidecarconfig.Parse(Args(spec, cfg), io.Discard); err != nil {
+				t.Fatalf("podtls-sidecar rejects rendered args %q: %v", Args(spec, cfg), err)
+			}
 		}
 		if err := Inject(pod, spec, cfg); err != nil {
 			t.Fatalf("Inject after successful Parse: %v", err)
