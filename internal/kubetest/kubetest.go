@@ -212,34 +212,26 @@ func Launch(opts ...Option) (*Env, error) {
 		o.scheme = clientgoscheme.Scheme
 	}
 
-	te := &envtest.Environment{
-		BinaryAssetsDirectory:    dir,
-		Scheme:                   o.scheme,
-		WebhookInstallOptions:    o.webhooks,
-		AttachControlPlaneOutput: o.output,
-		ControlPlaneStartTimeout: 60 * time.Second, // a loaded 2-core CI box can be slow
-		ControlPlaneStopTimeout:  30 * time.Second,
-	}
-	api := te.ControlPlane.GetAPIServer()
-	// envtest disables the ServiceAccount plugin; real clusters run it, and it changes what
-	// a mutating webhook sees (serviceAccountName, the kube-api-access volume, reinvocation).
-	api.Configure().Set("disable-admission-plugins", "")
-	for name, values := range o.apiServerArgs {
-		api.Configure().Set(name, values...)
-	}
-	if etcdSupportsNoFsync(filepath.Join(dir, "etcd")) {
-		// Test data is throwaway; skipping fsync makes etcd much faster on slow disks.
-		te.ControlPlane.Etcd = &envtest.Etcd{}
-		te.ControlPlane.Etcd.Configure().Set("unsafe-no-fsync", "true")
-	}
-
-	start := time.Now()
-	cfg, err := te.Start()
-	if err != nil {
+	// One retry: on a starved machine envtest's fixed 5 s wait for the "default" namespace
+	// after the API server reports healthy can run out.
+	var te *envtest.Environment
+	var cfg *rest.Config
+	var start time.Time
+	for attempt := 1; ; attempt++ {
+		te = newEnvironment(dir, o)
+		start = time.Now()
+		if cfg, err = te.Start(); err == nil {
+			break
+		}
 		// A partial start can leave etcd or the API server running.
 		_ = te.Stop()
-		return nil, fmt.Errorf("start control plane from %s: %w", dir, err)
+		err = fmt.Errorf("start control plane from %s: %w", dir, err)
+		if attempt == 2 {
+			return nil, err
+		}
+		fmt.Fprintf(os.Stderr, "kubetest: %v; retrying once\n", err)
 	}
+	api := te.ControlPlane.GetAPIServer()
 	env := &Env{
 		Config:      cfg,
 		Scheme:      o.scheme,
@@ -262,6 +254,46 @@ func Launch(opts ...Option) (*Env, error) {
 		fmt.Fprintf(os.Stderr, "kubetest: warning: no reaper for the control plane: %v\n", err)
 	}
 	return env, nil
+}
+
+// newEnvironment configures (without starting) an envtest control plane.
+func newEnvironment(dir string, o options) *envtest.Environment {
+	te := &envtest.Environment{
+		BinaryAssetsDirectory:    dir,
+		Scheme:                   o.scheme,
+		WebhookInstallOptions:    copyWebhooks(o.webhooks),
+		AttachControlPlaneOutput: o.output,
+		ControlPlaneStartTimeout: 60 * time.Second, // a loaded 2-core CI box can be slow
+		ControlPlaneStopTimeout:  30 * time.Second,
+	}
+	api := te.ControlPlane.GetAPIServer()
+	// envtest disables the ServiceAccount plugin; real clusters run it, and it changes what
+	// a mutating webhook sees (serviceAccountName, the kube-api-access volume, reinvocation).
+	api.Configure().Set("disable-admission-plugins", "")
+	for name, values := range o.apiServerArgs {
+		api.Configure().Set(name, values...)
+	}
+	if etcdSupportsNoFsync(filepath.Join(dir, "etcd")) {
+		// Test data is throwaway; skipping fsync makes etcd much faster on slow disks.
+		te.ControlPlane.Etcd = &envtest.Etcd{}
+		te.ControlPlane.Etcd.Configure().Set("unsafe-no-fsync", "true")
+	}
+	return te
+}
+
+// copyWebhooks deep-copies the configurations, which envtest rewrites in place (service
+// reference -> local URL): the caller's objects stay untouched and a retry starts clean.
+func copyWebhooks(w envtest.WebhookInstallOptions) envtest.WebhookInstallOptions {
+	mut := make([]*admissionregistrationv1.MutatingWebhookConfiguration, len(w.MutatingWebhooks))
+	for i, c := range w.MutatingWebhooks {
+		mut[i] = c.DeepCopy()
+	}
+	val := make([]*admissionregistrationv1.ValidatingWebhookConfiguration, len(w.ValidatingWebhooks))
+	for i, c := range w.ValidatingWebhooks {
+		val[i] = c.DeepCopy()
+	}
+	w.MutatingWebhooks, w.ValidatingWebhooks = mut, val
+	return w
 }
 
 func (e *Env) connect(kubeconfig []byte) error {

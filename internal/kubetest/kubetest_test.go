@@ -84,7 +84,11 @@ func newPod(ns, name, serviceAccount string) *corev1.Pod {
 // seconds: namespaces with their default ServiceAccount, ServiceAccount admission, bound
 // tokens and TokenReview, a local mutating webhook, and the real kubectl.
 func TestControlPlane(t *testing.T) {
-	env := kubetest.Start(t, kubetest.WithMutatingWebhooks(podWebhook()))
+	mwc := podWebhook()
+	env := kubetest.Start(t, kubetest.WithMutatingWebhooks(mwc))
+	if cc := mwc.Webhooks[0].ClientConfig; cc.Service == nil || cc.URL != nil {
+		t.Errorf("Start modified the caller's webhook configuration: %+v", cc)
+	}
 	env.ServeWebhooks(t, map[string]http.Handler{webhookPath: &webhook.Admission{Handler: admission.HandlerFunc(annotate)}})
 	ctx := t.Context()
 	const ns = "kubetest"
