@@ -162,12 +162,17 @@ func TestSignEnvtest(t *testing.T) {
 		Authenticator: NewTokenReviewAuthenticator(kube.AuthenticationV1().TokenReviews(), TokenReviewOptions{}),
 	})
 
-	t.Run("503 until the service index has synced", func(t *testing.T) {
-		if index.Synced() {
-			t.Skip("index synced before the first request")
+	t.Run("503 while the service index has not synced", func(t *testing.T) {
+		unsynced, err := ca.New(mat, ca.Config{Services: ca.NewServiceIndex(kube, md)}) // never started
+		if err != nil {
+			t.Fatal(err)
 		}
+		ts503 := startServer(t, Options{
+			Authority:     unsynced,
+			Authenticator: NewTokenReviewAuthenticator(kube.AuthenticationV1().TokenReviews(), TokenReviewOptions{}),
+		})
 		token := env.Token(t, ns, "web", api.Audience, time.Hour, pod)
-		if status, body := ts.do(t, http.MethodPost, token, signBody(t, newCSR(t), "")); status != http.StatusServiceUnavailable {
+		if status, body := ts503.do(t, http.MethodPost, token, signBody(t, newCSR(t), "")); status != http.StatusServiceUnavailable {
 			t.Errorf("status %d, want 503: %s", status, body)
 		}
 	})
