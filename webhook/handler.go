@@ -1,7 +1,10 @@
 // Package webhook is the admission handler that injects the podtls sidecar. It
 // decodes the pod, asks webhook/inject to decide and mutate, and lets
-// controller-runtime compute the JSON patch. It makes no API calls: namespace
-// labels come from an informer-backed reader.
+// controller-runtime compute the JSON patch (admission.PatchResponseFromRaw). It
+// is an admission.Handler rather than an admission.CustomDefaulter because the
+// v0.22 CustomDefaulter cannot return admission warnings, which users need for
+// valid-but-suspicious annotations. It makes no API calls: namespace labels come
+// from an informer-backed reader.
 package webhook
 
 import (
