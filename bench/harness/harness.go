@@ -56,7 +56,7 @@ type Config struct {
 type MissingToolsError struct{ Missing []string }
 
 func (e *MissingToolsError) Error() string {
-	return fmt.Sprintf("missing %v: run `make test-deps` (hack/install-test-deps.sh installs nginx, wrk and fortio into bin/tools), "+
+	return fmt.Sprintf("missing %v: run `make test-deps` (hack/install-test-deps.sh: nginx and wrk from Debian, fortio into bin/tools), "+
 		"or by hand: apt-get install nginx wrk && GOBIN=$PWD/bin/tools go install fortio.org/fortio@v1.66.0", e.Missing)
 }
 
