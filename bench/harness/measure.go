@@ -255,6 +255,12 @@ func (e *env) measure(ctx context.Context) (*Results, error) {
 	}
 
 	sleep(ctx, 2*time.Second)
+	// A server that died mid-run explains a column of errors; say so loudly.
+	for _, p := range e.procs {
+		if p.exited() {
+			fmt.Fprintf(out, "WARNING: %s exited during the run (%v); its log ends with:\n%s\n", p.name, p.err, p.logTail())
+		}
+	}
 	for _, m := range res.Memory {
 		m.AfterLoad, m.AfterAnon = e.rss(m)
 	}
