@@ -1,6 +1,9 @@
 package controller
 
 import (
+	"flag"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -54,4 +57,23 @@ func TestValidate(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestFlagsDocumented keeps docs/controller.md in step with the flags.
+func TestFlagsDocumented(t *testing.T) {
+	doc, err := os.ReadFile(filepath.Join("..", "..", "docs", "controller.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	fs := flag.NewFlagSet("podtls-controller", flag.ContinueOnError)
+	o := DefaultOptions()
+	o.BindFlags(fs)
+	fs.VisitAll(func(f *flag.Flag) {
+		if f.Usage == "" {
+			t.Errorf("--%s has no help text", f.Name)
+		}
+		if !strings.Contains(string(doc), "`--"+f.Name+"`") {
+			t.Errorf("--%s is not documented in docs/controller.md", f.Name)
+		}
+	})
 }
