@@ -40,7 +40,7 @@ type Result struct {
 	Conns    int64         `json:"conns"` // completed: handshake, request, full response
 	Errors   int64         `json:"errors"`
 	Resumed  int64         `json:"resumed"` // must stay 0
-	Elapsed  time.Duration `json:"elapsed"`
+	Elapsed  time.Duration `json:"elapsed_ns"`
 	FirstErr string        `json:"first_error,omitempty"`
 	// ClientCPU is the CPU time the client process used per second of run
 	// (1.0 = one core busy); near the number of cores it may bottleneck the run.

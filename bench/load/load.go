@@ -20,13 +20,14 @@ import (
 
 // Result is one measurement of one target.
 type Result struct {
-	RPS      float64
-	P50, P99 time.Duration
-	Requests int64
-	Errors   int64 // connect/read/write errors, timeouts and non-2xx answers
+	RPS      float64       `json:"rps"`
+	P50      time.Duration `json:"p50_ns"`
+	P99      time.Duration `json:"p99_ns"`
+	Requests int64         `json:"requests"`
+	Errors   int64         `json:"errors"` // connect/read/write errors, timeouts and non-2xx answers
 	// Sockets the client opened (fortio only; 0 = unknown). More sockets than
 	// connections means the server closed keep-alive connections mid-run.
-	Sockets int64
+	Sockets int64 `json:"sockets,omitempty"`
 }
 
 // wrkMarker starts the line the Lua script prints; everything else wrk prints is ignored.
