@@ -13,9 +13,14 @@
 //		Authority:     authority,
 //		Authenticator: server.NewTokenReviewAuthenticator(kube.AuthenticationV1().TokenReviews(), server.TokenReviewOptions{}),
 //		DNSNames:      server.ServiceDNSNames("podtls-controller", ns, authority.ClusterDomain()),
+//		Metrics:       metrics.Registry, // controller-runtime's
 //	})
-//	mgr.Add(index); mgr.Add(srv)
+//	refresher := &ca.Refresher{Authority: authority, Kube: kube, Secret: ca.SecretOptions{Namespace: ns}}
+//	mgr.Add(index); mgr.Add(srv); mgr.Add(refresher)
 //	mgr.AddReadyzCheck("ca", func(*http.Request) error { return srv.Ready() })
+//
+// Any ca.ServiceLister can replace the ServiceIndex, e.g. one over the
+// manager's own cache.
 package server
 
 import (
