@@ -19,9 +19,11 @@ import (
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"k8s.io/klog/v2"
+	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	ctrlconfig "sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	ctrlwebhook "sigs.k8s.io/controller-runtime/pkg/webhook"
@@ -97,6 +99,9 @@ func Run(ctx context.Context, opts Options, restCfg *rest.Config) error {
 		LeaderElectionNamespace:       opts.Namespace,
 		LeaderElectionReleaseOnCancel: true,
 		GracefulShutdownTimeout:       &opts.ShutdownTimeout,
+		// Run may be called more than once per process (tests); controller
+		// names are unique per manager anyway.
+		Controller: ctrlconfig.Controller{SkipNameValidation: ptr.To(true)},
 		WebhookServer: ctrlwebhook.NewServer(ctrlwebhook.Options{
 			Host: whHost, Port: whPort,
 			TLSOpts: []func(*tls.Config){func(c *tls.Config) {
