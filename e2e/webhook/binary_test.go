@@ -1,0 +1,117 @@
+package webhook_test
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/podtls/podtls/internal/kubetest"
+	"github.com/podtls/podtls/webhook/config"
+)
+
+// TestBinary runs the real podtls-controller binary against the API server with
+// --kubeconfig, as a user would outside a cluster: it must become ready, log
+// JSON without any PEM material, and exit 0 on SIGTERM.
+func TestBinary(t *testing.T) {
+	env := kubetest.Start(t)
+	root, err := kubetest.RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(t.TempDir(), "podtls-controller")
+	build := exec.CommandContext(t.Context(), "go", "build", "-o", bin, "./webhook/cmd/podtls-controller")
+	build.Dir = root
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+
+	help, _ := exec.Command(bin, "--help").CombinedOutput()
+	for _, f := range []string{"-kubeconfig", "-webhook-url", "-leader-elect", "-sidecar-image"} {
+		if !strings.Contains(string(help), f) {
+			t.Errorf("--help does not list %s", f)
+		}
+	}
+
+	env.CreateNamespace(t, "podtls-system", nil)
+	mwc := config.MutatingWebhookConfiguration(config.DefaultOptions())
+	if _, err := env.Clientset.AdmissionregistrationV1().MutatingWebhookConfigurations().Create(t.Context(), mwc, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	whPort, caPort, healthPort := freePort(t), freePort(t), freePort(t)
+	cmd := exec.Command(bin,
+		"--kubeconfig", env.KubeconfigPath,
+		"--webhook-addr", fmt.Sprintf("127.0.0.1:%d", whPort),
+		"--webhook-url", fmt.Sprintf("https://127.0.0.1:%d", whPort),
+		"--ca-addr", fmt.Sprintf("127.0.0.1:%d", caPort),
+		"--health-addr", fmt.Sprintf("127.0.0.1:%d", healthPort),
+		"--metrics-addr", "0",
+		"--leader-elect",
+		"--log-level", "debug",
+		"--shutdown-timeout", "5s",
+	)
+	var logs bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &logs, &logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	t.Cleanup(func() {
+		if cmd.ProcessState == nil {
+			_ = cmd.Process.Kill()
+			<-exited
+		}
+	})
+
+	eventually(t, "readyz of the binary", func() (bool, string) {
+		select {
+		case err := <-exited:
+			t.Fatalf("controller exited early: %v\n%s", err, logs.String())
+		default:
+		}
+		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/readyz", healthPort))
+		if err != nil {
+			return false, err.Error()
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode == http.StatusOK, string(b)
+	})
+
+	start := time.Now()
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-exited:
+		if err != nil {
+			t.Fatalf("exit after SIGTERM: %v\n%s", err, logs.String())
+		}
+		t.Logf("exited 0 in %s after SIGTERM", time.Since(start).Round(time.Millisecond))
+	case <-time.After(20 * time.Second):
+		t.Fatalf("no exit within 20s of SIGTERM\n%s", logs.String())
+	}
+
+	out := logs.String()
+	if strings.Contains(out, "BEGIN") {
+		t.Error("logs contain PEM material")
+	}
+	sc := bufio.NewScanner(strings.NewReader(out))
+	for sc.Scan() {
+		var m map[string]any
+		if err := json.Unmarshal(sc.Bytes(), &m); err != nil {
+			t.Errorf("log line is not JSON: %s", sc.Text())
+		}
+	}
+}
