@@ -1,0 +1,94 @@
+package ca
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+)
+
+func TestRenewAt(t *testing.T) {
+	nb := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	if got, want := RenewAt(nb, nb.Add(24*time.Hour)), nb.Add(16*time.Hour); !got.Equal(want) {
+		t.Errorf("RenewAt 24h = %s, want %s", got, want)
+	}
+	if got, want := RenewAt(nb, nb.Add(3*time.Second)), nb.Add(2*time.Second); !got.Equal(want) {
+		t.Errorf("RenewAt 3s = %s, want %s", got, want)
+	}
+}
+
+// TestServingSourceRenews runs the real renewal loop with 3-second
+// certificates: a new certificate must be served before the old one expires.
+func TestServingSourceRenews(t *testing.T) {
+	m := testMaterial(t)
+	a, err := New(m, Config{MinTTL: 3 * time.Second, DefaultTTL: 3 * time.Second, MaxTTL: 3 * time.Second, Backdate: time.Nanosecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	src, err := NewServingSource(a, []string{"podtls-controller.podtls-system.svc"}, nil, 0, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := src.Current().Leaf
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- src.Start(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Start: %v", err)
+		}
+	}()
+	deadline := first.NotAfter
+	for time.Now().Before(deadline) {
+		c, err := src.GetCertificate(nil)
+		if err != nil || c == nil {
+			t.Fatalf("GetCertificate = %v, %v", c, err)
+		}
+		if c.Leaf.SerialNumber.Cmp(first.SerialNumber) != 0 {
+			if time.Now().Before(RenewAt(first.NotBefore, first.NotAfter)) {
+				t.Error("renewed before two thirds of the lifetime")
+			}
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatal("certificate not renewed before it expired")
+}
+
+func TestMatchingServices(t *testing.T) {
+	svc := func(name string, sel map[string]string) any {
+		return &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: corev1.ServiceSpec{Selector: sel}}
+	}
+	objs := []any{
+		svc("web", map[string]string{"app": "web"}),
+		svc("canary", map[string]string{"app": "web", "track": "canary"}),
+		svc("all", map[string]string{}), // no selector: endpoints managed by hand, never matched
+		svc("db", map[string]string{"app": "db"}),
+		svc("api", map[string]string{"tier": "front"}),
+		"not a service",
+	}
+	for _, tc := range []struct {
+		labels labels.Set
+		want   []string
+	}{
+		{labels.Set{"app": "web"}, []string{"web"}},
+		{labels.Set{"app": "web", "track": "canary", "tier": "front"}, []string{"api", "canary", "web"}},
+		{labels.Set{}, nil},
+		{nil, nil},
+	} {
+		got := matchingServices(objs, tc.labels)
+		if len(got) != len(tc.want) {
+			t.Errorf("labels %v: got %v, want %v", tc.labels, got, tc.want)
+			continue
+		}
+		for i := range got {
+			if got[i] != tc.want[i] {
+				t.Errorf("labels %v: got %v, want %v", tc.labels, got, tc.want)
+			}
+		}
+	}
+}
