@@ -322,7 +322,25 @@ func (s *Store) contentChanged(key string, parts ...[]byte) bool {
 	return true
 }
 
+// readPair reads tls.crt and tls.key. If a kubelet-style "..data" swap
+// happens between the two reads, it reads again, so a rotation in progress
+// is not mistaken for a mismatched pair.
+// readPair reads tls.crt and tls.key. If a kubelet-style "..data" swap
+// happens between the reads, it reads again, so a rotation in progress is
+// not mistaken for a mismatched pair or a missing file.
 func readPair(dir string) (certPEM, keyPEM []byte, err error) {
+	link := filepath.Join(dir, "..data")
+	for range 3 {
+		before, _ := os.Readlink(link)
+		certPEM, keyPEM, err = readFiles(dir)
+		if after, _ := os.Readlink(link); after == before {
+			break
+		}
+	}
+	return certPEM, keyPEM, err
+}
+
+func readFiles(dir string) (certPEM, keyPEM []byte, err error) {
 	certPEM, err = os.ReadFile(filepath.Join(dir, CertFile))
 	if err != nil {
 		return nil, nil, fmt.Errorf("read %s: %w", filepath.Join(dir, CertFile), err)
@@ -493,11 +511,12 @@ func (s *Store) Run(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			return nil
-		case _, ok := <-events:
+		case ev, ok := <-events:
 			if !ok {
 				events = nil
 				continue
 			}
+			s.log.Debug("file event", "name", ev.Name, "op", ev.Op.String())
 			// Any change in a watched directory: kubelet's ..data swap shows
 			// up as Create/Rename/Remove of symlinks, an editor or the agent
 			// as Write/Rename. The reload itself compares content.
@@ -510,6 +529,7 @@ func (s *Store) Run(ctx context.Context) error {
 			s.log.Warn("file watcher error", "error", err)
 			debounce.Reset(s.o.Debounce)
 		case <-debounce.C:
+			s.log.Debug("reloading after file events")
 			_ = s.Reload()
 		case <-poll:
 			if len(pending) > 0 {

@@ -191,46 +191,50 @@ var swapSeq atomic.Int64
 // KubeletWrite updates dir the way kubelet updates a Secret or ConfigMap
 // volume: files go into a fresh "..<timestamp>" directory, a "..data_tmp"
 // symlink to it is renamed over "..data", and each visible file is a symlink
-// "name -> ..data/name". The previous timestamped directory is removed.
-func KubeletWrite(t testing.TB, dir string, files map[string][]byte) {
+// "name -> ..data/name". The previous timestamped directory is removed. It
+// returns the moment of the swap (the rename).
+func KubeletWrite(t testing.TB, dir string, files map[string][]byte) time.Time {
 	t.Helper()
-	if err := KubeletWriteE(dir, files); err != nil {
+	swapped, err := KubeletWriteE(dir, files)
+	if err != nil {
 		t.Fatal(err)
 	}
+	return swapped
 }
 
 // KubeletWriteE is KubeletWrite returning an error.
-func KubeletWriteE(dir string, files map[string][]byte) error {
+func KubeletWriteE(dir string, files map[string][]byte) (time.Time, error) {
 	ts := fmt.Sprintf("..%s.%d", time.Now().UTC().Format("2006_01_02_15_04_05"), swapSeq.Add(1))
 	tsDir := filepath.Join(dir, ts)
 	if err := os.MkdirAll(tsDir, 0o755); err != nil {
-		return err
+		return time.Time{}, err
 	}
 	for name, data := range files {
 		if err := os.WriteFile(filepath.Join(tsDir, name), data, 0o600); err != nil {
-			return err
+			return time.Time{}, err
 		}
 	}
 	old, _ := os.Readlink(filepath.Join(dir, "..data"))
 	tmp := filepath.Join(dir, "..data_tmp")
 	_ = os.Remove(tmp)
 	if err := os.Symlink(ts, tmp); err != nil {
-		return err
+		return time.Time{}, err
 	}
 	if err := os.Rename(tmp, filepath.Join(dir, "..data")); err != nil {
-		return err
+		return time.Time{}, err
 	}
+	swapped := time.Now()
 	for name := range files {
 		link := filepath.Join(dir, name)
 		if _, err := os.Lstat(link); err == nil {
 			continue
 		}
 		if err := os.Symlink(filepath.Join("..data", name), link); err != nil {
-			return err
+			return time.Time{}, err
 		}
 	}
 	if old != "" && old != ts {
 		_ = os.RemoveAll(filepath.Join(dir, old))
 	}
-	return nil
+	return swapped, nil
 }
