@@ -10,7 +10,11 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"runtime"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -39,8 +43,13 @@ const benchParallelism = 4
 //   - http-api: the real Server over real TLS 1.3 on loopback with keep-alive
 //     connections, JSON both ways, and the real TokenReviewAuthenticator in
 //     front of a fake TokenReview client that is called once, so every
-//     measured request takes the cached-token path. Client and server share
-//     the cores, so the client's TLS and JSON work counts against the API.
+//     measured request takes the cached-token path. The client runs in this
+//     process, so its TLS and JSON work counts against the API.
+//   - http-api-server-cpu: the same server, the client in a separate process
+//     (as pods would be; it still shares the cores): sig/cpu-s and cpu-ratio
+//     are the server's own cost per signature.
+//   - interleaved: raw and in-process HTTP batches alternating, so a load
+//     change from other processes hits both alike.
 //
 // Each sub-benchmark reports sig/s (wall clock) and sig/cpu-s (per second of
 // this process's CPU time, which other load on the machine does not distort).
@@ -141,6 +150,38 @@ func BenchmarkSign(b *testing.B) {
 		}
 	})
 
+	// The client in a separate process: this process's CPU time is then the
+	// server's alone, the CA's cost per signature (cpu-ratio).
+	b.Run("http-api-server-cpu", func(b *testing.B) {
+		dir := b.TempDir()
+		bundle, bodyFile := filepath.Join(dir, "ca.crt"), filepath.Join(dir, "body.json")
+		if err := os.WriteFile(bundle, a.TrustBundlePEM(), 0o600); err != nil {
+			b.Fatal(err)
+		}
+		if err := os.WriteFile(bodyFile, body, 0o600); err != nil {
+			b.Fatal(err)
+		}
+		cmd := exec.Command(os.Args[0], "-test.run=^TestBenchClientProcess$", "-test.count=1")
+		cmd.Env = append(os.Environ(),
+			"PODTLS_BENCH_URL="+ts.url+api.SignPath, "PODTLS_BENCH_TOKEN="+token,
+			"PODTLS_BENCH_BUNDLE="+bundle, "PODTLS_BENCH_BODY="+bodyFile,
+			fmt.Sprintf("PODTLS_BENCH_N=%d", b.N), fmt.Sprintf("PODTLS_BENCH_WORKERS=%d", runtime.GOMAXPROCS(0)*benchParallelism))
+		b.ResetTimer()
+		cpu0 := processCPU(b)
+		out, err := cmd.CombinedOutput()
+		cpu := float64(processCPU(b)-cpu0) / float64(b.N)
+		if err != nil {
+			b.Fatalf("client process: %v\n%s", err, out)
+		}
+		b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "sig/s")
+		b.ReportMetric(1e9/cpu, "sig/cpu-s")
+		if raw.cpuPerOp > 0 {
+			// Wall clock includes the client process's start (a few ms).
+			b.ReportMetric(raw.nsPerOp/(float64(b.Elapsed().Nanoseconds())/float64(b.N)), "ratio")
+			b.ReportMetric(raw.cpuPerOp/cpu, "cpu-ratio")
+		}
+	})
+
 	// The same comparison with raw and HTTP batches alternating, so load
 	// from other processes hits both sides alike: the ratio to quote.
 	b.Run("interleaved", func(b *testing.B) {
@@ -155,6 +196,63 @@ func BenchmarkSign(b *testing.B) {
 		b.ReportMetric(ops/httpTime.Seconds(), "http-sig/s")
 		b.ReportMetric(rawTime.Seconds()/httpTime.Seconds(), "ratio")
 	})
+}
+
+// TestBenchClientProcess is the client of BenchmarkSign/http-api-server-cpu,
+// run in its own process; it does nothing in a normal test run.
+func TestBenchClientProcess(t *testing.T) {
+	url := os.Getenv("PODTLS_BENCH_URL")
+	if url == "" {
+		t.Skip("only run by BenchmarkSign")
+	}
+	bundle, err := os.ReadFile(os.Getenv("PODTLS_BENCH_BUNDLE"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, err := os.ReadFile(os.Getenv("PODTLS_BENCH_BODY"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := strconv.Atoi(os.Getenv("PODTLS_BENCH_N"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	workers, err := strconv.Atoi(os.Getenv("PODTLS_BENCH_WORKERS"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(bundle)
+	client := &http.Client{Transport: &http.Transport{
+		TLSClientConfig: &tls.Config{RootCAs: pool}, MaxIdleConnsPerHost: workers,
+	}}
+	token := os.Getenv("PODTLS_BENCH_TOKEN")
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Go(func() {
+			for next.Add(1) <= int64(n) {
+				req, err := http.NewRequest(http.MethodPost, url, bytes.NewReader(body))
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				req.Header.Set("Authorization", "Bearer "+token)
+				resp, err := client.Do(req)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				_, err = io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if err != nil || resp.StatusCode != http.StatusOK {
+					t.Errorf("status %d, read %v", resp.StatusCode, err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
 }
 
 // runBatch runs op n times on workers goroutines and returns the wall time.
