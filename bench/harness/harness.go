@@ -5,6 +5,7 @@
 package harness
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -46,7 +47,7 @@ type Config struct {
 	// PerfDir, when set, receives `perf record -g` profiles of the proxies
 	// during round 1 of every proxied keep-alive row.
 	PerfDir    string
-	Self       string // this program's executable, re-run as the handshake client
+	Self       string // this program's executable, re-run as the handshake client; empty: run it in-process
 	KeepTmp    bool   // leave the temp dir (configs, logs) for inspection
 	JSONOutput string // also write raw results here
 	Out        io.Writer
@@ -336,6 +337,22 @@ func cpuCount() int {
 // handshakeLoad runs the handshake client in a child process of this program,
 // pinned like the other load generators.
 func (e *env) handshakeLoad(ctx context.Context, port int, serverName string, mtls bool) (handshake.Result, error) {
+	if e.cfg.Self == "" {
+		// No executable to re-run (tests): load from this process, unpinned.
+		var out bytes.Buffer
+		cert, key := "", ""
+		if mtls {
+			cert, key = e.pki.Client.Cert, e.pki.Client.Key
+		}
+		if err := HandshakeMain(ctx, addr(port), serverName, e.pki.Root, cert, key, e.cfg.Workers, e.cfg.Duration, &out); err != nil {
+			return handshake.Result{}, fmt.Errorf("handshake client: %w", err)
+		}
+		var r handshake.Result
+		if err := json.Unmarshal(out.Bytes(), &r); err != nil {
+			return handshake.Result{}, fmt.Errorf("handshake client output %q: %w", out.Bytes(), err)
+		}
+		return r, nil
+	}
 	args := append(append([]string{}, e.loadPin...), e.cfg.Self, "handshake",
 		"-addr", addr(port), "-server-name", serverName, "-ca", e.pki.Root,
 		"-c", strconv.Itoa(e.cfg.Workers), "-d", e.cfg.Duration.String())
