@@ -95,10 +95,7 @@ func (h *Handler) Handle(ctx context.Context, req admission.Request) (resp admis
 		return admission.Errored(http.StatusBadRequest, fmt.Errorf("podtls: decode pod: %w", err))
 	}
 	// The request's namespace is authoritative; the object may not carry it.
-	if req.Namespace != "" {
-		pod.Namespace = req.Namespace
-	}
-	ns := h.namespace(ctx, pod.Namespace)
+	ns := h.namespace(ctx, req.Namespace)
 
 	original, err := json.Marshal(&pod)
 	if err != nil {
@@ -118,13 +115,15 @@ func (h *Handler) Handle(ctx context.Context, req admission.Request) (resp admis
 		return admission.Allowed("").WithWarnings(res.Warnings...)
 	}
 	mutated, err := json.Marshal(&pod)
+	if err == nil {
+		// Keep what our types do not know, so the patch only adds podtls's parts.
+		mutated, err = preserveUnknown(req.Object.Raw, original, mutated)
+	}
 	if err != nil {
 		observe(ResultError, []inject.ReasonCode{"encode"}, start)
 		return admission.Errored(http.StatusInternalServerError, fmt.Errorf("podtls: encode pod: %w", err))
 	}
-	// The patch goes from our own encoding of the request's pod to the mutated
-	// pod, so fields our types drop are never patched away.
-	resp = admission.PatchResponseFromRaw(original, mutated).WithWarnings(res.Warnings...)
+	resp = admission.PatchResponseFromRaw(req.Object.Raw, mutated).WithWarnings(res.Warnings...)
 	log.V(1).Info("pod injected", "operations", len(resp.Patches))
 	observe(ResultInjected, res.Decision.Reasons, start)
 	return resp

@@ -1,0 +1,94 @@
+package webhook
+
+import (
+	"encoding/json"
+	"reflect"
+)
+
+// preserveUnknown rebuilds the mutated pod on top of the request's raw object:
+// where the mutation changed nothing (original and mutated typed encodings are
+// equal), the raw JSON is kept byte for byte, so fields our Go types do not
+// know (a newer API server's) and non-canonical spellings ("1000m") survive
+// and the patch holds only podtls's additions. Lists of named objects
+// (containers, volumes, env, ports, mounts) are matched by name, so unknown
+// fields follow their element when the sidecar is inserted in front.
+func preserveUnknown(raw, original, mutated []byte) ([]byte, error) {
+	var r, o, m any
+	for _, x := range []struct {
+		b []byte
+		v *any
+	}{{raw, &r}, {original, &o}, {mutated, &m}} {
+		if err := json.Unmarshal(x.b, x.v); err != nil {
+			return nil, err
+		}
+	}
+	return json.Marshal(merge3(r, o, m))
+}
+
+// merge3 returns mut, except that subtrees the mutation left alone come from raw.
+func merge3(raw, orig, mut any) any {
+	if raw != nil && reflect.DeepEqual(orig, mut) {
+		return raw
+	}
+	switch t := mut.(type) {
+	case map[string]any:
+		r, ok := raw.(map[string]any)
+		if !ok {
+			return mut
+		}
+		o, _ := orig.(map[string]any)
+		out := make(map[string]any, len(r)+len(t))
+		for k, v := range r {
+			out[k] = v
+		}
+		for k := range o {
+			if _, kept := t[k]; !kept {
+				delete(out, k) // the mutation removed it
+			}
+		}
+		for k, v := range t {
+			out[k] = merge3(r[k], o[k], v)
+		}
+		return out
+	case []any:
+		r, ok := raw.([]any)
+		if !ok {
+			return mut
+		}
+		o, _ := orig.([]any)
+		rawByName, origByName := byName(r), byName(o)
+		out := make([]any, len(t))
+		for i, e := range t {
+			switch name, named := nameOf(e); {
+			case named:
+				out[i] = merge3(rawByName[name], origByName[name], e) // a new element has no raw twin
+			case len(r) == len(t) && len(o) == len(t):
+				out[i] = merge3(r[i], o[i], e)
+			default:
+				out[i] = e
+			}
+		}
+		return out
+	default:
+		return mut
+	}
+}
+
+func byName(list []any) map[string]any {
+	m := map[string]any{}
+	for _, e := range list {
+		if name, ok := nameOf(e); ok {
+			m[name] = e
+		}
+	}
+	return m
+}
+
+func nameOf(e any) (string, bool) {
+	m, ok := e.(map[string]any)
+	if !ok {
+		return "", false
+	}
+	name, ok := m["name"].(string)
+	return name, ok
+}
