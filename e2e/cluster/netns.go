@@ -16,8 +16,9 @@ import (
 func (c *Cluster) netnsPath() string { return netnsDir + "/" + c.netns }
 
 // createNetns makes the node's network namespace: loopback up and a veth pair with both
-// ends inside it as the node's uplink carrying NodeIP. There is no route off the
-// namespace: pods, Services and the control plane only ever talk to each other.
+// ends inside it as the node's uplink carrying NodeIP, and a route for the Service CIDR
+// over it. There is no default route: pods, Services and the control plane only ever talk
+// to each other, nothing leaves the namespace.
 func createNetns(ctx context.Context, name string) error {
 	steps := [][]string{
 		{"netns", "add", name},
@@ -26,6 +27,10 @@ func createNetns(ctx context.Context, name string) error {
 		{"-n", name, "addr", "add", fmt.Sprintf("%s/%d", NodeIP, nodePrefixLen), "dev", uplink},
 		{"-n", name, "link", "set", uplink, "up"},
 		{"-n", name, "link", "set", uplinkPeer, "up"},
+		// Host processes (the API server calling a webhook) connect to ClusterIPs: the
+		// kernel needs a route before kube-proxy's OUTPUT rules DNAT the packet to a pod.
+		// The route ends at the veth, inside the namespace.
+		{"-n", name, "route", "add", ServiceCIDR, "dev", uplink, "src", NodeIP},
 	}
 	for _, args := range steps {
 		if out, err := exec.CommandContext(ctx, "ip", args...).CombinedOutput(); err != nil {

@@ -9,7 +9,9 @@ package node
 
 import (
 	"context"
+	"io"
 	"log/slog"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -204,6 +206,36 @@ func smoke(ctx context.Context, t *testing.T, c *cluster.Cluster) {
 		if phase != corev1.PodSucceeded || !strings.Contains(svc, pod.Name+" v1") || !strings.Contains(api, "ok") {
 			t.Fatalf("client %s; echo.%s.svc answered %q, want %q; kubernetes.default.svc/readyz answered %q, want ok",
 				phase, ns, svc, pod.Name+" v1", api)
+		}
+	})
+
+	// The API server calls admission webhooks through their Service's ClusterIP from the
+	// node's namespace: kube-proxy's OUTPUT rules must carry that.
+	t.Run("node namespace reaches a Service ClusterIP", func(t *testing.T) {
+		svc, err := cs.CoreV1().Services(ns).Get(ctx, "echo", metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DialContext: c.DialContext}}
+		var body string
+		var lastErr error
+		defer func() {
+			if t.Failed() {
+				t.Logf("last error: %v", lastErr)
+			}
+		}()
+		waitFor(ctx, t, 30*time.Second, "http://"+svc.Spec.ClusterIP+"/ from the node", func() bool {
+			resp, err := client.Get("http://" + svc.Spec.ClusterIP + "/")
+			if lastErr = err; err != nil {
+				return false
+			}
+			defer resp.Body.Close()
+			b, err := io.ReadAll(resp.Body)
+			body = string(b)
+			return err == nil && resp.StatusCode == http.StatusOK
+		})
+		if !strings.Contains(body, pod.Name+" v1") {
+			t.Errorf("ClusterIP answered %q, want %q", body, pod.Name+" v1")
 		}
 	})
 
