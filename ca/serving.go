@@ -77,6 +77,10 @@ func (s *ServingSource) Start(ctx context.Context) error {
 	}
 }
 
+// Renew issues a new certificate now, for example after the CA's material
+// changed (Refresher.OnChange), so the served chain follows the new intermediate.
+func (s *ServingSource) Renew() error { return s.renew() }
+
 func (s *ServingSource) renew() error {
 	c, err := s.a.IssueServing(s.dnsNames, s.ips, s.ttl)
 	if err != nil {

@@ -15,7 +15,8 @@
 //		DNSNames:      server.ServiceDNSNames("podtls-controller", ns, authority.ClusterDomain()),
 //		Metrics:       metrics.Registry, // controller-runtime's
 //	})
-//	refresher := &ca.Refresher{Authority: authority, Kube: kube, Secret: ca.SecretOptions{Namespace: ns}}
+//	refresher := &ca.Refresher{Authority: authority, Kube: kube, Secret: ca.SecretOptions{Namespace: ns},
+//		OnChange: func(*ca.Material) { _ = srv.ServingSource().Renew() }}
 //	mgr.Add(index); mgr.Add(srv); mgr.Add(refresher)
 //	mgr.AddReadyzCheck("ca", func(*http.Request) error { return srv.Ready() })
 //
@@ -156,6 +157,10 @@ func (s *Server) TLSConfig() *tls.Config {
 		GetCertificate: s.serving.GetCertificate,
 	}
 }
+
+// ServingSource is the server's own renewing certificate; call its Renew
+// after the CA's material changed.
+func (s *Server) ServingSource() *ca.ServingSource { return s.serving }
 
 // NeedLeaderElection tells controller-runtime to run the server on every replica.
 func (s *Server) NeedLeaderElection() bool { return false }
