@@ -169,3 +169,18 @@ func cpuTime(b *testing.B) time.Duration {
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
+
+// BenchmarkHandle measures one admission inside the handler (decode, decide,
+// inject, patch), without HTTP and TLS.
+func BenchmarkHandle(b *testing.B) {
+	h := testHandler(b)
+	req := podRequest(b, "demo", newPod(map[string]string{
+		annotations.Inbound: "8443:8080", annotations.Upstreams: "recommendation.demo.svc:8443@9001"}))
+	ctx := context.Background()
+	b.ReportAllocs()
+	for b.Loop() {
+		if resp := h.Handle(ctx, req); len(resp.Patches) == 0 {
+			b.Fatal("not injected")
+		}
+	}
+}

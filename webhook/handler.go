@@ -115,15 +115,16 @@ func (h *Handler) Handle(ctx context.Context, req admission.Request) (resp admis
 		return admission.Allowed("").WithWarnings(res.Warnings...)
 	}
 	mutated, err := json.Marshal(&pod)
+	var from, to []byte
 	if err == nil {
 		// Keep what our types do not know, so the patch only adds podtls's parts.
-		mutated, err = preserveUnknown(req.Object.Raw, original, mutated)
+		from, to, err = patchPair(req.Object.Raw, original, mutated)
 	}
 	if err != nil {
 		observe(ResultError, []inject.ReasonCode{"encode"}, start)
 		return admission.Errored(http.StatusInternalServerError, fmt.Errorf("podtls: encode pod: %w", err))
 	}
-	resp = admission.PatchResponseFromRaw(req.Object.Raw, mutated).WithWarnings(res.Warnings...)
+	resp = admission.PatchResponseFromRaw(from, to).WithWarnings(res.Warnings...)
 	log.V(1).Info("pod injected", "operations", len(resp.Patches))
 	observe(ResultInjected, res.Decision.Reasons, start)
 	return resp

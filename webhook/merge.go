@@ -5,24 +5,32 @@ import (
 	"reflect"
 )
 
-// preserveUnknown rebuilds the mutated pod on top of the request's raw object:
-// where the mutation changed nothing (original and mutated typed encodings are
-// equal), the raw JSON is kept byte for byte, so fields our Go types do not
-// know (a newer API server's) and non-canonical spellings ("1000m") survive
-// and the patch holds only podtls's additions. Lists of named objects
+// patchPair returns the two documents to diff for the admission patch. In the
+// common case the raw request says exactly what our types encode, and the
+// patch goes from our encoding of the original to the mutated pod. Otherwise
+// (fields our Go types do not know, from a newer API server; non-canonical
+// spellings such as "1000m") the mutated pod is rebuilt on top of the raw
+// object: where the mutation changed nothing, the raw JSON is kept as it was,
+// so the patch holds only podtls's additions. Lists of named objects
 // (containers, volumes, env, ports, mounts) are matched by name, so unknown
 // fields follow their element when the sidecar is inserted in front.
-func preserveUnknown(raw, original, mutated []byte) ([]byte, error) {
-	var r, o, m any
-	for _, x := range []struct {
-		b []byte
-		v *any
-	}{{raw, &r}, {original, &o}, {mutated, &m}} {
-		if err := json.Unmarshal(x.b, x.v); err != nil {
-			return nil, err
-		}
+func patchPair(raw, original, mutated []byte) (from, to []byte, err error) {
+	var r, o any
+	if err := json.Unmarshal(raw, &r); err != nil {
+		return nil, nil, err
 	}
-	return json.Marshal(merge3(r, o, m))
+	if err := json.Unmarshal(original, &o); err != nil {
+		return nil, nil, err
+	}
+	if reflect.DeepEqual(r, o) {
+		return original, mutated, nil
+	}
+	var m any
+	if err := json.Unmarshal(mutated, &m); err != nil {
+		return nil, nil, err
+	}
+	merged, err := json.Marshal(merge3(r, o, m))
+	return raw, merged, err
 }
 
 // merge3 returns mut, except that subtrees the mutation left alone come from raw.
