@@ -5,11 +5,13 @@ GO ?= go
 BIN := $(CURDIR)/bin
 K8S_VERSION ?= v1.34.4
 FUZZTIME ?= 10s
+# make test already runs the envtest suites under e2e/; CI narrows this to the node suites.
+E2E_PKGS ?= ./e2e/...
 # Integration tests start a real kube-apiserver + etcd from these assets.
 export KUBEBUILDER_ASSETS ?= $(BIN)/k8s
 CMDS = $(shell $(GO) list ./... | grep '/cmd/')
 
-.PHONY: help all build images test unit lint fuzz bench bench-go bench-sidecar e2e demo envtest-assets test-deps clean
+.PHONY: help all build images test unit lint fuzz bench bench-go bench-sidecar e2e node-assets demo envtest-assets test-deps clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -49,8 +51,13 @@ bench-go: ## Go benchmarks: CA signing via HTTP vs raw x509, webhook admissions
 bench-sidecar: test-deps ## sidecar vs direct vs nginx (wrk, fortio), handshakes, RSS
 	@if [ -d bench/cmd/podtls-bench ]; then $(GO) run ./bench/cmd/podtls-bench; else echo "bench-sidecar: not yet (bench/cmd/podtls-bench missing)"; fi
 
-e2e: envtest-assets ## end-to-end suites under e2e/
-	PODTLS_REQUIRE_ENVTEST=1 $(GO) test -race -count=1 -timeout 30m ./e2e/...
+node-assets: envtest-assets ## Debian packages and binaries of the real single-node cluster (root)
+	bash hack/node-deps.sh
+	bash hack/k8s-binaries.sh all
+	bash hack/coredns.sh
+
+e2e: node-assets ## end-to-end suites under e2e/, including the real single-node cluster (root)
+	PODTLS_REQUIRE_ENVTEST=1 PODTLS_REQUIRE_NODE=1 $(GO) test -race -count=1 -timeout 40m $(E2E_PKGS)
 
 demo: ## the customer -> preference -> recommendation scenario on a real local node
 	@echo "make demo: not yet. The single-node cluster (issue 5) and the demo scenario (issue 7) have not landed."
