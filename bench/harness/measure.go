@@ -193,64 +193,18 @@ func (e *env) measure(ctx context.Context) (*Results, error) {
 	for round := 1; round <= e.cfg.Rounds; round++ {
 		for _, conns := range connCounts {
 			for _, r := range res.Rows {
-				if r.Err != "" {
-					continue
+				if r.Err == "" {
+					e.measureRow(ctx, round, conns, r)
 				}
-				var got load.Result
-				cpu, err := e.cpuDuring(r.procs, func() error {
-					if round == 1 && e.cfg.PerfDir != "" && len(r.procs) > 0 {
-						stop := e.perfRecord(ctx, fmt.Sprintf("%s-c%d", r.Key, conns), r.procs)
-						defer stop()
-					}
-					var err error
-					got, err = e.keepAlive(ctx, r, conns, e.cfg.Duration)
-					return err
-				})
-				if ctx.Err() != nil {
-					return nil, ctx.Err()
-				}
-				r.CPU[conns] = append(r.CPU[conns], known(cpu))
-				var p *load.Result
-				if err != nil {
-					fmt.Fprintf(out, "  round %d c=%-2d %-26s %-6s error: %v\n", round, conns, r.Label, r.Client, err)
-				} else {
-					p = &got
-					reopened := ""
-					if got.Sockets > int64(conns) {
-						reopened = fmt.Sprintf(" (%d sockets for %d connections: the server closed some)", got.Sockets, conns)
-					}
-					fmt.Fprintf(out, "  round %d c=%-2d %-26s %-6s %9.0f req/s  p50 %-8s p99 %-8s proxy CPU %s/req  errors %d%s\n",
-						round, conns, r.Label, r.Client, got.RPS, us(got.P50), us(got.P99), usDec(perUnit(cpu, got.Requests)), got.Errors, reopened)
-				}
-				r.Results[conns] = append(r.Results[conns], p)
 			}
 		}
 		for _, h := range res.Handshakes {
-			if h.Err != "" {
-				continue
+			if h.Err == "" {
+				e.measureHandshakes(ctx, round, h)
 			}
-			var got handshake.Result
-			cpu, err := e.cpuDuring(h.procs, func() error {
-				var err error
-				got, err = e.handshakeLoad(ctx, h.port, h.serverName, h.mtls)
-				return err
-			})
-			if ctx.Err() != nil {
-				return nil, ctx.Err()
-			}
-			h.CPU = append(h.CPU, known(cpu))
-			var p *handshake.Result
-			if err != nil {
-				fmt.Fprintf(out, "  round %d handshakes %-22s error: %v\n", round, h.Label, err)
-				if round == 1 {
-					h.Err = firstLine(err)
-				}
-			} else {
-				p = &got
-				fmt.Fprintf(out, "  round %d handshakes %-22s %7.0f conn/s  server CPU %s/conn  client CPU %.2f cores  errors %d resumed %d %s\n",
-					round, h.Label, got.PerSecond(), usf(perUnit(cpu, got.Conns)), got.ClientCPU, got.Errors, got.Resumed, got.FirstErr)
-			}
-			h.Results = append(h.Results, p)
+		}
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
 		}
 	}
 
@@ -344,6 +298,61 @@ func (e *env) schedLabel() string {
 		return "nice " + strconv.Itoa(e.cfg.Nice)
 	}
 	return "default priority"
+}
+
+// measureRow runs one keep-alive measurement and appends its result (nil on
+// failure) and the proxies' CPU time to the row.
+func (e *env) measureRow(ctx context.Context, round, conns int, r *Row) {
+	var got load.Result
+	cpu, err := e.cpuDuring(r.procs, func() error {
+		if round == 1 && e.cfg.PerfDir != "" && len(r.procs) > 0 {
+			stop := e.perfRecord(ctx, fmt.Sprintf("%s-c%d", r.Key, conns), r.procs)
+			defer stop()
+		}
+		var err error
+		got, err = e.keepAlive(ctx, r, conns, e.cfg.Duration)
+		return err
+	})
+	r.CPU[conns] = append(r.CPU[conns], known(cpu))
+	if err != nil {
+		if ctx.Err() == nil {
+			fmt.Fprintf(e.cfg.Out, "  round %d c=%-2d %-26s %-6s error: %v\n", round, conns, r.Label, r.Client, err)
+		}
+		r.Results[conns] = append(r.Results[conns], nil)
+		return
+	}
+	reopened := ""
+	if got.Sockets > int64(conns) {
+		reopened = fmt.Sprintf(" (%d sockets for %d connections: the server closed some)", got.Sockets, conns)
+	}
+	fmt.Fprintf(e.cfg.Out, "  round %d c=%-2d %-26s %-6s %9.0f req/s  p50 %-8s p99 %-8s proxy CPU %s/req  errors %d%s\n",
+		round, conns, r.Label, r.Client, got.RPS, us(got.P50), us(got.P99), usDec(perUnit(cpu, got.Requests)), got.Errors, reopened)
+	r.Results[conns] = append(r.Results[conns], &got)
+}
+
+// measureHandshakes runs the handshake client against one server. A server
+// that fails in round 1 is dropped from the later rounds.
+func (e *env) measureHandshakes(ctx context.Context, round int, h *HSRow) {
+	var got handshake.Result
+	cpu, err := e.cpuDuring(h.procs, func() error {
+		var err error
+		got, err = e.handshakeLoad(ctx, h.port, h.serverName, h.mtls)
+		return err
+	})
+	h.CPU = append(h.CPU, known(cpu))
+	if err != nil {
+		if ctx.Err() == nil {
+			fmt.Fprintf(e.cfg.Out, "  round %d handshakes %-22s error: %v\n", round, h.Label, err)
+			if round == 1 {
+				h.Err = firstLine(err)
+			}
+		}
+		h.Results = append(h.Results, nil)
+		return
+	}
+	fmt.Fprintf(e.cfg.Out, "  round %d handshakes %-22s %7.0f conn/s  server CPU %s/conn  client CPU %.2f cores  errors %d resumed %d %s\n",
+		round, h.Label, got.PerSecond(), usf(perUnit(cpu, got.Conns)), got.ClientCPU, got.Errors, got.Resumed, got.FirstErr)
+	h.Results = append(h.Results, &got)
 }
 
 // rss returns VmRSS and RssAnon in kB, -1 when they cannot be read.
