@@ -33,7 +33,15 @@ func TestAgentMode(t *testing.T) {
 	if code, _ := sc.get("/readyz"); code != http.StatusServiceUnavailable {
 		t.Fatalf("/readyz %d while the CA fails, want 503", code)
 	}
+	// The legacy-mode postStart hook blocks while the sidecar is not ready...
+	if out, err := runCmd(t, "", binary, "wait-ready", "--admin", sc.admin, "--timeout", "700ms"); err == nil || !strings.Contains(out, "503") {
+		t.Fatalf("wait-ready before the certificate: %v %s", err, out)
+	}
 	ca.Fail(0, "")
+	// ... and returns once it is.
+	if out, err := runCmd(t, "", binary, "wait-ready", "--admin", sc.admin, "--timeout", "10s"); err != nil {
+		t.Fatalf("wait-ready: %v %s", err, out)
+	}
 	sc.waitReady(t)
 	body, _, err := httpGet(context.Background(), inbound, goClient(p, p.ca.Issue(t, testpki.LeafOptions{SPIFFEID: clientID}), "server.demo.svc"))
 	if err != nil || !strings.Contains(body, "hello from backend") {
