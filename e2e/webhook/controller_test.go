@@ -84,36 +84,7 @@ func TestController(t *testing.T) {
 	opts.WebhookURL = whURL
 	opts.LeaderElect = true
 	opts.ShutdownTimeout = 5 * time.Second
-	runCtx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- controller.Run(runCtx, opts, env.Config) }()
-	stopped := false
-	stop := func() {
-		if stopped {
-			return
-		}
-		stopped = true
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("controller.Run: %v", err)
-			}
-		case <-time.After(20 * time.Second):
-			t.Error("controller did not shut down within 20s")
-		}
-	}
-	t.Cleanup(stop)
-
-	eventually(t, "readyz", func() (bool, string) {
-		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/readyz", healthPort))
-		if err != nil {
-			return false, err.Error()
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode == http.StatusOK, string(b)
-	})
+	stop := startController(t, env, opts, healthPort)
 
 	caSecret, err := env.Clientset.CoreV1().Secrets(ctrlNS).Get(ctx, opts.CASecret, metav1.GetOptions{})
 	if err != nil {
@@ -195,18 +166,7 @@ func TestController(t *testing.T) {
 		if _, err := env.Clientset.CoreV1().Pods("ctl-late").Update(ctx, p, metav1.UpdateOptions{}); err != nil {
 			t.Fatal(err)
 		}
-		eventually(t, "PodtlsNotInjected event", func() (bool, string) {
-			evs, err := env.Clientset.CoreV1().Events("ctl-late").List(ctx, metav1.ListOptions{})
-			if err != nil {
-				return false, err.Error()
-			}
-			for _, e := range evs.Items {
-				if e.Reason == audit.EventReason && e.InvolvedObject.Name == "early" && e.Type == corev1.EventTypeWarning {
-					return true, ""
-				}
-			}
-			return false, fmt.Sprintf("%d events", len(evs.Items))
-		})
+		waitEvent(t, env, "ctl-late", "early")
 	})
 
 	t.Run("CA sign API serves the trust bundle", func(t *testing.T) {
@@ -288,6 +248,80 @@ func TestController(t *testing.T) {
 		start := time.Now()
 		stop()
 		t.Logf("controller stopped in %s", time.Since(start).Round(time.Millisecond))
+	})
+
+	t.Run("pod admitted while the controller was down is reported after restart", func(t *testing.T) {
+		// failurePolicy Ignore admits the opt-in pod without a sidecar...
+		p, err := env.Clientset.CoreV1().Pods("ctl-optin").Create(ctx, pod("ctl-optin", "while-down",
+			map[string]string{annotations.Inject: "true", annotations.Inbound: "8443:8080"}), metav1.CreateOptions{})
+		if err != nil || sidecars(p) != 0 {
+			t.Fatalf("want an uninjected pod admitted: %v", err)
+		}
+		// ...and the restarted controller (same CA from its Secret) reports it.
+		startController(t, env, opts, healthPort)
+		sec, err := env.Clientset.CoreV1().Secrets(ctrlNS).Get(ctx, opts.CASecret, metav1.GetOptions{})
+		if err != nil || string(sec.Data["ca.crt"]) != string(roots) {
+			t.Fatalf("CA changed across restart: %v", err)
+		}
+		waitEvent(t, env, "ctl-optin", "while-down")
+	})
+}
+
+// startController runs controller.Run in-process until the returned stop
+// function (also registered with t.Cleanup) is called, and waits for /readyz.
+func startController(t *testing.T, env *kubetest.Env, opts controller.Options, healthPort int) (stop func()) {
+	t.Helper()
+	runCtx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- controller.Run(runCtx, opts, env.Config) }()
+	stopped := false
+	stop = func() {
+		if stopped {
+			return
+		}
+		stopped = true
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("controller.Run: %v", err)
+			}
+		case <-time.After(20 * time.Second):
+			t.Error("controller did not shut down within 20s")
+		}
+	}
+	t.Cleanup(stop)
+	eventually(t, "readyz", func() (bool, string) {
+		select {
+		case err := <-done:
+			t.Fatalf("controller exited: %v", err)
+		default:
+		}
+		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/readyz", healthPort))
+		if err != nil {
+			return false, err.Error()
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode == http.StatusOK, string(b)
+	})
+	return stop
+}
+
+// waitEvent waits for the audit's Warning event on a pod.
+func waitEvent(t *testing.T, env *kubetest.Env, ns, podName string) {
+	t.Helper()
+	eventually(t, audit.EventReason+" event on "+ns+"/"+podName, func() (bool, string) {
+		evs, err := env.Clientset.CoreV1().Events(ns).List(t.Context(), metav1.ListOptions{})
+		if err != nil {
+			return false, err.Error()
+		}
+		for _, e := range evs.Items {
+			if e.Reason == audit.EventReason && e.InvolvedObject.Name == podName && e.Type == corev1.EventTypeWarning {
+				return true, ""
+			}
+		}
+		return false, fmt.Sprintf("%d events", len(evs.Items))
 	})
 }
 
