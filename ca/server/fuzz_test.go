@@ -2,9 +2,17 @@ package server
 
 import (
 	"bytes"
+	"encoding/json"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/time/rate"
+
+	"github.com/podtls/podtls/ca/api"
 )
 
 // FuzzDecodeSignRequest checks that arbitrary request bodies never panic and
@@ -50,6 +58,41 @@ func FuzzTokenExpiry(f *testing.F) {
 		}
 		if exp.Before(time.Unix(0, 0)) || exp.Year() > 9999 {
 			t.Fatalf("exp %v out of range", exp)
+		}
+	})
+}
+
+// FuzzSignHandler throws arbitrary bodies at the whole sign handler (decode,
+// policy, signing, error mapping): it must answer with one of the documented
+// statuses and a JSON body, never panic.
+func FuzzSignHandler(f *testing.F) {
+	f.Add(signBody(f, newCSR(f, "web.demo.svc"), "1h"))
+	f.Add(signBody(f, newCSR(f, "db.prod.svc"), ""))
+	f.Add([]byte(`{"csr":"-----BEGIN CERTIFICATE REQUEST-----\nMAA=\n-----END CERTIFICATE REQUEST-----\n"}`))
+	f.Add([]byte(`{"csr":"x","ttl":"0s"}`))
+	f.Add([]byte(`{`))
+	srv, err := New(Options{
+		Authority:     testAuthority(f, staticServices{names: []string{"web"}}),
+		Authenticator: fakeAuth{"t": {Namespace: "demo", ServiceAccount: "web", PodName: "web-0"}},
+		DNSNames:      []string{"podtls-controller.podtls-system.svc"},
+		Rate:          rate.Inf,
+		Logger:        slog.New(slog.DiscardHandler),
+	})
+	if err != nil {
+		f.Fatal(err)
+	}
+	h := srv.Handler()
+	allowed := map[int]bool{200: true, 400: true, 403: true, 413: true}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		req := httptest.NewRequest(http.MethodPost, api.SignPath, bytes.NewReader(body))
+		req.Header.Set("Authorization", "Bearer t")
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		if !allowed[rec.Code] {
+			t.Fatalf("status %d for body %q: %s", rec.Code, body, rec.Body)
+		}
+		if !json.Valid(rec.Body.Bytes()) {
+			t.Fatalf("status %d with a non-JSON body %q", rec.Code, rec.Body)
 		}
 	})
 }
