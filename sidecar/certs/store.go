@@ -507,6 +507,7 @@ func (s *Store) Run(ctx context.Context) error {
 	debounce := time.NewTimer(time.Hour)
 	debounce.Stop()
 	defer debounce.Stop()
+	var burst time.Time // first event of the current burst
 	for {
 		select {
 		case <-ctx.Done():
@@ -519,7 +520,18 @@ func (s *Store) Run(ctx context.Context) error {
 			s.log.Debug("file event", "name", ev.Name, "op", ev.Op.String())
 			// Any change in a watched directory: kubelet's ..data swap shows
 			// up as Create/Rename/Remove of symlinks, an editor or the agent
-			// as Write/Rename. The reload itself compares content.
+			// as Write/Rename. The reload itself compares content. A
+			// directory that never goes quiet still reloads every 5 debounces.
+			now := time.Now()
+			if burst.IsZero() {
+				burst = now
+			}
+			if now.Sub(burst) > 5*s.o.Debounce {
+				burst = time.Time{}
+				debounce.Stop()
+				_ = s.Reload()
+				continue
+			}
 			debounce.Reset(s.o.Debounce)
 		case err, ok := <-errs:
 			if !ok {
@@ -529,6 +541,7 @@ func (s *Store) Run(ctx context.Context) error {
 			s.log.Warn("file watcher error", "error", err)
 			debounce.Reset(s.o.Debounce)
 		case <-debounce.C:
+			burst = time.Time{}
 			s.log.Debug("reloading after file events")
 			_ = s.Reload()
 		case <-poll:

@@ -331,3 +331,30 @@ func TestWatchDirectoryCreatedLater(t *testing.T) {
 	testpki.KubeletWrite(t, late, map[string][]byte{CertFile: l.ChainPEM, KeyFile: l.KeyPEM})
 	waitFor(t, time.Second, func() bool { return f.store.ExternalCertificate("late.example.com") != nil }, "late external certificate")
 }
+
+func TestReloadDespiteContinuousEvents(t *testing.T) {
+	f := newFixture(t, nil) // debounce 20ms
+	f.writeLeaf(t, f.ca.Issue(t, testpki.LeafOptions{SPIFFEID: meshID}))
+	if err := f.store.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	go f.store.Run(t.Context())
+	time.Sleep(50 * time.Millisecond)
+	l := f.ca.Issue(t, testpki.LeafOptions{SPIFFEID: meshID})
+	f.writeLeaf(t, l)
+	// Unrelated churn every 5ms, faster than the debounce.
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			case <-time.After(5 * time.Millisecond):
+				_ = os.WriteFile(filepath.Join(f.dir, "churn"), []byte{byte(i)}, 0o644)
+			}
+		}
+	}()
+	want := l.Cert.SerialNumber.Text(16)
+	waitFor(t, time.Second, func() bool { return f.serial() == want }, "reload under continuous events")
+}
