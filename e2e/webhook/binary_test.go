@@ -17,6 +17,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/podtls/podtls/internal/kubetest"
+	"github.com/podtls/podtls/webhook/annotations"
 	"github.com/podtls/podtls/webhook/config"
 )
 
@@ -48,14 +49,14 @@ func TestBinary(t *testing.T) {
 	if _, err := env.Clientset.AdmissionregistrationV1().MutatingWebhookConfigurations().Create(t.Context(), mwc, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	whPort, caPort, healthPort := freePort(t), freePort(t), freePort(t)
+	whPort, caPort, healthPort, metricsPort := freePort(t), freePort(t), freePort(t), freePort(t)
 	cmd := exec.Command(bin,
 		"--kubeconfig", env.KubeconfigPath,
 		"--webhook-addr", fmt.Sprintf("127.0.0.1:%d", whPort),
 		"--webhook-url", fmt.Sprintf("https://127.0.0.1:%d", whPort),
 		"--ca-addr", fmt.Sprintf("127.0.0.1:%d", caPort),
 		"--health-addr", fmt.Sprintf("127.0.0.1:%d", healthPort),
-		"--metrics-addr", "0",
+		"--metrics-addr", fmt.Sprintf("127.0.0.1:%d", metricsPort),
 		"--leader-elect",
 		"--log-level", "debug",
 		"--shutdown-timeout", "5s",
@@ -88,6 +89,32 @@ func TestBinary(t *testing.T) {
 		b, _ := io.ReadAll(resp.Body)
 		return resp.StatusCode == http.StatusOK, string(b)
 	})
+
+	// An admission through the binary's webhook shows up in its metrics.
+	env.CreateNamespace(t, "bin-labelled", map[string]string{annotations.Inject: annotations.NamespaceEnabled})
+	eventually(t, "admission", func() (bool, string) {
+		p, err := env.Clientset.CoreV1().Pods("bin-labelled").Create(t.Context(), pod("bin-labelled", "app",
+			map[string]string{annotations.Inbound: "8443:8080"}), metav1.CreateOptions{})
+		if err != nil {
+			return false, err.Error()
+		}
+		return sidecars(p) == 1, "not injected"
+	})
+	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/metrics", metricsPort))
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{
+		`podtls_webhook_admissions_total{reason="namespace-enabled",result="injected"} 1`,
+		"podtls_webhook_admission_duration_seconds_bucket",
+		"podtls_pods_not_injected 0",
+	} {
+		if !strings.Contains(string(metrics), want) {
+			t.Errorf("/metrics lacks %q", want)
+		}
+	}
 
 	start := time.Now()
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
