@@ -89,9 +89,25 @@ func hsPerCore(h *HSRow) []float64 {
 	return out
 }
 
+// serverBusy is the median CPU the server side (proxy + backend) used per
+// second of the run, in cores.
+func serverBusy(h *HSRow) float64 {
+	var out []float64
+	for i, r := range h.Results {
+		if r != nil && i < len(h.CPU) && h.CPU[i] >= 0 && r.Elapsed > 0 {
+			out = append(out, h.CPU[i]/r.Elapsed.Seconds())
+		}
+	}
+	return stats.Median(out)
+}
+
 // clientBound reports whether the handshake client used most of its core in
-// any round, so that the measured rate may be the client's limit.
+// any round while the server still had CPU to spare: the measured rate is
+// then the client's limit, not the server's.
 func clientBound(h *HSRow) bool {
+	if serverBusy(h) >= 0.9 {
+		return false
+	}
 	for _, r := range h.Results {
 		if r != nil && r.ClientCPU >= 0.85 {
 			return true
@@ -152,12 +168,13 @@ func report(w io.Writer, res *Results) {
 	for _, h := range res.Handshakes {
 		hsByKey[h.Key] = h
 	}
-	fmt.Fprintf(w, "per core = connections per CPU-second of the server (proxy + backend): the rate one saturated core would reach\n")
+	fmt.Fprintf(w, "per core = connections per CPU-second of the server (proxy + backend): the rate one saturated core would reach;\n"+
+		"server busy = cores the server side used; limit: which side ran out of CPU (server >= 0.9 cores, client >= 0.85)\n")
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "server\tconn/s\tx ref\tper core\tx ref\tclient\t")
+	fmt.Fprintln(tw, "server\tconn/s\tx ref\tper core\tx ref\tserver busy\tlimit\t")
 	for _, h := range res.Handshakes {
 		if h.Err != "" {
-			fmt.Fprintf(tw, "%s\t-\t-\t-\t-\t-\t  failed: %s\n", h.Label, h.Err)
+			fmt.Fprintf(tw, "%s\t-\t-\t-\t-\t-\t-\t  failed: %s\n", h.Label, h.Err)
 			continue
 		}
 		ref, refCore := "-", "-"
@@ -165,12 +182,15 @@ func report(w io.Writer, res *Results) {
 			ref = ratio(stats.Median(stats.PairedRatios(hsSeries(h), hsSeries(r))))
 			refCore = ratio(stats.Median(stats.PairedRatios(hsPerCore(h), hsPerCore(r)))) + " " + r.Label
 		}
-		client := "ok"
-		if clientBound(h) {
-			client = "client-bound"
+		limit := "-"
+		switch busy := serverBusy(h); {
+		case busy >= 0.9:
+			limit = "server"
+		case clientBound(h):
+			limit = "client"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t\n", h.Label, num(stats.Median(hsSeries(h))), ref,
-			num(stats.Median(hsPerCore(h))), refCore, client)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", h.Label, num(stats.Median(hsSeries(h))), ref,
+			num(stats.Median(hsPerCore(h))), refCore, cores(serverBusy(h)), limit)
 	}
 	tw.Flush()
 
@@ -264,6 +284,13 @@ func label(byKey map[string]*Row, key string) string {
 		return r.Label
 	}
 	return key
+}
+
+func cores(v float64) string {
+	if math.IsNaN(v) {
+		return "-"
+	}
+	return fmt.Sprintf("%.2f", v)
 }
 
 func num(v float64) string {
