@@ -271,9 +271,17 @@ func TestController(t *testing.T) {
 // function (also registered with t.Cleanup) is called, and waits for /readyz.
 func startController(t *testing.T, env *kubetest.Env, opts controller.Options, healthPort int) (stop func()) {
 	t.Helper()
+	stop, done := launchController(t, env, opts)
+	waitReady(t, healthPort, done)
+	return stop
+}
+
+// launchController starts controller.Run without waiting for it to be ready.
+func launchController(t *testing.T, env *kubetest.Env, opts controller.Options) (stop func(), done <-chan error) {
+	t.Helper()
 	runCtx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- controller.Run(runCtx, opts, env.Config) }()
+	ch := make(chan error, 1)
+	go func() { ch <- controller.Run(runCtx, opts, env.Config) }()
 	stopped := false
 	stop = func() {
 		if stopped {
@@ -282,7 +290,7 @@ func startController(t *testing.T, env *kubetest.Env, opts controller.Options, h
 		stopped = true
 		cancel()
 		select {
-		case err := <-done:
+		case err := <-ch:
 			if err != nil {
 				t.Errorf("controller.Run: %v", err)
 			}
@@ -291,6 +299,12 @@ func startController(t *testing.T, env *kubetest.Env, opts controller.Options, h
 		}
 	}
 	t.Cleanup(stop)
+	return stop, ch
+}
+
+// waitReady polls /readyz; it fails the test if the controller exits.
+func waitReady(t *testing.T, healthPort int, done <-chan error) {
+	t.Helper()
 	eventually(t, "readyz", func() (bool, string) {
 		select {
 		case err := <-done:
@@ -305,7 +319,6 @@ func startController(t *testing.T, env *kubetest.Env, opts controller.Options, h
 		b, _ := io.ReadAll(resp.Body)
 		return resp.StatusCode == http.StatusOK, string(b)
 	})
-	return stop
 }
 
 // waitEvent waits for the audit's Warning event on a pod.

@@ -1,0 +1,91 @@
+package webhook_test
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"io"
+	"net/http"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/podtls/podtls/internal/kubetest"
+	"github.com/podtls/podtls/webhook/annotations"
+	"github.com/podtls/podtls/webhook/config"
+	"github.com/podtls/podtls/webhook/controller"
+)
+
+// TestTwoReplicas starts two controllers at the same moment, as a Deployment
+// with two replicas does: they must agree on one CA, both serve it, and the
+// leader-elected trust-bundle distributor must keep working when one goes away.
+func TestTwoReplicas(t *testing.T) {
+	env := kubetest.Start(t)
+	ctx := t.Context()
+	const ctrlNS = "podtls-system"
+	env.CreateNamespace(t, ctrlNS, nil)
+	if _, err := env.Clientset.AdmissionregistrationV1().MutatingWebhookConfigurations().Create(ctx,
+		config.MutatingWebhookConfiguration(config.DefaultOptions()), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	type replica struct {
+		opts   controller.Options
+		health int
+		stop   func()
+	}
+	// Both point the API server at the first replica's webhook, like one Service.
+	whURL := ""
+	replicas := make([]*replica, 2)
+	for i := range replicas {
+		wh, ca, health := freePort(t), freePort(t), freePort(t)
+		if whURL == "" {
+			whURL = fmt.Sprintf("https://127.0.0.1:%d", wh)
+		}
+		o := controller.DefaultOptions()
+		o.Namespace = ctrlNS
+		o.WebhookAddr = fmt.Sprintf("127.0.0.1:%d", wh)
+		o.CAAddr = fmt.Sprintf("127.0.0.1:%d", ca)
+		o.HealthAddr = fmt.Sprintf("127.0.0.1:%d", health)
+		o.MetricsAddr = "0"
+		o.WebhookURL = whURL
+		o.LeaderElect = true
+		o.ShutdownTimeout = 5 * time.Second
+		replicas[i] = &replica{opts: o, health: health}
+	}
+	dones := make([]<-chan error, len(replicas))
+	for i, r := range replicas { // both race for the CA Secret and the lease
+		r.stop, dones[i] = launchController(t, env, r.opts)
+	}
+	for i, r := range replicas {
+		waitReady(t, r.health, dones[i])
+	}
+
+	sec, err := env.Clientset.CoreV1().Secrets(ctrlNS).Get(ctx, controller.DefaultOptions().CASecret, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots := sec.Data["ca.crt"]
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(roots) {
+		t.Fatal("no roots in the CA Secret")
+	}
+	for i, r := range replicas {
+		c := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool,
+			ServerName: r.opts.ServiceName + "." + ctrlNS + ".svc"}}}
+		resp, err := c.Get("https://" + r.opts.CAAddr + "/v1/trust-bundle")
+		if err != nil {
+			t.Fatalf("replica %d: %v", i, err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if string(b) != string(roots) {
+			t.Errorf("replica %d serves a different CA than the Secret", i)
+		}
+	}
+
+	// One replica goes away; the other takes over (or keeps) the leader-elected reconcilers.
+	replicas[0].stop()
+	env.CreateNamespace(t, "ha-labelled", map[string]string{annotations.Inject: annotations.NamespaceEnabled})
+	waitBundle(t, env, "ha-labelled", roots)
+}
