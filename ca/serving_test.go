@@ -20,11 +20,11 @@ func TestRenewAt(t *testing.T) {
 	}
 }
 
-// TestServingSourceRenews runs the real renewal loop with 3-second
+// TestServingSourceRenews runs the real renewal loop with 6-second
 // certificates: a new certificate must be served before the old one expires.
 func TestServingSourceRenews(t *testing.T) {
 	m := testMaterial(t)
-	a, err := New(m, Config{MinTTL: 3 * time.Second, DefaultTTL: 3 * time.Second, MaxTTL: 3 * time.Second, Backdate: time.Nanosecond})
+	a, err := New(m, Config{MinTTL: 6 * time.Second, DefaultTTL: 6 * time.Second, MaxTTL: 6 * time.Second, Backdate: time.Nanosecond})
 	if err != nil {
 		t.Fatal(err)
 	}
