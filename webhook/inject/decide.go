@@ -28,6 +28,7 @@ const (
 	ReasonControllerNamespace ReasonCode = "controller-namespace"    // the controller's own namespace
 	ReasonHostNetwork         ReasonCode = "host-network"            // the sidecar's ports would collide on the node
 	ReasonNoListeners         ReasonCode = "no-listeners"            // neither inbound nor upstreams: the sidecar would have nothing to do
+	ReasonMirrorPod           ReasonCode = "mirror-pod"              // a static pod's mirror: kubelet runs the manifest, not this object
 	ReasonAlreadyInjected     ReasonCode = "already-injected"        // re-invocation: nothing to do
 	ReasonInvalidInject       ReasonCode = "invalid-inject-value"    // podtls.io/inject is neither true nor false
 	ReasonInvalidAnnotations  ReasonCode = "invalid-annotations"     // set by the handler when Parse fails
@@ -62,6 +63,11 @@ func Decide(pod *corev1.Pod, ns *corev1.Namespace, cfg Config) Decision {
 	}
 	if nsName != "" && nsName == cfg.ControllerNamespace {
 		return Decision{Reasons: []ReasonCode{ReasonControllerNamespace}}
+	}
+	if _, mirror := pod.Annotations[corev1.MirrorPodAnnotationKey]; mirror {
+		// Changing a mirror pod changes nothing on the node, and mirror pods may
+		// not use service-account token volumes.
+		return Decision{Reasons: []ReasonCode{ReasonMirrorPod}}
 	}
 	if HasSidecar(pod) {
 		return Decision{Reasons: []ReasonCode{ReasonAlreadyInjected}}
