@@ -39,15 +39,13 @@ import (
 )
 
 // Run starts everything and blocks until ctx ends (SIGTERM), then shuts down
-// gracefully within opts.ShutdownTimeout.
+// gracefully within opts.ShutdownTimeout. It logs through slog.Default (see
+// SetupLogging) and may run more than once per process.
 func Run(ctx context.Context, opts Options, restCfg *rest.Config) error {
 	if err := opts.Validate(); err != nil {
 		return err
 	}
-	slogger := newLogger(opts.LogLevel)
-	logger := logr.FromSlogHandler(slogger.Handler())
-	ctrl.SetLogger(logger)
-	klog.SetLogger(logger) // client-go's own logs (leader election, warnings) go the same way
+	slogger := slog.Default()
 	log := slogger.With("component", "podtls-controller")
 
 	kube, err := kubernetes.NewForConfig(restCfg)
@@ -253,11 +251,18 @@ func modeForVersion(major, minor string) inject.SidecarMode {
 	return inject.ModeLegacy
 }
 
-func newLogger(level string) *slog.Logger {
+// SetupLogging points every logger of the process (log/slog's default,
+// controller-runtime's and client-go's klog) at one JSON handler on stderr.
+// Call it once, from main, before Run: it sets process-wide state.
+func SetupLogging(level string) {
 	l := slog.LevelInfo
 	if level == "debug" {
 		// logr V(1) maps to slog level -1.
 		l = slog.LevelDebug
 	}
-	return slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: l}))
+	slogger := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: l}))
+	slog.SetDefault(slogger)
+	logger := logr.FromSlogHandler(slogger.Handler())
+	ctrl.SetLogger(logger)
+	klog.SetLogger(logger) // client-go's own logs (leader election, warnings)
 }

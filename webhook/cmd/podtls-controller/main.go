@@ -16,6 +16,7 @@ func main() {
 	opts := controller.DefaultOptions()
 	opts.BindFlags(flag.CommandLine) // --kubeconfig is controller-runtime's own flag
 	flag.Parse()
+	controller.SetupLogging(opts.LogLevel)
 	cfg, err := ctrl.GetConfig()
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "podtls-controller: kubeconfig: %v\n", err)
