@@ -1,0 +1,616 @@
+package mesh
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	batchv1 "k8s.io/api/batch/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/utils/ptr"
+
+	"github.com/podtls/podtls/e2e/cluster"
+)
+
+const (
+	controllerImage = "localhost/podtls/controller:e2e"
+	sidecarImage    = "localhost/podtls/sidecar:e2e"
+	echoImage       = "localhost/podtls/echo:e2e"
+
+	systemNS   = "podtls-system"
+	ns         = "demo"
+	sidecar    = "podtls-sidecar"
+	upstreams  = "preference.demo.svc:8443@9001"
+	customerID = "spiffe://cluster.local/ns/demo/sa/customer"
+	prefID     = "spiffe://cluster.local/ns/demo/sa/preference"
+	prefDNS    = "preference.demo.svc"
+	adminPort  = "15000"
+	inboundTLS = "8443"
+)
+
+// prerequisites skips (or, with PODTLS_REQUIRE_NODE, fails) unless the node can run here.
+func prerequisites(t *testing.T) {
+	t.Helper()
+	require := os.Getenv("PODTLS_REQUIRE_NODE") != ""
+	if !require && os.Getenv("PODTLS_E2E_NODE") == "" {
+		t.Skip("mesh e2e disabled: set PODTLS_E2E_NODE=1 (needs root and bin/k8s, see docs/local-cluster.md)")
+	}
+	stop := t.Skipf
+	if require {
+		stop = t.Fatalf
+	}
+	if os.Geteuid() != 0 {
+		stop("mesh e2e needs root")
+	}
+	if missing := cluster.MissingBinaries(cluster.Options{}); len(missing) > 0 {
+		stop("mesh e2e prerequisites missing (bash hack/node-deps.sh; bash hack/k8s-binaries.sh all; bash hack/coredns.sh): %s", strings.Join(missing, ", "))
+	}
+}
+
+// TestMesh installs podtls like a user and runs two workloads over mTLS through their
+// injected sidecars: allowed caller, refused caller, and a Job that completes.
+func TestMesh(t *testing.T) {
+	prerequisites(t)
+	tTest := time.Now()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
+	root, err := cluster.RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	tBuild := time.Now()
+	dir := t.TempDir()
+	var images []string
+	for _, img := range []struct{ pkg, name string }{
+		{"./webhook/cmd/podtls-controller", controllerImage},
+		{"./sidecar/cmd/podtls-sidecar", sidecarImage},
+		{"./e2e/apps/echo", echoImage},
+	} {
+		out := filepath.Join(dir, filepath.Base(img.pkg)+".tar")
+		if err := cluster.BuildImage(ctx, root, img.pkg, img.name, out); err != nil {
+			t.Fatal(err)
+		}
+		images = append(images, out)
+	}
+	buildTime := time.Since(tBuild)
+
+	tUp := time.Now()
+	c, err := cluster.Up(ctx, cluster.Options{Images: images, Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	upTime := time.Since(tUp)
+	t.Cleanup(func() {
+		_ = c.Down()
+		if t.Failed() {
+			t.Logf("component logs: %s", c.LogDir())
+		}
+	})
+	// Registered after Down, so it runs first.
+	t.Cleanup(func() {
+		if t.Failed() {
+			dump(t, c)
+		}
+	})
+	cs := c.Client
+
+	// Install as a user would: plain objects, then wait for the controller.
+	tInstall := time.Now()
+	in := Install{ControllerImage: controllerImage, SidecarImage: sidecarImage, PullPolicy: corev1.PullNever}
+	if err := in.Apply(ctx, cs); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(ctx, t, 2*time.Minute, "podtls-controller available", func() bool {
+		d, err := cs.AppsV1().Deployments(systemNS).Get(ctx, controllerName, metav1.GetOptions{})
+		return err == nil && d.Status.AvailableReplicas == 1
+	})
+	waitFor(ctx, t, time.Minute, "caBundle patched into both webhooks", func() bool {
+		mwc, err := cs.AdmissionregistrationV1().MutatingWebhookConfigurations().Get(ctx, webhookName, metav1.GetOptions{})
+		if err != nil || len(mwc.Webhooks) != 2 {
+			return false
+		}
+		for _, w := range mwc.Webhooks {
+			if len(w.ClientConfig.CABundle) == 0 {
+				return false
+			}
+		}
+		return true
+	})
+	controllerReady := time.Since(tInstall)
+
+	// The user's side: a labelled namespace and annotated workloads.
+	if _, err := c.RunKubectl(ctx, "create", "namespace", ns); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.RunKubectl(ctx, "label", "namespace", ns, "podtls.io/inject=enabled"); err != nil {
+		t.Fatal(err)
+	}
+	for _, sa := range []string{"preference", "customer", "intruder"} {
+		if _, err := cs.CoreV1().ServiceAccounts(ns).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: sa}}, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tPref := time.Now()
+	deployPreference(ctx, t, cs)
+	admin := adminClient(c)
+	var pref *corev1.Pod
+	waitFor(ctx, t, 2*time.Minute, "preference pod running with a mesh certificate", func() bool {
+		pods, err := cs.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: "app=preference"})
+		if err != nil || len(pods.Items) != 1 || pods.Items[0].Status.PodIP == "" {
+			return false
+		}
+		pref = &pods.Items[0]
+		snap, err := certsOf(ctx, admin, pref.Status.PodIP)
+		return err == nil && snap.Mesh != nil
+	})
+	firstCert := time.Since(tPref)
+	waitFor(ctx, t, 2*time.Minute, "deployment preference available", func() bool {
+		d, err := cs.AppsV1().Deployments(ns).Get(ctx, "preference", metav1.GetOptions{})
+		return err == nil && d.Status.AvailableReplicas == 1
+	})
+	prefAvailable := time.Since(tPref)
+	pref, err = cs.CoreV1().Pods(ns).Get(ctx, pref.Name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	t.Run("native sidecar starts before the app", func(t *testing.T) {
+		checkNativeSidecar(t, pref)
+	})
+
+	t.Run("certificate carries the identity and chains to the trust bundle", func(t *testing.T) {
+		snap, err := certsOf(ctx, admin, pref.Status.PodIP)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Contains(snap.Mesh.URIs, prefID) {
+			t.Errorf("mesh certificate URIs %v, want %s", snap.Mesh.URIs, prefID)
+		}
+		if !slices.Contains(snap.Mesh.DNSNames, prefDNS) {
+			t.Errorf("mesh certificate DNS names %v, want %s (added by the CA from the Service)", snap.Mesh.DNSNames, prefDNS)
+		}
+		var bundle string
+		waitFor(ctx, t, time.Minute, "trust bundle ConfigMap in "+ns, func() bool {
+			cm, err := cs.CoreV1().ConfigMaps(ns).Get(ctx, "podtls-trust-bundle", metav1.GetOptions{})
+			if err != nil {
+				return false
+			}
+			bundle = cm.Data["ca.crt"]
+			return bundle != ""
+		})
+		roots := x509.NewCertPool()
+		if !roots.AppendCertsFromPEM([]byte(bundle)) {
+			t.Fatalf("trust bundle holds no certificate: %q", bundle)
+		}
+		// The certificate the sidecar really serves on its inbound port, not a report of it.
+		chain, err := servedChain(ctx, c, net.JoinHostPort(pref.Status.PodIP, inboundTLS))
+		if err != nil {
+			t.Fatal(err)
+		}
+		inter := x509.NewCertPool()
+		for _, crt := range chain[1:] {
+			inter.AddCert(crt)
+		}
+		if _, err := chain[0].Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, DNSName: prefDNS,
+			KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}); err != nil {
+			t.Errorf("served certificate does not verify against the trust bundle for %s: %v", prefDNS, err)
+		}
+	})
+
+	t.Run("allowed caller reaches preference through its sidecar", func(t *testing.T) {
+		pod := runCaller(ctx, t, cs, "customer", "customer", "60s")
+		checkNativeSidecar(t, pod)
+		if pod.Status.Phase != corev1.PodSucceeded {
+			t.Fatalf("customer pod %s, want Succeeded; app log: %s", pod.Status.Phase, logsOf(ctx, cs, pod.Name, "app"))
+		}
+		body := logsOf(ctx, cs, pod.Name, "app")
+		if !strings.HasPrefix(body, pref.Name+" ") {
+			t.Errorf("customer got %q, want the answer of %s", body, pref.Name)
+		}
+	})
+
+	t.Run("caller outside the allow list is refused", func(t *testing.T) {
+		before, err := metricsOf(ctx, admin, pref.Status.PodIP)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pod := runCaller(ctx, t, cs, "intruder", "intruder", "8s")
+		if pod.Status.Phase != corev1.PodFailed {
+			t.Fatalf("intruder pod %s, want Failed; app log: %s", pod.Status.Phase, logsOf(ctx, cs, pod.Name, "app"))
+		}
+		if out := logsOf(ctx, cs, pod.Name, "app"); strings.Contains(out, pref.Name) {
+			t.Errorf("intruder got an answer from preference: %q", out)
+		}
+		after, err := metricsOf(ctx, admin, pref.Status.PodIP)
+		if err != nil {
+			t.Fatal(err)
+		}
+		refused := `podtls_sidecar_handshake_failures_total{direction="inbound",reason="identity_not_allowed"}`
+		if after[refused] <= before[refused] {
+			t.Errorf("%s went from %v to %v, want an increase", refused, before[refused], after[refused])
+		}
+		// Nothing reached the app: the inbound byte counter stands still.
+		forwarded := `podtls_sidecar_received_bytes_total{direction="inbound"}`
+		if after[forwarded] != before[forwarded] {
+			t.Errorf("%s went from %v to %v: bytes of the intruder reached the app", forwarded, before[forwarded], after[forwarded])
+		}
+	})
+
+	t.Run("job with an injected sidecar completes", func(t *testing.T) {
+		job := &batchv1.Job{
+			ObjectMeta: metav1.ObjectMeta{Name: "report"},
+			Spec: batchv1.JobSpec{
+				BackoffLimit: ptr.To[int32](0),
+				Template: corev1.PodTemplateSpec{
+					ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"app": "report"},
+						Annotations: map[string]string{"podtls.io/upstreams": upstreams}},
+					Spec: corev1.PodSpec{
+						ServiceAccountName: "customer", RestartPolicy: corev1.RestartPolicyNever,
+						TerminationGracePeriodSeconds: ptr.To[int64](5),
+						Containers: []corev1.Container{{
+							Name: "app", Image: echoImage, ImagePullPolicy: corev1.PullNever,
+							Args: []string{"get", "-timeout", "60s", "http://127.0.0.1:9001/"},
+						}},
+					},
+				},
+			},
+		}
+		t0 := time.Now()
+		if _, err := cs.BatchV1().Jobs(ns).Create(ctx, job, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		var failed bool
+		waitFor(ctx, t, 2*time.Minute, "job report to finish", func() bool {
+			j, err := cs.BatchV1().Jobs(ns).Get(ctx, "report", metav1.GetOptions{})
+			if err != nil {
+				return false
+			}
+			for _, cond := range j.Status.Conditions {
+				if cond.Status == corev1.ConditionTrue && (cond.Type == batchv1.JobComplete || cond.Type == batchv1.JobFailed) {
+					failed = cond.Type == batchv1.JobFailed
+					return true
+				}
+			}
+			return false
+		})
+		if failed {
+			t.Fatal("job report failed")
+		}
+		pods, err := cs.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: "app=report"})
+		if err != nil || len(pods.Items) != 1 {
+			t.Fatalf("job pods: %v (err %v)", len(pods.Items), err)
+		}
+		p := &pods.Items[0]
+		if len(p.Spec.InitContainers) == 0 || p.Spec.InitContainers[0].Name != sidecar {
+			t.Errorf("job pod was not injected")
+		}
+		if p.Status.Phase != corev1.PodSucceeded {
+			t.Errorf("job pod %s, want Succeeded", p.Status.Phase)
+		}
+		t.Logf("job completed in %s", time.Since(t0).Round(time.Millisecond))
+	})
+
+	tDown := time.Now()
+	if err := c.Down(); err != nil {
+		t.Errorf("Down: %v", err)
+	}
+	downTime := time.Since(tDown)
+	if left := cluster.Leftovers(cluster.DefaultBaseDir); len(left) > 0 {
+		t.Errorf("left behind after Down: %s", strings.Join(left, "; "))
+	}
+	t.Logf("TIMINGS image builds %s; bring-up %s; controller ready (install -> available, caBundle patched) %s; "+
+		"first certificate (deployment create -> /certs) %s; preference available %s; tear-down %s; whole test %s; load average %s",
+		buildTime.Round(time.Millisecond), upTime.Round(time.Millisecond), controllerReady.Round(time.Millisecond),
+		firstCert.Round(time.Millisecond), prefAvailable.Round(time.Millisecond), downTime.Round(time.Millisecond),
+		time.Since(tTest).Round(time.Millisecond), loadAverage())
+}
+
+// deployPreference creates the preference Deployment (HTTP mode, only customer allowed)
+// and its Service.
+func deployPreference(ctx context.Context, t *testing.T, cs kubernetes.Interface) {
+	t.Helper()
+	labels := map[string]string{"app": "preference"}
+	dep := &appsv1.Deployment{
+		ObjectMeta: metav1.ObjectMeta{Name: "preference"},
+		Spec: appsv1.DeploymentSpec{
+			Replicas: ptr.To[int32](1),
+			Selector: &metav1.LabelSelector{MatchLabels: labels},
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: labels, Annotations: map[string]string{
+					"podtls.io/inbound": "8443:8080",
+					"podtls.io/allow":   customerID,
+					"podtls.io/mode":    "http",
+				}},
+				Spec: corev1.PodSpec{
+					ServiceAccountName:            "preference",
+					TerminationGracePeriodSeconds: ptr.To[int64](5),
+					Containers: []corev1.Container{{
+						Name: "app", Image: echoImage, ImagePullPolicy: corev1.PullNever,
+						Args: []string{"serve", "-addr", "127.0.0.1:8080"},
+					}},
+				},
+			},
+		},
+	}
+	if _, err := cs.AppsV1().Deployments(ns).Create(ctx, dep, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	svc := &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Name: "preference"},
+		Spec: corev1.ServiceSpec{
+			Selector: labels,
+			Ports:    []corev1.ServicePort{{Name: "mtls", Port: 8443, TargetPort: intstr.FromInt32(8443)}},
+		},
+	}
+	if _, err := cs.CoreV1().Services(ns).Create(ctx, svc, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// runCaller runs a pod under serviceAccount that fetches http://127.0.0.1:9001/ through
+// its sidecar's outbound listener, and returns it once it has finished.
+func runCaller(ctx context.Context, t *testing.T, cs kubernetes.Interface, name, serviceAccount, timeout string) *corev1.Pod {
+	t.Helper()
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Annotations: map[string]string{"podtls.io/upstreams": upstreams}},
+		Spec: corev1.PodSpec{
+			ServiceAccountName: serviceAccount, RestartPolicy: corev1.RestartPolicyNever,
+			TerminationGracePeriodSeconds: ptr.To[int64](5),
+			Containers: []corev1.Container{{
+				Name: "app", Image: echoImage, ImagePullPolicy: corev1.PullNever,
+				Args: []string{"get", "-timeout", timeout, "http://127.0.0.1:9001/"},
+			}},
+		},
+	}
+	if _, err := cs.CoreV1().Pods(ns).Create(ctx, pod, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	var got *corev1.Pod
+	waitFor(ctx, t, 2*time.Minute, "pod "+name+" to finish", func() bool {
+		p, err := cs.CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			return false
+		}
+		got = p
+		return p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed
+	})
+	return got
+}
+
+// checkNativeSidecar: the sidecar is the first init container with restartPolicy Always,
+// and it was started (startup probe passed) before the app container started.
+func checkNativeSidecar(t *testing.T, pod *corev1.Pod) {
+	t.Helper()
+	if len(pod.Spec.InitContainers) == 0 || pod.Spec.InitContainers[0].Name != sidecar {
+		t.Fatalf("pod %s: first init container is not %s: %v", pod.Name, sidecar, pod.Spec.InitContainers)
+	}
+	sc := pod.Spec.InitContainers[0]
+	if sc.RestartPolicy == nil || *sc.RestartPolicy != corev1.ContainerRestartPolicyAlways {
+		t.Errorf("pod %s: sidecar restartPolicy %v, want Always (native sidecar)", pod.Name, sc.RestartPolicy)
+	}
+	if sc.StartupProbe == nil {
+		t.Errorf("pod %s: sidecar has no startupProbe", pod.Name)
+	}
+	var side, app *corev1.ContainerStatus
+	for i := range pod.Status.InitContainerStatuses {
+		if pod.Status.InitContainerStatuses[i].Name == sidecar {
+			side = &pod.Status.InitContainerStatuses[i]
+		}
+	}
+	for i := range pod.Status.ContainerStatuses {
+		if pod.Status.ContainerStatuses[i].Name == "app" {
+			app = &pod.Status.ContainerStatuses[i]
+		}
+	}
+	if side == nil || app == nil {
+		t.Fatalf("pod %s: missing statuses (sidecar %v, app %v)", pod.Name, side != nil, app != nil)
+	}
+	sideStart, appStart := startedAt(side.State), startedAt(app.State)
+	if sideStart.IsZero() || appStart.IsZero() {
+		t.Fatalf("pod %s: sidecar %+v, app %+v: both must have started", pod.Name, side.State, app.State)
+	}
+	if appStart.Before(sideStart) {
+		t.Errorf("pod %s: app started %s before its sidecar %s", pod.Name, appStart, sideStart)
+	}
+	if side.RestartCount != 0 {
+		t.Errorf("pod %s: sidecar restarted %d times", pod.Name, side.RestartCount)
+	}
+}
+
+func startedAt(s corev1.ContainerState) time.Time {
+	switch {
+	case s.Running != nil:
+		return s.Running.StartedAt.Time
+	case s.Terminated != nil:
+		return s.Terminated.StartedAt.Time
+	}
+	return time.Time{}
+}
+
+// adminClient reaches pod IPs (the sidecar's admin port) from the test process.
+func adminClient(c *cluster.Cluster) *http.Client {
+	return &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DialContext: c.DialContext}}
+}
+
+type certInfo struct {
+	DNSNames []string `json:"dns_names"`
+	URIs     []string `json:"uris"`
+}
+
+type certSnapshot struct {
+	Ready bool      `json:"ready"`
+	Mesh  *certInfo `json:"mesh"`
+}
+
+func adminGet(ctx context.Context, client *http.Client, podIP, path string) ([]byte, error) {
+	url := "http://" + net.JoinHostPort(podIP, adminPort) + path
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return nil, fmt.Errorf("request %s: %w", url, err)
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("get %s: %w", url, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", url, err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("get %s: %s", url, resp.Status)
+	}
+	return body, nil
+}
+
+func certsOf(ctx context.Context, client *http.Client, podIP string) (*certSnapshot, error) {
+	body, err := adminGet(ctx, client, podIP, "/certs")
+	if err != nil {
+		return nil, err
+	}
+	var s certSnapshot
+	if err := json.Unmarshal(body, &s); err != nil {
+		return nil, fmt.Errorf("decode /certs: %w", err)
+	}
+	return &s, nil
+}
+
+// metricsOf reads the sidecar's Prometheus text into "name{labels}" -> value.
+func metricsOf(ctx context.Context, client *http.Client, podIP string) (map[string]float64, error) {
+	body, err := adminGet(ctx, client, podIP, "/metrics")
+	if err != nil {
+		return nil, err
+	}
+	m := map[string]float64{}
+	sc := bufio.NewScanner(strings.NewReader(string(body)))
+	for sc.Scan() {
+		line := sc.Text()
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		i := strings.LastIndexByte(line, ' ')
+		if i < 0 {
+			continue
+		}
+		v, err := strconv.ParseFloat(line[i+1:], 64)
+		if err != nil {
+			continue
+		}
+		m[line[:i]] = v
+	}
+	return m, sc.Err()
+}
+
+// servedChain is the certificate chain a TLS server presents at addr. The client sends
+// no certificate, so an mTLS server refuses the connection afterwards; the chain arrives
+// before that.
+func servedChain(ctx context.Context, c *cluster.Cluster, addr string) ([]*x509.Certificate, error) {
+	raw, err := c.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("dial %s: %w", addr, err)
+	}
+	defer raw.Close()
+	var chain []*x509.Certificate
+	conn := tls.Client(raw, &tls.Config{
+		InsecureSkipVerify: true, // verified below against the trust bundle
+		ServerName:         prefDNS,
+		MinVersion:         tls.VersionTLS12,
+		VerifyConnection: func(cs tls.ConnectionState) error {
+			chain = cs.PeerCertificates
+			return nil
+		},
+	})
+	hctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	err = conn.HandshakeContext(hctx)
+	if len(chain) == 0 {
+		return nil, fmt.Errorf("handshake with %s gave no server certificate: %w", addr, errors.Join(err, errors.New("no chain")))
+	}
+	return chain, nil
+}
+
+func logsOf(ctx context.Context, cs kubernetes.Interface, pod, container string) string {
+	out, err := cs.CoreV1().Pods(ns).GetLogs(pod, &corev1.PodLogOptions{Container: container}).DoRaw(ctx)
+	if err != nil {
+		return fmt.Sprintf("<logs of %s/%s: %v>", pod, container, err)
+	}
+	return string(out)
+}
+
+// dump writes what a failure needs into the test log: pods, descriptions, events and the
+// logs of every container in the podtls and demo namespaces.
+func dump(t *testing.T, c *cluster.Cluster) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	run := func(args ...string) {
+		out, err := c.RunKubectl(ctx, args...)
+		if err != nil {
+			t.Logf("kubectl %s: %v", strings.Join(args, " "), err)
+			return
+		}
+		t.Logf("kubectl %s:\n%s", strings.Join(args, " "), out)
+	}
+	run("get", "pods", "-A", "-o", "wide")
+	run("get", "events", "-A", "--sort-by=.lastTimestamp")
+	run("get", "mutatingwebhookconfiguration", webhookName, "-o", "yaml")
+	for _, n := range []string{systemNS, ns} {
+		run("describe", "pods", "-n", n)
+		pods, err := c.Client.CoreV1().Pods(n).List(ctx, metav1.ListOptions{})
+		if err != nil {
+			t.Logf("list pods of %s: %v", n, err)
+			continue
+		}
+		for _, p := range pods.Items {
+			for _, ctr := range append(slices.Clone(p.Spec.InitContainers), p.Spec.Containers...) {
+				run("logs", "-n", n, p.Name, "-c", ctr.Name)
+			}
+		}
+	}
+	t.Logf("component logs: %s", c.LogDir())
+}
+
+// waitFor polls cond every 200 ms until it holds, failing the test after timeout.
+func waitFor(ctx context.Context, t *testing.T, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			t.Fatalf("timed out after %s waiting for %s", timeout, what)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// loadAverage is the machine's 1/5/15-minute load, to read timings against.
+func loadAverage() string {
+	data, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "unknown"
+	}
+	f := strings.Fields(string(data))
+	if len(f) < 3 {
+		return "unknown"
+	}
+	return strings.Join(f[:3], " ")
+}
