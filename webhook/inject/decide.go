@@ -29,6 +29,7 @@ const (
 	ReasonHostNetwork         ReasonCode = "host-network"            // the sidecar's ports would collide on the node
 	ReasonNoListeners         ReasonCode = "no-listeners"            // neither inbound nor upstreams: the sidecar would have nothing to do
 	ReasonMirrorPod           ReasonCode = "mirror-pod"              // a static pod's mirror: kubelet runs the manifest, not this object
+	ReasonWindowsPod          ReasonCode = "windows-pod"             // the sidecar image is Linux-only
 	ReasonAlreadyInjected     ReasonCode = "already-injected"        // re-invocation: nothing to do
 	ReasonInvalidInject       ReasonCode = "invalid-inject-value"    // podtls.io/inject is neither true nor false
 	ReasonInvalidAnnotations  ReasonCode = "invalid-annotations"     // set by the handler when Parse fails
@@ -97,6 +98,10 @@ func Decide(pod *corev1.Pod, ns *corev1.Namespace, cfg Config) Decision {
 		return Decision{Invalid: true, Reasons: []ReasonCode{ReasonInvalidInject}}
 	}
 
+	if d.Inject && isWindows(pod) {
+		return Decision{Reasons: []ReasonCode{ReasonWindowsPod},
+			Warnings: []string{"podtls: Windows pod not injected: the sidecar runs on Linux nodes only"}}
+	}
 	if d.Inject && pod.Spec.HostNetwork {
 		return Decision{Reasons: []ReasonCode{ReasonHostNetwork},
 			Warnings: []string{"podtls: pod uses hostNetwork; the sidecar is not injected " +
@@ -123,4 +128,10 @@ func InvalidInjectMessage(pod *corev1.Pod) string {
 func HasSidecar(pod *corev1.Pod) bool {
 	isOurs := func(c corev1.Container) bool { return c.Name == ContainerName }
 	return slices.ContainsFunc(pod.Spec.InitContainers, isOurs) || slices.ContainsFunc(pod.Spec.Containers, isOurs)
+}
+
+// isWindows reports whether the pod declares Windows as its OS or targets Windows nodes.
+func isWindows(pod *corev1.Pod) bool {
+	return (pod.Spec.OS != nil && pod.Spec.OS.Name == corev1.Windows) ||
+		pod.Spec.NodeSelector[corev1.LabelOSStable] == string(corev1.Windows)
 }

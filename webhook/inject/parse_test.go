@@ -149,11 +149,14 @@ func TestDecide(t *testing.T) {
 		{"host network", ns("demo", "enabled"), "", true, false, ReasonHostNetwork, false},
 		{"host network not asked", ns("demo", ""), "", true, false, ReasonNotEnabled, false},
 		{"no listeners", ns("demo", "enabled"), "", false, false, ReasonNoListeners, false},
+		{"windows", ns("demo", "enabled"), "windows", false, false, ReasonWindowsPod, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			pod := podWith(map[string]string{annotations.Inbound: "8443:8080"})
-			if tt.podAnn != "" {
+			if tt.podAnn == "windows" {
+				pod.Spec.NodeSelector = map[string]string{"kubernetes.io/os": "windows"}
+			} else if tt.podAnn != "" {
 				pod.Annotations[annotations.Inject] = tt.podAnn
 			}
 			if tt.reason == ReasonNoListeners {
@@ -164,7 +167,7 @@ func TestDecide(t *testing.T) {
 			if d.Inject != tt.inject || !d.Has(tt.reason) || d.Invalid != tt.invalid {
 				t.Errorf("got %+v, want inject=%v reason=%s invalid=%v", d, tt.inject, tt.reason, tt.invalid)
 			}
-			if (tt.reason == ReasonHostNetwork || tt.reason == ReasonNoListeners) && len(d.Warnings) == 0 {
+			if (tt.reason == ReasonHostNetwork || tt.reason == ReasonNoListeners || tt.reason == ReasonWindowsPod) && len(d.Warnings) == 0 {
 				t.Errorf("%s skip must warn", tt.reason)
 			}
 		})
