@@ -1,6 +1,7 @@
 package webhook
 
 import (
+	"bytes"
 	"encoding/json"
 	"reflect"
 )
@@ -15,6 +16,9 @@ import (
 // (containers, volumes, env, ports, mounts) are matched by name, so unknown
 // fields follow their element when the sidecar is inserted in front.
 func patchPair(raw, original, mutated []byte) (from, to []byte, err error) {
+	if bytes.Equal(raw, original) { // the API server encodes like we do
+		return original, mutated, nil
+	}
 	var r, o any
 	if err := json.Unmarshal(raw, &r); err != nil {
 		return nil, nil, err
