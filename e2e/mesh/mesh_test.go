@@ -35,6 +35,7 @@ const (
 	controllerImage = "localhost/podtls/controller:e2e"
 	sidecarImage    = "localhost/podtls/sidecar:e2e"
 	echoImage       = "localhost/podtls/echo:e2e"
+	whoamiImage     = "localhost/podtls/whoami:e2e"
 
 	systemNS   = "podtls-system"
 	ns         = "demo"
@@ -86,6 +87,7 @@ func TestMesh(t *testing.T) {
 		{"./webhook/cmd/podtls-controller", controllerImage},
 		{"./sidecar/cmd/podtls-sidecar", sidecarImage},
 		{"./e2e/apps/echo", echoImage},
+		{"./e2e/mesh/testdata/whoami", whoamiImage},
 	} {
 		out := filepath.Join(dir, filepath.Base(img.pkg)+".tar")
 		if err := cluster.BuildImage(ctx, root, img.pkg, img.name, out); err != nil {
@@ -224,9 +226,10 @@ func TestMesh(t *testing.T) {
 		if pod.Status.Phase != corev1.PodSucceeded {
 			t.Fatalf("customer pod %s, want Succeeded; app log: %s", pod.Status.Phase, logsOf(ctx, cs, pod.Name, "app"))
 		}
-		body := logsOf(ctx, cs, pod.Name, "app")
-		if !strings.HasPrefix(body, pref.Name+" ") {
-			t.Errorf("customer got %q, want the answer of %s", body, pref.Name)
+		// The server's app names the identity its sidecar verified (HTTP mode header).
+		body := strings.TrimSpace(logsOf(ctx, cs, pod.Name, "app"))
+		if want := pref.Name + " client-id=" + customerID; body != want {
+			t.Errorf("customer got %q, want %q", body, want)
 		}
 	})
 
@@ -235,6 +238,7 @@ func TestMesh(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		requestsBefore := strings.Count(logsOf(ctx, cs, pref.Name, "app"), `"msg":"request"`)
 		pod := runCaller(ctx, t, cs, "intruder", "intruder", "8s")
 		if pod.Status.Phase != corev1.PodFailed {
 			t.Fatalf("intruder pod %s, want Failed; app log: %s", pod.Status.Phase, logsOf(ctx, cs, pod.Name, "app"))
@@ -250,7 +254,11 @@ func TestMesh(t *testing.T) {
 		if after[refused] <= before[refused] {
 			t.Errorf("%s went from %v to %v, want an increase", refused, before[refused], after[refused])
 		}
-		// Nothing reached the app: the inbound byte counter stands still.
+		// Nothing reached the app: no request logged, the inbound byte counter stands still.
+		appLog := logsOf(ctx, cs, pref.Name, "app")
+		if n := strings.Count(appLog, `"msg":"request"`); n != requestsBefore {
+			t.Errorf("preference's app logged %d requests before the intruder and %d after:\n%s", requestsBefore, n, appLog)
+		}
 		forwarded := `podtls_sidecar_received_bytes_total{direction="inbound"}`
 		if after[forwarded] != before[forwarded] {
 			t.Errorf("%s went from %v to %v: bytes of the intruder reached the app", forwarded, before[forwarded], after[forwarded])
@@ -311,6 +319,31 @@ func TestMesh(t *testing.T) {
 		t.Logf("job completed in %s", time.Since(t0).Round(time.Millisecond))
 	})
 
+	t.Run("controller runs with its least-privilege RBAC", func(t *testing.T) {
+		pods, err := cs.CoreV1().Pods(systemNS).List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/component=controller"})
+		if err != nil || len(pods.Items) != 1 {
+			t.Fatalf("controller pods: %d (err %v)", len(pods.Items), err)
+		}
+		p := pods.Items[0]
+		out, err := cs.CoreV1().Pods(systemNS).GetLogs(p.Name, &corev1.PodLogOptions{}).DoRaw(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, line := range strings.Split(string(out), "\n") {
+			if strings.Contains(line, "forbidden") || strings.Contains(line, "Forbidden") {
+				t.Errorf("controller was refused by RBAC: %s", line)
+			}
+		}
+		for _, st := range p.Status.ContainerStatuses {
+			if st.RestartCount != 0 {
+				t.Errorf("controller container %s restarted %d times", st.Name, st.RestartCount)
+			}
+		}
+		if _, err := cs.CoreV1().Secrets(systemNS).Get(ctx, caSecretName, metav1.GetOptions{}); err != nil {
+			t.Errorf("CA Secret: %v", err)
+		}
+	})
+
 	tDown := time.Now()
 	if err := c.Down(); err != nil {
 		t.Errorf("Down: %v", err)
@@ -346,8 +379,8 @@ func deployPreference(ctx context.Context, t *testing.T, cs kubernetes.Interface
 					ServiceAccountName:            "preference",
 					TerminationGracePeriodSeconds: ptr.To[int64](5),
 					Containers: []corev1.Container{{
-						Name: "app", Image: echoImage, ImagePullPolicy: corev1.PullNever,
-						Args: []string{"serve", "-addr", "127.0.0.1:8080"},
+						Name: "app", Image: whoamiImage, ImagePullPolicy: corev1.PullNever,
+						Args: []string{"-addr", "127.0.0.1:8080"},
 					}},
 				},
 			},
