@@ -14,11 +14,16 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/record"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
+	"github.com/podtls/podtls/webhook/annotations"
 	"github.com/podtls/podtls/webhook/inject"
 )
 
@@ -44,9 +49,34 @@ type Reconciler struct {
 	missing map[types.NamespacedName]bool
 }
 
-// SetupWithManager registers the reconciler on pods.
+// SetupWithManager registers the reconciler on pods, and on namespaces whose
+// podtls.io/inject label changes (labelling a namespace leaves its existing
+// pods without the sidecar until they are recreated).
 func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
-	return ctrl.NewControllerManagedBy(mgr).Named("injection-audit").For(&corev1.Pod{}).Complete(r)
+	podsOf := handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, o client.Object) []reconcile.Request {
+		pods := &corev1.PodList{}
+		if err := r.Client.List(ctx, pods, client.InNamespace(o.GetName())); err != nil {
+			logf.FromContext(ctx).Error(err, "list pods of namespace", "namespace", o.GetName())
+			return nil
+		}
+		reqs := make([]reconcile.Request, len(pods.Items))
+		for i := range pods.Items {
+			reqs[i] = reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&pods.Items[i])}
+		}
+		return reqs
+	})
+	labelChanged := predicate.Funcs{
+		CreateFunc: func(event.CreateEvent) bool { return false },
+		UpdateFunc: func(e event.UpdateEvent) bool {
+			return e.ObjectOld.GetLabels()[annotations.Inject] != e.ObjectNew.GetLabels()[annotations.Inject]
+		},
+		DeleteFunc:  func(event.DeleteEvent) bool { return false },
+		GenericFunc: func(event.GenericEvent) bool { return false },
+	}
+	return ctrl.NewControllerManagedBy(mgr).Named("injection-audit").
+		For(&corev1.Pod{}).
+		Watches(&corev1.Namespace{}, podsOf, builder.WithPredicates(labelChanged)).
+		Complete(r)
 }
 
 // Reconcile reports a pod that Decide would inject but that has no sidecar.
