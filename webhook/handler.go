@@ -96,13 +96,20 @@ func (h *Handler) Handle(ctx context.Context, req admission.Request) (resp admis
 	}
 	// The request's namespace is authoritative; the object may not carry it.
 	ns := h.namespace(ctx, req.Namespace)
+	cfg := h.Config.Load()
+	// Most pods the opt-in webhook sees are not for us: answer before encoding anything.
+	if d := inject.Decide(&pod, ns, cfg); d.Final() {
+		log.V(1).Info("pod not injected", "pod", podName(&pod), "reasons", d.Reasons)
+		observe(ResultSkipped, d.Reasons, start)
+		return admission.Allowed("").WithWarnings(d.Warnings...)
+	}
 
 	original, err := json.Marshal(&pod)
 	if err != nil {
 		observe(ResultError, []inject.ReasonCode{"encode"}, start)
 		return admission.Errored(http.StatusInternalServerError, fmt.Errorf("podtls: encode pod: %w", err))
 	}
-	res, err := inject.Mutate(&pod, ns, h.Config.Load())
+	res, err := inject.Mutate(&pod, ns, cfg)
 	log = log.WithValues("pod", podName(&pod), "inject", res.Decision.Inject, "reasons", res.Decision.Reasons)
 	switch {
 	case err != nil:

@@ -46,6 +46,12 @@ type Decision struct {
 	Invalid bool
 }
 
+// Final reports whether the decision needs nothing more: the pod is neither
+// injected nor refused, and Mutate would return it unchanged without parsing.
+func (d Decision) Final() bool {
+	return !d.Inject && !d.Invalid && !d.Has(ReasonNoListeners)
+}
+
 // Has reports whether the decision carries the reason.
 func (d Decision) Has(r ReasonCode) bool { return slices.Contains(d.Reasons, r) }
 

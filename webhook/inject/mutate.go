@@ -28,7 +28,7 @@ func Mutate(pod *corev1.Pod, ns *corev1.Namespace, cfg Config) (Result, error) {
 	if ns != nil {
 		nsName = ns.Name
 	}
-	if !d.Inject && !d.Has(ReasonNoListeners) {
+	if d.Final() {
 		return r, nil
 	}
 	// A pod that asked for injection hears about bad annotations even when
