@@ -187,6 +187,17 @@ func TestMesh(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		// The certificate came from the controller's CA through the sidecar's agent.
+		m, err := metricsOf(ctx, admin, pref.Status.PodIP)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if signed := m[`podtls_sidecar_agent_sign_requests_total{result="success"}`]; signed < 1 {
+			t.Errorf("sidecar agent signed %v times, want at least 1", signed)
+		}
+		if !snap.Ready {
+			t.Error("/certs says the sidecar is not ready")
+		}
 		if !slices.Contains(snap.Mesh.URIs, prefID) {
 			t.Errorf("mesh certificate URIs %v, want %s", snap.Mesh.URIs, prefID)
 		}
