@@ -6,9 +6,11 @@ package mesh
 import (
 	"context"
 	"fmt"
+	"time"
 
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
+	authzv1 "k8s.io/api/authorization/v1"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
@@ -161,11 +163,59 @@ func (in Install) Objects() []any {
 	}
 }
 
-// Apply creates every object of the installation (existing ones are left alone).
+// Apply creates every object of the installation (existing ones are left alone). The
+// Deployment comes last, once the API server's authorizer grants the controller its
+// permissions, so the controller never starts into RBAC refusals.
 func (in Install) Apply(ctx context.Context, cs kubernetes.Interface) error {
 	for _, obj := range in.Objects() {
+		if _, ok := obj.(*appsv1.Deployment); ok {
+			if err := in.waitAuthorized(ctx, cs); err != nil {
+				return err
+			}
+		}
 		if err := create(ctx, cs, obj); err != nil && !apierrors.IsAlreadyExists(err) {
 			return err
+		}
+	}
+	return nil
+}
+
+// ServiceAccountUser is the user name the controller authenticates as.
+func (in Install) ServiceAccountUser() string {
+	return "system:serviceaccount:" + in.namespace() + ":" + controllerName
+}
+
+// Can asks the API server whether the controller may do verb on the resource.
+func (in Install) Can(ctx context.Context, cs kubernetes.Interface, attr authzv1.ResourceAttributes) (bool, error) {
+	sar, err := cs.AuthorizationV1().SubjectAccessReviews().Create(ctx, &authzv1.SubjectAccessReview{
+		Spec: authzv1.SubjectAccessReviewSpec{User: in.ServiceAccountUser(), ResourceAttributes: &attr},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		return false, fmt.Errorf("subject access review %s %s: %w", attr.Verb, attr.Resource, err)
+	}
+	return sar.Status.Allowed, nil
+}
+
+// waitAuthorized polls until the controller's ClusterRole and Role are in effect.
+func (in Install) waitAuthorized(ctx context.Context, cs kubernetes.Interface) error {
+	checks := []authzv1.ResourceAttributes{
+		{Verb: "list", Resource: "services"},
+		{Verb: "get", Resource: "secrets", Namespace: in.namespace(), Name: caSecretName},
+	}
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	for _, attr := range checks {
+		for {
+			ok, err := in.Can(ctx, cs, attr)
+			if err == nil && ok {
+				break
+			}
+			select {
+			case <-ctx.Done():
+				return fmt.Errorf("RBAC for %s not in effect (%s %s): last error %v: %w",
+					in.ServiceAccountUser(), attr.Verb, attr.Resource, err, ctx.Err())
+			case <-time.After(100 * time.Millisecond):
+			}
 		}
 	}
 	return nil

@@ -22,6 +22,7 @@ import (
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
+	authzv1 "k8s.io/api/authorization/v1"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -336,6 +337,34 @@ func TestMesh(t *testing.T) {
 	})
 
 	t.Run("controller runs with its least-privilege RBAC", func(t *testing.T) {
+		type attr = authzv1.ResourceAttributes
+		for _, tt := range []struct {
+			attr attr
+			want bool
+		}{
+			{attr{Verb: "create", Group: "authentication.k8s.io", Resource: "tokenreviews"}, true},
+			{attr{Verb: "watch", Resource: "pods"}, true},
+			{attr{Verb: "update", Resource: "configmaps", Namespace: ns}, true},
+			{attr{Verb: "update", Group: "admissionregistration.k8s.io", Resource: "mutatingwebhookconfigurations", Name: webhookName}, true},
+			{attr{Verb: "update", Group: "admissionregistration.k8s.io", Resource: "mutatingwebhookconfigurations", Name: "someone-else"}, false},
+			{attr{Verb: "get", Resource: "secrets", Namespace: systemNS, Name: caSecretName}, true},
+			{attr{Verb: "get", Resource: "secrets", Namespace: systemNS, Name: "other"}, false},
+			{attr{Verb: "get", Resource: "secrets", Namespace: ns, Name: caSecretName}, false},
+			{attr{Verb: "list", Resource: "secrets"}, false},
+			{attr{Verb: "create", Resource: "pods", Namespace: ns}, false},
+			{attr{Verb: "delete", Resource: "configmaps", Namespace: ns}, false},
+			{attr{Verb: "update", Resource: "services", Namespace: ns}, false},
+			{attr{Verb: "create", Group: "coordination.k8s.io", Resource: "leases", Namespace: ns}, false},
+		} {
+			got, err := in.Can(ctx, cs, tt.attr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got != tt.want {
+				t.Errorf("controller may %s %s/%s %q in %q: %v, want %v", tt.attr.Verb, tt.attr.Group, tt.attr.Resource,
+					tt.attr.Name, tt.attr.Namespace, got, tt.want)
+			}
+		}
 		pods, err := cs.CoreV1().Pods(systemNS).List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/component=controller"})
 		if err != nil || len(pods.Items) != 1 {
 			t.Fatalf("controller pods: %d (err %v)", len(pods.Items), err)
