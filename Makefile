@@ -59,9 +59,8 @@ node-assets: envtest-assets ## Debian packages and binaries of the real single-n
 e2e: node-assets ## end-to-end suites under e2e/, including the real single-node cluster (root)
 	PODTLS_REQUIRE_ENVTEST=1 PODTLS_REQUIRE_NODE=1 $(GO) test -race -count=1 -timeout 40m $(E2E_PKGS)
 
-demo: ## the customer -> preference -> recommendation scenario on a real local node
-	@echo "make demo: not yet. The single-node cluster (issue 5) and the demo scenario (issue 7) have not landed."
-	@echo "What works today: 'make test' (real kube-apiserver + etcd, real sidecar binary with openssl/curl)."
+demo: node-assets ## customer -> preference -> recommendation over mTLS on a real local node (root); DEMO_FLAGS=-keep keeps it up
+	$(GO) run ./hack/demo $(DEMO_FLAGS)
 
 envtest-assets: ## build etcd, kube-apiserver, kubectl $(K8S_VERSION) from the Go module proxy into bin/k8s
 	bash hack/k8s-binaries.sh
