@@ -1,6 +1,13 @@
 // Package mesh runs podtls on the real single-node cluster (e2e/cluster) the way a user
 // would on any cluster: the controller installed from plain objects with least-privilege
 // RBAC, a labelled namespace, annotated workloads talking mTLS through their sidecars.
+//
+// Like e2e/node it needs root and the node binaries, and runs only with PODTLS_E2E_NODE=1
+// (skips otherwise) or PODTLS_REQUIRE_NODE=1 (fails on missing prerequisites):
+//
+//	PODTLS_REQUIRE_NODE=1 go test -count=1 -v -timeout 20m ./e2e/mesh/
+//
+// The server app is testdata/whoami: it prints the client identity header of HTTP mode.
 package mesh
 
 import (
@@ -67,14 +74,15 @@ func (in Install) Objects() []any {
 			{APIGroups: []string{""}, Resources: []string{"namespaces", "pods", "services"}, Verbs: read},
 			// The trust bundle ConfigMap in every injected namespace.
 			{APIGroups: []string{""}, Resources: []string{"configmaps"}, Verbs: []string{"get", "list", "watch", "create", "update"}},
-			// Events of the injection audit.
+			// Events of the injection audit (on pods anywhere) and of leader election
+			// (controller-runtime records core/v1 Events).
 			{APIGroups: []string{""}, Resources: []string{"events"}, Verbs: []string{"create", "patch"}},
-			{APIGroups: []string{"events.k8s.io"}, Resources: []string{"events"}, Verbs: []string{"create", "patch"}},
 			// The CA authenticates sidecars by their projected tokens.
 			{APIGroups: []string{"authentication.k8s.io"}, Resources: []string{"tokenreviews"}, Verbs: []string{"create"}},
-			// Its own webhook configuration only: the caBundle patcher.
+			// Its own webhook configuration only: the caBundle patcher reads it and
+			// writes it back with Update.
 			{APIGroups: []string{"admissionregistration.k8s.io"}, Resources: []string{"mutatingwebhookconfigurations"},
-				ResourceNames: []string{webhookName}, Verbs: []string{"get", "update", "patch"}},
+				ResourceNames: []string{webhookName}, Verbs: []string{"get", "update"}},
 		},
 	}
 	role := &rbacv1.Role{
@@ -87,7 +95,6 @@ func (in Install) Objects() []any {
 			{APIGroups: []string{coordinationv1.GroupName}, Resources: []string{"leases"}, Verbs: []string{"create"}},
 			{APIGroups: []string{coordinationv1.GroupName}, Resources: []string{"leases"}, ResourceNames: []string{controllerName},
 				Verbs: []string{"get", "update"}},
-			{APIGroups: []string{""}, Resources: []string{"events"}, Verbs: []string{"create", "patch"}},
 		},
 	}
 	subject := []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Name: controllerName, Namespace: ns}}
