@@ -21,12 +21,10 @@ import (
 	"testing"
 	"time"
 
-	appsv1 "k8s.io/api/apps/v1"
 	authzv1 "k8s.io/api/authorization/v1"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/utils/ptr"
 
@@ -150,13 +148,14 @@ func TestMesh(t *testing.T) {
 	if _, err := c.RunKubectl(ctx, "label", "namespace", ns, "podtls.io/inject=enabled"); err != nil {
 		t.Fatal(err)
 	}
-	for _, sa := range []string{"preference", "customer", "intruder"} {
-		if _, err := cs.CoreV1().ServiceAccounts(ns).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: sa}}, metav1.CreateOptions{}); err != nil {
-			t.Fatal(err)
-		}
-	}
 	tPref := time.Now()
-	deployPreference(ctx, t, cs)
+	manifest, err := filepath.Abs(filepath.Join("testdata", "preference.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.RunKubectl(ctx, "apply", "-f", manifest); err != nil {
+		t.Fatal(err)
+	}
 	admin := adminClient(c)
 	var pref *corev1.Pod
 	waitFor(ctx, t, 2*time.Minute, "preference pod running with a mesh certificate", func() bool {
@@ -401,52 +400,10 @@ func TestMesh(t *testing.T) {
 		t.Errorf("left behind after Down: %s", strings.Join(left, "; "))
 	}
 	t.Logf("TIMINGS image builds %s; bring-up %s; controller ready (install -> available, caBundle patched) %s; "+
-		"first certificate (deployment create -> /certs) %s; preference available %s; tear-down %s; whole test %s; load average %s",
+		"first certificate (kubectl apply -> mesh certificate on /certs) %s; preference available %s; tear-down %s; whole test %s; load average %s",
 		buildTime.Round(time.Millisecond), upTime.Round(time.Millisecond), controllerReady.Round(time.Millisecond),
 		firstCert.Round(time.Millisecond), prefAvailable.Round(time.Millisecond), downTime.Round(time.Millisecond),
 		time.Since(tTest).Round(time.Millisecond), loadAverage())
-}
-
-// deployPreference creates the preference Deployment (HTTP mode, only customer allowed)
-// and its Service.
-func deployPreference(ctx context.Context, t *testing.T, cs kubernetes.Interface) {
-	t.Helper()
-	labels := map[string]string{"app": "preference"}
-	dep := &appsv1.Deployment{
-		ObjectMeta: metav1.ObjectMeta{Name: "preference"},
-		Spec: appsv1.DeploymentSpec{
-			Replicas: ptr.To[int32](1),
-			Selector: &metav1.LabelSelector{MatchLabels: labels},
-			Template: corev1.PodTemplateSpec{
-				ObjectMeta: metav1.ObjectMeta{Labels: labels, Annotations: map[string]string{
-					"podtls.io/inbound": "8443:8080",
-					"podtls.io/allow":   customerID,
-					"podtls.io/mode":    "http",
-				}},
-				Spec: corev1.PodSpec{
-					ServiceAccountName:            "preference",
-					TerminationGracePeriodSeconds: ptr.To[int64](5),
-					Containers: []corev1.Container{{
-						Name: "app", Image: whoamiImage, ImagePullPolicy: corev1.PullNever,
-						Args: []string{"serve", "-addr", "127.0.0.1:8080"},
-					}},
-				},
-			},
-		},
-	}
-	if _, err := cs.AppsV1().Deployments(ns).Create(ctx, dep, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	svc := &corev1.Service{
-		ObjectMeta: metav1.ObjectMeta{Name: "preference"},
-		Spec: corev1.ServiceSpec{
-			Selector: labels,
-			Ports:    []corev1.ServicePort{{Name: "mtls", Port: 8443, TargetPort: intstr.FromInt32(8443)}},
-		},
-	}
-	if _, err := cs.CoreV1().Services(ns).Create(ctx, svc, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
 }
 
 // runCaller runs a pod under serviceAccount that fetches http://127.0.0.1:9001/ through
