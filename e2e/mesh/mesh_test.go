@@ -109,12 +109,16 @@ func TestMesh(t *testing.T) {
 			t.Logf("component logs: %s", c.LogDir())
 		}
 	})
-	// Registered after Down, so it runs first.
-	t.Cleanup(func() {
-		if t.Failed() {
+	// Registered after Down, so it runs first (when the test stops early; otherwise
+	// the dump happens before the explicit Down below).
+	dumped := false
+	dumpOnFailure := func() {
+		if t.Failed() && !dumped {
+			dumped = true
 			dump(t, c)
 		}
-	})
+	}
+	t.Cleanup(dumpOnFailure)
 	cs := c.Client
 
 	// Install as a user would: plain objects, then wait for the controller.
@@ -236,7 +240,7 @@ func TestMesh(t *testing.T) {
 	})
 
 	t.Run("allowed caller reaches preference through its sidecar", func(t *testing.T) {
-		pod := runCaller(ctx, t, cs, "customer", "customer", whoamiImage, "60s")
+		pod := runCaller(ctx, t, cs, "customer", "customer", whoamiImage, "60s", 0)
 		checkNativeSidecar(t, pod)
 		if pod.Status.Phase != corev1.PodSucceeded {
 			t.Fatalf("customer pod %s, want Succeeded; app log: %s", pod.Status.Phase, logsOf(ctx, cs, pod.Name, "app"))
@@ -255,7 +259,7 @@ func TestMesh(t *testing.T) {
 			t.Fatal(err)
 		}
 		requestsBefore := strings.Count(logsOf(ctx, cs, pref.Name, "app"), `"msg":"request"`)
-		pod := runCaller(ctx, t, cs, "intruder", "intruder", echoImage, "8s")
+		pod := runCaller(ctx, t, cs, "intruder", "intruder", echoImage, "8s", 0)
 		if pod.Status.Phase != corev1.PodFailed {
 			t.Fatalf("intruder pod %s, want Failed; app log: %s", pod.Status.Phase, logsOf(ctx, cs, pod.Name, "app"))
 		}
@@ -335,6 +339,49 @@ func TestMesh(t *testing.T) {
 		t.Logf("job completed in %s", time.Since(t0).Round(time.Millisecond))
 	})
 
+	t.Run("restarted controller keeps the CA and serves new pods", func(t *testing.T) {
+		bundleOf := func() string {
+			cm, err := cs.CoreV1().ConfigMaps(ns).Get(ctx, "podtls-trust-bundle", metav1.GetOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return cm.Data["ca.crt"]
+		}
+		before := bundleOf()
+		old := controllerPod(ctx, t, cs)
+		t0 := time.Now()
+		if err := cs.CoreV1().Pods(systemNS).Delete(ctx, old.Name, metav1.DeleteOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(ctx, t, 2*time.Minute, "a new ready controller pod", func() bool {
+			pods, err := cs.CoreV1().Pods(systemNS).List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/component=controller"})
+			if err != nil {
+				return false
+			}
+			for _, p := range pods.Items {
+				if p.Name != old.Name && p.DeletionTimestamp == nil && podReady(&p) {
+					return true
+				}
+			}
+			return false
+		})
+		t.Logf("new controller ready %s after deleting the old pod", time.Since(t0).Round(time.Millisecond))
+		// A new pod is admitted (webhook up, caBundle valid), gets a certificate from the
+		// restarted CA and is still trusted by preference's sidecar, which was not restarted.
+		// With one replica and failurePolicy Fail, creations are refused until kube-proxy
+		// routes the Service to the new pod (about a second after it is Ready); production
+		// runs two replicas. The test bounds that window.
+		pod := runCaller(ctx, t, cs, "customer-after-restart", "customer", whoamiImage, "60s", 30*time.Second)
+		checkNativeSidecar(t, pod)
+		body := strings.TrimSpace(logsOf(ctx, cs, pod.Name, "app"))
+		if want := pref.Name + " client-id=" + customerID; pod.Status.Phase != corev1.PodSucceeded || body != want {
+			t.Errorf("after the restart the customer pod is %s and got %q, want Succeeded and %q", pod.Status.Phase, body, want)
+		}
+		if after := bundleOf(); after != before {
+			t.Errorf("trust bundle changed across the controller restart:\nbefore %s\nafter %s", before, after)
+		}
+	})
+
 	t.Run("controller runs with its least-privilege RBAC", func(t *testing.T) {
 		type attr = authzv1.ResourceAttributes
 		for _, tt := range []struct {
@@ -364,11 +411,7 @@ func TestMesh(t *testing.T) {
 					tt.attr.Name, tt.attr.Namespace, got, tt.want)
 			}
 		}
-		pods, err := cs.CoreV1().Pods(systemNS).List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/component=controller"})
-		if err != nil || len(pods.Items) != 1 {
-			t.Fatalf("controller pods: %d (err %v)", len(pods.Items), err)
-		}
-		p := pods.Items[0]
+		p := controllerPod(ctx, t, cs)
 		out, err := cs.CoreV1().Pods(systemNS).GetLogs(p.Name, &corev1.PodLogOptions{}).DoRaw(ctx)
 		if err != nil {
 			t.Fatal(err)
@@ -391,6 +434,7 @@ func TestMesh(t *testing.T) {
 		}
 	})
 
+	dumpOnFailure()
 	tDown := time.Now()
 	if err := c.Down(); err != nil {
 		t.Errorf("Down: %v", err)
@@ -407,8 +451,9 @@ func TestMesh(t *testing.T) {
 }
 
 // runCaller runs a pod under serviceAccount that fetches http://127.0.0.1:9001/ through
-// its sidecar's outbound listener, and returns it once it has finished.
-func runCaller(ctx context.Context, t *testing.T, cs kubernetes.Interface, name, serviceAccount, image, timeout string) *corev1.Pod {
+// its sidecar's outbound listener, and returns it once it has finished. With admitWithin
+// > 0 a refused creation (webhook unreachable) is retried that long.
+func runCaller(ctx context.Context, t *testing.T, cs kubernetes.Interface, name, serviceAccount, image, timeout string, admitWithin time.Duration) *corev1.Pod {
 	t.Helper()
 	pod := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Name: name, Annotations: map[string]string{"podtls.io/upstreams": upstreams}},
@@ -421,8 +466,21 @@ func runCaller(ctx context.Context, t *testing.T, cs kubernetes.Interface, name,
 			}},
 		},
 	}
-	if _, err := cs.CoreV1().Pods(ns).Create(ctx, pod, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
+	t0 := time.Now()
+	var refusals []string
+	for {
+		_, err := cs.CoreV1().Pods(ns).Create(ctx, pod, metav1.CreateOptions{})
+		if err == nil {
+			break
+		}
+		if time.Since(t0) > admitWithin {
+			t.Fatalf("create pod %s (tried for %s): %v", name, time.Since(t0).Round(time.Millisecond), err)
+		}
+		refusals = append(refusals, fmt.Sprintf("+%s %v", time.Since(t0).Round(time.Millisecond), err))
+		time.Sleep(200 * time.Millisecond)
+	}
+	if len(refusals) > 0 {
+		t.Logf("pod %s admitted after %s; refused before:\n%s", name, time.Since(t0).Round(time.Millisecond), strings.Join(refusals, "\n"))
 	}
 	var got *corev1.Pod
 	waitFor(ctx, t, 2*time.Minute, "pod "+name+" to finish", func() bool {
@@ -434,6 +492,34 @@ func runCaller(ctx context.Context, t *testing.T, cs kubernetes.Interface, name,
 		return p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed
 	})
 	return got
+}
+
+// controllerPod is the one running (not terminating) controller pod.
+func controllerPod(ctx context.Context, t *testing.T, cs kubernetes.Interface) *corev1.Pod {
+	t.Helper()
+	pods, err := cs.CoreV1().Pods(systemNS).List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/component=controller"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var live []corev1.Pod
+	for _, p := range pods.Items {
+		if p.DeletionTimestamp == nil {
+			live = append(live, p)
+		}
+	}
+	if len(live) != 1 {
+		t.Fatalf("want 1 live controller pod, got %d", len(live))
+	}
+	return &live[0]
+}
+
+func podReady(p *corev1.Pod) bool {
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.PodReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
 }
 
 // checkNativeSidecar: the sidecar is the first init container with restartPolicy Always,
