@@ -39,6 +39,8 @@ type Install struct {
 	PullPolicy corev1.PullPolicy
 	// ExtraArgs are appended to the controller's command line.
 	ExtraArgs []string
+	// Replicas of the controller (default 1; a production install runs 2).
+	Replicas int32
 }
 
 // Fixed names of an installation.
@@ -109,7 +111,7 @@ func (in Install) Objects() []any {
 	deploy := &appsv1.Deployment{
 		ObjectMeta: meta(controllerName),
 		Spec: appsv1.DeploymentSpec{
-			Replicas: ptr.To[int32](1),
+			Replicas: ptr.To(max(in.Replicas, 1)),
 			Selector: &metav1.LabelSelector{MatchLabels: labels},
 			Template: corev1.PodTemplateSpec{
 				ObjectMeta: metav1.ObjectMeta{Labels: labels},

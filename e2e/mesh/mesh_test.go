@@ -123,13 +123,15 @@ func TestMesh(t *testing.T) {
 
 	// Install as a user would: plain objects, then wait for the controller.
 	tInstall := time.Now()
-	in := Install{ControllerImage: controllerImage, SidecarImage: sidecarImage, PullPolicy: corev1.PullNever}
+	// Two replicas as in production: they race to create the CA Secret on first start,
+	// and one can restart while the other keeps admitting pods.
+	in := Install{ControllerImage: controllerImage, SidecarImage: sidecarImage, PullPolicy: corev1.PullNever, Replicas: 2}
 	if err := in.Apply(ctx, cs); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(ctx, t, 2*time.Minute, "podtls-controller available", func() bool {
 		d, err := cs.AppsV1().Deployments(systemNS).Get(ctx, controllerName, metav1.GetOptions{})
-		return err == nil && d.Status.AvailableReplicas == 1
+		return err == nil && d.Status.AvailableReplicas == in.Replicas
 	})
 	waitFor(ctx, t, time.Minute, "caBundle patched into both webhooks", func() bool {
 		mwc, err := cs.AdmissionregistrationV1().MutatingWebhookConfigurations().Get(ctx, webhookName, metav1.GetOptions{})
@@ -348,7 +350,41 @@ func TestMesh(t *testing.T) {
 			return cm.Data["ca.crt"]
 		}
 		before := bundleOf()
-		old := controllerPod(ctx, t, cs)
+		existing := map[string]bool{}
+		live := controllerPods(ctx, t, cs)
+		for _, p := range live {
+			existing[p.Name] = true
+		}
+		old := live[0]
+		// Admission is probed with dry-run creations (they go through the webhooks) from
+		// the deletion until a while after the replacement is ready.
+		probeDone := make(chan struct{})
+		var probes int
+		var refusals []string
+		stopProbe := make(chan struct{})
+		go func() {
+			defer close(probeDone)
+			t0 := time.Now()
+			for i := 0; ; i++ {
+				select {
+				case <-stopProbe:
+					return
+				case <-time.After(150 * time.Millisecond):
+				}
+				p := &corev1.Pod{
+					ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("probe-%d", i), Annotations: map[string]string{"podtls.io/upstreams": upstreams}},
+					Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: echoImage, ImagePullPolicy: corev1.PullNever}}},
+				}
+				probes++
+				got, err := cs.CoreV1().Pods(ns).Create(ctx, p, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
+				switch {
+				case err != nil:
+					refusals = append(refusals, fmt.Sprintf("+%s %v", time.Since(t0).Round(time.Millisecond), err))
+				case len(got.Spec.InitContainers) == 0 || got.Spec.InitContainers[0].Name != sidecar:
+					refusals = append(refusals, fmt.Sprintf("+%s admitted without the sidecar", time.Since(t0).Round(time.Millisecond)))
+				}
+			}
+		}()
 		t0 := time.Now()
 		if err := cs.CoreV1().Pods(systemNS).Delete(ctx, old.Name, metav1.DeleteOptions{}); err != nil {
 			t.Fatal(err)
@@ -359,13 +395,24 @@ func TestMesh(t *testing.T) {
 				return false
 			}
 			for _, p := range pods.Items {
-				if p.Name != old.Name && p.DeletionTimestamp == nil && podReady(&p) {
+				if !existing[p.Name] && p.DeletionTimestamp == nil && podReady(&p) {
 					return true
 				}
 			}
 			return false
 		})
 		t.Logf("new controller ready %s after deleting the old pod", time.Since(t0).Round(time.Millisecond))
+		waitFor(ctx, t, time.Minute, "old controller pod gone", func() bool {
+			_, err := cs.CoreV1().Pods(systemNS).Get(ctx, old.Name, metav1.GetOptions{})
+			return err != nil
+		})
+		time.Sleep(3 * time.Second) // keep probing while kube-proxy settles on the new endpoints
+		close(stopProbe)
+		<-probeDone
+		t.Logf("%d dry-run creations during the restart, %d refused or not injected", probes, len(refusals))
+		if len(refusals) > 0 {
+			t.Errorf("with a second replica serving, a controller restart refused pods:\n%s", strings.Join(refusals, "\n"))
+		}
 		// A new pod is admitted (webhook up, caBundle valid), gets a certificate from the
 		// restarted CA and is still trusted by preference's sidecar, which was not restarted.
 		// With one replica and failurePolicy Fail, creations are refused until kube-proxy
@@ -411,22 +458,23 @@ func TestMesh(t *testing.T) {
 					tt.attr.Name, tt.attr.Namespace, got, tt.want)
 			}
 		}
-		p := controllerPod(ctx, t, cs)
-		out, err := cs.CoreV1().Pods(systemNS).GetLogs(p.Name, &corev1.PodLogOptions{}).DoRaw(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, line := range strings.Split(string(out), "\n") {
-			if strings.Contains(line, "forbidden") || strings.Contains(line, "Forbidden") {
-				t.Errorf("controller was refused by RBAC: %s", line)
+		for _, p := range controllerPods(ctx, t, cs) {
+			out, err := cs.CoreV1().Pods(systemNS).GetLogs(p.Name, &corev1.PodLogOptions{}).DoRaw(ctx)
+			if err != nil {
+				t.Fatal(err)
 			}
-			if strings.Contains(line, `"level":"ERROR"`) {
-				t.Logf("controller error: %s", line)
+			for _, line := range strings.Split(string(out), "\n") {
+				if strings.Contains(line, "forbidden") || strings.Contains(line, "Forbidden") {
+					t.Errorf("controller %s was refused by RBAC: %s", p.Name, line)
+				}
+				if strings.Contains(line, `"level":"ERROR"`) {
+					t.Logf("controller %s error: %s", p.Name, line)
+				}
 			}
-		}
-		for _, st := range p.Status.ContainerStatuses {
-			if st.RestartCount != 0 {
-				t.Errorf("controller container %s restarted %d times", st.Name, st.RestartCount)
+			for _, st := range p.Status.ContainerStatuses {
+				if st.RestartCount != 0 {
+					t.Errorf("controller %s container %s restarted %d times", p.Name, st.Name, st.RestartCount)
+				}
 			}
 		}
 		if _, err := cs.CoreV1().Secrets(systemNS).Get(ctx, caSecretName, metav1.GetOptions{}); err != nil {
@@ -494,8 +542,8 @@ func runCaller(ctx context.Context, t *testing.T, cs kubernetes.Interface, name,
 	return got
 }
 
-// controllerPod is the one running (not terminating) controller pod.
-func controllerPod(ctx context.Context, t *testing.T, cs kubernetes.Interface) *corev1.Pod {
+// controllerPods are the live (not terminating) controller pods.
+func controllerPods(ctx context.Context, t *testing.T, cs kubernetes.Interface) []corev1.Pod {
 	t.Helper()
 	pods, err := cs.CoreV1().Pods(systemNS).List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/component=controller"})
 	if err != nil {
@@ -507,10 +555,10 @@ func controllerPod(ctx context.Context, t *testing.T, cs kubernetes.Interface) *
 			live = append(live, p)
 		}
 	}
-	if len(live) != 1 {
-		t.Fatalf("want 1 live controller pod, got %d", len(live))
+	if len(live) == 0 {
+		t.Fatal("no live controller pod")
 	}
-	return &live[0]
+	return live
 }
 
 func podReady(p *corev1.Pod) bool {
