@@ -19,9 +19,10 @@ help: ## list targets
 all: lint build test ## lint, build and test
 
 build: ## build every binary into bin/
-	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/ $(CMDS)
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '-s -w -X github.com/podtls/podtls/webhook/controller.Version=$(VERSION)' -o $(BIN)/ $(CMDS)
 
 IMAGE_TAG ?= dev
+VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 images: build ## OCI image tarballs of every binary in bin/images (no Docker needed)
 	@mkdir -p $(BIN)/images
 	@for cmd in $(notdir $(CMDS)); do \
