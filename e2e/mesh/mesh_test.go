@@ -413,12 +413,11 @@ func TestMesh(t *testing.T) {
 		if len(refusals) > 0 {
 			t.Errorf("with a second replica serving, a controller restart refused pods:\n%s", strings.Join(refusals, "\n"))
 		}
-		// A new pod is admitted (webhook up, caBundle valid), gets a certificate from the
-		// restarted CA and is still trusted by preference's sidecar, which was not restarted.
-		// With one replica and failurePolicy Fail, creations are refused until kube-proxy
-		// routes the Service to the new pod (about a second after it is Ready); production
-		// runs two replicas. The test bounds that window.
-		pod := runCaller(ctx, t, cs, "customer-after-restart", "customer", whoamiImage, "60s", 30*time.Second)
+		// A new pod is admitted, gets a certificate from the CA as loaded by the new replica
+		// and is still trusted by preference's sidecar, which was not restarted. (With a
+		// single replica and failurePolicy Fail, creations are refused for about one webhook
+		// timeout, 5 s, after a restart: measured; hence two replicas.)
+		pod := runCaller(ctx, t, cs, "customer-after-restart", "customer", whoamiImage, "60s", 0)
 		checkNativeSidecar(t, pod)
 		body := strings.TrimSpace(logsOf(ctx, cs, pod.Name, "app"))
 		if want := pref.Name + " client-id=" + customerID; pod.Status.Phase != corev1.PodSucceeded || body != want {
