@@ -48,29 +48,10 @@ const (
 	inboundTLS = "8443"
 )
 
-// prerequisites skips (or, with PODTLS_REQUIRE_NODE, fails) unless the node can run here.
-func prerequisites(t *testing.T) {
-	t.Helper()
-	require := os.Getenv("PODTLS_REQUIRE_NODE") != ""
-	if !require && os.Getenv("PODTLS_E2E_NODE") == "" {
-		t.Skip("mesh e2e disabled: set PODTLS_E2E_NODE=1 (needs root and bin/k8s, see docs/local-cluster.md)")
-	}
-	stop := t.Skipf
-	if require {
-		stop = t.Fatalf
-	}
-	if os.Geteuid() != 0 {
-		stop("mesh e2e needs root")
-	}
-	if missing := cluster.MissingBinaries(cluster.Options{}); len(missing) > 0 {
-		stop("mesh e2e prerequisites missing (bash hack/node-deps.sh; bash hack/k8s-binaries.sh all; bash hack/coredns.sh): %s", strings.Join(missing, ", "))
-	}
-}
-
 // TestMesh installs podtls like a user and runs two workloads over mTLS through their
 // injected sidecars: allowed caller, refused caller, and a Job that completes.
 func TestMesh(t *testing.T) {
-	prerequisites(t)
+	cluster.Require(t, "mesh")
 	tTest := time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()

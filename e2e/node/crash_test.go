@@ -36,7 +36,7 @@ func TestCrashChild(t *testing.T) {
 // TestNodeCrashRecovery kills a test process with SIGKILL while its cluster runs pods,
 // then checks that the next Up cleans everything up and works, and that Down leaves nothing.
 func TestNodeCrashRecovery(t *testing.T) {
-	prerequisites(t)
+	cluster.Require(t, "node")
 	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
 	defer cancel()
 	root, err := cluster.RepoRoot()

@@ -35,27 +35,8 @@ const (
 	audience  = "podtls-e2e"
 )
 
-// prerequisites skips (or, with PODTLS_REQUIRE_NODE, fails) unless the node can run here.
-func prerequisites(t *testing.T) {
-	t.Helper()
-	require := os.Getenv("PODTLS_REQUIRE_NODE") != ""
-	if !require && os.Getenv("PODTLS_E2E_NODE") == "" {
-		t.Skip("node e2e disabled: set PODTLS_E2E_NODE=1 (needs root and bin/k8s, see docs/local-cluster.md)")
-	}
-	stop := t.Skipf
-	if require {
-		stop = t.Fatalf
-	}
-	if os.Geteuid() != 0 {
-		stop("node e2e needs root")
-	}
-	if missing := cluster.MissingBinaries(cluster.Options{}); len(missing) > 0 {
-		stop("node e2e prerequisites missing (bash hack/node-deps.sh; bash hack/k8s-binaries.sh all; bash hack/coredns.sh): %s", strings.Join(missing, ", "))
-	}
-}
-
 func TestNodeSmoke(t *testing.T) {
-	prerequisites(t)
+	cluster.Require(t, "node")
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	defer cancel()
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
