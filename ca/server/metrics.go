@@ -41,7 +41,15 @@ func newMetrics(reg prometheus.Registerer, a *ca.Authority) (*metrics, error) {
 		if err := reg.Register(c); err != nil {
 			var dup prometheus.AlreadyRegisteredError
 			if errors.As(err, &dup) {
-				continue // a second Server in the same process shares them
+				// A second Server in the same process (tests run the
+				// controller twice) counts into the registered collectors.
+				switch existing := dup.ExistingCollector.(type) {
+				case *prometheus.CounterVec:
+					m.requests = existing
+				case prometheus.Histogram:
+					m.duration = existing
+				}
+				continue
 			}
 			return nil, fmt.Errorf("register metrics: %w", err)
 		}

@@ -110,6 +110,9 @@ func TestBinary(t *testing.T) {
 		`podtls_webhook_admissions_total{reason="namespace-enabled",result="injected"} 1`,
 		"podtls_webhook_admission_duration_seconds_bucket",
 		"podtls_pods_not_injected 0",
+		// The CA server registers in the same registry: alerting on the
+		// intermediate's expiry needs this gauge.
+		"podtls_ca_intermediate_not_after_timestamp_seconds",
 	} {
 		if !strings.Contains(string(metrics), want) {
 			t.Errorf("/metrics lacks %q", want)

@@ -25,6 +25,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	ctrlconfig "sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	ctrlwebhook "sigs.k8s.io/controller-runtime/pkg/webhook"
 
@@ -73,6 +74,7 @@ func Run(ctx context.Context, opts Options, restCfg *rest.Config) error {
 		Authenticator: caserver.NewTokenReviewAuthenticator(kube.AuthenticationV1().TokenReviews(), caserver.TokenReviewOptions{}),
 		DNSNames:      caserver.ServiceDNSNames(opts.ServiceName, opts.Namespace, opts.ClusterDomain),
 		Logger:        slogger,
+		Metrics:       ctrlmetrics.Registry,
 	})
 	if err != nil {
 		return fmt.Errorf("CA server: %w", err)
@@ -163,7 +165,12 @@ func Run(ctx context.Context, opts Options, restCfg *rest.Config) error {
 	}
 	for _, r := range []interface {
 		Start(context.Context) error
-	}{caSrv, serving, patcher} {
+	}{caSrv, serving, patcher, &ca.Refresher{
+		// Every replica re-reads the CA Secret: a renewed intermediate or an
+		// added root reaches all of them without a restart.
+		Authority: authority, Kube: kube,
+		Secret: ca.SecretOptions{Namespace: opts.Namespace, Name: opts.CASecret, Logger: slogger},
+	}} {
 		if err := mgr.Add(r); err != nil {
 			return fmt.Errorf("add runnable: %w", err)
 		}
