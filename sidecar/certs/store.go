@@ -6,6 +6,7 @@
 package certs
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"crypto/tls"
@@ -412,6 +413,11 @@ func externalName(dir string) string { return "external/" + filepath.Base(dir) }
 func (s *Store) reloadExternal(dir string) {
 	name := externalName(dir)
 	certPEM, keyPEM, err := readPair(dir)
+	if err == nil && len(bytes.TrimSpace(certPEM)) == 0 && len(bytes.TrimSpace(keyPEM)) == 0 {
+		// The ACME manager creates the Secret with empty tls.crt/tls.key (and
+		// its status in annotations) before the first certificate exists.
+		err = errors.New("certificate not issued yet (empty tls.crt and tls.key)")
+	}
 	if err != nil {
 		// A Secret volume marked optional stays empty until the ACME
 		// manager stores the certificate: not an error worth a warning.

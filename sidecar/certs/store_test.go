@@ -358,3 +358,29 @@ func TestReloadDespiteContinuousEvents(t *testing.T) {
 	want := l.Cert.SerialNumber.Text(16)
 	waitFor(t, time.Second, func() bool { return f.serial() == want }, "reload under continuous events")
 }
+
+// The ACME manager creates the Secret with empty files before the first
+// issuance: that is "not yet", not a failed reload, and the certificate
+// written later is served.
+func TestExternalEmptyUntilIssued(t *testing.T) {
+	f := newFixture(t, func(o *Options) { o.PollInterval = 50 * time.Millisecond })
+	f.writeLeaf(t, f.ca.Issue(t, testpki.LeafOptions{SPIFFEID: meshID}))
+	dir := filepath.Join(t.TempDir(), "podtls-ext-0123456789abcdef")
+	testpki.KubeletWrite(t, dir, map[string][]byte{CertFile: nil, KeyFile: nil})
+	f.store.o.ExternalDirs = []string{dir}
+	f.store.o.SystemRoots = x509.NewCertPool()
+	if err := f.store.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	if f.store.ExternalLoaded(dir) {
+		t.Fatal("empty external Secret reported as loaded")
+	}
+	if n := f.store.reloads.With(externalName(dir), "failure").Value(); n != 0 {
+		t.Errorf("empty external Secret counted as %v failed reloads, want 0", n)
+	}
+	go f.store.Run(t.Context())
+	inter := testpki.NewCA(t, "public").Intermediate(t, "inter")
+	l := inter.Issue(t, testpki.LeafOptions{DNSNames: []string{"shop.example.com"}})
+	testpki.KubeletWrite(t, dir, map[string][]byte{CertFile: l.ChainPEM, KeyFile: l.KeyPEM})
+	waitFor(t, 2*time.Second, func() bool { return f.store.ExternalCertificate("shop.example.com") != nil }, "issued external certificate")
+}
