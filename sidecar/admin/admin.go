@@ -3,9 +3,13 @@
 package admin
 
 import (
+	"context"
+	"crypto/x509"
 	"encoding/json"
 	"log/slog"
+	"net"
 	"net/http"
+	"time"
 
 	"github.com/podtls/podtls/sidecar/certs"
 	"github.com/podtls/podtls/sidecar/metrics"
@@ -17,11 +21,37 @@ type Snapshotter interface {
 	Snapshot() certs.Snapshot
 }
 
+// Renewer forces a mesh-certificate renewal and returns the new leaf
+// (agent.Agent.RenewNow).
+type Renewer func(ctx context.Context) (*x509.Certificate, error)
+
+// Option adds an optional endpoint to the admin mux.
+type Option func(*options)
+
+type options struct {
+	renew        Renewer
+	renewTimeout time.Duration
+}
+
+// WithRenewer enables POST /renew. Without it (file mode: certificates come
+// from elsewhere) /renew answers 409.
+func WithRenewer(r Renewer) Option { return func(o *options) { o.renew = r } }
+
+// RenewResponse is the JSON answer of a successful POST /renew.
+type RenewResponse struct {
+	Serial   string    `json:"serial"`
+	NotAfter time.Time `json:"not_after"`
+}
+
 // Handler returns the admin mux. ready gates /readyz beyond the store (for
 // example until the listeners are bound); nil means always.
-func Handler(store Snapshotter, reg *metrics.Registry, ready func() bool, log *slog.Logger) http.Handler {
+func Handler(store Snapshotter, reg *metrics.Registry, ready func() bool, log *slog.Logger, opts ...Option) http.Handler {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
+	}
+	o := options{renewTimeout: time.Minute}
+	for _, opt := range opts {
+		opt(&o)
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
@@ -51,7 +81,46 @@ func Handler(store Snapshotter, reg *metrics.Registry, ready func() bool, log *s
 			log.Debug("write certs", "error", err)
 		}
 	})
+	// The admin port listens on the pod IP for kubelet probes, so anything
+	// that changes state is refused unless it comes from inside the pod
+	// (kubectl exec ... podtls-sidecar renew connects over loopback).
+	mux.HandleFunc("/renew", func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodPost {
+			w.Header().Set("Allow", http.MethodPost)
+			writeText(w, http.StatusMethodNotAllowed, "use POST\n")
+			return
+		}
+		if !fromLoopback(r.RemoteAddr) {
+			log.Warn("refused /renew from outside the pod", "remote", r.RemoteAddr)
+			writeText(w, http.StatusForbidden, "/renew is accepted only from loopback (run podtls-sidecar renew inside the pod)\n")
+			return
+		}
+		if o.renew == nil {
+			writeText(w, http.StatusConflict, "no agent: this sidecar reads its certificate from files (--ca-url not set)\n")
+			return
+		}
+		ctx, cancel := context.WithTimeout(r.Context(), o.renewTimeout)
+		defer cancel()
+		leaf, err := o.renew(ctx)
+		if err != nil {
+			log.Warn("forced renewal failed", "error", err)
+			writeText(w, http.StatusBadGateway, "renewal failed: "+err.Error()+"\n")
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(RenewResponse{Serial: leaf.SerialNumber.Text(16), NotAfter: leaf.NotAfter.UTC()})
+	})
 	return mux
+}
+
+// fromLoopback reports whether a request's RemoteAddr is a loopback address.
+func fromLoopback(remote string) bool {
+	host, _, err := net.SplitHostPort(remote)
+	if err != nil {
+		return false
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 func writeText(w http.ResponseWriter, code int, body string) {

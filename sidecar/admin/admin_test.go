@@ -1,8 +1,12 @@
 package admin
 
 import (
+	"context"
+	"crypto/x509"
 	"encoding/json"
+	"errors"
 	"io"
+	"math/big"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -72,5 +76,53 @@ func TestEndpoints(t *testing.T) {
 	}
 	if strings.Contains(strings.ToLower(body), "private") {
 		t.Fatal("/certs mentions private material")
+	}
+}
+
+func TestRenew(t *testing.T) {
+	leaf := &x509.Certificate{SerialNumber: big.NewInt(0xbeef), NotAfter: time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)}
+	ok := func(context.Context) (*x509.Certificate, error) { return leaf, nil }
+	fail := func(context.Context) (*x509.Certificate, error) { return nil, errors.New("CA answered 503") }
+	cases := []struct {
+		name   string
+		method string
+		remote string
+		renew  Renewer
+		code   int
+		body   string
+	}{
+		{"get", http.MethodGet, "127.0.0.1:5000", ok, http.StatusMethodNotAllowed, "POST"},
+		{"put", http.MethodPut, "127.0.0.1:5000", ok, http.StatusMethodNotAllowed, "POST"},
+		{"pod-network", http.MethodPost, "10.244.0.7:40000", ok, http.StatusForbidden, "loopback"},
+		{"node", http.MethodPost, "10.250.0.2:40000", ok, http.StatusForbidden, "loopback"},
+		{"garbage-remote", http.MethodPost, "not-an-address", ok, http.StatusForbidden, "loopback"},
+		{"file-mode", http.MethodPost, "127.0.0.1:5000", nil, http.StatusConflict, "--ca-url"},
+		{"ca-fails", http.MethodPost, "127.0.0.1:5000", fail, http.StatusBadGateway, "CA answered 503"},
+		{"ipv4", http.MethodPost, "127.0.0.1:5000", ok, http.StatusOK, `"serial":"beef"`},
+		{"ipv6", http.MethodPost, "[::1]:5000", ok, http.StatusOK, `"not_after":"2030-01-02T03:04:05Z"`},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			var opts []Option
+			called := false
+			if tc.renew != nil {
+				r := tc.renew
+				opts = append(opts, WithRenewer(func(ctx context.Context) (*x509.Certificate, error) {
+					called = true
+					return r(ctx)
+				}))
+			}
+			h := Handler(&fakeStore{ready: true}, metrics.NewRegistry(), nil, nil, opts...)
+			req := httptest.NewRequest(tc.method, "/renew", nil)
+			req.RemoteAddr = tc.remote
+			rec := httptest.NewRecorder()
+			h.ServeHTTP(rec, req)
+			if rec.Code != tc.code || !strings.Contains(rec.Body.String(), tc.body) {
+				t.Fatalf("%s /renew from %s: %d %q, want %d containing %q", tc.method, tc.remote, rec.Code, rec.Body.String(), tc.code, tc.body)
+			}
+			if refused := tc.code == http.StatusMethodNotAllowed || tc.code == http.StatusForbidden; refused && called {
+				t.Fatal("renewer called for a refused request")
+			}
+		})
 	}
 }

@@ -25,6 +25,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/podtls/podtls/ca/api"
@@ -81,6 +82,10 @@ type Agent struct {
 	c        Config
 	log      *slog.Logger
 	requests *metrics.CounterVec
+
+	// mu serialises certificate requests: the renewal loop and a forced
+	// renewal (RenewNow) must not write the cert dir at the same time.
+	mu sync.Mutex
 
 	renewSerial string
 	renewTime   time.Time
@@ -223,8 +228,25 @@ func (e *StatusError) Permanent() bool {
 	return e.Code >= 400 && e.Code < 500 && e.Code != http.StatusTooManyRequests
 }
 
+// RenewNow requests a new certificate at once, whatever the schedule (an
+// operator forcing a rotation through the admin server), and returns the
+// leaf now served. The renewal loop reschedules from the new certificate.
+func (a *Agent) RenewNow(ctx context.Context) (*x509.Certificate, error) {
+	a.log.Info("forced renewal requested")
+	if err := a.RenewOnce(ctx); err != nil {
+		return nil, err
+	}
+	cur := a.c.Store.MeshCertificate()
+	if cur == nil {
+		return nil, errors.New("no certificate in the store after renewal")
+	}
+	return cur.Leaf, nil
+}
+
 // RenewOnce requests a certificate and installs it.
 func (a *Agent) RenewOnce(ctx context.Context) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return fmt.Errorf("generate key: %w", err)

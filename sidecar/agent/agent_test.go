@@ -286,3 +286,44 @@ func TestRunRetrySchedule(t *testing.T) {
 		})
 	}
 }
+
+// TestRenewNow: a forced renewal replaces the certificate at once, and
+// forced renewals racing with each other never leave a broken cert dir.
+func TestRenewNow(t *testing.T) {
+	e := newEnv(t, time.Hour, true)
+	ctx := context.Background()
+	if err := e.agent.RenewOnce(ctx); err != nil {
+		t.Fatal(err)
+	}
+	first := e.serial()
+	leaf, err := e.agent.RenewNow(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := leaf.SerialNumber.Text(16); got == first || got != e.serial() {
+		t.Fatalf("RenewNow returned serial %s; before %s, served %s", got, first, e.serial())
+	}
+	errs := make(chan error, 4)
+	for range 4 {
+		go func() {
+			_, err := e.agent.RenewNow(ctx)
+			errs <- err
+		}()
+	}
+	for range 4 {
+		if err := <-errs; err != nil {
+			t.Fatalf("concurrent RenewNow: %v", err)
+		}
+	}
+	if err := e.store.Reload(); err != nil {
+		t.Fatalf("cert dir after concurrent renewals: %v", err)
+	}
+	e.srv.Fail(http.StatusServiceUnavailable, "")
+	before := e.serial()
+	if _, err := e.agent.RenewNow(ctx); err == nil {
+		t.Fatal("RenewNow succeeded while the CA fails")
+	}
+	if e.serial() != before {
+		t.Fatal("a failed forced renewal changed the served certificate")
+	}
+}

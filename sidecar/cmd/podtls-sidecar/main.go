@@ -15,8 +15,13 @@ import (
 )
 
 func main() {
-	if len(os.Args) > 1 && os.Args[1] == "wait-ready" {
-		os.Exit(waitReadyMain(os.Args[2:], os.Stderr))
+	if len(os.Args) > 1 {
+		switch os.Args[1] {
+		case "wait-ready":
+			os.Exit(waitReadyMain(os.Args[2:], os.Stderr))
+		case "renew":
+			os.Exit(renewMain(os.Args[2:], os.Stdout, os.Stderr))
+		}
 	}
 	cfg, err := config.Parse(os.Args[1:], os.Stderr)
 	if errors.Is(err, flag.ErrHelp) {

@@ -86,7 +86,11 @@ func run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("--admin %s: %w", cfg.Admin, err)
 	}
-	adminSrv := &http.Server{Handler: admin.Handler(store, reg, serving.Load, log), ReadHeaderTimeout: 5 * time.Second}
+	var adminOpts []admin.Option
+	if ag != nil {
+		adminOpts = append(adminOpts, admin.WithRenewer(ag.RenewNow))
+	}
+	adminSrv := &http.Server{Handler: admin.Handler(store, reg, serving.Load, log, adminOpts...), ReadHeaderTimeout: 5 * time.Second}
 	go func() {
 		if err := adminSrv.Serve(adminLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			log.Error("admin server stopped", "error", err)
