@@ -1,0 +1,141 @@
+package manager
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/go-logr/logr"
+
+	"github.com/podtls/podtls/ca/acme/config"
+)
+
+// issuerState is what the reconciler needs from the configuration: the
+// current issuer and its config, or why there is none.
+type issuerState struct {
+	// Loaded is false until the first load attempt finished.
+	Loaded bool
+	Config config.Config
+	Issuer Issuer
+	// Err is the last load error; with Issuer set, the last good config
+	// stays in use.
+	Err error
+	// accountOK is set once EnsureAccount succeeded for Issuer.
+	accountOK bool
+}
+
+// configWatcher loads the config file, builds the issuer, and polls the file
+// for content changes (kubelet replaces a ConfigMap volume's files through
+// a symlink swap, so content hashing is the robust test). It runs on the
+// leader only: building an issuer may register the ACME account.
+type configWatcher struct {
+	path     string
+	parse    func([]byte) (config.Config, error)
+	build    func(context.Context, config.Config) (Issuer, error)
+	interval time.Duration
+	log      logr.Logger
+	// changed is called after the issuer or its error changed.
+	changed func()
+
+	mu      sync.Mutex
+	state   issuerState
+	good    [sha256.Size]byte // hash of the content the issuer was built from
+	lastErr string            // last error logged, to log each error once
+}
+
+// NeedLeaderElection keeps the watcher (and account registration) on the leader.
+func (w *configWatcher) NeedLeaderElection() bool { return true }
+
+// current returns the state for one reconcile.
+func (w *configWatcher) current() issuerState {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.state
+}
+
+// accountReady records that EnsureAccount succeeded for iss.
+func (w *configWatcher) accountReady(iss Issuer) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.state.Issuer == iss {
+		w.state.accountOK = true
+	}
+}
+
+// Start loads at once, then polls until ctx ends.
+func (w *configWatcher) Start(ctx context.Context) error {
+	t := time.NewTicker(w.interval)
+	defer t.Stop()
+	for {
+		w.poll(ctx)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+// poll loads the file when its content differs from the one in use (or the
+// last attempt failed: a transient issuer error is retried every interval).
+func (w *configWatcher) poll(ctx context.Context) {
+	data, err := os.ReadFile(w.path)
+	var sum [sha256.Size]byte
+	if err == nil {
+		sum = sha256.Sum256(data)
+		w.mu.Lock()
+		same := w.state.Issuer != nil && sum == w.good
+		w.mu.Unlock()
+		if same {
+			return
+		}
+	}
+	var cfg config.Config
+	var iss Issuer
+	if err != nil {
+		err = fmt.Errorf("read ACME config: %w", err)
+	} else if cfg, err = w.parse(data); err != nil {
+		err = fmt.Errorf("ACME config %s: %w", w.path, err)
+	} else if iss, err = w.build(ctx, cfg); err != nil {
+		err = fmt.Errorf("ACME issuer for %s: %w", cfg.DirectoryURL, err)
+	}
+	if ctx.Err() != nil {
+		return
+	}
+	w.mu.Lock()
+	prev := w.state
+	if err == nil {
+		w.state = issuerState{Loaded: true, Config: cfg, Issuer: iss}
+		w.good, w.lastErr = sum, ""
+	} else {
+		w.state.Loaded, w.state.Err = true, err
+	}
+	logErr := err != nil && err.Error() != w.lastErr
+	if err != nil {
+		w.lastErr = err.Error()
+	}
+	w.mu.Unlock()
+
+	switch {
+	case err == nil:
+		configOK.Set(1)
+		w.log.Info("ACME issuer configured", "directory", iss.Directory(), "file", w.path)
+	case logErr:
+		configOK.Set(0)
+		if prev.Issuer != nil {
+			w.log.Error(err, "ACME config not applied; the previous configuration stays in use")
+		} else {
+			w.log.Error(err, "ACME config not applied; no external certificates are issued until it is fixed")
+		}
+	}
+	if err == nil || !prev.Loaded || prev.Err == nil || logErr {
+		w.changed()
+	}
+}
+
+// errNoParser is returned when Options.ParseConfig is missing.
+var errNoParser = errors.New("no config parser")
