@@ -24,7 +24,7 @@ const (
 
 // policy is the part of the issuer configuration that decides when to order.
 type policy struct {
-	MinBackoff, MaxBackoff time.Duration
+	MinBackoff, MaxBackoff  time.Duration
 	MaxOrdersPerNamePerHour int
 	GracePeriod             time.Duration
 	LifetimeFraction        float64
