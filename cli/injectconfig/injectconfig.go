@@ -1,0 +1,217 @@
+// Package injectconfig builds the inject.Config the CLI's offline inject uses:
+// from flags, or from the running controller (its Deployment's arguments and
+// the CA Secret's roots), so the output matches what the webhook would store.
+package injectconfig
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+
+	"github.com/spf13/pflag"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/podtls/podtls/ca"
+	"github.com/podtls/podtls/webhook/controller"
+	"github.com/podtls/podtls/webhook/inject"
+)
+
+// DeploymentName is the controller's Deployment in the controller namespace.
+const DeploymentName = "podtls-controller"
+
+// ControllerContainer is the container name in that Deployment; when absent,
+// the first container is used.
+const ControllerContainer = "controller"
+
+// Flags select the configuration. The defaults are the controller's.
+type Flags struct {
+	Opts            controller.Options
+	TrustRootsFile  string
+	FromCluster     bool
+	Version         string
+	NamespaceLabels bool
+}
+
+// NewFlags returns the controller's defaults.
+func NewFlags() *Flags {
+	o := controller.DefaultOptions()
+	o.SidecarMode = string(inject.ModeNative)
+	return &Flags{Opts: o, Version: controller.Version}
+}
+
+// Bind registers the flags. The controller namespace is bound by the root
+// command (--controller-namespace) into Opts.Namespace.
+func (f *Flags) Bind(fs *pflag.FlagSet) {
+	fs.StringVar(&f.Opts.TrustDomain, "trust-domain", f.Opts.TrustDomain, "SPIFFE trust domain (controller's --trust-domain)")
+	fs.StringVar(&f.Opts.ClusterDomain, "cluster-domain", f.Opts.ClusterDomain, "cluster DNS suffix (controller's --cluster-domain)")
+	fs.StringVar(&f.Opts.SidecarImage, "sidecar-image", f.Opts.SidecarImage, "image of the injected sidecar (controller's --sidecar-image)")
+	fs.StringVar(&f.Opts.CAURL, "ca-url", "", "URL sidecars reach the CA at (default https://podtls-controller.CONTROLLER-NAMESPACE.svc:8443)")
+	fs.StringVar(&f.Opts.SidecarMode, "sidecar-mode", f.Opts.SidecarMode, `"native" or "legacy" (controller's --sidecar-mode)`)
+	fs.StringVar(&f.TrustRootsFile, "trust-roots", "", "PEM file with the CA roots for PODTLS_TRUST_ROOTS (default: none; --from-cluster reads them)")
+	fs.BoolVar(&f.FromCluster, "from-cluster", false, "read every setting from the running controller's Deployment and the CA Secret")
+}
+
+// Build returns the configuration: from the cluster when FromCluster (kube
+// must be set), else from the flags.
+func (f *Flags) Build(ctx context.Context, kube kubernetes.Interface) (inject.Config, error) {
+	opts := f.Opts
+	version := f.Version
+	var roots string
+	if f.FromCluster {
+		if kube == nil {
+			return inject.Config{}, fmt.Errorf("--from-cluster needs a cluster connection")
+		}
+		o, img, err := FromDeployment(ctx, kube, opts.Namespace)
+		if err != nil {
+			return inject.Config{}, err
+		}
+		opts = o
+		if i := strings.LastIndex(img, ":"); i > 0 && !strings.Contains(img[i:], "/") {
+			version = img[i+1:]
+		}
+		if opts.SidecarMode == "auto" {
+			v, err := kube.Discovery().ServerVersion()
+			if err != nil {
+				return inject.Config{}, fmt.Errorf("--sidecar-mode auto: read API server version: %w", err)
+			}
+			opts.SidecarMode = string(modeForVersion(v.Major, v.Minor))
+		}
+		sec, err := kube.CoreV1().Secrets(opts.Namespace).Get(ctx, opts.CASecret, metav1.GetOptions{})
+		if err != nil {
+			return inject.Config{}, fmt.Errorf("read CA Secret %s/%s: %w", opts.Namespace, opts.CASecret, err)
+		}
+		m, err := ca.MaterialFromSecret(sec)
+		if err != nil {
+			return inject.Config{}, fmt.Errorf("CA Secret %s/%s: %w", opts.Namespace, opts.CASecret, err)
+		}
+		roots = string(m.TrustBundlePEM())
+	} else if f.TrustRootsFile != "" {
+		b, err := readFile(f.TrustRootsFile)
+		if err != nil {
+			return inject.Config{}, err
+		}
+		roots = string(b)
+	}
+	return Config(opts, version, roots)
+}
+
+// Config maps controller options onto the injection config exactly as
+// podtls-controller does at start-up.
+func Config(opts controller.Options, version, roots string) (inject.Config, error) {
+	if opts.CAURL == "" {
+		opts.CAURL = fmt.Sprintf("https://%s.%s.svc:8443", opts.ServiceName, opts.Namespace)
+	}
+	cfg := inject.DefaultConfig()
+	cfg.Version = version
+	cfg.ControllerNamespace = opts.Namespace
+	cfg.TrustDomain = opts.TrustDomain
+	cfg.ClusterDomain = opts.ClusterDomain
+	cfg.CAURL = opts.CAURL
+	cfg.TrustRootsPEM = roots
+	cfg.SidecarMode = inject.SidecarMode(opts.SidecarMode)
+	cfg.Template = inject.DefaultTemplate(opts.SidecarImage)
+	for _, q := range []struct {
+		list  corev1.ResourceList
+		name  corev1.ResourceName
+		value string
+		flag  string
+	}{
+		{cfg.Template.Resources.Requests, corev1.ResourceCPU, opts.SidecarCPU, "--sidecar-cpu-request"},
+		{cfg.Template.Resources.Requests, corev1.ResourceMemory, opts.SidecarMemory, "--sidecar-memory-request"},
+		{cfg.Template.Resources.Limits, corev1.ResourceMemory, opts.SidecarMemoryMax, "--sidecar-memory-limit"},
+	} {
+		v, err := resource.ParseQuantity(q.value)
+		if err != nil {
+			return inject.Config{}, fmt.Errorf("%s %q: %w", q.flag, q.value, err)
+		}
+		q.list[q.name] = v
+	}
+	if err := cfg.Validate(); err != nil {
+		return inject.Config{}, err
+	}
+	return cfg, nil
+}
+
+// FromDeployment parses the controller Deployment's container arguments with
+// the controller's own flag definitions. It returns the options and the image.
+func FromDeployment(ctx context.Context, kube kubernetes.Interface, namespace string) (controller.Options, string, error) {
+	d, err := kube.AppsV1().Deployments(namespace).Get(ctx, DeploymentName, metav1.GetOptions{})
+	if err != nil {
+		return controller.Options{}, "", fmt.Errorf("read controller Deployment %s/%s: %w", namespace, DeploymentName, err)
+	}
+	c, err := controllerContainer(d)
+	if err != nil {
+		return controller.Options{}, "", err
+	}
+	opts, err := ParseArgs(append(append([]string(nil), c.Command...), c.Args...))
+	if err != nil {
+		return controller.Options{}, "", fmt.Errorf("controller Deployment %s/%s: %w", namespace, DeploymentName, err)
+	}
+	return opts, c.Image, nil
+}
+
+func controllerContainer(d *appsv1.Deployment) (corev1.Container, error) {
+	cs := d.Spec.Template.Spec.Containers
+	if len(cs) == 0 {
+		return corev1.Container{}, fmt.Errorf("controller Deployment %s/%s has no containers", d.Namespace, d.Name)
+	}
+	for _, c := range cs {
+		if c.Name == ControllerContainer {
+			return c, nil
+		}
+	}
+	return cs[0], nil
+}
+
+// ParseArgs reads podtls-controller flags from a command line (a leading
+// non-flag word, the binary, is skipped). Flags the controller does not
+// define are an error, as they would be for the controller.
+func ParseArgs(args []string) (controller.Options, error) {
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		args = args[1:]
+	}
+	opts := controller.DefaultOptions()
+	fs := flag.NewFlagSet("podtls-controller", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	opts.BindFlags(fs)
+	fs.String("kubeconfig", "", "") // controller-runtime's global flag
+	if err := fs.Parse(args); err != nil {
+		return controller.Options{}, fmt.Errorf("controller arguments: %w", err)
+	}
+	return opts, nil
+}
+
+// modeForVersion: native sidecars are on by default from Kubernetes 1.29.
+func modeForVersion(major, minor string) inject.SidecarMode {
+	num := func(s string) int {
+		end := strings.IndexFunc(s, func(r rune) bool { return r < '0' || r > '9' })
+		if end >= 0 {
+			s = s[:end]
+		}
+		n, _ := strconv.Atoi(s)
+		return n
+	}
+	if maj := num(major); maj > 1 || (maj == 1 && num(minor) >= 29) {
+		return inject.ModeNative
+	}
+	return inject.ModeLegacy
+}
+
+func readFile(path string) ([]byte, error) {
+	if path == "-" {
+		return nil, fmt.Errorf("--trust-roots: stdin is reserved for manifests")
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read trust roots: %w", err)
+	}
+	return b, nil
+}

@@ -1,0 +1,62 @@
+package inject
+
+import (
+	"encoding/json"
+	"fmt"
+	"slices"
+
+	corev1 "k8s.io/api/core/v1"
+
+	"github.com/podtls/podtls/webhook/annotations"
+)
+
+// Uninject returns a copy of pod without what Inject added: the sidecar
+// container (native or legacy), podtls's volumes, and the status and
+// external-secret annotations. It reverses Mutate exactly, so that
+// Uninject(Mutate(p)) equals p, with one ambiguity: in legacy mode Inject sets
+// kubectl.kubernetes.io/default-container to the first app container when the
+// user had not set it, and Uninject removes it when it still names that
+// container. A pod without the sidecar is returned unchanged.
+func Uninject(pod *corev1.Pod) (*corev1.Pod, error) {
+	out := pod.DeepCopy()
+	if !HasSidecar(pod) {
+		return out, nil
+	}
+	var st Status
+	if raw, ok := pod.Annotations[annotations.Status]; ok {
+		if err := json.Unmarshal([]byte(raw), &st); err != nil {
+			return nil, fmt.Errorf("annotation %s: %w", annotations.Status, err)
+		}
+	}
+	isOurs := func(c corev1.Container) bool { return c.Name == ContainerName }
+	legacy := slices.ContainsFunc(out.Spec.Containers, isOurs)
+	out.Spec.InitContainers = nilIfEmpty(slices.DeleteFunc(out.Spec.InitContainers, isOurs))
+	out.Spec.Containers = slices.DeleteFunc(out.Spec.Containers, isOurs)
+
+	reserved := []string{CertsVolume, TrustVolume, TokenVolume}
+	if s := pod.Annotations[annotations.ExternalSecret]; s != "" {
+		reserved = append(reserved, s)
+	}
+	out.Spec.Volumes = nilIfEmpty(slices.DeleteFunc(out.Spec.Volumes, func(v corev1.Volume) bool {
+		return slices.Contains(reserved, v.Name)
+	}))
+
+	delete(out.Annotations, annotations.Status)
+	delete(out.Annotations, annotations.ExternalSecret)
+	if legacy || st.Mode == ModeLegacy {
+		if len(out.Spec.Containers) > 0 && out.Annotations[annotations.DefaultContainer] == out.Spec.Containers[0].Name {
+			delete(out.Annotations, annotations.DefaultContainer)
+		}
+	}
+	if len(out.Annotations) == 0 {
+		out.Annotations = nil
+	}
+	return out, nil
+}
+
+func nilIfEmpty[T any](s []T) []T {
+	if len(s) == 0 {
+		return nil
+	}
+	return s
+}
