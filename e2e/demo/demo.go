@@ -1,0 +1,446 @@
+// Package demo is `make demo` as a library: it starts the real single-node cluster
+// (e2e/cluster), installs podtls on it as a user would on any cluster, labels namespace
+// demo, applies manifests/examples/demo.yaml (customer -> preference -> recommendation)
+// and shows what podtls did: a call traced through all three services with the identity
+// each sidecar verified, a caller outside the allow list refused, and certificates
+// rotated without a restart. hack/demo prints it for people; demo_test.go runs the same
+// flow in CI and asserts on the Result.
+//
+// Run needs root (the node runs kubelet, containerd and runc) and the node binaries.
+package demo
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/podtls/podtls/e2e/cluster"
+	"github.com/podtls/podtls/e2e/mesh"
+	"github.com/podtls/podtls/webhook/inject"
+)
+
+// Images the demo builds and imports into the node.
+const (
+	ControllerImage = "localhost/podtls/controller:demo"
+	SidecarImage    = "localhost/podtls/sidecar:demo"
+	HopImage        = "localhost/podtls/hop:demo"
+)
+
+const (
+	ns             = "demo"
+	systemNS       = "podtls-system"
+	adminPort      = "15000"
+	meshPort       = "8443"
+	sidecarName    = inject.ContainerName
+	waitDeployment = 3 * time.Minute
+)
+
+// apps are the example's Deployments, in call order.
+var apps = []string{"customer", "preference", "recommendation"}
+
+// Options configure Run. The zero value runs the whole demo from inside the repository.
+type Options struct {
+	// RepoRoot is the podtls checkout (default: found from the working directory).
+	RepoRoot string
+	// Keep leaves everything running after a successful run until ctx ends, printing
+	// how to reach it.
+	Keep bool
+	// Logger receives the cluster's progress (default: discard).
+	Logger *slog.Logger
+}
+
+// Timing is how long one step took.
+type Timing struct {
+	Step string
+	Took time.Duration
+}
+
+// Rotation is a certificate seen before and after a forced renewal.
+type Rotation struct {
+	// Before and After are serials (hex) of the certificate a new TLS handshake got.
+	Before, After string
+	// Took is from asking for the renewal to the new serial being served.
+	Took time.Duration
+}
+
+// Rotated reports a completed rotation.
+func (r Rotation) Rotated() bool { return r.Before != "" && r.After != "" && r.Before != r.After }
+
+// Result is what a run showed, for tests to assert on.
+type Result struct {
+	// Timings of every step in order, and the whole run.
+	Timings []Timing
+	Total   time.Duration
+	// Trace is the visitor's answer: one line per service with the identity its
+	// sidecar verified.
+	Trace string
+	// IntruderPhase is the phase the refused caller's pod ended in, Refusals the
+	// identity_not_allowed handshake failures preference's sidecar counted.
+	IntruderPhase corev1.PodPhase
+	Refusals      float64
+	// MeshRotation is customer's mesh certificate around `podtls-sidecar renew`.
+	MeshRotation Rotation
+	// Restarts is every demo pod's total container restart count at the end, and
+	// PodsReplaced whether any pod of the three Deployments was replaced during the run.
+	Restarts     map[string]int32
+	PodsReplaced bool
+}
+
+// Timing returns the duration of the named step (0 when it did not run).
+func (r *Result) Timing(step string) time.Duration {
+	for _, t := range r.Timings {
+		if t.Step == step {
+			return t.Took
+		}
+	}
+	return 0
+}
+
+// Step names, in order.
+const (
+	StepBuild    = "build images"
+	StepCluster  = "start the node"
+	StepInstall  = "install podtls"
+	StepApply    = "apply the example"
+	StepTrace    = "traced call"
+	StepRefused  = "refused caller"
+	StepMeshRot  = "mesh rotation"
+	StepRestarts = "restart counts"
+)
+
+type run struct {
+	opts  Options
+	out   io.Writer
+	res   *Result
+	c     *cluster.Cluster
+	cs    kubernetes.Interface
+	start time.Time
+	pods  map[string]string // app -> pod UID at the start
+}
+
+// Run runs the demo, writing its progress for people to out, and returns what it
+// showed. Everything it started is torn down before it returns, also when ctx ends
+// (Ctrl-C); with Options.Keep, only once ctx ends.
+func Run(ctx context.Context, opts Options, out io.Writer) (res *Result, err error) {
+	r := &run{opts: opts, out: out, res: &Result{Restarts: map[string]int32{}}, start: time.Now()}
+	if r.opts.RepoRoot == "" {
+		if r.opts.RepoRoot, err = cluster.RepoRoot(); err != nil {
+			return nil, err
+		}
+	}
+	if r.opts.Logger == nil {
+		r.opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if os.Geteuid() != 0 {
+		return nil, errors.New("the demo needs root: it runs a real node (kubelet, containerd, runc) in a network namespace")
+	}
+	if missing := cluster.MissingBinaries(cluster.Options{RepoRoot: r.opts.RepoRoot}); len(missing) > 0 {
+		return nil, fmt.Errorf("missing %s: run `make node-assets` first (make demo does)", strings.Join(missing, ", "))
+	}
+	defer func() {
+		if r.res.Total == 0 {
+			r.res.Total = time.Since(r.start)
+		}
+		res = r.res
+	}()
+
+	dir, err := os.MkdirTemp("", "podtls-demo-")
+	if err != nil {
+		return nil, fmt.Errorf("temp dir: %w", err)
+	}
+	defer os.RemoveAll(dir)
+
+	var images []string
+	if err := r.step(StepBuild, "Building the images without Docker (OCI tarballs for containerd)", func() error {
+		images, err = r.buildImages(ctx, dir)
+		return err
+	}); err != nil {
+		return nil, err
+	}
+
+	if err := r.step(StepCluster, "Starting a real single-node Kubernetes (etcd, kube-apiserver, controller-manager, scheduler, kube-proxy, CoreDNS, kubelet + containerd + runc) in its own network namespace", func() error {
+		r.c, err = cluster.Up(ctx, cluster.Options{RepoRoot: r.opts.RepoRoot, Images: images, Logger: r.opts.Logger})
+		return err
+	}); err != nil {
+		return nil, err
+	}
+	defer func() {
+		if r.opts.Keep && err == nil {
+			r.printKeep()
+			<-ctx.Done()
+		}
+		r.header("Tearing everything down")
+		t := time.Now()
+		if derr := r.c.Down(); derr != nil {
+			err = errors.Join(err, fmt.Errorf("tear down: %w", derr))
+		}
+		r.printf("    down in %s, nothing left running\n", round(time.Since(t)))
+		if err != nil {
+			r.printf("    component logs: %s\n", r.c.LogDir())
+		}
+	}()
+	r.cs = r.c.Client
+
+	steps := []struct {
+		name, title string
+		fn          func(context.Context) error
+	}{
+		{StepInstall, "Installing podtls: podtls-controller (admission webhook + internal CA) in " + systemNS, r.install},
+		{StepApply, "kubectl label namespace demo podtls.io/inject=enabled && kubectl apply -f manifests/examples/demo.yaml   (customer -> preference -> recommendation)", r.apply},
+		{StepTrace, "kubectl apply -f manifests/examples/visitor.yaml   (visitor calls customer through its sidecar)", r.trace},
+		{StepRefused, "kubectl apply -f manifests/examples/intruder.yaml   (intruder calls preference; only customer is allowed)", r.refused},
+		{StepMeshRot, "Rotating customer's mesh certificate: kubectl exec deploy/customer -c " + sidecarName + " -- /podtls-sidecar renew", r.meshRotation},
+		{StepRestarts, "No pod restarted", r.restarts},
+	}
+	for _, s := range steps {
+		if err := r.step(s.name, s.title, func() error { return s.fn(ctx) }); err != nil {
+			return nil, err
+		}
+	}
+	r.summary()
+	return r.res, nil
+}
+
+// step prints a header, runs fn and records its duration.
+func (r *run) step(name, title string, fn func() error) error {
+	r.header(title)
+	t := time.Now()
+	err := fn()
+	took := time.Since(t)
+	r.res.Timings = append(r.res.Timings, Timing{Step: name, Took: took})
+	if err != nil {
+		return fmt.Errorf("%s: %w", name, err)
+	}
+	r.printf("    (%s)\n", round(took))
+	return nil
+}
+
+func (r *run) header(title string) {
+	r.printf("\n==> [%s] %s\n", round(time.Since(r.start)), title)
+}
+
+func (r *run) printf(format string, args ...any) {
+	fmt.Fprintf(r.out, format, args...)
+}
+
+func (r *run) buildImages(ctx context.Context, dir string) ([]string, error) {
+	var images []string
+	for _, img := range []struct{ pkg, name string }{
+		{"./webhook/cmd/podtls-controller", ControllerImage},
+		{"./sidecar/cmd/podtls-sidecar", SidecarImage},
+		{"./e2e/apps/hop", HopImage},
+	} {
+		out := filepath.Join(dir, filepath.Base(img.pkg)+".tar")
+		if err := cluster.BuildImage(ctx, r.opts.RepoRoot, img.pkg, img.name, out); err != nil {
+			return nil, err
+		}
+		r.printf("    %s\n", img.name)
+		images = append(images, out)
+	}
+	return images, nil
+}
+
+func (r *run) install(ctx context.Context) error {
+	in := mesh.Install{ControllerImage: ControllerImage, SidecarImage: SidecarImage, PullPolicy: corev1.PullNever}
+	if err := in.Apply(ctx, r.cs); err != nil {
+		return err
+	}
+	if err := r.waitAvailable(ctx, systemNS, "podtls-controller"); err != nil {
+		return err
+	}
+	r.printf("    controller available: it generated its CA and patched its webhook's caBundle\n")
+	return nil
+}
+
+func (r *run) apply(ctx context.Context) error {
+	if err := r.kubectl(ctx, "create", "namespace", ns); err != nil {
+		return err
+	}
+	if err := r.kubectl(ctx, "label", "namespace", ns, "podtls.io/inject=enabled"); err != nil {
+		return err
+	}
+	if err := r.kubectl(ctx, "apply", "-f", r.example("demo.yaml")); err != nil {
+		return err
+	}
+	for _, app := range apps {
+		if err := r.waitAvailable(ctx, ns, app); err != nil {
+			return err
+		}
+	}
+	var err error
+	if r.pods, err = r.podUIDs(ctx); err != nil {
+		return err
+	}
+	r.printf("    all three available; every pod got the sidecar as a native sidecar (init container, restartPolicy Always):\n")
+	if err := r.kubectl(ctx, "get", "pods", "-n", ns, "-o",
+		"custom-columns=POD:.metadata.name,SIDECAR:.spec.initContainers[0].name,RESTART:.spec.initContainers[0].restartPolicy,APP:.spec.containers[0].name,STATUS:.status.phase"); err != nil {
+		return err
+	}
+	r.printf("    the mesh certificates the CA issued (each sidecar's /certs; the keys never left the pods):\n")
+	for _, app := range apps {
+		if err := r.showMeshCert(ctx, app); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (r *run) trace(ctx context.Context) error {
+	out, phase, err := r.runCaller(ctx, "visitor.yaml", "visitor")
+	if err != nil {
+		return err
+	}
+	r.printf("    each line: a service, and the caller identity its sidecar verified over mTLS\n")
+	r.printf("%s", indent(out))
+	if phase != corev1.PodSucceeded {
+		return fmt.Errorf("visitor ended %s, want Succeeded", phase)
+	}
+	r.res.Trace = out
+	return nil
+}
+
+func (r *run) refused(ctx context.Context) error {
+	out, phase, err := r.runCaller(ctx, "intruder.yaml", "intruder")
+	if err != nil {
+		return err
+	}
+	r.res.IntruderPhase = phase
+	r.printf("    intruder pod: %s; its last words:\n%s", phase, indent(lastLine(out)))
+	if r.res.Refusals, err = r.refusals(ctx, "preference"); err != nil {
+		return err
+	}
+	r.printf("    preference's sidecar refused %v handshake(s) with reason identity_not_allowed; its app saw none of them\n", r.res.Refusals)
+	if phase != corev1.PodFailed || r.res.Refusals < 1 {
+		return fmt.Errorf("intruder was not refused (pod %s, %v refusals)", phase, r.res.Refusals)
+	}
+	return nil
+}
+
+func (r *run) meshRotation(ctx context.Context) error {
+	ip, err := r.podIP(ctx, "customer")
+	if err != nil {
+		return err
+	}
+	before, err := r.servedMeshSerial(ctx, ip)
+	if err != nil {
+		return err
+	}
+	r.printf("    customer:8443 serves mesh certificate serial %s\n", short(before))
+	t := time.Now()
+	out, err := r.c.RunKubectl(ctx, "exec", "-n", ns, "deploy/customer", "-c", sidecarName, "--", "/podtls-sidecar", "renew")
+	r.printf("%s", indent(string(out)))
+	if err != nil {
+		return fmt.Errorf("renew: %w", err)
+	}
+	var after string
+	if err := poll(ctx, 30*time.Second, func() (bool, error) {
+		s, err := r.servedMeshSerial(ctx, ip)
+		after = s
+		return err == nil && s != before, nil
+	}); err != nil {
+		return fmt.Errorf("customer still serves serial %s after the renewal: %w", before, err)
+	}
+	r.res.MeshRotation = Rotation{Before: before, After: after, Took: time.Since(t)}
+	r.printf("    the next handshake got serial %s (new key, generated in the pod) after %s\n", short(after), round(r.res.MeshRotation.Took))
+	return nil
+}
+
+func (r *run) restarts(ctx context.Context) error {
+	pods, err := r.podUIDs(ctx)
+	if err != nil {
+		return err
+	}
+	for app, uid := range r.pods {
+		if pods[app] != uid {
+			r.res.PodsReplaced = true
+			r.printf("    %s's pod was replaced\n", app)
+		}
+	}
+	if err := r.kubectl(ctx, "get", "pods", "-n", ns, "-l", "app in (customer,preference,recommendation)", "-o",
+		"custom-columns=POD:.metadata.name,SIDECAR-RESTARTS:.status.initContainerStatuses[0].restartCount,APP-RESTARTS:.status.containerStatuses[0].restartCount"); err != nil {
+		return err
+	}
+	if r.res.Restarts, err = r.restartCounts(ctx); err != nil {
+		return err
+	}
+	for pod, n := range r.res.Restarts {
+		if n != 0 {
+			return fmt.Errorf("pod %s restarted %d times", pod, n)
+		}
+	}
+	if r.res.PodsReplaced {
+		return errors.New("a demo pod was replaced during the run")
+	}
+	return nil
+}
+
+func (r *run) summary() {
+	r.res.Total = time.Since(r.start)
+	r.header(fmt.Sprintf("Done in %s", round(r.res.Total)))
+	r.printf("    shown: customer -> preference -> recommendation over mTLS with the verified identity at each hop;\n")
+	r.printf("           a caller outside the allow list refused in the handshake;\n")
+	r.printf("           the mesh certificate rotated (serial %s -> %s), no pod restarted\n", short(r.res.MeshRotation.Before), short(r.res.MeshRotation.After))
+	r.printf("    timings:\n")
+	for _, t := range r.res.Timings {
+		r.printf("      %-18s %8s\n", t.Step, round(t.Took))
+	}
+	r.printf(`
+    On a real cluster (Kubernetes >= 1.29):
+      helm install podtls charts/podtls -n podtls-system --create-namespace \
+        --set acme.directoryURL=https://acme-v02.api.letsencrypt.org/directory --set acme.email=you@example.com \
+        --set acme.dns.provider=route53 ...          # see manifests/examples for issuer examples
+      kubectl label namespace demo podtls.io/inject=enabled
+      kubectl apply -f manifests/examples/demo.yaml
+      kubectl exec deploy/customer -c podtls-sidecar -- /podtls-sidecar renew      # rotate a mesh certificate now
+      kubectl annotate secret NAME podtls.io/force-renew=$(date +%%s)                # renew an ACME certificate now
+`)
+}
+
+func (r *run) printKeep() {
+	r.printf("\nEverything keeps running. kubectl inside the node's network namespace:\n")
+	r.printf("    ip netns exec podtls-e2e-%s %s --kubeconfig %s get pods -A\n", r.c.ID, r.c.Kubectl, r.c.Kubeconfig)
+	r.printf("Press Ctrl-C to tear it down.\n")
+}
+
+func (r *run) example(name string) string {
+	return filepath.Join(r.opts.RepoRoot, "manifests", "examples", name)
+}
+
+func round(d time.Duration) time.Duration {
+	if d < 10*time.Second {
+		return d.Round(10 * time.Millisecond)
+	}
+	return d.Round(100 * time.Millisecond)
+}
+
+func short(serial string) string {
+	if len(serial) > 16 {
+		return serial[:16] + "..."
+	}
+	return serial
+}
+
+func indent(s string) string {
+	if s == "" {
+		return ""
+	}
+	var b strings.Builder
+	for _, line := range strings.Split(strings.TrimRight(s, "\n"), "\n") {
+		b.WriteString("    " + line + "\n")
+	}
+	return b.String()
+}
+
+func lastLine(s string) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	return lines[len(lines)-1] + "\n"
+}

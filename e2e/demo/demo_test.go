@@ -1,0 +1,63 @@
+package demo
+
+import (
+	"context"
+	"log/slog"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+
+	"github.com/podtls/podtls/e2e/cluster"
+)
+
+// TestDemo runs exactly what `make demo` runs and checks what it showed. Like the
+// other node suites it needs root and the node binaries:
+//
+//	PODTLS_REQUIRE_NODE=1 go test -count=1 -v -timeout 20m ./e2e/demo/
+func TestDemo(t *testing.T) {
+	cluster.Require(t, "demo")
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
+	defer cancel()
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	var out strings.Builder
+	res, err := Run(ctx, Options{Logger: log}, &out)
+	t.Logf("demo output:\n%s", out.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	for _, want := range []string{
+		"customer        <- spiffe://cluster.local/ns/demo/sa/visitor",
+		"preference      <- spiffe://cluster.local/ns/demo/sa/customer",
+		"recommendation  <- spiffe://cluster.local/ns/demo/sa/preference",
+	} {
+		if !strings.Contains(res.Trace, want) {
+			t.Errorf("trace lacks %q:\n%s", want, res.Trace)
+		}
+	}
+	if res.IntruderPhase != corev1.PodFailed || res.Refusals < 1 {
+		t.Errorf("intruder: pod %s, %v refusals; want Failed and at least one identity_not_allowed", res.IntruderPhase, res.Refusals)
+	}
+	if !res.MeshRotation.Rotated() {
+		t.Errorf("mesh certificate not rotated: %+v", res.MeshRotation)
+	}
+	if len(res.Restarts) != len(apps) {
+		t.Errorf("restart counts of %d pods, want %d: %v", len(res.Restarts), len(apps), res.Restarts)
+	}
+	for pod, n := range res.Restarts {
+		if n != 0 {
+			t.Errorf("pod %s restarted %d times", pod, n)
+		}
+	}
+	if res.PodsReplaced {
+		t.Error("a demo pod was replaced during the run")
+	}
+	var timings []string
+	for _, tm := range res.Timings {
+		timings = append(timings, tm.Step+"="+tm.Took.Round(100*time.Millisecond).String())
+	}
+	t.Logf("TIMINGS total=%s %s", res.Total.Round(100*time.Millisecond), strings.Join(timings, " "))
+}
