@@ -1,0 +1,351 @@
+// Package status collects, per pod, what podtls did and why: the injection
+// decision with its reason codes, the mesh identity, listeners, allowed
+// callers, the external certificate's state from its Secret, recent podtls
+// Events and, when asked, the certificates the sidecar serves right now
+// (its admin /certs endpoint through the API server's pod proxy).
+package status
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/client-go/kubernetes"
+
+	acmestatus "github.com/podtls/podtls/ca/acme/status"
+	"github.com/podtls/podtls/ca/identity"
+	"github.com/podtls/podtls/cli/injectconfig"
+	"github.com/podtls/podtls/sidecar/certs"
+	"github.com/podtls/podtls/webhook/annotations"
+	"github.com/podtls/podtls/webhook/audit"
+	"github.com/podtls/podtls/webhook/controller"
+	"github.com/podtls/podtls/webhook/inject"
+)
+
+// SchemaVersion identifies the JSON layout of Report.
+const SchemaVersion = "podtls.io/status/v1"
+
+// Report is the JSON output of `podtls status`.
+type Report struct {
+	Schema string `json:"schema"`
+	Pods   []Pod  `json:"pods"`
+}
+
+// Pod is the podtls view of one pod.
+type Pod struct {
+	Namespace string `json:"namespace"`
+	Name      string `json:"name"`
+	Phase     string `json:"phase"`
+	// Injected: the pod has the sidecar. Missing: it should, but does not.
+	Injected bool `json:"injected"`
+	Missing  bool `json:"missing"`
+	// Reasons are the webhook's decision codes (for an injected pod: why it was injected).
+	Reasons     []string `json:"reasons"`
+	SidecarMode string   `json:"sidecarMode,omitempty"`
+	Version     string   `json:"controllerVersion,omitempty"`
+	Identity    string   `json:"identity,omitempty"`
+	DNSNames    []string `json:"dnsNames,omitempty"`
+	Inbound     []string `json:"inbound,omitempty"`
+	Upstreams   []string `json:"upstreams,omitempty"`
+	// Allow is empty when any identity of the trust domain may call.
+	Allow    []string  `json:"allow,omitempty"`
+	External *External `json:"external,omitempty"`
+	Live     *Live     `json:"live,omitempty"`
+	Events   []Event   `json:"events,omitempty"`
+	// Problems found while reading the pod's podtls annotations.
+	Problems []string `json:"problems,omitempty"`
+}
+
+// External is the external certificate of a pod, from its Secret.
+type External struct {
+	Hosts  []string `json:"hosts"`
+	Secret string   `json:"secret"`
+	// Found is false while the ACME manager has not created the Secret.
+	Found  bool                 `json:"found"`
+	Status *acmestatus.External `json:"status,omitempty"`
+}
+
+// Live is what the sidecar serves right now.
+type Live struct {
+	Ready    bool             `json:"ready"`
+	Mesh     *certs.CertInfo  `json:"mesh,omitempty"`
+	External []certs.CertInfo `json:"external,omitempty"`
+	Error    string           `json:"error,omitempty"`
+}
+
+// Event is a podtls Event on the pod.
+type Event struct {
+	Type    string    `json:"type"`
+	Reason  string    `json:"reason"`
+	Message string    `json:"message"`
+	Count   int32     `json:"count"`
+	Last    time.Time `json:"last"`
+}
+
+// Options say which pods and how much.
+type Options struct {
+	Namespace           string // "" with AllNamespaces false is an error
+	AllNamespaces       bool
+	Pod                 string // one pod, or all of the namespace
+	ControllerNamespace string
+	Live                bool
+	// Proxy fetches the sidecar's /certs: GET through the pod proxy. Nil
+	// uses the clientset's REST client.
+	Proxy func(ctx context.Context, ns, pod string) ([]byte, error)
+}
+
+// eventReasons are the Event reasons podtls records on pods.
+var eventReasons = []string{audit.EventReason, acmestatus.EventIssued, acmestatus.EventRenewed,
+	acmestatus.EventFailed, acmestatus.EventDenied, acmestatus.EventNotConfigured}
+
+// Collect reads the pods and everything about them.
+func Collect(ctx context.Context, kube kubernetes.Interface, opts Options) (Report, error) {
+	rep := Report{Schema: SchemaVersion, Pods: []Pod{}}
+	ns := opts.Namespace
+	if opts.AllNamespaces {
+		ns = ""
+	}
+	var pods []corev1.Pod
+	if opts.Pod != "" {
+		p, err := kube.CoreV1().Pods(ns).Get(ctx, opts.Pod, metav1.GetOptions{})
+		if err != nil {
+			return rep, fmt.Errorf("get pod %s/%s: %w", ns, opts.Pod, err)
+		}
+		pods = []corev1.Pod{*p}
+	} else {
+		l, err := kube.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{})
+		if err != nil {
+			return rep, fmt.Errorf("list pods: %w", err)
+		}
+		pods = l.Items
+	}
+	sort.Slice(pods, func(i, j int) bool {
+		if pods[i].Namespace != pods[j].Namespace {
+			return pods[i].Namespace < pods[j].Namespace
+		}
+		return pods[i].Name < pods[j].Name
+	})
+
+	ctrl := controller.DefaultOptions()
+	ctrl.Namespace = opts.ControllerNamespace
+	if o, _, err := injectconfig.FromDeployment(ctx, kube, opts.ControllerNamespace); err == nil {
+		ctrl = o
+	}
+	cfg, err := injectconfig.Config(ctrl, controller.Version, "")
+	if err != nil {
+		return rep, err
+	}
+	namespaces := map[string]*corev1.Namespace{}
+	events := map[string][]Event{}
+	for _, p := range pods {
+		if _, seen := namespaces[p.Namespace]; seen {
+			continue
+		}
+		n, err := kube.CoreV1().Namespaces().Get(ctx, p.Namespace, metav1.GetOptions{})
+		if err != nil && !apierrors.IsNotFound(err) && !apierrors.IsForbidden(err) {
+			return rep, fmt.Errorf("get namespace %s: %w", p.Namespace, err)
+		}
+		if err != nil {
+			n = nil
+		}
+		namespaces[p.Namespace] = n
+		evs, err := podEvents(ctx, kube, p.Namespace, opts.Pod)
+		if err != nil {
+			return rep, err
+		}
+		for k, v := range evs {
+			events[k] = v
+		}
+	}
+	for i := range pods {
+		p := &pods[i]
+		st := describe(p, namespaces[p.Namespace], cfg)
+		st.Events = events[p.Namespace+"/"+p.Name]
+		if st.External != nil {
+			sec, err := kube.CoreV1().Secrets(p.Namespace).Get(ctx, st.External.Secret, metav1.GetOptions{})
+			switch {
+			case apierrors.IsNotFound(err):
+			case err != nil:
+				st.Problems = append(st.Problems, fmt.Sprintf("read Secret %s: %v", st.External.Secret, err))
+			default:
+				st.External.Found = true
+				e, err := acmestatus.Decode(sec.Annotations)
+				if err != nil {
+					st.Problems = append(st.Problems, err.Error())
+				}
+				st.External.Status = &e
+			}
+		}
+		if opts.Live && st.Injected {
+			st.Live = live(ctx, kube, opts.Proxy, p)
+		}
+		rep.Pods = append(rep.Pods, st)
+	}
+	return rep, nil
+}
+
+// describe is the pure part: what the pod spec and annotations say.
+func describe(p *corev1.Pod, ns *corev1.Namespace, cfg inject.Config) Pod {
+	st := Pod{Namespace: p.Namespace, Name: p.Name, Phase: string(p.Status.Phase), Injected: inject.HasSidecar(p)}
+	if st.Phase == "" {
+		st.Phase = "Pending"
+	}
+	subject := p
+	if st.Injected {
+		// Why it was injected: the decision on the pod as it was submitted.
+		orig, err := inject.Uninject(p)
+		if err != nil {
+			st.Problems = append(st.Problems, err.Error())
+		} else {
+			subject = orig
+		}
+		var s inject.Status
+		if err := json.Unmarshal([]byte(p.Annotations[annotations.Status]), &s); err == nil {
+			st.SidecarMode, st.Version = string(s.Mode), s.Version
+		}
+		if td := sidecarArg(p, "--trust-domain"); td != "" {
+			cfg.TrustDomain = td
+		}
+	}
+	d := inject.Decide(subject, ns, cfg)
+	for _, r := range d.Reasons {
+		st.Reasons = append(st.Reasons, string(r))
+	}
+	if st.Injected && d.Has(inject.ReasonAlreadyInjected) {
+		st.Reasons = []string{string(inject.ReasonAlreadyInjected)} // added by hand, not by the webhook
+	}
+	st.Missing = !st.Injected && d.Inject && p.Status.Phase != corev1.PodSucceeded && p.Status.Phase != corev1.PodFailed
+	if !st.Injected && !d.Inject {
+		return st
+	}
+	sa := p.Spec.ServiceAccountName
+	if sa == "" {
+		sa = "default"
+	}
+	if id, err := identity.New(cfg.TrustDomain, p.Namespace, sa); err == nil {
+		st.Identity = id.String()
+	}
+	spec, _, err := inject.Parse(subject, p.Namespace, cfg)
+	if err != nil {
+		st.Problems = append(st.Problems, err.Error())
+		return st
+	}
+	st.DNSNames = spec.DNSNames
+	for _, m := range spec.Inbound {
+		st.Inbound = append(st.Inbound, fmt.Sprintf(":%d -> 127.0.0.1:%d", m.Listen, m.Target))
+	}
+	for _, u := range spec.Upstreams {
+		s := fmt.Sprintf("127.0.0.1:%d -> %s:%d", u.LocalPort, u.Host, u.Port)
+		if u.ID != "" {
+			s += " (" + u.ID + ")"
+		}
+		st.Upstreams = append(st.Upstreams, s)
+	}
+	st.Allow = spec.Allow
+	if len(spec.ExternalHosts) > 0 {
+		secret := p.Annotations[annotations.ExternalSecret]
+		if secret == "" {
+			secret = spec.ExternalSecret
+		}
+		st.External = &External{Hosts: spec.ExternalHosts, Secret: secret}
+	}
+	return st
+}
+
+// sidecarArg returns the value of flag in the sidecar's arguments.
+func sidecarArg(p *corev1.Pod, flag string) string {
+	for _, cs := range [][]corev1.Container{p.Spec.InitContainers, p.Spec.Containers} {
+		for _, c := range cs {
+			if c.Name != inject.ContainerName {
+				continue
+			}
+			if i := slices.Index(c.Args, flag); i >= 0 && i+1 < len(c.Args) {
+				return c.Args[i+1]
+			}
+		}
+	}
+	return ""
+}
+
+// podEvents returns podtls Events by "namespace/pod".
+func podEvents(ctx context.Context, kube kubernetes.Interface, ns, pod string) (map[string][]Event, error) {
+	sel := fields.Set{"involvedObject.kind": "Pod"}
+	if pod != "" {
+		sel["involvedObject.name"] = pod
+	}
+	l, err := kube.CoreV1().Events(ns).List(ctx, metav1.ListOptions{FieldSelector: sel.AsSelector().String()})
+	if apierrors.IsForbidden(err) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("list events in %s: %w", ns, err)
+	}
+	out := map[string][]Event{}
+	for _, e := range l.Items {
+		if !slices.Contains(eventReasons, e.Reason) && e.Source.Component != "podtls-controller" && e.ReportingController != "podtls-controller" {
+			continue
+		}
+		last := e.LastTimestamp.Time
+		if last.IsZero() {
+			last = e.EventTime.Time
+		}
+		if last.IsZero() {
+			last = e.CreationTimestamp.Time
+		}
+		count := e.Count
+		if count == 0 {
+			count = 1
+		}
+		key := e.InvolvedObject.Namespace + "/" + e.InvolvedObject.Name
+		out[key] = append(out[key], Event{Type: e.Type, Reason: e.Reason, Message: e.Message, Count: count, Last: last})
+	}
+	for k := range out {
+		evs := out[k]
+		sort.Slice(evs, func(i, j int) bool { return evs[i].Last.After(evs[j].Last) })
+		if len(evs) > 5 {
+			out[k] = evs[:5]
+		}
+	}
+	return out, nil
+}
+
+// live reads the sidecar's /certs through the API server's pod proxy.
+func live(ctx context.Context, kube kubernetes.Interface, proxy func(context.Context, string, string) ([]byte, error), p *corev1.Pod) *Live {
+	if p.Status.Phase != corev1.PodRunning || p.Status.PodIP == "" {
+		return &Live{Error: "pod is not running"}
+	}
+	if proxy == nil {
+		proxy = func(ctx context.Context, ns, name string) ([]byte, error) {
+			return kube.CoreV1().RESTClient().Get().Namespace(ns).Resource("pods").
+				Name(name + ":" + strconv.Itoa(inject.AdminPort)).SubResource("proxy").Suffix("certs").DoRaw(ctx)
+		}
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	body, err := proxy(ctx, p.Namespace, p.Name)
+	if err != nil {
+		return &Live{Error: fmt.Sprintf("read /certs through the pod proxy: %v", trim(err.Error()))}
+	}
+	var snap certs.Snapshot
+	if err := json.Unmarshal(body, &snap); err != nil {
+		return &Live{Error: fmt.Sprintf("decode /certs: %v", err)}
+	}
+	return &Live{Ready: snap.Ready, Mesh: snap.Mesh, External: snap.External}
+}
+
+func trim(s string) string {
+	s = strings.TrimSpace(s)
+	if len(s) > 300 {
+		return s[:300] + "..."
+	}
+	return s
+}
