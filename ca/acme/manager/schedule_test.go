@@ -59,8 +59,8 @@ func TestDecide(t *testing.T) {
 }
 
 func withNext(e status.External, t time.Time) status.External { e.NextAttempt = t; return e }
-func withForce(e status.External) status.External              { e.ForceRenew = "1"; return e }
-func withDir(e status.External, d string) status.External       { e.Directory = d; return e }
+func withForce(e status.External) status.External             { e.ForceRenew = "1"; return e }
+func withDir(e status.External, d string) status.External     { e.Directory = d; return e }
 
 func TestBackoff(t *testing.T) {
 	p := policyOf(config.Config{Renewal: config.Renewal{MinBackoff: config.Duration{Duration: time.Minute}, MaxBackoff: config.Duration{Duration: time.Hour}}})
