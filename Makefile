@@ -11,7 +11,7 @@ E2E_PKGS ?= ./e2e/...
 export KUBEBUILDER_ASSETS ?= $(BIN)/k8s
 CMDS = $(shell $(GO) list ./... | grep '/cmd/')
 
-.PHONY: help all build images test unit lint fuzz bench bench-go bench-sidecar e2e node-assets demo envtest-assets test-deps clean
+.PHONY: help all build images test unit lint fuzz bench bench-go bench-sidecar e2e node-assets demo envtest-assets acme-assets helm manifests manifests-check test-deps clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -35,8 +35,8 @@ lint: ## gofmt and go vet
 	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 
-test: lint envtest-assets ## unit + integration tests (real kube-apiserver via envtest), with -race
-	PODTLS_REQUIRE_ENVTEST=1 $(GO) test -race -count=1 -timeout 20m ./...
+test: lint envtest-assets acme-assets helm manifests-check ## unit + integration tests (real kube-apiserver via envtest, Pebble + BIND9, helm), with -race
+	PODTLS_REQUIRE_ENVTEST=1 PODTLS_REQUIRE_ACME=1 $(GO) test -race -count=1 -timeout 30m ./...
 
 unit: ## unit tests only (skips anything needing the API server)
 	$(GO) test -race -count=1 -short ./...
@@ -57,11 +57,23 @@ node-assets: envtest-assets ## Debian packages and binaries of the real single-n
 	bash hack/k8s-binaries.sh all
 	bash hack/coredns.sh
 
-e2e: node-assets ## end-to-end suites under e2e/, including the real single-node cluster (root)
+e2e: node-assets acme-assets helm ## end-to-end suites under e2e/, including the real single-node cluster (root)
 	PODTLS_REQUIRE_ENVTEST=1 PODTLS_REQUIRE_NODE=1 $(GO) test -race -count=1 -timeout 40m $(E2E_PKGS)
 
-demo: node-assets ## customer -> preference -> recommendation over mTLS on a real local node (root); DEMO_FLAGS=-keep keeps it up
+demo: node-assets acme-assets helm ## customer -> preference -> recommendation over mTLS on a real local node (root); DEMO_FLAGS=-keep keeps it up
 	$(GO) run ./hack/demo $(DEMO_FLAGS)
+
+acme-assets: ## BIND9 (Debian) and Pebble (Go module proxy) for the ACME tests (root for apt)
+	bash hack/acme-deps.sh
+
+helm: ## build helm from the Go module proxy into bin/tools/helm (cached)
+	bash hack/helm.sh
+
+manifests: ## regenerate manifests/install.yaml from charts/podtls
+	bash hack/manifests.sh
+
+manifests-check: ## fail if manifests/install.yaml is stale
+	bash hack/manifests.sh --check
 
 envtest-assets: ## build etcd, kube-apiserver, kubectl $(K8S_VERSION) from the Go module proxy into bin/k8s
 	bash hack/k8s-binaries.sh
