@@ -6,10 +6,13 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -224,3 +227,33 @@ func parseOne(t *testing.T, b []byte) *x509.Certificate {
 }
 
 func itoa(i int) string { return strconv.Itoa(i) }
+
+// TestCommandHook runs every server and nsupdate through Options.Command (as
+// the demo does with `ip netns exec`), here through env(1), which execs the
+// program in the same process like ip netns exec.
+func TestCommandHook(t *testing.T) {
+	var mu sync.Mutex
+	var ran []string
+	e := StartT(t, Options{Command: func(ctx context.Context, name string, args ...string) *exec.Cmd {
+		mu.Lock()
+		ran = append(ran, filepath.Base(name))
+		mu.Unlock()
+		return exec.CommandContext(ctx, "env", append([]string{name}, args...)...)
+	}})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := e.AddRecord(ctx, "hook."+e.Zone, "A", "10.0.0.7"); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	got := slices.Clone(ran)
+	mu.Unlock()
+	if !slices.Equal(got, []string{"named", "pebble", "nsupdate"}) {
+		t.Fatalf("commands through the hook: %v", got)
+	}
+	pid := e.dns.cmd.Process.Pid
+	e.StopDNS()
+	if err := syscall.Kill(pid, 0); err == nil {
+		t.Fatalf("named (pid %d) survived StopDNS behind the hook", pid)
+	}
+}
