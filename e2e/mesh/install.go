@@ -1,6 +1,6 @@
 // Package mesh runs podtls on the real single-node cluster (e2e/cluster) the way a user
-// would on any cluster: the controller installed from plain objects with least-privilege
-// RBAC, a labelled namespace, annotated workloads talking mTLS through their sidecars.
+// would on any cluster: `helm upgrade --install` of charts/podtls, a labelled namespace,
+// annotated workloads talking mTLS through their sidecars.
 //
 // Like e2e/node it needs root and the node binaries, and runs only with PODTLS_E2E_NODE=1
 // (skips otherwise) or PODTLS_REQUIRE_NODE=1 (fails on missing prerequisites):
@@ -11,39 +11,61 @@
 package mesh
 
 import (
+	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
 	"fmt"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
 	"time"
 
-	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
-	appsv1 "k8s.io/api/apps/v1"
 	authzv1 "k8s.io/api/authorization/v1"
-	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
-	rbacv1 "k8s.io/api/rbac/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/utils/ptr"
-
-	"github.com/podtls/podtls/webhook/config"
+	"k8s.io/client-go/rest"
+	"sigs.k8s.io/yaml"
 )
 
-// Install describes one podtls installation.
+// Install describes one podtls installation: the chart charts/podtls with values derived
+// from these fields.
 type Install struct {
 	Namespace       string // default podtls-system
-	ControllerImage string
-	SidecarImage    string
-	// PullPolicy of the controller image (Never for images imported into the node).
+	ControllerImage string // repository:tag
+	SidecarImage    string // repository:tag
+	// PullPolicy of the controller image and of the helm test pod (Never for images
+	// imported into the node).
 	PullPolicy corev1.PullPolicy
-	// ExtraArgs are appended to the controller's command line.
+	// ExtraArgs are appended to the controller's command line (chart value extraArgs).
 	ExtraArgs []string
 	// Replicas of the controller (default 1; a production install runs 2).
 	Replicas int32
+	// ACME, when non-nil, is the issuer configuration (chart value acme.config) and turns
+	// acme.enabled on.
+	ACME map[string]any
+	// ACMECredentials, when non-nil, has the chart create the DNS credentials Secret
+	// (acme.dnsCredentials.stringData; keys are lego environment variable names).
+	ACMECredentials map[string]string
+	// Values are merged over the values derived from the fields above (maps merge
+	// recursively, anything else replaces), for every other chart value.
+	Values map[string]any
+
+	// RepoRoot is the podtls checkout holding charts/podtls and bin/tools/helm (default:
+	// found from the working directory upwards).
+	RepoRoot string
+	// Release name (default podtls).
+	Release string
 }
 
-// Fixed names of an installation.
+// Fixed names of an installation (the chart's names).
 const (
 	controllerName = "podtls-controller"
 	webhookName    = "podtls"
@@ -57,136 +79,265 @@ func (in Install) namespace() string {
 	return in.Namespace
 }
 
-// Objects are the installation's objects in the order they are applied.
-func (in Install) Objects() []any {
-	ns := in.namespace()
-	labels := map[string]string{"app.kubernetes.io/name": "podtls", "app.kubernetes.io/component": "controller"}
-	meta := func(name string) metav1.ObjectMeta {
-		return metav1.ObjectMeta{Name: name, Namespace: ns, Labels: labels}
+func (in Install) release() string {
+	if in.Release == "" {
+		return "podtls"
 	}
-	clusterMeta := func(name string) metav1.ObjectMeta {
-		return metav1.ObjectMeta{Name: name, Labels: labels}
-	}
-	read := []string{"get", "list", "watch"}
-	clusterRole := &rbacv1.ClusterRole{
-		ObjectMeta: clusterMeta(controllerName),
-		Rules: []rbacv1.PolicyRule{
-			// Informers: namespace labels (webhook, distributor, audit), pods (audit,
-			// distributor, the CA's Service lookup for a caller), Services (CA DNS SANs).
-			{APIGroups: []string{""}, Resources: []string{"namespaces", "pods", "services"}, Verbs: read},
-			// The trust bundle ConfigMap in every injected namespace.
-			{APIGroups: []string{""}, Resources: []string{"configmaps"}, Verbs: []string{"get", "list", "watch", "create", "update"}},
-			// Events of the injection audit (on pods anywhere) and of leader election
-			// (controller-runtime records core/v1 Events).
-			{APIGroups: []string{""}, Resources: []string{"events"}, Verbs: []string{"create", "patch"}},
-			// The CA authenticates sidecars by their projected tokens.
-			{APIGroups: []string{"authentication.k8s.io"}, Resources: []string{"tokenreviews"}, Verbs: []string{"create"}},
-			// Its own webhook configuration only: the caBundle patcher reads it and
-			// writes it back with Update.
-			{APIGroups: []string{"admissionregistration.k8s.io"}, Resources: []string{"mutatingwebhookconfigurations"},
-				ResourceNames: []string{webhookName}, Verbs: []string{"get", "update"}},
-		},
-	}
-	role := &rbacv1.Role{
-		ObjectMeta: meta(controllerName),
-		Rules: []rbacv1.PolicyRule{
-			// The CA Secret: created on first start, read and updated afterwards. create
-			// cannot be limited by name, so it is limited to this namespace.
-			{APIGroups: []string{""}, Resources: []string{"secrets"}, Verbs: []string{"create"}},
-			{APIGroups: []string{""}, Resources: []string{"secrets"}, ResourceNames: []string{caSecretName}, Verbs: []string{"get", "update"}},
-			{APIGroups: []string{coordinationv1.GroupName}, Resources: []string{"leases"}, Verbs: []string{"create"}},
-			{APIGroups: []string{coordinationv1.GroupName}, Resources: []string{"leases"}, ResourceNames: []string{controllerName},
-				Verbs: []string{"get", "update"}},
-		},
-	}
-	subject := []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Name: controllerName, Namespace: ns}}
-	probe := func(path string, port int32) *corev1.Probe {
-		return &corev1.Probe{
-			ProbeHandler:  corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: path, Port: intstr.FromInt32(port)}},
-			PeriodSeconds: 2, FailureThreshold: 3,
+	return in.Release
+}
+
+// HelmValues are the chart values of this installation.
+func (in Install) HelmValues() (map[string]any, error) {
+	image := func(ref string) (map[string]any, error) {
+		repo, tag, err := splitImage(ref)
+		if err != nil {
+			return nil, err
 		}
+		m := map[string]any{"repository": repo, "tag": tag}
+		if in.PullPolicy != "" {
+			m["pullPolicy"] = string(in.PullPolicy)
+		}
+		return m, nil
 	}
-	args := []string{"--namespace", ns, "--sidecar-image", in.SidecarImage, "--leader-elect"}
-	args = append(args, in.ExtraArgs...)
-	deploy := &appsv1.Deployment{
-		ObjectMeta: meta(controllerName),
-		Spec: appsv1.DeploymentSpec{
-			Replicas: ptr.To(max(in.Replicas, 1)),
-			Selector: &metav1.LabelSelector{MatchLabels: labels},
-			Template: corev1.PodTemplateSpec{
-				ObjectMeta: metav1.ObjectMeta{Labels: labels},
-				Spec: corev1.PodSpec{
-					ServiceAccountName:            controllerName,
-					TerminationGracePeriodSeconds: ptr.To[int64](10),
-					SecurityContext: &corev1.PodSecurityContext{
-						RunAsNonRoot: ptr.To(true), RunAsUser: ptr.To[int64](65532), RunAsGroup: ptr.To[int64](65532),
-						SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
-					},
-					Containers: []corev1.Container{{
-						Name: "controller", Image: in.ControllerImage, ImagePullPolicy: in.PullPolicy,
-						Args: args,
-						Ports: []corev1.ContainerPort{
-							{Name: "webhook", ContainerPort: 9443}, {Name: "ca", ContainerPort: 8443},
-							{Name: "metrics", ContainerPort: 8080}, {Name: "health", ContainerPort: 8081},
-						},
-						ReadinessProbe: probe("/readyz", 8081),
-						LivenessProbe: func() *corev1.Probe {
-							p := probe("/healthz", 8081)
-							p.InitialDelaySeconds, p.PeriodSeconds, p.FailureThreshold = 10, 10, 3
-							return p
-						}(),
-						SecurityContext: &corev1.SecurityContext{
-							AllowPrivilegeEscalation: ptr.To(false), ReadOnlyRootFilesystem: ptr.To(true),
-							Capabilities: &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
-						},
-					}},
-				},
-			},
-		},
+	ctrl, err := image(in.ControllerImage)
+	if err != nil {
+		return nil, fmt.Errorf("controller image: %w", err)
 	}
-	svc := &corev1.Service{
-		ObjectMeta: meta(controllerName),
-		Spec: corev1.ServiceSpec{
-			Selector: labels,
-			Ports: []corev1.ServicePort{
-				{Name: "webhook", Port: 443, TargetPort: intstr.FromString("webhook")},
-				{Name: "ca", Port: 8443, TargetPort: intstr.FromString("ca")},
-			},
-		},
+	side, err := image(in.SidecarImage)
+	if err != nil {
+		return nil, fmt.Errorf("sidecar image: %w", err)
 	}
-	mwc := config.MutatingWebhookConfiguration(config.Options{
-		Name: webhookName, Namespace: ns, ServiceName: controllerName, ServicePort: 443,
-	})
-	return []any{
-		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}},
-		&corev1.ServiceAccount{ObjectMeta: meta(controllerName)},
-		clusterRole,
-		&rbacv1.ClusterRoleBinding{ObjectMeta: clusterMeta(controllerName), Subjects: subject,
-			RoleRef: rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: controllerName}},
-		role,
-		&rbacv1.RoleBinding{ObjectMeta: meta(controllerName), Subjects: subject,
-			RoleRef: rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: controllerName}},
-		svc,
-		mwc,
-		deploy,
+	extra := make([]any, 0, len(in.ExtraArgs))
+	for _, a := range in.ExtraArgs {
+		extra = append(extra, a)
+	}
+	v := map[string]any{
+		"replicaCount": max(in.Replicas, 1),
+		"image":        map[string]any{"controller": ctrl, "sidecar": side},
+		"extraArgs":    extra,
+	}
+	if in.ACME != nil {
+		acme := map[string]any{"enabled": true, "config": in.ACME}
+		if in.ACMECredentials != nil {
+			data := map[string]any{}
+			for k, val := range in.ACMECredentials {
+				data[k] = val
+			}
+			acme["dnsCredentials"] = map[string]any{"create": true, "stringData": data}
+		}
+		v["acme"] = acme
+	}
+	return mergeValues(v, in.Values), nil
+}
+
+// splitImage splits "repo[:port]/name:tag" into repository and tag.
+func splitImage(ref string) (repo, tag string, err error) {
+	i := strings.LastIndexByte(ref, ':')
+	if i < 0 || strings.Contains(ref[i:], "/") || i == len(ref)-1 {
+		return "", "", fmt.Errorf("image %q: want repository:tag", ref)
+	}
+	return ref[:i], ref[i+1:], nil
+}
+
+// mergeValues returns base with over merged in: maps recursively, other values replaced.
+func mergeValues(base, over map[string]any) map[string]any {
+	out := make(map[string]any, len(base)+len(over))
+	for k, v := range base {
+		out[k] = v
+	}
+	for k, v := range over {
+		if bm, ok := out[k].(map[string]any); ok {
+			if om, ok := v.(map[string]any); ok {
+				out[k] = mergeValues(bm, om)
+				continue
+			}
+		}
+		out[k] = v
+	}
+	return out
+}
+
+// Apply installs or upgrades the chart with `helm upgrade --install` against the cluster
+// cs talks to. Helm runs on this machine; it reaches the API server through a loopback
+// proxy that forwards with cs's own transport (so it works for the node's network
+// namespace and for envtest alike). helm is built with hack/helm.sh if it is missing.
+func (in Install) Apply(ctx context.Context, cs kubernetes.Interface) error {
+	values, err := in.HelmValues()
+	if err != nil {
+		return err
+	}
+	data, err := yaml.Marshal(values)
+	if err != nil {
+		return fmt.Errorf("encode chart values: %w", err)
+	}
+	root, err := in.repoRoot()
+	if err != nil {
+		return err
+	}
+	_, err = in.Helm(ctx, cs, data, "upgrade", "--install", in.release(), filepath.Join(root, "charts", "podtls"),
+		"--namespace", in.namespace(), "--create-namespace", "--values", "-", "--timeout", "2m")
+	return err
+}
+
+// Test runs `helm test`: a pod outside the controller's namespace must be injected and its
+// sidecar must get a certificate (charts/podtls/templates/tests).
+func (in Install) Test(ctx context.Context, cs kubernetes.Interface) ([]byte, error) {
+	return in.Helm(ctx, cs, nil, "test", in.release(), "--namespace", in.namespace(), "--logs", "--timeout", "3m")
+}
+
+// Uninstall runs `helm uninstall`.
+func (in Install) Uninstall(ctx context.Context, cs kubernetes.Interface) error {
+	_, err := in.Helm(ctx, cs, nil, "uninstall", in.release(), "--namespace", in.namespace(), "--wait", "--timeout", "2m")
+	return err
+}
+
+// Helm runs the repository's helm with args against the cluster cs talks to, with stdin
+// on its standard input, and returns its combined output. Helm's caches and
+// configuration live in a temporary directory.
+func (in Install) Helm(ctx context.Context, cs kubernetes.Interface, stdin []byte, args ...string) ([]byte, error) {
+	root, err := in.repoRoot()
+	if err != nil {
+		return nil, err
+	}
+	bin, err := EnsureHelm(ctx, root)
+	if err != nil {
+		return nil, err
+	}
+	dir, err := os.MkdirTemp("", "podtls-helm-")
+	if err != nil {
+		return nil, fmt.Errorf("helm temp dir: %w", err)
+	}
+	defer os.RemoveAll(dir)
+	server, stop, err := proxyAPIServer(cs)
+	if err != nil {
+		return nil, err
+	}
+	defer stop()
+	kubeconfig := filepath.Join(dir, "kubeconfig")
+	if err := os.WriteFile(kubeconfig, kubeconfigFor(server), 0o600); err != nil {
+		return nil, fmt.Errorf("write kubeconfig: %w", err)
+	}
+	cmd := exec.CommandContext(ctx, bin, append(args, "--kubeconfig", kubeconfig)...)
+	cmd.Env = append(os.Environ(), "KUBECONFIG="+kubeconfig,
+		"HELM_CACHE_HOME="+filepath.Join(dir, "cache"), "HELM_CONFIG_HOME="+filepath.Join(dir, "config"),
+		"HELM_DATA_HOME="+filepath.Join(dir, "data"))
+	if stdin != nil {
+		cmd.Stdin = bytes.NewReader(stdin)
+	}
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return out, fmt.Errorf("helm %s: %w: %s", strings.Join(args, " "), err, strings.TrimSpace(string(out)))
+	}
+	return out, nil
+}
+
+func (in Install) repoRoot() (string, error) {
+	if in.RepoRoot != "" {
+		return in.RepoRoot, nil
+	}
+	wd, err := os.Getwd()
+	if err != nil {
+		return "", fmt.Errorf("working directory: %w", err)
+	}
+	for dir := wd; ; dir = filepath.Dir(dir) {
+		if _, err := os.Stat(filepath.Join(dir, "charts", "podtls", "Chart.yaml")); err == nil {
+			return dir, nil
+		}
+		if filepath.Dir(dir) == dir {
+			return "", fmt.Errorf("no charts/podtls in %s or any parent directory", wd)
+		}
 	}
 }
 
-// Apply creates every object of the installation (existing ones are left alone). The
-// Deployment comes last, once the API server's authorizer grants the controller its
-// permissions, so the controller never starts into RBAC refusals.
-func (in Install) Apply(ctx context.Context, cs kubernetes.Interface) error {
-	for _, obj := range in.Objects() {
-		if _, ok := obj.(*appsv1.Deployment); ok {
-			if err := in.waitAuthorized(ctx, cs); err != nil {
-				return err
-			}
-		}
-		if err := create(ctx, cs, obj); err != nil && !apierrors.IsAlreadyExists(err) {
-			return err
-		}
+// HelmPath is where hack/helm.sh puts helm, relative to the repository root.
+const HelmPath = "bin/tools/helm"
+
+// EnsureHelm returns the path of the repository's helm, building it with hack/helm.sh
+// (cached; about 1.5 minutes the first time) when it is missing.
+func EnsureHelm(ctx context.Context, repoRoot string) (string, error) {
+	bin := filepath.Join(repoRoot, HelmPath)
+	if fi, err := os.Stat(bin); err == nil && fi.Mode()&0o111 != 0 {
+		return bin, nil
 	}
-	return nil
+	cmd := exec.CommandContext(ctx, "bash", filepath.Join(repoRoot, "hack", "helm.sh"))
+	cmd.Dir = repoRoot
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("build helm with hack/helm.sh: %w: %s", err, strings.TrimSpace(string(out)))
+	}
+	return bin, nil
+}
+
+// proxyAPIServer serves plain HTTP on a loopback port and forwards every request to the
+// API server with cs's transport (its credentials and dialer). Only requests under a
+// random path prefix are forwarded, so other local users cannot borrow the admin
+// credentials. It returns the server URL (with the prefix) and a stop function.
+func proxyAPIServer(cs kubernetes.Interface) (string, func(), error) {
+	rc, ok := cs.CoreV1().RESTClient().(*rest.RESTClient)
+	if !ok || rc.Client == nil {
+		return "", nil, fmt.Errorf("clientset %T has no REST client to proxy through", cs)
+	}
+	target := rc.Get().URL()
+	target.Path, target.RawQuery = "", ""
+	secret := make([]byte, 16)
+	if _, err := rand.Read(secret); err != nil {
+		return "", nil, fmt.Errorf("proxy token: %w", err)
+	}
+	prefix := "/" + hex.EncodeToString(secret)
+	transport := rc.Client.Transport
+	if transport == nil {
+		transport = http.DefaultTransport
+	}
+	rp := &httputil.ReverseProxy{
+		Rewrite: func(r *httputil.ProxyRequest) {
+			r.SetURL(target)
+			r.Out.URL.Path = strings.TrimPrefix(r.In.URL.Path, prefix)
+			r.Out.URL.RawPath = ""
+			r.Out.Host = target.Host
+		},
+		Transport:     transport,
+		FlushInterval: -1, // watches stream
+	}
+	mux := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != prefix && !strings.HasPrefix(r.URL.Path, prefix+"/") {
+			http.Error(w, "forbidden", http.StatusForbidden)
+			return
+		}
+		rp.ServeHTTP(w, r)
+	})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", nil, fmt.Errorf("proxy listen: %w", err)
+	}
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			fmt.Fprintf(os.Stderr, "mesh: API proxy: %v\n", err)
+		}
+	}()
+	stop := func() {
+		_ = srv.Close()
+		<-done
+	}
+	return (&url.URL{Scheme: "http", Host: ln.Addr().String(), Path: prefix}).String(), stop, nil
+}
+
+func kubeconfigFor(server string) []byte {
+	return []byte(`apiVersion: v1
+kind: Config
+clusters:
+- name: podtls
+  cluster:
+    server: ` + server + `
+users:
+- name: proxy
+  user: {}
+contexts:
+- name: podtls
+  context: {cluster: podtls, user: proxy}
+current-context: podtls
+`)
 }
 
 // ServiceAccountUser is the user name the controller authenticates as.
@@ -203,70 +354,4 @@ func (in Install) Can(ctx context.Context, cs kubernetes.Interface, attr authzv1
 		return false, fmt.Errorf("subject access review %s %s: %w", attr.Verb, attr.Resource, err)
 	}
 	return sar.Status.Allowed, nil
-}
-
-// waitAuthorized polls until the controller's ClusterRole and Role are in effect.
-func (in Install) waitAuthorized(ctx context.Context, cs kubernetes.Interface) error {
-	checks := []authzv1.ResourceAttributes{
-		{Verb: "list", Resource: "services"},
-		{Verb: "get", Resource: "secrets", Namespace: in.namespace(), Name: caSecretName},
-	}
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	for _, attr := range checks {
-		for {
-			ok, err := in.Can(ctx, cs, attr)
-			if err == nil && ok {
-				break
-			}
-			select {
-			case <-ctx.Done():
-				return fmt.Errorf("RBAC for %s not in effect (%s %s): last error %v: %w",
-					in.ServiceAccountUser(), attr.Verb, attr.Resource, err, ctx.Err())
-			case <-time.After(100 * time.Millisecond):
-			}
-		}
-	}
-	return nil
-}
-
-func create(ctx context.Context, cs kubernetes.Interface, obj any) error {
-	var err error
-	var name string
-	co := metav1.CreateOptions{}
-	switch o := obj.(type) {
-	case *corev1.Namespace:
-		name = "namespace " + o.Name
-		_, err = cs.CoreV1().Namespaces().Create(ctx, o, co)
-	case *corev1.ServiceAccount:
-		name = "serviceaccount " + o.Name
-		_, err = cs.CoreV1().ServiceAccounts(o.Namespace).Create(ctx, o, co)
-	case *corev1.Service:
-		name = "service " + o.Name
-		_, err = cs.CoreV1().Services(o.Namespace).Create(ctx, o, co)
-	case *rbacv1.ClusterRole:
-		name = "clusterrole " + o.Name
-		_, err = cs.RbacV1().ClusterRoles().Create(ctx, o, co)
-	case *rbacv1.ClusterRoleBinding:
-		name = "clusterrolebinding " + o.Name
-		_, err = cs.RbacV1().ClusterRoleBindings().Create(ctx, o, co)
-	case *rbacv1.Role:
-		name = "role " + o.Name
-		_, err = cs.RbacV1().Roles(o.Namespace).Create(ctx, o, co)
-	case *rbacv1.RoleBinding:
-		name = "rolebinding " + o.Name
-		_, err = cs.RbacV1().RoleBindings(o.Namespace).Create(ctx, o, co)
-	case *appsv1.Deployment:
-		name = "deployment " + o.Name
-		_, err = cs.AppsV1().Deployments(o.Namespace).Create(ctx, o, co)
-	case *admissionregistrationv1.MutatingWebhookConfiguration:
-		name = "mutatingwebhookconfiguration " + o.Name
-		_, err = cs.AdmissionregistrationV1().MutatingWebhookConfigurations().Create(ctx, o, co)
-	default:
-		return fmt.Errorf("create %T: unsupported kind", obj)
-	}
-	if err != nil {
-		return fmt.Errorf("create %s: %w", name, err)
-	}
-	return nil
 }
