@@ -26,6 +26,8 @@ type issuerState struct {
 	Err error
 	// accountOK is set once EnsureAccount succeeded for Issuer.
 	accountOK bool
+	// gen counts issuers built (an Issuer need not be comparable).
+	gen uint64
 }
 
 // configWatcher loads the config file, builds the issuer, and polls the file
@@ -57,11 +59,11 @@ func (w *configWatcher) current() issuerState {
 	return w.state
 }
 
-// accountReady records that EnsureAccount succeeded for iss.
-func (w *configWatcher) accountReady(iss Issuer) {
+// accountReady records that EnsureAccount succeeded for the issuer of generation gen.
+func (w *configWatcher) accountReady(gen uint64) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if w.state.Issuer == iss {
+	if w.state.gen == gen {
 		w.state.accountOK = true
 	}
 }
@@ -109,7 +111,7 @@ func (w *configWatcher) poll(ctx context.Context) {
 	w.mu.Lock()
 	prev := w.state
 	if err == nil {
-		w.state = issuerState{Loaded: true, Config: cfg, Issuer: iss}
+		w.state = issuerState{Loaded: true, Config: cfg, Issuer: iss, gen: prev.gen + 1}
 		w.good, w.lastErr = sum, ""
 	} else {
 		w.state.Loaded, w.state.Err = true, err

@@ -234,6 +234,13 @@ func (m *Manager) order(ctx context.Context, key types.NamespacedName, sec *core
 	orderDuration.Observe(took.Seconds())
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), writeTimeout)
 	defer cancel()
+	if err != nil && ctx.Err() != nil {
+		// Shutdown or lost leadership, not the server's fault: no failure
+		// is counted; the backoff persisted above keeps the successor from
+		// ordering at once.
+		log.Info("order interrupted", "error", err.Error(), "next_attempt", ext.NextAttempt)
+		return reconcile.Result{}, nil
+	}
 	if err != nil {
 		ordersTotal.WithLabelValues("failure").Inc()
 		ext.Failures++
@@ -266,7 +273,7 @@ func (m *Manager) obtain(ctx context.Context, st issuerState, hosts []string, re
 		if _, err := st.Issuer.EnsureAccount(ctx); err != nil {
 			return nil, fmt.Errorf("ACME account: %w", err)
 		}
-		m.config.accountReady(st.Issuer)
+		m.config.accountReady(st.gen)
 	}
 	cert, err := st.Issuer.Obtain(ctx, hosts, replaces)
 	if err != nil {

@@ -63,7 +63,7 @@ func (m *Manager) SetupWithManager(mgr ctrl.Manager) error {
 	if m.opts.ConfigFile == "" {
 		configOK.Set(0)
 		return ctrl.NewControllerManagedBy(mgr).Named("acme-disabled").
-			For(&corev1.Pod{}, builder.WithPredicates(hasHosts, createOnly())).
+			For(&corev1.Pod{}, builder.WithPredicates(hasHosts, noDeletes())).
 			Complete(reconcile.Func(m.reconcileDisabled))
 	}
 	if m.opts.ParseConfig == nil || m.opts.NewIssuer == nil {
@@ -115,9 +115,8 @@ func (m *Manager) SetupWithManager(mgr ctrl.Manager) error {
 	return mgr.Add(&resyncer{m: m})
 }
 
-// createOnly passes creations and updates (a pod gets its annotations at
-// creation; updates are cheap to ignore), not deletions.
-func createOnly() predicate.Funcs {
+// noDeletes passes every event but deletions: a deleted pod needs no notice.
+func noDeletes() predicate.Funcs {
 	return predicate.Funcs{DeleteFunc: func(event.DeleteEvent) bool { return false }}
 }
 
