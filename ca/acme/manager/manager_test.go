@@ -14,6 +14,7 @@ import (
 	"math/big"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -34,6 +35,8 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 
 	"github.com/podtls/podtls/ca/acme"
 	"github.com/podtls/podtls/ca/acme/config"
@@ -328,6 +331,28 @@ func TestManager(t *testing.T) {
 		}
 	})
 
+	t.Run("config change: a bad file keeps the last good one, a good one requeues all", func(t *testing.T) {
+		if gauge(t, configOK) != 1 {
+			t.Fatal("podtls_acme_config_ok is not 1")
+		}
+		writeCfg(testConfig{BrokenOnPur: true})
+		eventually(t, "config_ok 0", func() bool { return gauge(t, configOK) == 0 })
+		if st := m.config.current(); st.Issuer == nil || st.Err == nil {
+			t.Fatalf("state after a bad file: issuer %v err %v", st.Issuer, st.Err)
+		}
+		// The namespace denied so far is allowed now: its pod gets a certificate
+		// without any change to the pod or the Secret.
+		more := append(slices.Clone(allow), config.AllowRule{Namespaces: []string{"acme-denied"}, Hosts: []string{"shop.example.test"}})
+		writeCfg(testConfig{Allow: more, Grace: "3s", MinBackoff: "1s", MaxPerHour: 20})
+		eventually(t, "issued after the policy change", func() bool {
+			_, e := getSecret("acme-denied", inject.ExternalSecretName([]string{"shop.example.test"}))
+			return e.Issued() && e.LastError == ""
+		})
+		if gauge(t, configOK) != 1 {
+			t.Error("podtls_acme_config_ok is not 1 again")
+		}
+	})
+
 	t.Run("unused Secret deleted after the grace period", func(t *testing.T) {
 		if err := env.Client.DeleteAllOf(ctx, &corev1.Pod{}, client.InNamespace("acme-a"), client.GracePeriodSeconds(0)); err != nil {
 			t.Fatal(err)
@@ -342,6 +367,15 @@ func TestManager(t *testing.T) {
 			t.Error("foreign Secret garbage-collected")
 		}
 	})
+}
+
+func gauge(t *testing.T, g prometheus.Gauge) float64 {
+	t.Helper()
+	m := &dto.Metric{}
+	if err := g.Write(m); err != nil {
+		t.Fatal(err)
+	}
+	return m.GetGauge().GetValue()
 }
 
 func mustSecret(s *corev1.Secret, _ status.External) *corev1.Secret { return s }
