@@ -1,7 +1,8 @@
 // Package controller wires podtls-controller: one controller-runtime manager
 // running the admission webhook, the CA's sign API, the webhook's own serving
 // certificate and caBundle patching, the trust-bundle distributor and the
-// injection audit. main only parses flags into Options and calls Run.
+// injection audit, and the ACME manager of external certificates. main only
+// parses flags into Options and calls Run.
 package controller
 
 import (
@@ -42,6 +43,8 @@ type Options struct {
 	LeaderElect       bool
 	LogLevel          string
 	ShutdownTimeout   time.Duration
+	// ACMEConfig is the ACME issuer configuration file; empty: ACME off.
+	ACMEConfig string
 }
 
 // DefaultOptions are the flag defaults.
@@ -87,9 +90,10 @@ func (o *Options) BindFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.SidecarCPU, "sidecar-cpu-request", o.SidecarCPU, "CPU request of the sidecar")
 	fs.StringVar(&o.SidecarMemory, "sidecar-memory-request", o.SidecarMemory, "memory request of the sidecar")
 	fs.StringVar(&o.SidecarMemoryMax, "sidecar-memory-limit", o.SidecarMemoryMax, "memory limit of the sidecar")
-	fs.BoolVar(&o.LeaderElect, "leader-elect", o.LeaderElect, "elect a leader for the reconcilers (trust-bundle distributor, injection audit); webhook and CA run on every replica")
+	fs.BoolVar(&o.LeaderElect, "leader-elect", o.LeaderElect, "elect a leader for the reconcilers (trust-bundle distributor, injection audit, ACME manager); webhook and CA run on every replica")
 	fs.StringVar(&o.LogLevel, "log-level", o.LogLevel, `"info", or "debug" to log every admission decision with its reason codes`)
 	fs.DurationVar(&o.ShutdownTimeout, "shutdown-timeout", o.ShutdownTimeout, "how long in-flight requests may finish after SIGTERM")
+	fs.StringVar(&o.ACMEConfig, "acme-config", o.ACMEConfig, "ACME issuer configuration file (YAML, see docs/acme.md), re-read when its content changes; empty: no external certificates (pods asking for them get an Event)")
 }
 
 // Validate checks the options and fills in derived defaults.

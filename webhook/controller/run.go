@@ -30,6 +30,7 @@ import (
 	ctrlwebhook "sigs.k8s.io/controller-runtime/pkg/webhook"
 
 	"github.com/podtls/podtls/ca"
+	acmemanager "github.com/podtls/podtls/ca/acme/manager"
 	caserver "github.com/podtls/podtls/ca/server"
 	"github.com/podtls/podtls/webhook"
 	"github.com/podtls/podtls/webhook/audit"
@@ -114,6 +115,10 @@ func Run(ctx context.Context, opts Options, restCfg *rest.Config) error {
 			// Only our own ConfigMaps, not every ConfigMap of the cluster.
 			ByObject: map[client.Object]cache.ByObject{
 				&corev1.ConfigMap{}: {Label: labels.SelectorFromSet(labels.Set{bundle.ManagedByLabel: "podtls"})},
+				// Only the ACME manager's Secrets (the only Secrets read through
+				// the cache; the CA reads its own with the clientset). No
+				// Secret informer starts without --acme-config.
+				&corev1.Secret{}: {Label: labels.SelectorFromSet(acmemanager.SecretSelector())},
 			},
 		},
 	})
@@ -187,6 +192,10 @@ func Run(ctx context.Context, opts Options, restCfg *rest.Config) error {
 		return fmt.Errorf("injection audit: %w", err)
 	}
 
+	if err := newACMEManager(opts, kube, slogger).SetupWithManager(mgr); err != nil {
+		return fmt.Errorf("ACME manager: %w", err)
+	}
+
 	checks := map[string]func(*http.Request) error{
 		"webhook":  mgr.GetWebhookServer().StartedChecker(),
 		"ca":       func(*http.Request) error { return caSrv.Ready() },
@@ -202,7 +211,8 @@ func Run(ctx context.Context, opts Options, restCfg *rest.Config) error {
 	}
 
 	log.Info("starting", "version", Version, "namespace", opts.Namespace, "trust_domain", opts.TrustDomain,
-		"sidecar_mode", mode, "webhook_addr", opts.WebhookAddr, "ca_addr", opts.CAAddr, "leader_elect", opts.LeaderElect)
+		"sidecar_mode", mode, "webhook_addr", opts.WebhookAddr, "ca_addr", opts.CAAddr, "leader_elect", opts.LeaderElect,
+		"acme_config", opts.ACMEConfig)
 	if err := mgr.Start(ctx); err != nil {
 		return fmt.Errorf("manager: %w", err)
 	}

@@ -238,3 +238,24 @@ func drain(r *record.FakeRecorder) string {
 		}
 	}
 }
+
+func TestDisabledNotifiesOnce(t *testing.T) {
+	f := newFixture(t, config.Config{}, interceptor.Funcs{})
+	pod := types.NamespacedName{Namespace: "demo", Name: "web"}
+	for range 2 {
+		if _, err := f.m.reconcileDisabled(t.Context(), reconcile.Request{NamespacedName: pod}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if ev := drain(f.rec); strings.Count(ev, "Warning "+status.EventNotConfigured) != 1 || !strings.Contains(ev, "--acme-config") {
+		t.Errorf("events %q", ev)
+	}
+}
+
+func TestLeaderOnly(t *testing.T) {
+	for _, r := range []interface{ NeedLeaderElection() bool }{&configWatcher{}, &resyncer{}} {
+		if !r.NeedLeaderElection() {
+			t.Errorf("%T runs on every replica", r)
+		}
+	}
+}
