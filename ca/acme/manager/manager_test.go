@@ -232,6 +232,12 @@ func TestManager(t *testing.T) {
 		for _, p := range []*corev1.Pod{p1, p2} {
 			waitEvent(t, env.Client, p, status.EventIssued)
 		}
+		// Settled: no write loop on the manager's own updates (resyncs every 2s).
+		s1, _ := getSecret("acme-a", name)
+		time.Sleep(2500 * time.Millisecond)
+		if s2, _ := getSecret("acme-a", name); s2.ResourceVersion != s1.ResourceVersion {
+			t.Errorf("Secret rewritten while nothing changed: %+v", s2.Annotations)
+		}
 	})
 
 	t.Run("same hosts in another namespace: copied, not ordered again", func(t *testing.T) {
