@@ -33,10 +33,12 @@ Namespace document in the input, from the cluster (--from-cluster), or
 assumed enabled with --namespace-enabled. A report of what changed goes to
 stderr.`
 	example := `  # Render, inject with the settings of the running controller, apply
-  helm template my-app ./chart | ` + name + ` inject -f - --from-cluster | kubectl apply -f -
+  helm template my-app ./chart \
+    | ` + name + ` inject -f - --from-cluster | kubectl apply -f -
 
   # Offline, with explicit settings
-  ` + name + ` inject -f deploy.yaml --namespace-enabled --sidecar-image registry.example/podtls-sidecar:v1.2.3`
+  ` + name + ` inject -f deploy.yaml --namespace-enabled \
+    --sidecar-image registry.example/podtls-sidecar:v1.2.3`
 	if reverse {
 		use, short = "uninject", "Remove the podtls sidecar from manifests"
 		long = `uninject reads Kubernetes manifests (multi-document YAML) and removes what the

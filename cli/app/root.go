@@ -73,6 +73,11 @@ kubectl-podtls on the PATH it also runs as "kubectl podtls".`,
 		newVersion(streams),
 	)
 	root.InitDefaultCompletionCmd()
+	// Flag help wrapped to 80 columns, like the rest of the output.
+	root.SetUsageTemplate(strings.NewReplacer(
+		".LocalFlags.FlagUsages", "(.LocalFlags.FlagUsagesWrapped 80)",
+		".InheritedFlags.FlagUsages", "(.InheritedFlags.FlagUsagesWrapped 80)",
+	).Replace(root.UsageTemplate()))
 	return root
 }
 

@@ -10,6 +10,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"net"
 	"net/url"
@@ -87,8 +88,11 @@ type Options struct {
 	Namespace string
 	// MinValidity the webhook's serving certificate must have left.
 	MinValidity time.Duration
-	// WarnBefore: CA certificates expiring sooner are reported (30 days).
+	// WarnBefore: CA certificates expiring sooner are a warning (30 days),
+	// FailBefore: sooner still, a failure (7 days): leaves cannot outlive
+	// the intermediate, so the mesh stops soon after.
 	WarnBefore time.Duration
+	FailBefore time.Duration
 	// Now is time.Now when nil.
 	Now func() time.Time
 	// DialTimeout for the webhook's serving certificate.
@@ -97,7 +101,7 @@ type Options struct {
 
 // DefaultOptions are the flag defaults.
 func DefaultOptions() Options {
-	return Options{Namespace: "podtls-system", MinValidity: 2 * time.Hour, WarnBefore: 30 * 24 * time.Hour, DialTimeout: 3 * time.Second}
+	return Options{Namespace: "podtls-system", MinValidity: 2 * time.Hour, WarnBefore: 30 * 24 * time.Hour, FailBefore: 7 * 24 * time.Hour, DialTimeout: 3 * time.Second}
 }
 
 type runner struct {
@@ -263,6 +267,8 @@ func (r *runner) expiry(id, what string, c *x509.Certificate, hint string) {
 	switch {
 	case left <= 0:
 		r.add(id, output.Fail, fmt.Sprintf("%s expired %s", what, c.NotAfter.UTC().Format(time.RFC3339)), hint)
+	case left < r.opts.FailBefore:
+		r.add(id, output.Fail, msg, hint)
 	case left < r.opts.WarnBefore:
 		r.add(id, output.Warn, msg, hint)
 	default:
@@ -360,7 +366,7 @@ func (r *runner) servingCert(ctx context.Context, hooks []admissionWebhook) {
 	conn, err := dialer.DialContext(dctx, "tcp", host)
 	if err != nil {
 		var verr *tls.CertificateVerificationError
-		if errorsAs(err, &verr) {
+		if errors.As(err, &verr) {
 			r.add(IDWebhookServingCert, output.Fail, "webhook serving certificate does not verify against the CA roots: "+err.Error(),
 				"restart the controller so it issues a new serving certificate from the current CA")
 			return
@@ -371,7 +377,7 @@ func (r *runner) servingCert(ctx context.Context, hooks []admissionWebhook) {
 	defer conn.Close()
 	leaf := conn.(*tls.Conn).ConnectionState().PeerCertificates[0]
 	left := leaf.NotAfter.Sub(r.now)
-	msg := fmt.Sprintf("webhook serving certificate verifies, expires %s (%s)", leaf.NotAfter.UTC().Format(time.RFC3339), Duration(left))
+	msg := fmt.Sprintf("webhook serving certificate verifies, expires %s (%s)", leaf.NotAfter.UTC().Format("2006-01-02 15:04Z"), Duration(left))
 	if left < r.opts.MinValidity {
 		r.add(IDWebhookServingCert, output.Fail, msg,
 			fmt.Sprintf("less than --min-validity %s left: the controller renews it at 2/3 of its life; check its logs", r.opts.MinValidity))
@@ -416,7 +422,7 @@ func (r *runner) trustBundles(ctx context.Context) {
 			"the controller's distributor writes it within seconds; if it persists, check the controller is running and its logs", bad...)
 		return
 	}
-	r.add(IDTrustBundles, output.OK, fmt.Sprintf("trust bundle current in %d labelled namespaces", n), "")
+	r.add(IDTrustBundles, output.OK, fmt.Sprintf("trust bundle current in %s", plural(n, "labelled namespace")), "")
 }
 
 // acmeConfig is the part of the issuer configuration the checks need.
@@ -525,12 +531,12 @@ func (r *runner) externalCerts(ctx context.Context) {
 		r.add(IDExternalCerts, output.Warn, fmt.Sprintf("%d of %d external certificates pending or overdue", len(expiring)+len(pending), n),
 			"a first issuance takes up to a few minutes (DNS propagation); check the controller's logs if it lasts", append(expiring, pending...)...)
 	default:
-		r.add(IDExternalCerts, output.OK, fmt.Sprintf("%d external certificates issued and current", n), "")
+		r.add(IDExternalCerts, output.OK, fmt.Sprintf("%s issued and current", plural(n, "external certificate")), "")
 	}
 }
 
 func (r *runner) uninjected(ctx context.Context) {
-	cfg, err := injectconfig.Config(r.ctrl, controller.Version, "")
+	cfg, err := injectconfig.DecideConfig(r.ctrl)
 	if err != nil {
 		r.add(IDUninjectedPods, output.Fail, "controller arguments: "+err.Error(), "fix the controller Deployment's arguments")
 		return
@@ -561,11 +567,11 @@ func (r *runner) uninjected(ctx context.Context) {
 		}
 	}
 	if len(missing) > 0 {
-		r.add(IDUninjectedPods, output.Fail, fmt.Sprintf("%d pods should have the sidecar but do not", len(missing)),
+		r.add(IDUninjectedPods, output.Fail, fmt.Sprintf("%s should have the sidecar but do not", plural(len(missing), "pod")),
 			"they were admitted while the webhook was unavailable or before the namespace was labelled: recreate them (kubectl delete pod, or kubectl rollout restart)", missing...)
 		return
 	}
-	r.add(IDUninjectedPods, output.OK, fmt.Sprintf("every pod that asks for the sidecar has it (%d pods checked)", len(pods.Items)), "")
+	r.add(IDUninjectedPods, output.OK, fmt.Sprintf("every pod that asks for the sidecar has it (%s checked)", plural(len(pods.Items), "pod")), "")
 }
 
 func reasons(rs []inject.ReasonCode) string {
@@ -574,4 +580,12 @@ func reasons(rs []inject.ReasonCode) string {
 		s[i] = string(r)
 	}
 	return strings.Join(s, ",")
+}
+
+// plural is "1 pod", "2 pods".
+func plural(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
 }

@@ -16,8 +16,8 @@ func (r Report) Write(w io.Writer, st output.Style) error {
 	const indent = "       " // width of a mark plus one space
 	var lines []string
 	for _, c := range r.Checks {
-		msg := output.Wrap(c.Message, output.Width, "", indent)
-		lines = append(lines, st.Mark(c.Level)+" "+msg[0])
+		msg := output.Wrap(c.Message, output.Width, indent, indent)
+		lines = append(lines, st.Mark(c.Level)+" "+msg[0][len(indent):])
 		lines = append(lines, msg[1:]...)
 		if c.Level == output.OK || c.Level == output.Skip {
 			continue

@@ -53,7 +53,7 @@ func (f *Flags) Bind(fs *pflag.FlagSet) {
 	fs.StringVar(&f.Opts.TrustDomain, "trust-domain", f.Opts.TrustDomain, "SPIFFE trust domain (controller's --trust-domain)")
 	fs.StringVar(&f.Opts.ClusterDomain, "cluster-domain", f.Opts.ClusterDomain, "cluster DNS suffix (controller's --cluster-domain)")
 	fs.StringVar(&f.Opts.SidecarImage, "sidecar-image", f.Opts.SidecarImage, "image of the injected sidecar (controller's --sidecar-image)")
-	fs.StringVar(&f.Opts.CAURL, "ca-url", "", "URL sidecars reach the CA at (default https://podtls-controller.CONTROLLER-NAMESPACE.svc:8443)")
+	fs.StringVar(&f.Opts.CAURL, "ca-url", "", "URL sidecars reach the CA at (default: the controller Service, port 8443)")
 	fs.StringVar(&f.Opts.SidecarMode, "sidecar-mode", f.Opts.SidecarMode, `"native" or "legacy" (controller's --sidecar-mode)`)
 	fs.StringVar(&f.TrustRootsFile, "trust-roots", "", "PEM file with the CA roots for PODTLS_TRUST_ROOTS (default: none; --from-cluster reads them)")
 	fs.BoolVar(&f.FromCluster, "from-cluster", false, "read every setting from the running controller's Deployment and the CA Secret")
@@ -138,6 +138,15 @@ func Config(opts controller.Options, version, roots string) (inject.Config, erro
 		return inject.Config{}, err
 	}
 	return cfg, nil
+}
+
+// DecideConfig is the configuration for Decide and Parse only (which do not
+// depend on the sidecar mode, so "auto" needs no API server version).
+func DecideConfig(opts controller.Options) (inject.Config, error) {
+	if opts.SidecarMode == "auto" {
+		opts.SidecarMode = string(inject.ModeNative)
+	}
+	return Config(opts, controller.Version, "")
 }
 
 // FromDeployment parses the controller Deployment's container arguments with

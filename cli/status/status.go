@@ -140,7 +140,7 @@ func Collect(ctx context.Context, kube kubernetes.Interface, opts Options) (Repo
 	if o, _, err := injectconfig.FromDeployment(ctx, kube, opts.ControllerNamespace); err == nil {
 		ctrl = o
 	}
-	cfg, err := injectconfig.Config(ctrl, controller.Version, "")
+	cfg, err := injectconfig.DecideConfig(ctrl)
 	if err != nil {
 		return rep, err
 	}
