@@ -23,8 +23,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/podtls/podtls/e2e/acmetest"
 	"github.com/podtls/podtls/e2e/cluster"
-	"github.com/podtls/podtls/e2e/mesh"
 	"github.com/podtls/podtls/webhook/inject"
 )
 
@@ -56,7 +56,22 @@ type Options struct {
 	Keep bool
 	// Logger receives the cluster's progress (default: discard).
 	Logger *slog.Logger
+	// ACME selects the public edge (an ACME certificate from Pebble for customer).
+	ACME ACMEMode
 }
+
+// ACMEMode says whether Run shows the public edge, which needs BIND9 and Pebble
+// (hack/acme-deps.sh).
+type ACMEMode int
+
+const (
+	// ACMEAuto shows the edge when BIND9 and Pebble are installed.
+	ACMEAuto ACMEMode = iota
+	// ACMERequired fails when they are missing.
+	ACMERequired
+	// ACMEOff shows the mesh only.
+	ACMEOff
+)
 
 // Timing is how long one step took.
 type Timing struct {
@@ -89,6 +104,12 @@ type Result struct {
 	Refusals      float64
 	// MeshRotation is customer's mesh certificate around `podtls-sidecar renew`.
 	MeshRotation Rotation
+	// ACME reports whether the public edge ran. EdgeTrace is then curl's answer for
+	// https://customer.demo.example.test/ (verified against Pebble's root), and
+	// EdgeRotation the certificate served for that name around a forced renewal.
+	ACME         bool
+	EdgeTrace    string
+	EdgeRotation Rotation
 	// Restarts is every demo pod's total container restart count at the end, and
 	// PodsReplaced whether any pod of the three Deployments was replaced during the run.
 	Restarts     map[string]int32
@@ -109,11 +130,14 @@ func (r *Result) Timing(step string) time.Duration {
 const (
 	StepBuild    = "build images"
 	StepCluster  = "start the node"
-	StepInstall  = "install podtls"
+	StepACME     = "start BIND + Pebble"
+	StepInstall  = "helm install"
 	StepApply    = "apply the example"
 	StepTrace    = "traced call"
+	StepEdge     = "public edge"
 	StepRefused  = "refused caller"
 	StepMeshRot  = "mesh rotation"
+	StepEdgeRot  = "ACME rotation"
 	StepRestarts = "restart counts"
 )
 
@@ -123,8 +147,14 @@ type run struct {
 	res   *Result
 	c     *cluster.Cluster
 	cs    kubernetes.Interface
+	acme  *acmetest.Env // nil without the public edge
+	dir   string        // scratch files (images, values, Pebble's root)
 	start time.Time
 	pods  map[string]string // app -> pod UID at the start
+
+	appliedAt time.Time
+	nodePort  string // customer-public's node port
+	rootFile  string // Pebble's root, PEM
 }
 
 // Run runs the demo, writing its progress for people to out, and returns what it
@@ -153,15 +183,14 @@ func Run(ctx context.Context, opts Options, out io.Writer) (res *Result, err err
 		res = r.res
 	}()
 
-	dir, err := os.MkdirTemp("", "podtls-demo-")
-	if err != nil {
+	if r.dir, err = os.MkdirTemp("", "podtls-demo-"); err != nil {
 		return nil, fmt.Errorf("temp dir: %w", err)
 	}
-	defer os.RemoveAll(dir)
+	defer os.RemoveAll(r.dir)
 
 	var images []string
 	if err := r.step(StepBuild, "Building the images without Docker (OCI tarballs for containerd)", func() error {
-		images, err = r.buildImages(ctx, dir)
+		images, err = r.buildImages(ctx, r.dir)
 		return err
 	}); err != nil {
 		return nil, err
@@ -190,17 +219,42 @@ func Run(ctx context.Context, opts Options, out io.Writer) (res *Result, err err
 	}()
 	r.cs = r.c.Client
 
-	steps := []struct {
+	if r.opts.ACME != ACMEOff {
+		err := r.step(StepACME, "Starting BIND9 (RFC 2136, TSIG) and Pebble (ACME) inside the node's network namespace", func() error {
+			return r.startACME(ctx)
+		})
+		switch {
+		case errors.Is(err, acmetest.ErrAssetsMissing) && r.opts.ACME == ACMEAuto:
+			r.printf("    skipped: %v\n    the demo continues without the public edge\n", err)
+		case err != nil:
+			return nil, err
+		}
+	}
+	if r.acme != nil {
+		defer r.acme.Close()
+		r.res.ACME = true
+	}
+
+	type step struct {
 		name, title string
 		fn          func(context.Context) error
-	}{
-		{StepInstall, "Installing podtls: podtls-controller (admission webhook + internal CA) in " + systemNS, r.install},
+	}
+	steps := []step{
+		{StepInstall, "Installing podtls with Helm: podtls-controller (admission webhook, internal CA, ACME manager) in " + systemNS, r.install},
 		{StepApply, "kubectl label namespace demo podtls.io/inject=enabled && kubectl apply -f manifests/examples/demo.yaml   (customer -> preference -> recommendation)", r.apply},
 		{StepTrace, "kubectl apply -f manifests/examples/visitor.yaml   (visitor calls customer through its sidecar)", r.trace},
-		{StepRefused, "kubectl apply -f manifests/examples/intruder.yaml   (intruder calls preference; only customer is allowed)", r.refused},
-		{StepMeshRot, "Rotating customer's mesh certificate: kubectl exec deploy/customer -c " + sidecarName + " -- /podtls-sidecar renew", r.meshRotation},
-		{StepRestarts, "No pod restarted", r.restarts},
 	}
+	if r.acme != nil {
+		steps = append(steps, step{StepEdge, "The public edge: kubectl expose deployment customer --type NodePort; curl https://" + PublicHost + "/", r.edge})
+	}
+	steps = append(steps,
+		step{StepRefused, "kubectl apply -f manifests/examples/intruder.yaml   (intruder calls preference; only customer is allowed)", r.refused},
+		step{StepMeshRot, "Rotating customer's mesh certificate: kubectl exec deploy/customer -c " + sidecarName + " -- /podtls-sidecar renew", r.meshRotation},
+	)
+	if r.acme != nil {
+		steps = append(steps, step{StepEdgeRot, "Renewing the ACME certificate: kubectl annotate secret " + inject.ExternalSecretName([]string{PublicHost}) + " " + "podtls.io/force-renew=$(date +%s)", r.edgeRotation})
+	}
+	steps = append(steps, step{StepRestarts, "No pod restarted", r.restarts})
 	for _, s := range steps {
 		if err := r.step(s.name, s.title, func() error { return s.fn(ctx) }); err != nil {
 			return nil, err
@@ -250,8 +304,7 @@ func (r *run) buildImages(ctx context.Context, dir string) ([]string, error) {
 }
 
 func (r *run) install(ctx context.Context) error {
-	in := mesh.Install{ControllerImage: ControllerImage, SidecarImage: SidecarImage, PullPolicy: corev1.PullNever}
-	if err := in.Apply(ctx, r.cs); err != nil {
+	if err := r.helmInstall(ctx, r.dir); err != nil {
 		return err
 	}
 	if err := r.waitAvailable(ctx, systemNS, "podtls-controller"); err != nil {
@@ -268,6 +321,7 @@ func (r *run) apply(ctx context.Context) error {
 	if err := r.kubectl(ctx, "label", "namespace", ns, "podtls.io/inject=enabled"); err != nil {
 		return err
 	}
+	r.appliedAt = time.Now()
 	if err := r.kubectl(ctx, "apply", "-f", r.example("demo.yaml")); err != nil {
 		return err
 	}
@@ -386,28 +440,40 @@ func (r *run) restarts(ctx context.Context) error {
 func (r *run) summary() {
 	r.res.Total = time.Since(r.start)
 	r.header(fmt.Sprintf("Done in %s", round(r.res.Total)))
-	r.printf("    shown: customer -> preference -> recommendation over mTLS with the verified identity at each hop;\n")
-	r.printf("           a caller outside the allow list refused in the handshake;\n")
-	r.printf("           the mesh certificate rotated (serial %s -> %s), no pod restarted\n", short(r.res.MeshRotation.Before), short(r.res.MeshRotation.After))
+	r.printf("    shown: customer -> preference -> recommendation over mTLS, each sidecar naming the identity it verified;\n")
+	if r.res.ACME {
+		r.printf("           https://%s/ with a certificate from ACME (Pebble, DNS-01 on BIND), verified by curl;\n", PublicHost)
+	}
+	r.printf("           a caller outside the allow list refused in the handshake (its request never reached the app);\n")
+	r.printf("           the mesh certificate rotated (serial %s -> %s, %s)", short(r.res.MeshRotation.Before), short(r.res.MeshRotation.After), round(r.res.MeshRotation.Took))
+	if r.res.ACME {
+		r.printf(",\n           the ACME certificate renewed and served (serial %s -> %s, %s)", short(r.res.EdgeRotation.Before), short(r.res.EdgeRotation.After), round(r.res.EdgeRotation.Took))
+	}
+	r.printf(";\n           no pod restarted, none replaced\n")
 	r.printf("    timings:\n")
 	for _, t := range r.res.Timings {
-		r.printf("      %-18s %8s\n", t.Step, round(t.Took))
+		r.printf("      %-20s %8s\n", t.Step, round(t.Took))
 	}
 	r.printf(`
-    On a real cluster (Kubernetes >= 1.29):
-      helm install podtls charts/podtls -n podtls-system --create-namespace \
-        --set acme.directoryURL=https://acme-v02.api.letsencrypt.org/directory --set acme.email=you@example.com \
-        --set acme.dns.provider=route53 ...          # see manifests/examples for issuer examples
+    On a real cluster (Kubernetes >= 1.29), with a DNS provider for your domain:
+      kubectl create namespace podtls-system
+      kubectl -n podtls-system create secret generic podtls-dns-credentials --from-literal=...   # the provider's lego variables
+      helm install podtls charts/podtls -n podtls-system -f manifests/examples/issuers/route53.yaml  # or cloudflare, gcloud, rfc2136
       kubectl label namespace demo podtls.io/inject=enabled
-      kubectl apply -f manifests/examples/demo.yaml
-      kubectl exec deploy/customer -c podtls-sidecar -- /podtls-sidecar renew      # rotate a mesh certificate now
-      kubectl annotate secret NAME podtls.io/force-renew=$(date +%%s)                # renew an ACME certificate now
-`)
+      kubectl apply -f manifests/examples/demo.yaml                    # set podtls.io/external-hosts to a name of yours
+      kubectl -n demo exec deploy/customer -c podtls-sidecar -- /podtls-sidecar renew     # rotate a mesh certificate now
+      kubectl -n demo annotate secret %s podtls.io/force-renew=$(date +%%s)   # renew an ACME certificate now
+`, inject.ExternalSecretName([]string{PublicHost}))
 }
 
 func (r *run) printKeep() {
-	r.printf("\nEverything keeps running. kubectl inside the node's network namespace:\n")
-	r.printf("    ip netns exec podtls-e2e-%s %s --kubeconfig %s get pods -A\n", r.c.ID, r.c.Kubectl, r.c.Kubeconfig)
+	netns := "podtls-e2e-" + r.c.ID
+	r.printf("\nEverything keeps running. Inside the node's network namespace:\n")
+	r.printf("    ip netns exec %s %s --kubeconfig %s get pods -A\n", netns, r.c.Kubectl, r.c.Kubeconfig)
+	if r.res.ACME {
+		r.printf("    ip netns exec %s curl --cacert %s --resolve %s:%s:%s https://%s:%s/\n",
+			netns, r.rootFile, PublicHost, r.nodePort, cluster.NodeIP, PublicHost, r.nodePort)
+	}
 	r.printf("Press Ctrl-C to tear it down.\n")
 }
 
