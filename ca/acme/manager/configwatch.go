@@ -3,7 +3,6 @@ package manager
 import (
 	"context"
 	"crypto/sha256"
-	"errors"
 	"fmt"
 	"os"
 	"sync"
@@ -45,7 +44,8 @@ type configWatcher struct {
 
 	mu      sync.Mutex
 	state   issuerState
-	good    [sha256.Size]byte // hash of the content the issuer was built from
+	good    [sha256.Size]byte // hash of the file the issuer was built from
+	goodCfg string            // config.Hash of its configuration
 	lastErr string            // last error logged, to log each error once
 }
 
@@ -87,21 +87,20 @@ func (w *configWatcher) Start(ctx context.Context) error {
 func (w *configWatcher) poll(ctx context.Context) {
 	data, err := os.ReadFile(w.path)
 	var sum [sha256.Size]byte
-	if err == nil {
-		sum = sha256.Sum256(data)
-		w.mu.Lock()
-		same := w.state.Issuer != nil && sum == w.good
-		w.mu.Unlock()
-		if same {
-			return
-		}
-	}
 	var cfg config.Config
 	var iss Issuer
 	if err != nil {
 		err = fmt.Errorf("read ACME config: %w", err)
+	} else if sum = sha256.Sum256(data); w.unchanged(func() bool { return sum == w.good }) {
+		return
 	} else if cfg, err = w.parse(data); err != nil {
 		err = fmt.Errorf("ACME config %s: %w", w.path, err)
+	} else if w.unchanged(func() bool { return cfg.Hash() == w.goodCfg }) {
+		// Reformatted or commented, same settings: keep the issuer.
+		w.mu.Lock()
+		w.good = sum
+		w.mu.Unlock()
+		return
 	} else if iss, err = w.build(ctx, cfg); err != nil {
 		err = fmt.Errorf("ACME issuer for %s: %w", cfg.DirectoryURL, err)
 	}
@@ -112,7 +111,7 @@ func (w *configWatcher) poll(ctx context.Context) {
 	prev := w.state
 	if err == nil {
 		w.state = issuerState{Loaded: true, Config: cfg, Issuer: iss, gen: prev.gen + 1}
-		w.good, w.lastErr = sum, ""
+		w.good, w.goodCfg, w.lastErr = sum, cfg.Hash(), ""
 	} else {
 		w.state.Loaded, w.state.Err = true, err
 	}
@@ -134,10 +133,24 @@ func (w *configWatcher) poll(ctx context.Context) {
 			w.log.Error(err, "ACME config not applied; no external certificates are issued until it is fixed")
 		}
 	}
-	if err == nil || !prev.Loaded || prev.Err == nil || logErr {
+	if err == nil || !prev.Loaded || logErr {
 		w.changed()
 	}
 }
 
-// errNoParser is returned when Options.ParseConfig is missing.
-var errNoParser = errors.New("no config parser")
+// unchanged reports whether an issuer is in use and same() says the file
+// still describes it. A file that was broken and is back to the settings in
+// use clears the error.
+func (w *configWatcher) unchanged(same func() bool) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.state.Issuer == nil || !same() {
+		return false
+	}
+	if w.state.Err != nil {
+		w.state.Err, w.lastErr = nil, ""
+		configOK.Set(1)
+		w.log.Info("ACME config valid again; the configuration in use is unchanged", "file", w.path)
+	}
+	return true
+}

@@ -50,7 +50,7 @@ func (m *Manager) findCopy(ctx context.Context, key types.NamespacedName, hosts 
 		}
 		ok := true
 		for _, h := range hosts {
-			ok = ok && allowed(st.Config, other.Namespace, h)
+			ok = ok && st.Config.Allowed(other.Namespace, h)
 		}
 		if ok && (best == nil || c.leaf.NotAfter.After(best.leaf.NotAfter)) {
 			c.key = other

@@ -70,7 +70,7 @@ func (m *Manager) Reconcile(ctx context.Context, req reconcile.Request) (reconci
 
 	var denied []string
 	for _, h := range hosts {
-		if !allowed(st.Config, key.Namespace, h) {
+		if !st.Config.Allowed(key.Namespace, h) {
 			denied = append(denied, h)
 		}
 	}

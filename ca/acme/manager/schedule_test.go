@@ -140,32 +140,6 @@ func TestInFlight(t *testing.T) {
 	}
 }
 
-func TestAllowed(t *testing.T) {
-	cfg := config.Config{Allow: []config.AllowRule{
-		{Namespaces: []string{"demo"}, Hosts: []string{"*.demo.example.test", "demo.example.test"}},
-		{Hosts: []string{"public.example.test"}},
-	}}
-	for _, tc := range []struct {
-		ns, host string
-		want     bool
-	}{
-		{"demo", "demo.example.test", true},
-		{"demo", "a.demo.example.test", true},
-		{"demo", "*.demo.example.test", true},
-		{"demo", "a.b.demo.example.test", false},
-		{"other", "a.demo.example.test", false},
-		{"other", "public.example.test", true},
-		{"demo", "evil.example.test", false},
-	} {
-		if got := allowed(cfg, tc.ns, tc.host); got != tc.want {
-			t.Errorf("allowed(%s, %s) = %v, want %v", tc.ns, tc.host, got, tc.want)
-		}
-	}
-	if !allowed(config.Config{}, "any", "any.example") {
-		t.Error("no rules must allow everything")
-	}
-}
-
 func TestPodHosts(t *testing.T) {
 	hosts := []string{"a.example.com", "b.example.com"}
 	name := inject.ExternalSecretName(hosts)
