@@ -180,9 +180,10 @@ func (in Install) Apply(ctx context.Context, cs kubernetes.Interface) error {
 }
 
 // Test runs `helm test`: a pod outside the controller's namespace must be injected and its
-// sidecar must get a certificate (charts/podtls/templates/tests).
+// sidecar must get a certificate (charts/podtls/templates/tests). A passed test pod is
+// deleted (so no --logs, which would find it gone); a failed one is kept for inspection.
 func (in Install) Test(ctx context.Context, cs kubernetes.Interface) ([]byte, error) {
-	return in.Helm(ctx, cs, nil, "test", in.release(), "--namespace", in.namespace(), "--logs", "--timeout", "3m")
+	return in.Helm(ctx, cs, nil, "test", in.release(), "--namespace", in.namespace(), "--timeout", "3m")
 }
 
 // Uninstall runs `helm uninstall`.
