@@ -225,6 +225,14 @@ func podPhase(p *corev1.Pod) string {
 }
 
 func (r *runner) caSecret(ctx context.Context) {
+	r.caSecretChecks(ctx)
+	if r.mat == nil {
+		r.add(IDCARoot, output.Skip, "CA root not checked: CA Secret unreadable", "")
+		r.add(IDCAIntermediate, output.Skip, "CA intermediate not checked: CA Secret unreadable", "")
+	}
+}
+
+func (r *runner) caSecretChecks(ctx context.Context) {
 	ns, name := r.ctrl.Namespace, r.ctrl.CASecret
 	sec, err := r.kube.CoreV1().Secrets(ns).Get(ctx, name, metav1.GetOptions{})
 	switch {
@@ -297,6 +305,8 @@ func (r *runner) webhook(ctx context.Context) {
 	case apierrors.IsNotFound(err):
 		r.add(IDWebhookConfig, output.Fail, fmt.Sprintf("MutatingWebhookConfiguration %s not found: no pod gets a sidecar", name),
 			"reinstall it: helm upgrade --install podtls charts/podtls -n "+r.ctrl.Namespace+" (the controller patches but never creates it)")
+		r.add(IDWebhookCABundle, output.Skip, "caBundle not compared: no webhook configuration", "")
+		r.add(IDWebhookServingCert, output.Skip, "serving certificate not checked: no webhook configuration", "")
 		return
 	case err != nil:
 		r.readErr(IDWebhookConfig, "MutatingWebhookConfiguration "+name, err)
@@ -435,6 +445,13 @@ type acmeConfig struct {
 }
 
 func (r *runner) acme(ctx context.Context) {
+	r.acmeChecks(ctx)
+	if !slices.ContainsFunc(r.res, func(c Result) bool { return c.ID == IDACMEAccount }) {
+		r.add(IDACMEAccount, output.Skip, "ACME account not checked: no usable issuer configuration", "")
+	}
+}
+
+func (r *runner) acmeChecks(ctx context.Context) {
 	ns := r.ctrl.Namespace
 	cm, err := r.kube.CoreV1().ConfigMaps(ns).Get(ctx, ACMEConfigMap, metav1.GetOptions{})
 	switch {

@@ -17,6 +17,10 @@ func (r Report) WriteTable(w io.Writer, now time.Time, wide bool) error {
 		header = []string{"NAMESPACE", "POD", "SIDECAR", "REASON", "IDENTITY", "MESH-CERT", "SERIAL", "INBOUND", "UPSTREAMS", "EXTERNAL"}
 	}
 	rows := make([][]string, 0, len(r.Pods))
+	allNamespaces := false
+	for _, p := range r.Pods {
+		allNamespaces = allNamespaces || p.Namespace != r.Pods[0].Namespace
+	}
 	for _, p := range r.Pods {
 		sidecar := "no"
 		switch {
@@ -47,7 +51,11 @@ func (r Report) WriteTable(w io.Writer, now time.Time, wide bool) error {
 				dash(strings.Join(p.Inbound, ",")), dash(strings.Join(p.Upstreams, ",")), dash(externalHosts(p))})
 			continue
 		}
-		rows = append(rows, []string{p.Name, sidecar, reason, sa, cert})
+		name := p.Name
+		if allNamespaces {
+			name = p.Namespace + "/" + p.Name
+		}
+		rows = append(rows, []string{name, sidecar, reason, sa, cert})
 	}
 	width := output.Width
 	if wide {
@@ -91,7 +99,10 @@ func (r Report) WriteDetail(w io.Writer, now time.Time, st output.Style) error {
 	var lines []string
 	const keyWidth = 13
 	add := func(key, value string) {
-		first := fmt.Sprintf("%-*s", keyWidth, key+":")
+		first := strings.Repeat(" ", keyWidth) // continuation of the previous key
+		if key != "" {
+			first = fmt.Sprintf("%-*s", keyWidth, key+":")
+		}
 		lines = append(lines, output.Wrap(value, output.Width, first, strings.Repeat(" ", keyWidth))...)
 	}
 	for i, p := range r.Pods {

@@ -400,6 +400,7 @@ func (r *runner) expectRed(t *testing.T, id, object, hint string) {
 		t.Errorf("check output lacks FAIL/%q/hint %q:\n%s", object, hint, out)
 	}
 	assertFits(t, "check", out)
+	t.Logf("check:\n%s", out)
 }
 
 // expectGreen: nothing fails (a stopped controller's webhook is skipped).

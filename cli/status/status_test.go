@@ -1,0 +1,108 @@
+package status
+
+import (
+	"bytes"
+	"context"
+	"strings"
+	"testing"
+	"time"
+	"unicode/utf8"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes/fake"
+
+	acmestatus "github.com/podtls/podtls/ca/acme/status"
+	"github.com/podtls/podtls/cli/output"
+	"github.com/podtls/podtls/sidecar/certs"
+	"github.com/podtls/podtls/webhook/annotations"
+	"github.com/podtls/podtls/webhook/inject"
+)
+
+var now = time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)
+
+func pod(name string, ann map[string]string) *corev1.Pod {
+	return &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "shop", Annotations: ann},
+		Spec:   corev1.PodSpec{ServiceAccountName: "web", Containers: []corev1.Container{{Name: "app", Image: "app:1"}}},
+		Status: corev1.PodStatus{Phase: corev1.PodRunning, PodIP: "10.1.2.3"}}
+}
+
+func TestCollect(t *testing.T) {
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop", Labels: map[string]string{annotations.Inject: annotations.NamespaceEnabled}}}
+	cfg := inject.DefaultConfig()
+	injected := pod("web", map[string]string{annotations.Inbound: "8443:8080", annotations.ExternalHosts: "shop.example.com",
+		annotations.Upstreams: "db.shop.svc:5432@9001"})
+	if _, err := inject.Mutate(injected, ns, cfg); err != nil {
+		t.Fatal(err)
+	}
+	missing := pod("slipped", map[string]string{annotations.Inbound: "8443:8080"})
+	optedOut := pod("batch", map[string]string{annotations.Inject: "false"})
+	secretName := injected.Annotations[annotations.ExternalSecret]
+	ext := acmestatus.External{Hosts: []string{"shop.example.com"}, Serial: "0a", CertIssuer: "CN=Pebble Intermediate",
+		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(90 * 24 * time.Hour), RenewAt: now.Add(60 * 24 * time.Hour),
+		LastError: "rate limited", Failures: 1}
+	sec := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: secretName, Namespace: "shop", Annotations: ext.Encode(nil)}}
+	ev := &corev1.Event{ObjectMeta: metav1.ObjectMeta{Name: "e1", Namespace: "shop"},
+		InvolvedObject: corev1.ObjectReference{Kind: "Pod", Name: "slipped", Namespace: "shop"},
+		Reason:         "PodtlsNotInjected", Message: "recreate it", Type: "Warning", Count: 2, LastTimestamp: metav1.NewTime(now.Add(-time.Minute))}
+	kube := fake.NewClientset(ns, injected, missing, optedOut, sec, ev)
+
+	mesh := &certs.CertInfo{Serial: "1f", NotAfter: now.Add(20 * time.Hour)}
+	proxy := func(_ context.Context, ns, name string) ([]byte, error) {
+		if ns != "shop" || name != "web" {
+			t.Errorf("proxy to %s/%s", ns, name)
+		}
+		return []byte(`{"ready":true,"mesh":{"serial":"1f","not_after":"` + mesh.NotAfter.Format(time.RFC3339) + `"}}`), nil
+	}
+	rep, err := Collect(context.Background(), kube, Options{Namespace: "shop", ControllerNamespace: "podtls-system", Live: true, Proxy: proxy})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Pods) != 3 {
+		t.Fatalf("%d pods", len(rep.Pods))
+	}
+	byName := map[string]Pod{}
+	for _, p := range rep.Pods {
+		byName[p.Name] = p
+	}
+	web := byName["web"]
+	if !web.Injected || strings.Join(web.Reasons, ",") != "namespace-enabled" || web.Identity != "spiffe://cluster.local/ns/shop/sa/web" ||
+		len(web.Upstreams) != 1 || web.External == nil || !web.External.Found || web.External.Status.LastError != "rate limited" ||
+		web.Live == nil || web.Live.Mesh == nil || web.Live.Mesh.Serial != "1f" {
+		t.Errorf("web: %+v", web)
+	}
+	slipped := byName["slipped"]
+	if slipped.Injected || !slipped.Missing || len(slipped.Events) != 1 || slipped.Events[0].Count != 2 || slipped.Live != nil {
+		t.Errorf("slipped: %+v", slipped)
+	}
+	batch := byName["batch"]
+	if batch.Injected || batch.Missing || strings.Join(batch.Reasons, ",") != "pod-disabled" || batch.Identity != "" {
+		t.Errorf("batch: %+v", batch)
+	}
+
+	var table, detail bytes.Buffer
+	if err := rep.WriteTable(&table, now, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := rep.WriteDetail(&detail, now, output.Style{}); err != nil {
+		t.Fatal(err)
+	}
+	for _, out := range []string{table.String(), detail.String()} {
+		for _, l := range strings.Split(out, "\n") {
+			if utf8.RuneCountInString(l) > output.Width {
+				t.Errorf("line of %d columns: %q", utf8.RuneCountInString(l), l)
+			}
+		}
+	}
+	for _, want := range []string{"MISSING", "20h left", "pod-disabled"} {
+		if !strings.Contains(table.String(), want) {
+			t.Errorf("table lacks %q:\n%s", want, table.String())
+		}
+	}
+	t.Logf("table:\n%s\ndetail:\n%s", table.String(), detail.String())
+	for _, want := range []string{"issuer CN=Pebble Intermediate", "last error (1 failures): rate limited", "PodtlsNotInjected", "serial 1f"} {
+		if !strings.Contains(detail.String(), want) {
+			t.Errorf("detail lacks %q:\n%s", want, detail.String())
+		}
+	}
+}
