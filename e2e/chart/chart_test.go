@@ -25,6 +25,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/yaml"
 
+	"github.com/podtls/podtls/ca/acme/config"
 	"github.com/podtls/podtls/e2e/mesh"
 	"github.com/podtls/podtls/internal/kubetest"
 	webhookconfig "github.com/podtls/podtls/webhook/config"
@@ -270,7 +271,7 @@ func TestRender(t *testing.T) {
 				if err := yaml.UnmarshalStrict(cm.Raw, &m); err != nil {
 					t.Fatal(err)
 				}
-				cfg, err := parseACME(m.Data["config.yaml"])
+				cfg, err := config.Parse([]byte(m.Data["config.yaml"]))
 				if err != nil {
 					t.Errorf("the controller would refuse the rendered issuer configuration: %v\n%s", err, m.Data["config.yaml"])
 				} else if cfg.DNS.Provider == "" {
@@ -652,11 +653,11 @@ func TestHelmInstall(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg, err := parseACME(cm.Data["config.yaml"])
+	cfg, err := config.Parse([]byte(cm.Data["config.yaml"]))
 	if err != nil {
 		t.Fatalf("rendered ACME config: %v", err)
 	}
-	if cfg.DNS.Provider != "rfc2136" || cfg.DNS.PropagationTimeout != "30s" || cfg.DNS.CredentialsSecretRef.Name != "podtls-dns-credentials" {
+	if cfg.DNS.Provider != "rfc2136" || cfg.DNS.PropagationTimeout.Duration != 30*time.Second || cfg.DNS.CredentialsSecretRef.Name != "podtls-dns-credentials" {
 		t.Errorf("ACME config %+v", cfg)
 	}
 	creds, err := cs.CoreV1().Secrets(systemNS).Get(ctx, "podtls-dns-credentials", metav1.GetOptions{})
@@ -710,24 +711,4 @@ func TestInstallYAMLUpToDate(t *testing.T) {
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("manifests/install.yaml is stale (run `make manifests`): %v\n%s", err, out)
 	}
-}
-
-// acmeConfig is the part of the issuer configuration the tests look at.
-type acmeConfig struct {
-	DNS struct {
-		Provider             string `json:"provider"`
-		PropagationTimeout   string `json:"propagationTimeout"`
-		CredentialsSecretRef struct {
-			Name string `json:"name"`
-		} `json:"credentialsSecretRef"`
-	} `json:"dns"`
-}
-
-// parseACME decodes the rendered issuer configuration.
-func parseACME(data string) (acmeConfig, error) {
-	var c acmeConfig
-	if err := yaml.Unmarshal([]byte(data), &c); err != nil {
-		return c, fmt.Errorf("decode issuer configuration: %w", err)
-	}
-	return c, nil
 }
