@@ -1,0 +1,207 @@
+package acme
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"errors"
+	"log/slog"
+	"math/big"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"k8s.io/client-go/kubernetes/fake"
+
+	"github.com/podtls/podtls/ca/acme/config"
+	"github.com/podtls/podtls/ca/acme/status"
+)
+
+func testLeaf(t *testing.T, key *ecdsa.PrivateKey, notBefore, notAfter time.Time, names ...string) ([]byte, *x509.Certificate) {
+	t.Helper()
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(42), Subject: pkix.Name{CommonName: "test"},
+		NotBefore: notBefore, NotAfter: notAfter, DNSNames: names}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), leaf
+}
+
+func TestLifetimeRenewal(t *testing.T) {
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	nb := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	_, leaf := testLeaf(t, key, nb, nb.Add(90*24*time.Hour))
+	if got, want := LifetimeRenewal(leaf, 2.0/3), nb.Add(60*24*time.Hour); !got.Equal(want) {
+		t.Errorf("LifetimeRenewal = %s, want %s", got, want)
+	}
+	if got := LifetimeRenewal(leaf, 0.5); !got.Equal(nb.Add(45 * 24 * time.Hour)) {
+		t.Errorf("LifetimeRenewal(0.5) = %s", got)
+	}
+}
+
+func TestARIRenewal(t *testing.T) {
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	now := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	_, leaf := testLeaf(t, key, now.Add(-24*time.Hour), now.Add(5*24*time.Hour))
+	tests := []struct {
+		name        string
+		w           window
+		retry       time.Duration
+		lo, hi      time.Time // At in [lo, hi]
+		wantRecheck time.Duration
+	}{
+		{"future window", window{now.Add(time.Hour), now.Add(3 * time.Hour)}, 2 * time.Hour, now.Add(time.Hour), now.Add(3 * time.Hour), 2 * time.Hour},
+		{"window begun: now", window{now.Add(-time.Hour), now.Add(-time.Minute)}, 0, now, now, ariDefaultRecheck},
+		{"empty window", window{now.Add(time.Hour), now.Add(time.Hour)}, time.Second, now.Add(time.Hour), now.Add(time.Hour), ariMinRecheck},
+		{"window past NotAfter", window{now.Add(10 * 24 * time.Hour), now.Add(11 * 24 * time.Hour)}, 48 * time.Hour, leaf.NotAfter, leaf.NotAfter, ariMaxRecheck},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			for range 20 { // random point: check it stays inside
+				r := ariRenewal(tt.w, tt.retry, leaf, now)
+				if r.Source != status.RenewalARI || r.At.Before(tt.lo) || r.At.After(tt.hi) || r.RecheckAfter != tt.wantRecheck {
+					t.Fatalf("ariRenewal = %+v, want At in [%s, %s], recheck %s", r, tt.lo, tt.hi, tt.wantRecheck)
+				}
+			}
+		})
+	}
+}
+
+func TestParseKey(t *testing.T) {
+	ec, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	rk, _ := rsa.GenerateKey(rand.Reader, 2048)
+	pkcs8, err := marshalKey(ec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sec1, _ := x509.MarshalECPrivateKey(ec)
+	good := map[string][]byte{
+		"pkcs8": pkcs8,
+		"sec1":  pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: sec1}),
+		"pkcs1": pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(rk)}),
+	}
+	for name, b := range good {
+		if _, err := parseKey(b); err != nil {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+	bad := map[string][]byte{
+		"empty":       nil,
+		"certificate": pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: []byte{1}}),
+		"garbage":     pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: []byte{1, 2, 3}}),
+	}
+	for name, b := range bad {
+		if _, err := parseKey(b); err == nil {
+			t.Errorf("%s accepted", name)
+		}
+	}
+}
+
+func TestNewKey(t *testing.T) {
+	for _, kt := range config.KeyTypes {
+		if kt == config.KeyRSA4096 && testing.Short() {
+			continue
+		}
+		k, err := newKey(kt)
+		if err != nil {
+			t.Fatalf("%s: %v", kt, err)
+		}
+		if _, err := marshalKey(k); err != nil {
+			t.Fatalf("%s: %v", kt, err)
+		}
+	}
+	if _, err := newKey("dsa"); err == nil {
+		t.Error("unknown key type accepted")
+	}
+}
+
+func TestNewCertificate(t *testing.T) {
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	other, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	now := time.Now()
+	chain, _ := testLeaf(t, key, now, now.Add(time.Hour), "shop.example.test", "*.shop.example.test")
+	c, err := newCertificate(chain, key, []string{"shop.example.test", "*.SHOP.example.test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.HasPrefix(c.KeyPEM, []byte("-----BEGIN PRIVATE KEY-----")) || c.Leaf == nil || !bytes.Equal(c.ChainPEM, chain) {
+		t.Errorf("certificate = %+v", c)
+	}
+	if _, err := newCertificate(chain, other, []string{"shop.example.test"}); err == nil || !strings.Contains(err.Error(), "not for the key") {
+		t.Errorf("other key: %v", err)
+	}
+	if _, err := newCertificate(chain, key, []string{"api.example.test"}); err == nil || !strings.Contains(err.Error(), "does not name api.example.test") {
+		t.Errorf("missing name: %v", err)
+	}
+	if _, err := newCertificate([]byte("nope"), key, nil); err == nil {
+		t.Error("garbage accepted")
+	}
+}
+
+func TestContextTransport(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusNoContent) }))
+	defer srv.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	c := withContext(ctx, srv.Client())
+	resp, err := c.Get(srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	cancel()
+	if _, err := c.Get(srv.URL); !errors.Is(err, context.Canceled) {
+		t.Errorf("request after cancel = %v, want context.Canceled", err)
+	}
+}
+
+func TestNewIssuerChecks(t *testing.T) {
+	cfg := config.Config{DNS: config.DNS{Provider: "rfc2136", Config: map[string]string{"RFC2136_NAMESERVER": "127.0.0.1:53"}}}
+	kube := fake.NewClientset()
+	if _, err := NewIssuer(t.Context(), cfg, IssuerOptions{Namespace: "x"}); err == nil {
+		t.Error("no Kubernetes client accepted")
+	}
+	if _, err := NewIssuer(t.Context(), config.Config{}, IssuerOptions{Namespace: "x", Kube: kube}); err == nil {
+		t.Error("invalid config accepted")
+	}
+	withSecret := cfg
+	withSecret.DNS.CredentialsSecretRef = &config.SecretRef{Name: "missing"}
+	if _, err := NewIssuer(t.Context(), withSecret, IssuerOptions{Namespace: "x", Kube: kube}); err == nil || !strings.Contains(err.Error(), "x/missing") {
+		t.Errorf("missing credentials Secret: %v", err)
+	}
+	iss, err := NewIssuer(t.Context(), cfg, IssuerOptions{Namespace: "x", Kube: kube})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if iss.Directory() != config.LetsEncryptStaging {
+		t.Errorf("Directory() = %s", iss.Directory())
+	}
+}
+
+func TestLegoLogLevels(t *testing.T) {
+	var buf bytes.Buffer
+	setLegoLogger(slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug})))
+	defer setLegoLogger(slog.New(slog.DiscardHandler))
+	a := slogAdapter{}
+	a.Printf("[INFO] [%s] acme: Obtaining", "shop.example.test")
+	a.Printf("[WARN] cleaning up failed")
+	a.Fatalf("never exits")
+	out := buf.String()
+	for _, want := range []string{`level=DEBUG msg="[shop.example.test] acme: Obtaining"`, `level=WARN msg="cleaning up failed"`, `level=WARN msg="never exits"`} {
+		if !strings.Contains(out, want) {
+			t.Errorf("log output lacks %s:\n%s", want, out)
+		}
+	}
+}
