@@ -83,6 +83,8 @@ func (a slogAdapter) Printf(format string, args ...any) { a.emit(fmt.Sprintf(for
 
 // lego's library code never calls Fatal (only its CLI does); never exit the
 // controller because of a library log line.
-func (a slogAdapter) Fatal(args ...any)                 { a.emit("[WARN] " + fmt.Sprint(args...)) }
-func (a slogAdapter) Fatalln(args ...any)               { a.emit("[WARN] " + fmt.Sprintln(args...)) }
-func (a slogAdapter) Fatalf(format string, args ...any) { a.emit("[WARN] " + fmt.Sprintf(format, args...)) }
+func (a slogAdapter) Fatal(args ...any)   { a.emit("[WARN] " + fmt.Sprint(args...)) }
+func (a slogAdapter) Fatalln(args ...any) { a.emit("[WARN] " + fmt.Sprintln(args...)) }
+func (a slogAdapter) Fatalf(format string, args ...any) {
+	a.emit("[WARN] " + fmt.Sprintf(format, args...))
+}
