@@ -563,6 +563,18 @@ func TestHelmInstall(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("helm upgrade --install took %s", time.Since(t0).Round(time.Millisecond))
+	notes := func() string {
+		t.Helper()
+		out, err := in.Helm(ctx, cs, nil, "get", "notes", "podtls", "--namespace", systemNS)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(out)
+	}
+	if n := notes(); !strings.Contains(n, "kubectl label namespace NAME podtls.io/inject=enabled") ||
+		!strings.Contains(n, "helm test podtls -n podtls-system") || strings.Contains(n, "ACME is on") {
+		t.Errorf("NOTES.txt after install:\n%s", n)
+	}
 
 	dep, err := cs.AppsV1().Deployments(systemNS).Get(ctx, "podtls-controller", metav1.GetOptions{})
 	if err != nil {
@@ -648,6 +660,9 @@ func TestHelmInstall(t *testing.T) {
 	in.ACMECredentials = map[string]string{"RFC2136_TSIG_KEY": "podtls", "RFC2136_TSIG_SECRET": "c2VjcmV0"}
 	if err := in.Apply(ctx, cs); err != nil {
 		t.Fatal(err)
+	}
+	if n := notes(); !strings.Contains(n, "ACME is on: https://acme.example.test/directory with DNS provider rfc2136") {
+		t.Errorf("NOTES.txt after enabling ACME:\n%s", n)
 	}
 	cm, err := cs.CoreV1().ConfigMaps(systemNS).Get(ctx, "podtls-acme", metav1.GetOptions{})
 	if err != nil {
