@@ -80,7 +80,7 @@ func (m *Manager) Reconcile(ctx context.Context, req reconcile.Request) (reconci
 	}
 	ext, derr := status.Decode(sec.Annotations)
 	if derr != nil {
-		log.Info("malformed status annotations; they will be rewritten", "error", derr.Error())
+		log.Info("malformed status annotations; the readable ones are used", "error", derr.Error())
 	}
 	orig := ext
 	ext.UnusedSince = time.Time{}
