@@ -72,6 +72,13 @@ type Options struct {
 	Logger *slog.Logger
 	// ReadyTimeout bounds the wait for each server. Default 20s.
 	ReadyTimeout time.Duration
+	// ChallengeDelay > 0 puts an HTTPS proxy in this process in front of
+	// Pebble's ACME endpoint that holds each challenge POST's response this
+	// long. Pebble validates within milliseconds but sends no Retry-After;
+	// lego then polls only after 5 s unless the validation has finished when
+	// the response arrives. The proxy changes no content. Loopback only: it
+	// is not available with a Command hook.
+	ChallengeDelay time.Duration
 }
 
 // Env is a running environment. Its exported fields are read-only.
@@ -96,9 +103,12 @@ type Env struct {
 	adminName  string // a second key allowed to update any record type (AddRecord)
 	adminValue string
 
+	pebblePort int // Pebble's own ACME port: ACMEPort, or an internal one behind the proxy
+
 	mu      sync.Mutex
 	dns     *process
 	acme    *process
+	proxy   *challengeProxy
 	records []string // zone file lines added by AddRecord
 }
 
@@ -118,6 +128,8 @@ func Start(ctx context.Context, o Options) (*Env, error) {
 	}
 	if o.Command == nil {
 		o.Command = exec.CommandContext
+	} else if o.ChallengeDelay > 0 {
+		return nil, errors.New("acmetest: ChallengeDelay needs the servers in this network namespace (no Command hook)")
 	}
 	if o.DialContext == nil {
 		o.DialContext = (&net.Dialer{Timeout: 5 * time.Second}).DialContext
@@ -159,6 +171,12 @@ func Start(ctx context.Context, o Options) (*Env, error) {
 			if *p, err = freePort(o.ListenIP); err != nil {
 				return nil, err
 			}
+		}
+	}
+	e.pebblePort = o.ACMEPort
+	if o.ChallengeDelay > 0 {
+		if e.pebblePort, err = freePort(o.ListenIP); err != nil {
+			return nil, err
 		}
 	}
 	e.opts = o
@@ -229,6 +247,10 @@ func StartT(t testing.TB, o Options) *Env {
 func (e *Env) Close() {
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	if e.proxy != nil {
+		e.proxy.stop()
+		e.proxy = nil
+	}
 	if e.acme != nil {
 		e.acme.stop()
 		e.acme = nil

@@ -257,3 +257,39 @@ func TestCommandHook(t *testing.T) {
 		t.Fatalf("named (pid %d) survived StopDNS behind the hook", pid)
 	}
 }
+
+// TestChallengeDelayProxy: with ChallengeDelay the ACME endpoint is the
+// proxy, and Pebble's URLs (built from the Host header) point back at it.
+func TestChallengeDelayProxy(t *testing.T) {
+	e := StartT(t, Options{ChallengeDelay: 100 * time.Millisecond})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if e.pebblePort == e.opts.ACMEPort {
+		t.Fatal("Pebble listens on the public ACME port despite the proxy")
+	}
+	b, err := e.get(ctx, e.DirectoryURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dir map[string]any
+	if err := json.Unmarshal(b, &dir); err != nil {
+		t.Fatal(err)
+	}
+	base := strings.TrimSuffix(e.DirectoryURL, "/dir")
+	if u, _ := dir["newOrder"].(string); !strings.HasPrefix(u, base+"/") {
+		t.Fatalf("newOrder %q does not point at the proxy %s", u, base)
+	}
+	e.StopACME()
+	if _, err := e.get(ctx, e.DirectoryURL); err == nil {
+		t.Fatal("proxy still answers with Pebble stopped")
+	}
+	if err := e.StartACME(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.get(ctx, e.DirectoryURL); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Start(ctx, Options{ChallengeDelay: time.Second, Command: exec.CommandContext}); err == nil {
+		t.Fatal("ChallengeDelay with a Command hook was accepted")
+	}
+}

@@ -89,7 +89,7 @@ func (e *Env) writePebbleConfig() error {
 		ValidityPeriod int    `json:"validityPeriod"`
 	}
 	cfg := map[string]any{"pebble": map[string]any{
-		"listenAddress":           net.JoinHostPort(e.opts.ListenIP, strconv.Itoa(e.opts.ACMEPort)),
+		"listenAddress":           net.JoinHostPort(e.opts.ListenIP, strconv.Itoa(e.pebblePort)),
 		"managementListenAddress": net.JoinHostPort(e.opts.ListenIP, strconv.Itoa(e.opts.MgmtPort)),
 		"certificate":             e.path("acme/https-cert.pem"),
 		"privateKey":              e.path("acme/https-key.pem"),
@@ -134,6 +134,13 @@ func (e *Env) StartACME(ctx context.Context) error {
 		return err
 	}
 	e.acme = p
+	if e.opts.ChallengeDelay > 0 {
+		if e.proxy, err = e.startProxy(); err != nil {
+			p.stop()
+			e.acme = nil
+			return err
+		}
+	}
 	if err := e.waitReady(ctx, p, func(ctx context.Context) error {
 		if _, err := e.get(ctx, e.DirectoryURL); err != nil {
 			return err
@@ -143,6 +150,10 @@ func (e *Env) StartACME(ctx context.Context) error {
 	}); err != nil {
 		p.stop()
 		e.acme = nil
+		if e.proxy != nil {
+			e.proxy.stop()
+			e.proxy = nil
+		}
 		return err
 	}
 	return nil
@@ -152,6 +163,10 @@ func (e *Env) StartACME(ctx context.Context) error {
 func (e *Env) StopACME() {
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	if e.proxy != nil {
+		e.proxy.stop()
+		e.proxy = nil
+	}
 	if e.acme != nil {
 		e.acme.stop()
 		e.acme = nil
