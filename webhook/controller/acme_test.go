@@ -1,0 +1,127 @@
+package controller
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/podtls/podtls/ca/acme/status"
+	"github.com/podtls/podtls/internal/kubetest"
+	"github.com/podtls/podtls/webhook/annotations"
+	"github.com/podtls/podtls/webhook/config"
+	"github.com/podtls/podtls/webhook/inject"
+)
+
+// TestRunWithBadACMEConfig: a broken --acme-config must not take the webhook
+// and the CA down; pods asking for external hosts learn why nothing is issued.
+func TestRunWithBadACMEConfig(t *testing.T) {
+	env := kubetest.Start(t)
+	ctx := t.Context()
+	env.CreateNamespace(t, "podtls-system", nil)
+	env.CreateNamespace(t, "shop", nil)
+	if _, err := env.Clientset.AdmissionregistrationV1().MutatingWebhookConfigurations().Create(ctx,
+		config.MutatingWebhookConfiguration(config.DefaultOptions()), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	cfgFile := filepath.Join(t.TempDir(), "config.yaml")
+	if err := os.WriteFile(cfgFile, []byte("directoryURL: ftp://acme.example\ndns: {provider: rfc2136}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	opts := DefaultOptions()
+	whPort, caPort, healthPort := freePort(t), freePort(t), freePort(t)
+	opts.WebhookAddr, opts.CAAddr = fmt.Sprintf("127.0.0.1:%d", whPort), fmt.Sprintf("127.0.0.1:%d", caPort)
+	opts.HealthAddr, opts.MetricsAddr = fmt.Sprintf("127.0.0.1:%d", healthPort), "0"
+	opts.WebhookURL = fmt.Sprintf("https://127.0.0.1:%d", whPort)
+	opts.ACMEConfig = cfgFile
+	opts.ShutdownTimeout = 5 * time.Second
+	runCtx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- Run(runCtx, opts, env.Config) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("Run: %v", err)
+			}
+		case <-time.After(20 * time.Second):
+			t.Error("controller did not stop within 20s")
+		}
+	})
+
+	waitFor(t, "readyz with a bad ACME config", done, func() bool {
+		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/readyz", healthPort))
+		if err != nil {
+			return false
+		}
+		_ = resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	})
+
+	hosts := "shop.example.test"
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "web", Annotations: map[string]string{
+		annotations.Status: `{"version":"test"}`, annotations.ExternalHosts: hosts,
+		annotations.ExternalSecret: inject.ExternalSecretName([]string{hosts})}},
+		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "app"}}}}
+	if err := env.Client.Create(ctx, pod); err != nil {
+		t.Fatal(err)
+	}
+	var msg string
+	waitFor(t, "ExternalCertNoIssuer event", done, func() bool {
+		evs := &corev1.EventList{}
+		if err := env.Client.List(ctx, evs); err != nil {
+			return false
+		}
+		for _, e := range evs.Items {
+			if e.InvolvedObject.Name == "web" && e.Reason == status.EventNotConfigured {
+				msg = e.Message
+				return true
+			}
+		}
+		return false
+	})
+	if !strings.Contains(msg, "directoryURL") {
+		t.Errorf("event does not say what is wrong with the config: %q", msg)
+	}
+	err := env.Client.Get(ctx, types.NamespacedName{Namespace: "shop", Name: inject.ExternalSecretName([]string{hosts})}, &corev1.Secret{})
+	if !apierrors.IsNotFound(err) {
+		t.Errorf("Secret created without an issuer: %v", err)
+	}
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+func waitFor(t *testing.T, what string, done <-chan error, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for !cond() {
+		select {
+		case err := <-done:
+			t.Fatalf("controller exited while waiting for %s: %v", what, err)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
