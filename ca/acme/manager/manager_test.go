@@ -152,33 +152,10 @@ func TestManager(t *testing.T) {
 	allow := []config.AllowRule{{Namespaces: []string{"acme-a", "acme-b"}, Hosts: []string{"*.shop.example.test", "shop.example.test", "other.example.test"}}}
 	writeCfg(testConfig{Allow: allow, Grace: "3s", MinBackoff: "1s", MaxPerHour: 20})
 
-	mgr, err := ctrl.NewManager(env.Config, ctrl.Options{
-		Scheme:                 clientgoscheme.Scheme,
-		Metrics:                metricsserver.Options{BindAddress: "0"},
-		HealthProbeBindAddress: "0",
-		Controller:             ctrlconfig.Controller{SkipNameValidation: ptr.To(true)},
-		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{
-			&corev1.Secret{}: {Label: labels.SelectorFromSet(SecretSelector())},
-		}},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	m := New(Options{
+	m := runManager(t, env, Options{
 		ConfigFile: cfgFile, ParseConfig: parseTestConfig,
 		NewIssuer:          func(context.Context, config.Config) (Issuer, error) { return ca, nil },
 		ConfigPollInterval: 200 * time.Millisecond, ResyncInterval: 2 * time.Second,
-	})
-	if err := m.SetupWithManager(mgr); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- mgr.Start(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("manager: %v", err)
-		}
 	})
 
 	for _, ns := range []string{"acme-a", "acme-b", "acme-denied"} {
@@ -373,6 +350,39 @@ func TestManager(t *testing.T) {
 			t.Error("foreign Secret garbage-collected")
 		}
 	})
+}
+
+// runManager runs the ACME manager in a controller-runtime manager set up
+// like podtls-controller's (Secret cache restricted to the manager's labels)
+// until the test ends.
+func runManager(t *testing.T, env *kubetest.Env, opts Options) *Manager {
+	t.Helper()
+	mgr, err := ctrl.NewManager(env.Config, ctrl.Options{
+		Scheme:                 clientgoscheme.Scheme,
+		Metrics:                metricsserver.Options{BindAddress: "0"},
+		HealthProbeBindAddress: "0",
+		Controller:             ctrlconfig.Controller{SkipNameValidation: ptr.To(true)},
+		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{
+			&corev1.Secret{}: {Label: labels.SelectorFromSet(SecretSelector())},
+		}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := New(opts)
+	if err := m.SetupWithManager(mgr); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- mgr.Start(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("manager: %v", err)
+		}
+	})
+	return m
 }
 
 func gauge(t *testing.T, g prometheus.Gauge) float64 {
