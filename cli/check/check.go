@@ -167,7 +167,8 @@ func (r *runner) controllerPods(ctx context.Context) {
 		r.readErr(IDControllerPods, "Deployment "+ns+"/"+injectconfig.DeploymentName, err)
 		return
 	}
-	if o, _, err := injectconfig.FromDeployment(ctx, r.kube, ns); err == nil {
+	o, _, argErr := injectconfig.FromDeployment(ctx, r.kube, ns)
+	if argErr == nil {
 		r.ctrl = o
 	}
 	sel, err := metav1.LabelSelectorAsSelector(d.Spec.Selector)
@@ -200,6 +201,9 @@ func (r *runner) controllerPods(ctx context.Context) {
 			"no controller pod is ready: kubectl -n "+ns+" describe pods -l "+sel.String()+"; kubectl -n "+ns+" logs deploy/"+injectconfig.DeploymentName, notReady...)
 	case ready < want:
 		r.add(IDControllerPods, output.Warn, msg, "some replicas are not ready: kubectl -n "+ns+" get pods -l "+sel.String(), notReady...)
+	case argErr != nil:
+		r.add(IDControllerPods, output.Warn, msg+"; their arguments are not understood, defaults assumed",
+			"is this podtls CLI older than the controller? "+argErr.Error())
 	default:
 		r.add(IDControllerPods, output.OK, msg, "")
 	}
