@@ -18,6 +18,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -286,19 +287,29 @@ func (r *run) printf(format string, args ...any) {
 	fmt.Fprintf(r.out, format, args...)
 }
 
+// buildImages builds the three images at once: the Go builds share the build cache,
+// and the links run in parallel.
 func (r *run) buildImages(ctx context.Context, dir string) ([]string, error) {
-	var images []string
-	for _, img := range []struct{ pkg, name string }{
+	specs := []struct{ pkg, name string }{
 		{"./webhook/cmd/podtls-controller", ControllerImage},
 		{"./sidecar/cmd/podtls-sidecar", SidecarImage},
 		{"./e2e/apps/hop", HopImage},
-	} {
-		out := filepath.Join(dir, filepath.Base(img.pkg)+".tar")
-		if err := cluster.BuildImage(ctx, r.opts.RepoRoot, img.pkg, img.name, out); err != nil {
-			return nil, err
-		}
+	}
+	images := make([]string, len(specs))
+	errs := make([]error, len(specs))
+	var wg sync.WaitGroup
+	for i, img := range specs {
+		images[i] = filepath.Join(dir, filepath.Base(img.pkg)+".tar")
+		wg.Go(func() {
+			errs[i] = cluster.BuildImage(ctx, r.opts.RepoRoot, img.pkg, img.name, images[i])
+		})
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	for _, img := range specs {
 		r.printf("    %s\n", img.name)
-		images = append(images, out)
 	}
 	return images, nil
 }

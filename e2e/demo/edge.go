@@ -98,6 +98,9 @@ func (r *run) helmValues() map[string]any {
 				"pollingInterval":      "500ms",
 			},
 			"allow": []any{map[string]any{"namespaces": []string{ns}, "hosts": []string{"*.demo.example.test"}}},
+			// A first attempt that fails (the pod raced the DNS record) retries in
+			// seconds, not after the production default of a minute.
+			"renewal": map[string]any{"minBackoff": "5s"},
 		},
 	}
 	return v

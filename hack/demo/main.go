@@ -18,7 +18,7 @@ import (
 func main() {
 	keep := flag.Bool("keep", false, "leave everything running at the end (tear down with Ctrl-C)")
 	verbose := flag.Bool("v", false, "log the cluster's progress")
-	acme := flag.String("acme", "off", "the public edge with an ACME certificate from Pebble: auto (when BIND9 and Pebble are installed), on, off")
+	acme := flag.String("acme", "auto", "the public edge with an ACME certificate from Pebble: auto (when BIND9 and Pebble are installed), on, off")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
