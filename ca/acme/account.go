@@ -8,6 +8,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/go-acme/lego/v4/acme"
@@ -80,7 +81,8 @@ func (i *Issuer) register(ctx context.Context) (*accountState, error) {
 	if err != nil {
 		return nil, err
 	}
-	client, err := i.legoClient(ctx, key, nil)
+	u := &user{email: i.cfg.Email, key: key}
+	client, err := i.legoClient(ctx, u)
 	if err != nil {
 		return nil, err
 	}
@@ -89,6 +91,15 @@ func (i *Issuer) register(ctx context.Context) (*accountState, error) {
 	switch {
 	case err == nil:
 		i.log.Info("ACME account found by key", "account", reg.URI)
+		if want := contact(i.cfg.Email); !slices.Equal(reg.Body.Contact, want) {
+			u.reg = reg
+			updated, err := client.Registration.UpdateRegistration(registration.RegisterOptions{TermsOfServiceAgreed: true})
+			if err != nil {
+				return nil, fmt.Errorf("acme account: update contact of %s: %w", reg.URI, ctxErr(ctx, err))
+			}
+			reg.Body.Contact = updated.Body.Contact
+			i.log.Info("ACME account contact updated", "account", reg.URI, "contact", i.cfg.Email)
+		}
 	case errors.As(err, &pd) && pd.Type == errAccountDoesNotExist:
 		reg, err = i.newAccount(ctx, client.Registration)
 		if err != nil {
@@ -201,6 +212,14 @@ func (i *Issuer) recordAccount(ctx context.Context, update func(*status.Account)
 		_, err = secrets.Update(ctx, sec, metav1.UpdateOptions{})
 		return err
 	})
+}
+
+// contact is the account's contact list for an e-mail address.
+func contact(email string) []string {
+	if email == "" {
+		return nil
+	}
+	return []string{"mailto:" + email}
 }
 
 func newAccountKeyPEM() ([]byte, error) {

@@ -20,7 +20,6 @@ import (
 	"github.com/go-acme/lego/v4/challenge"
 	"github.com/go-acme/lego/v4/challenge/dns01"
 	"github.com/go-acme/lego/v4/lego"
-	"github.com/go-acme/lego/v4/registration"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
@@ -145,8 +144,8 @@ func (i *Issuer) dnsProvider(ctx context.Context) (challenge.Provider, error) {
 
 // legoClient builds a lego client whose every request is bound to ctx. A
 // client per call costs one directory GET and keeps cancellation exact.
-func (i *Issuer) legoClient(ctx context.Context, key crypto.Signer, reg *registration.Resource) (*lego.Client, error) {
-	lc := lego.NewConfig(&user{email: i.cfg.Email, key: key, reg: reg})
+func (i *Issuer) legoClient(ctx context.Context, u *user) (*lego.Client, error) {
+	lc := lego.NewConfig(u)
 	lc.CADirURL = i.cfg.DirectoryURL
 	lc.UserAgent = i.opts.UserAgent
 	lc.HTTPClient = withContext(ctx, i.httpc)
@@ -223,7 +222,7 @@ func (i *Issuer) Obtain(ctx context.Context, hosts []string, replaces *x509.Cert
 	if err != nil {
 		return nil, err
 	}
-	client, err := i.legoClient(ctx, acct.key, acct.reg)
+	client, err := i.legoClient(ctx, &user{email: i.cfg.Email, key: acct.key, reg: acct.reg})
 	if err != nil {
 		return nil, err
 	}
@@ -262,10 +261,11 @@ func (i *Issuer) Obtain(ctx context.Context, hosts []string, replaces *x509.Cert
 // are in applyGlobalDNSSettings).
 func (i *Issuer) challengeOptions(ctx context.Context) []dns01.ChallengeOption {
 	opts := []dns01.ChallengeOption{
-		// Stop waiting for propagation as soon as the caller gives up.
+		// Stop waiting for propagation as soon as the caller gives up
+		// (lego's wait loop ends only on stop=true, with its error).
 		dns01.WrapPreCheck(func(_, fqdn, value string, check dns01.PreCheckFunc) (bool, error) {
 			if err := ctx.Err(); err != nil {
-				return false, err
+				return true, err
 			}
 			return check(fqdn, value)
 		}),

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -23,6 +24,7 @@ import (
 // sees the new name servers from its next check on.
 var (
 	globalMu        sync.Mutex
+	appliedServers  []string // what applyGlobalDNSSettings last set
 	systemResolvers = loadSystemResolvers()
 	legoSlog        atomic.Pointer[slog.Logger]
 	legoLogOnce     sync.Once
@@ -37,9 +39,10 @@ func applyGlobalDNSSettings(d config.DNS) {
 	if len(servers) == 0 {
 		servers = systemResolvers
 	}
-	if len(servers) == 0 {
-		return // keep lego's built-in public resolvers
+	if len(servers) == 0 || slices.Equal(servers, appliedServers) {
+		return // lego's built-in public resolvers, or nothing changes: no write
 	}
+	appliedServers = slices.Clone(servers)
 	// The option only sets the package variable; the nil Challenge is unused.
 	_ = dns01.AddRecursiveNameservers(servers)(nil)
 	dns01.ClearFqdnCache() // zones found through other servers may differ

@@ -184,13 +184,37 @@ func TestPebble(t *testing.T) {
 		}
 	})
 
+	t.Run("a new contact updates the account", func(t *testing.T) {
+		c := cfg
+		c.Email = "security@example.test"
+		acct, err := newIssuer(t, c).EnsureAccount(ctx)
+		if err != nil || acct.URI != uri || acct.Contact != "mailto:security@example.test" {
+			t.Errorf("EnsureAccount with a new e-mail = %+v, %v; want account %s with the new contact", acct, err, uri)
+		}
+	})
+
 	t.Run("cancelled order stops", func(t *testing.T) {
 		cctx, cancel := context.WithCancel(ctx)
 		cancel()
-		_, err := iss.Obtain(cctx, []string{"gone.example.test"}, nil)
-		if !errors.Is(err, context.Canceled) {
+		if _, err := iss.Obtain(cctx, []string{"gone.example.test"}, nil); !errors.Is(err, context.Canceled) {
 			t.Errorf("Obtain with a cancelled context = %v, want context.Canceled", err)
 		}
+		// Cancelled while lego waits for propagation: it stops at the next
+		// check (lego first sleeps one polling interval, which it does not
+		// interrupt) instead of finishing the order.
+		slow := cfg
+		slow.DNS.PollingInterval = config.Duration{Duration: time.Second}
+		cctx, cancel = context.WithTimeout(ctx, 300*time.Millisecond)
+		defer cancel()
+		start := time.Now()
+		_, err := newIssuer(t, slow).Obtain(cctx, []string{"slow.example.test"}, nil)
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Errorf("Obtain cancelled mid-order = %v, want context.DeadlineExceeded", err)
+		}
+		if d := time.Since(start); d > 3*time.Second {
+			t.Errorf("Obtain returned %s after its context ended", d)
+		}
+		t.Logf("cancelled order returned after %s: %v", time.Since(start).Round(time.Millisecond), err)
 	})
 }
 
@@ -237,10 +261,11 @@ func verifyChain(t *testing.T, pebble *acmetest.Env, cert *acme.Certificate, hos
 }
 
 // fastPebbleClient works around Pebble sending no Retry-After when a
-// challenge is submitted, after which lego polls the authorization only
-// after 5 s. It delays that one response a little, so the (fast) validation
-// has finished when lego looks, then lets lego see Retry-After: 1... see
-// roundTrip. Test-only: the product path never alters server responses.
+// challenge is submitted: lego then polls the authorization once at once and
+// next only after 5 s. Holding the challenge response back 100 ms lets
+// Pebble's validation finish before that first poll, so an order takes well
+// under a second instead of 5 s per name. Test-only: the product path never
+// delays or alters server responses.
 func fastPebbleClient(base *http.Client) *http.Client {
 	c := *base
 	rt := base.Transport

@@ -71,7 +71,7 @@ func (i *Issuer) renewalInfo(ctx context.Context, leaf *x509.Certificate) (windo
 	if err != nil {
 		return window{}, 0, fmt.Errorf("client key: %w", err)
 	}
-	client, err := i.legoClient(ctx, key, nil)
+	client, err := i.legoClient(ctx, &user{key: key})
 	if err != nil {
 		return window{}, 0, err
 	}
