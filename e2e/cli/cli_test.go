@@ -9,6 +9,7 @@
 package cli_test
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/ecdsa"
@@ -19,6 +20,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io"
 	"math/big"
 	"net"
 	"net/http"
@@ -26,13 +28,16 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/yaml"
 
@@ -195,6 +200,10 @@ spec:
 		if d := diff(orig, got); d != "" {
 			t.Errorf("uninject(inject(p)) != p:\n%s", d)
 		}
+	})
+
+	t.Run("inject equals the webhook on every golden case", func(t *testing.T) {
+		goldenCases(t, env, cli)
 	})
 
 	t.Run("status shows identity and the live mesh certificate", func(t *testing.T) {
@@ -716,4 +725,131 @@ func diff(a, b any) string {
 		}
 	}
 	return strings.Join(out, "\n")
+}
+
+// goldenCases runs every webhook/inject golden input through the real webhook
+// (a dry-run create) and through `podtls inject --from-cluster`, then creates
+// the offline pod the same way: both stored pods must be equal, or both refused.
+func goldenCases(t *testing.T, env *kubetest.Env, cli *runner) {
+	root, err := kubetest.RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	inputs, err := filepath.Glob(filepath.Join(root, "webhook", "inject", "testdata", "*.pod.yaml"))
+	if err != nil || len(inputs) == 0 {
+		t.Fatalf("no golden inputs: %v", err)
+	}
+	ctx := t.Context()
+	dry := metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}}
+	compared := 0
+	for _, in := range inputs {
+		name := strings.TrimSuffix(filepath.Base(in), ".pod.yaml")
+		t.Run(name, func(t *testing.T) {
+			raw, err := os.ReadFile(in)
+			if err != nil {
+				t.Fatal(err)
+			}
+			docs := strings.Split(string(raw), "\n---\n")
+			var ns *corev1.Namespace
+			if len(docs) == 2 {
+				ns = &corev1.Namespace{}
+				if err := yaml.Unmarshal([]byte(docs[0]), ns); err != nil {
+					t.Fatal(err)
+				}
+				docs = docs[1:]
+			}
+			pod := &corev1.Pod{}
+			if err := yaml.Unmarshal([]byte(docs[0]), pod); err != nil {
+				t.Fatal(err)
+			}
+			// One namespace per case (labels differ between cases), except
+			// the namespaces whose name is the point of the case.
+			nsName := pod.Namespace
+			if ns != nil {
+				nsName = ns.Name
+			}
+			if nsName != ctrlNS && !slices.Contains(inject.SystemNamespaces, nsName) {
+				nsName = "g-" + name
+			}
+			if ns != nil {
+				ns.Name = nsName
+			}
+			pod.Namespace, pod.Name = nsName, name
+			if _, err := env.Clientset.CoreV1().Namespaces().Get(ctx, nsName, metav1.GetOptions{}); err != nil {
+				var labels map[string]string
+				if ns != nil {
+					labels = ns.Labels
+				}
+				env.CreateNamespace(t, nsName, labels)
+			}
+			if sa := pod.Spec.ServiceAccountName; sa != "" || nsName != ctrlNS {
+				if sa == "" {
+					sa = "default"
+				}
+				_, err := env.Clientset.CoreV1().ServiceAccounts(nsName).Create(ctx,
+					&corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: sa}}, metav1.CreateOptions{})
+				if err != nil && !apierrors.IsAlreadyExists(err) {
+					t.Fatal(err)
+				}
+			}
+			var input bytes.Buffer
+			if ns != nil {
+				ns.TypeMeta = metav1.TypeMeta{APIVersion: "v1", Kind: "Namespace"}
+				b, _ := yaml.Marshal(ns)
+				input.Write(b)
+				input.WriteString("---\n")
+			}
+			pod.TypeMeta = metav1.TypeMeta{APIVersion: "v1", Kind: "Pod"}
+			b, _ := yaml.Marshal(pod)
+			input.Write(b)
+
+			byWebhook, werr := env.Clientset.CoreV1().Pods(nsName).Create(ctx, pod.DeepCopy(), dry)
+			out, code := cli.run(t, strings.NewReader(input.String()), "inject", "-q", "-f", "-", "--from-cluster")
+			if werr != nil {
+				if strings.Contains(werr.Error(), "admission webhook") {
+					if code == 0 {
+						t.Errorf("webhook refused (%v) but inject succeeded", werr)
+					}
+					return
+				}
+				t.Skipf("the API server refuses the input itself: %v", werr)
+			}
+			if code != 0 {
+				t.Fatalf("webhook admitted the pod, inject failed (exit %d)", code)
+			}
+			outDocs := yamlDocs(t, out)
+			offline := &corev1.Pod{}
+			if err := yaml.UnmarshalStrict(outDocs[len(outDocs)-1], offline); err != nil {
+				t.Fatalf("inject output: %v\n%s", err, out)
+			}
+			stored, err := env.Clientset.CoreV1().Pods(nsName).Create(ctx, offline, dry)
+			if err != nil {
+				t.Fatalf("create the offline pod: %v", err)
+			}
+			if d := diff(normalize(byWebhook), normalize(stored)); d != "" {
+				t.Errorf("offline inject differs from the webhook:\n%s", d)
+			}
+			compared++
+		})
+	}
+	if compared < len(inputs)/2 {
+		t.Errorf("only %d of %d cases compared", compared, len(inputs))
+	}
+}
+
+// yamlDocs splits a YAML stream the way kubectl does.
+func yamlDocs(t *testing.T, s string) [][]byte {
+	t.Helper()
+	r := utilyaml.NewYAMLReader(bufio.NewReader(strings.NewReader(s)))
+	var docs [][]byte
+	for {
+		d, err := r.Read()
+		if errors.Is(err, io.EOF) {
+			return docs
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		docs = append(docs, d)
+	}
 }
