@@ -11,6 +11,7 @@ package demo
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -22,6 +23,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/podtls/podtls/e2e/acmetest"
@@ -99,10 +101,14 @@ type Result struct {
 	// Trace is the visitor's answer: one line per service with the identity its
 	// sidecar verified.
 	Trace string
-	// IntruderPhase is the phase the refused caller's pod ended in, Refusals the
-	// identity_not_allowed handshake failures preference's sidecar counted.
-	IntruderPhase corev1.PodPhase
-	Refusals      float64
+	// IntruderPhase is the refused caller's pod phase when the refusal was seen,
+	// IntruderError the failure its app logged, Refusals the identity_not_allowed
+	// handshake failures preference's sidecar counted, IntruderReachedApp whether
+	// preference's app logged a request from it.
+	IntruderPhase      corev1.PodPhase
+	IntruderError      string
+	Refusals           float64
+	IntruderReachedApp bool
 	// MeshRotation is customer's mesh certificate around `podtls-sidecar renew`.
 	MeshRotation Rotation
 	// ACME reports whether the public edge ran. EdgeTrace is then curl's answer for
@@ -373,21 +379,61 @@ func (r *run) trace(ctx context.Context) error {
 	return nil
 }
 
+// refused runs a caller that preference's allow list does not name. Its sidecar's
+// handshakes are refused; once the refusal is counted and the caller has logged its
+// failure, the pod (which would keep retrying for a while) is deleted.
 func (r *run) refused(ctx context.Context) error {
-	out, phase, err := r.runCaller(ctx, "intruder.yaml", "intruder")
+	if err := r.kubectl(ctx, "apply", "-f", r.example("intruder.yaml")); err != nil {
+		return err
+	}
+	var lastErr string
+	err := poll(ctx, waitDeployment, func() (bool, error) {
+		p, err := r.cs.CoreV1().Pods(ns).Get(ctx, "intruder", metav1.GetOptions{})
+		if err != nil {
+			return false, nil
+		}
+		r.res.IntruderPhase = p.Status.Phase
+		if p.Status.Phase == corev1.PodSucceeded {
+			return false, errors.New("the intruder's call succeeded")
+		}
+		if logs, err := r.cs.CoreV1().Pods(ns).GetLogs("intruder", &corev1.PodLogOptions{Container: "app"}).DoRaw(ctx); err == nil {
+			lastErr = lastError(string(logs))
+		}
+		if r.res.Refusals, err = r.refusals(ctx, "preference"); err != nil {
+			return false, nil
+		}
+		return lastErr != "" && r.res.Refusals >= 1, nil
+	})
 	if err != nil {
-		return err
+		return fmt.Errorf("intruder: %w", err)
 	}
-	r.res.IntruderPhase = phase
-	r.printf("    intruder pod: %s; its last words:\n%s", phase, indent(lastLine(out)))
-	if r.res.Refusals, err = r.refusals(ctx, "preference"); err != nil {
-		return err
+	r.res.IntruderError = lastErr
+	r.printf("    the intruder's app, calling 127.0.0.1:9001 (its sidecar dials preference with mTLS):\n        %s\n", lastErr)
+	r.printf("    preference's sidecar refused %v handshake(s) with reason identity_not_allowed (podtls_sidecar_handshake_failures_total)\n", r.res.Refusals)
+	logs, err := r.cs.CoreV1().Pods(ns).GetLogs(r.podName(ctx, "preference"), &corev1.PodLogOptions{Container: "app"}).DoRaw(ctx)
+	if err != nil {
+		return fmt.Errorf("logs of preference: %w", err)
 	}
-	r.printf("    preference's sidecar refused %v handshake(s) with reason identity_not_allowed; its app saw none of them\n", r.res.Refusals)
-	if phase != corev1.PodFailed || r.res.Refusals < 1 {
-		return fmt.Errorf("intruder was not refused (pod %s, %v refusals)", phase, r.res.Refusals)
+	r.res.IntruderReachedApp = strings.Contains(string(logs), "/sa/intruder")
+	if r.res.IntruderReachedApp {
+		return errors.New("preference's app saw a request of the intruder")
 	}
-	return nil
+	r.printf("    preference's app log names no request from the intruder: it never got a byte\n")
+	return r.kubectl(ctx, "delete", "pod", "-n", ns, "intruder", "--wait=false")
+}
+
+// lastError returns the err field of the last JSON log line of hop that has one.
+func lastError(logs string) string {
+	lines := strings.Split(strings.TrimSpace(logs), "\n")
+	for i := len(lines) - 1; i >= 0; i-- {
+		var entry struct {
+			Err string `json:"err"`
+		}
+		if json.Unmarshal([]byte(lines[i]), &entry) == nil && entry.Err != "" {
+			return entry.Err
+		}
+	}
+	return ""
 }
 
 func (r *run) meshRotation(ctx context.Context) error {
@@ -515,9 +561,4 @@ func indent(s string) string {
 		b.WriteString("    " + line + "\n")
 	}
 	return b.String()
-}
-
-func lastLine(s string) string {
-	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
-	return lines[len(lines)-1] + "\n"
 }

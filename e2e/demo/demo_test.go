@@ -63,8 +63,9 @@ func TestDemo(t *testing.T) {
 	} else {
 		t.Log("the public edge did not run: BIND9 and Pebble are not installed (hack/acme-deps.sh)")
 	}
-	if res.IntruderPhase != corev1.PodFailed || res.Refusals < 1 {
-		t.Errorf("intruder: pod %s, %v refusals; want Failed and at least one identity_not_allowed", res.IntruderPhase, res.Refusals)
+	if res.IntruderPhase == corev1.PodSucceeded || res.IntruderError == "" || res.Refusals < 1 || res.IntruderReachedApp {
+		t.Errorf("intruder: pod %s, error %q, %v refusals, reached the app %v; want a failed call, at least one identity_not_allowed and nothing at the app",
+			res.IntruderPhase, res.IntruderError, res.Refusals, res.IntruderReachedApp)
 	}
 	if !res.MeshRotation.Rotated() {
 		t.Errorf("mesh certificate not rotated: %+v", res.MeshRotation)

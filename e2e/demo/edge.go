@@ -65,9 +65,9 @@ func (r *run) startACME(ctx context.Context) error {
 	return nil
 }
 
-// helmValues are the chart values a user would write: local images, and the ACME
-// issuer pointing at Pebble with the rfc2136 provider on BIND when it runs.
-func (r *run) helmValues() map[string]any {
+// chartValues are the chart values a user would write: local images, and the ACME
+// issuer pointing at Pebble with the rfc2136 provider on BIND when acme is not nil.
+func chartValues(acme *acmetest.Env) map[string]any {
 	image := func(ref string) map[string]any {
 		repo, tag, _ := strings.Cut(ref, ":")
 		return map[string]any{"repository": repo, "tag": tag, "pullPolicy": "Never"}
@@ -75,23 +75,23 @@ func (r *run) helmValues() map[string]any {
 	v := map[string]any{
 		"image": map[string]any{"controller": image(ControllerImage), "sidecar": image(SidecarImage)},
 	}
-	if r.acme == nil {
+	if acme == nil {
 		return v
 	}
-	cfg, _ := r.acme.RFC2136Config()
+	cfg, _ := acme.RFC2136Config()
 	v["acme"] = map[string]any{
 		"enabled": true,
 		"config": map[string]any{
-			"directoryURL": r.acme.DirectoryURL,
+			"directoryURL": acme.DirectoryURL,
 			"email":        "demo@example.test",
 			// Without a profile Pebble picks one at random (6-day or 90-day certificates).
 			"profile":  "default",
-			"caBundle": string(r.acme.ACMECABundle()),
+			"caBundle": string(acme.ACMECABundle()),
 			"dns": map[string]any{
 				"provider":             "rfc2136",
 				"credentialsSecretRef": map[string]any{"name": dnsCredentials},
 				"config":               cfg,
-				"recursiveNameservers": []string{r.acme.DNSAddr},
+				"recursiveNameservers": []string{acme.DNSAddr},
 				// BIND listens on a high port; the authoritative check would dial port 53.
 				"authoritativeNSCheck": false,
 				"propagationTimeout":   "30s",
@@ -130,7 +130,7 @@ func (r *run) helmInstall(ctx context.Context, dir string) error {
 		r.printf("    kubectl -n %s create secret generic %s --from-literal=RFC2136_TSIG_KEY=%s --from-literal=RFC2136_TSIG_SECRET=...\n",
 			systemNS, dnsCredentials, creds["RFC2136_TSIG_KEY"])
 	}
-	values, err := json.MarshalIndent(r.helmValues(), "", "  ")
+	values, err := json.MarshalIndent(chartValues(r.acme), "", "  ")
 	if err != nil {
 		return fmt.Errorf("encode values: %w", err)
 	}
@@ -247,12 +247,29 @@ func (r *run) edge(ctx context.Context) error {
 	r.printf("%s", indent(string(out)))
 	r.printf("    customer's sidecar answered with the ACME certificate (no client certificate asked: SNI %s is public);\n", PublicHost)
 	r.printf("    the public call then went on over mTLS through preference and recommendation\n")
+	cert, err := r.edgeCert(ctx, "-issuer", "-enddate", "-ext", "subjectAltName")
+	if err != nil {
+		return err
+	}
+	r.printf("    the certificate a client of %s gets (openssl s_client, verified against Pebble's root):\n%s", PublicHost, indent(indent(cert)))
 	served, err := r.servedEdgeSerial(ctx)
 	if err != nil {
 		return err
 	}
 	r.res.EdgeRotation.Before = served
 	return nil
+}
+
+// edgeCert runs openssl s_client against the public name, verifying the chain against
+// Pebble's root, and prints fields of the served leaf with openssl x509.
+func (r *run) edgeCert(ctx context.Context, x509Args ...string) (string, error) {
+	script := `openssl s_client -connect "$1" -servername "$2" -CAfile "$3" -verify_return_error </dev/null 2>/dev/null | openssl x509 -noout ` +
+		strings.Join(x509Args, " ")
+	out, err := r.c.Exec(ctx, "sh", "-c", script, "sh", cluster.NodeIP+":"+r.nodePort, PublicHost, r.rootFile)
+	if err != nil {
+		return "", fmt.Errorf("openssl s_client -servername %s: %w", PublicHost, err)
+	}
+	return string(out), nil
 }
 
 func (r *run) curl(ctx context.Context, url string) ([]byte, error) {
@@ -263,13 +280,11 @@ func (r *run) curl(ctx context.Context, url string) ([]byte, error) {
 // servedEdgeSerial asks openssl which certificate a client of the public name gets,
 // verifying it against Pebble's root.
 func (r *run) servedEdgeSerial(ctx context.Context) (string, error) {
-	out, err := r.c.Exec(ctx, "sh", "-c",
-		`openssl s_client -connect "$1" -servername "$2" -CAfile "$3" -verify_return_error </dev/null 2>/dev/null | openssl x509 -noout -serial`,
-		"sh", cluster.NodeIP+":"+r.nodePort, PublicHost, r.rootFile)
+	out, err := r.edgeCert(ctx, "-serial")
 	if err != nil {
 		return "", err
 	}
-	hex, ok := strings.CutPrefix(strings.TrimSpace(string(out)), "serial=")
+	hex, ok := strings.CutPrefix(strings.TrimSpace(out), "serial=")
 	n, valid := new(big.Int).SetString(hex, 16)
 	if !ok || !valid {
 		return "", fmt.Errorf("openssl s_client: unexpected output %q", out)

@@ -107,6 +107,15 @@ func (r *run) restartCounts(ctx context.Context) (map[string]int32, error) {
 	return counts, nil
 }
 
+// podName returns the name of the running pod of app ("" when there is none).
+func (r *run) podName(ctx context.Context, app string) string {
+	pods, err := r.appPods(ctx)
+	if err != nil {
+		return ""
+	}
+	return pods[app].Name
+}
+
 // podIP returns the IP of the running pod of app.
 func (r *run) podIP(ctx context.Context, app string) (string, error) {
 	pods, err := r.appPods(ctx)
