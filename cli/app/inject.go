@@ -14,6 +14,7 @@ import (
 
 	"github.com/podtls/podtls/cli/injectconfig"
 	"github.com/podtls/podtls/cli/manifest"
+	"github.com/podtls/podtls/cli/output"
 	"github.com/podtls/podtls/webhook/annotations"
 	"github.com/podtls/podtls/webhook/inject"
 )
@@ -128,7 +129,9 @@ It exactly reverses inject. Other documents pass through unchanged.`
 					if r.Note != "" {
 						line += " (" + r.Note + ")"
 					}
-					fmt.Fprintln(streams.Err, line)
+					for _, l := range output.Wrap(line, output.Width, "", "    ") {
+						fmt.Fprintln(streams.Err, l)
+					}
 				}
 			}
 			return nil
