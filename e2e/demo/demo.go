@@ -216,6 +216,9 @@ func Run(ctx context.Context, opts Options, out io.Writer) (res *Result, err err
 		}
 		r.header("Tearing everything down")
 		t := time.Now()
+		if r.acme != nil {
+			r.acme.Close() // BIND and Pebble run in the node's namespace: stop them first
+		}
 		if derr := r.c.Down(); derr != nil {
 			err = errors.Join(err, fmt.Errorf("tear down: %w", derr))
 		}
@@ -237,10 +240,7 @@ func Run(ctx context.Context, opts Options, out io.Writer) (res *Result, err err
 			return nil, err
 		}
 	}
-	if r.acme != nil {
-		defer r.acme.Close()
-		r.res.ACME = true
-	}
+	r.res.ACME = r.acme != nil
 
 	type step struct {
 		name, title string
