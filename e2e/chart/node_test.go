@@ -53,8 +53,10 @@ func TestHelmTestOnNode(t *testing.T) {
 	})
 	cs := c.Client
 
+	// A short wait: with a native sidecar the check starts only once the sidecar is ready,
+	// so it succeeds at once or not at all.
 	in := mesh.Install{ControllerImage: controllerImage, SidecarImage: sidecarImage, PullPolicy: corev1.PullNever,
-		Replicas: 2, RepoRoot: root}
+		Replicas: 2, RepoRoot: root, Values: map[string]any{"tests": map[string]any{"timeout": "15s"}}}
 	t0 := time.Now()
 	if err := in.Apply(ctx, cs); err != nil {
 		t.Fatal(err)
@@ -72,6 +74,26 @@ func TestHelmTestOnNode(t *testing.T) {
 		time.Sleep(500 * time.Millisecond)
 	}
 	t.Logf("helm install -> 2 replicas available in %s", time.Since(t0).Round(time.Millisecond))
+	// Ready replicas are not yet reachable through the Service everywhere (kube-proxy
+	// catches up), and pods that opt in by annotation are admitted without the sidecar
+	// while the webhook is unreachable (failurePolicy Ignore): wait until a dry-run
+	// creation is injected, as a user would wait for `rollout status`.
+	probe := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "probe", Namespace: "default",
+			Annotations: map[string]string{"podtls.io/inject": "true", "podtls.io/inbound": "8443:8080"}},
+		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: sidecarImage}}},
+	}
+	for {
+		p, err := cs.CoreV1().Pods("default").Create(ctx, probe, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
+		if err == nil && len(p.Spec.InitContainers) > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("dry-run pods still not injected 3m after the install (err %v)", err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	t.Logf("webhook injecting %s after the install", time.Since(t0).Round(time.Millisecond))
 
 	t0 = time.Now()
 	out, err := in.Test(ctx, cs)
@@ -84,4 +106,33 @@ func TestHelmTestOnNode(t *testing.T) {
 		t.Errorf("helm test output does not report success:\n%s", out)
 	}
 	t.Logf("helm test passed in %s:\n%s", time.Since(t0).Round(time.Millisecond), out)
+
+	// The test can fail: with the controller down, the opt-in webhook (failurePolicy
+	// Ignore) lets the pod in without a sidecar, and nothing answers on its admin port.
+	if _, err := c.RunKubectl(ctx, "-n", "podtls-system", "scale", "deployment", "podtls-controller", "--replicas=0"); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		pods, err := cs.CoreV1().Pods("podtls-system").List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/component=controller"})
+		if err == nil && len(pods.Items) == 0 {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatal("controller pods not gone after scaling to 0")
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	t0 = time.Now()
+	out, err = in.Test(ctx, cs)
+	if err == nil {
+		t.Fatalf("helm test passed for a pod that cannot be injected:\n%s", out)
+	}
+	t.Logf("helm test failed as it must without injection, in %s: %v", time.Since(t0).Round(time.Millisecond), err)
+	pod, err := cs.CoreV1().Pods("default").Get(ctx, "podtls-controller-test-injection", metav1.GetOptions{})
+	if err != nil {
+		t.Fatalf("a failed test pod is kept for inspection: %v", err)
+	}
+	if len(pod.Spec.InitContainers) > 0 {
+		t.Errorf("test pod in a disabled namespace was injected: %v", pod.Spec.InitContainers[0].Name)
+	}
 }
