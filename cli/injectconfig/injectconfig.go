@@ -33,11 +33,12 @@ const ControllerContainer = "controller"
 
 // Flags select the configuration. The defaults are the controller's.
 type Flags struct {
-	Opts            controller.Options
-	TrustRootsFile  string
-	FromCluster     bool
-	Version         string
-	NamespaceLabels bool
+	Opts           controller.Options
+	TrustRootsFile string
+	FromCluster    bool
+	// Version is recorded in the status annotation unless --from-cluster
+	// finds the controller's.
+	Version string
 }
 
 // NewFlags returns the controller's defaults.

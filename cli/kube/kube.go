@@ -32,8 +32,6 @@ type Clients struct {
 	Kube   kubernetes.Interface
 	// Namespace is -n, else the context's namespace, else "default".
 	Namespace string
-	// NamespaceSet is true when the user gave -n.
-	NamespaceSet bool
 }
 
 func (f *Flags) loader() clientcmd.ClientConfig {
@@ -62,5 +60,5 @@ func (f *Flags) Connect() (*Clients, error) {
 	if err != nil {
 		return nil, fmt.Errorf("kubernetes client: %w", err)
 	}
-	return &Clients{Config: cfg, Kube: kube, Namespace: ns, NamespaceSet: f.Namespace != ""}, nil
+	return &Clients{Config: cfg, Kube: kube, Namespace: ns}, nil
 }
