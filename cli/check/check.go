@@ -533,6 +533,11 @@ func (r *runner) externalCerts(ctx context.Context) {
 			failing = append(failing, ref+": "+err.Error())
 		case e.Issued() && !e.NotAfter.After(r.now):
 			failing = append(failing, ref+": expired "+e.NotAfter.UTC().Format(time.RFC3339))
+		case e.Issued() && e.NotAfter.Sub(r.now) < e.NotAfter.Sub(e.NotBefore)/10:
+			// Renewal is planned at 2/3 of the lifetime: under a tenth left,
+			// it has failed for a long time, whatever the annotations say.
+			failing = append(failing, fmt.Sprintf("%s: expires %s (%s), not renewed", ref,
+				e.NotAfter.UTC().Format(time.RFC3339), Duration(e.NotAfter.Sub(r.now))))
 		case e.Failing():
 			failing = append(failing, fmt.Sprintf("%s: %d failures: %s", ref, e.Failures, e.LastError))
 		case !e.Issued():

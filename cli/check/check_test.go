@@ -125,6 +125,11 @@ func TestRun(t *testing.T) {
 			e.RenewAt = now.Add(-48 * time.Hour)
 			return append(o, externalSecret("podtls-ext-1", e))
 		}, IDExternalCerts, output.Warn, "renewal overdue"},
+		{"external cert about to expire", func(o []runtime.Object) []runtime.Object {
+			e := issued
+			e.NotBefore, e.NotAfter = now.Add(-85*24*time.Hour), now.Add(5*24*time.Hour)
+			return append(o, externalSecret("podtls-ext-1", e))
+		}, IDExternalCerts, output.Fail, "not renewed"},
 		{"acme account registered", func(o []runtime.Object) []runtime.Object {
 			return append(o, acmeCM, account("https://acme.example/dir"))
 		}, IDACMEAccount, output.OK, ""},
