@@ -21,8 +21,11 @@ import (
 	"github.com/podtls/podtls/ca/acme/status"
 )
 
-// errAccountDoesNotExist is the ACME problem type for an unknown account key.
-const errAccountDoesNotExist = "urn:ietf:params:acme:error:accountDoesNotExist"
+// ACME problem types the issuer reacts to.
+const (
+	errAccountDoesNotExist = "urn:ietf:params:acme:error:accountDoesNotExist"
+	errUnauthorized        = "urn:ietf:params:acme:error:unauthorized"
+)
 
 // accountState is a registered account.
 type accountState struct {
@@ -56,6 +59,8 @@ func (i *Issuer) EnsureAccount(ctx context.Context) (status.Account, error) {
 }
 
 func (i *Issuer) ensureAccount(ctx context.Context) (*accountState, error) {
+	i.acctMu.Lock()
+	defer i.acctMu.Unlock()
 	i.mu.Lock()
 	a := i.account
 	i.mu.Unlock()

@@ -64,6 +64,7 @@ type Issuer struct {
 	log   *slog.Logger
 	httpc *http.Client // base client; per call wrapped with the call's context
 
+	acctMu   sync.Mutex // one registration at a time
 	mu       sync.Mutex
 	account  *accountState // nil until EnsureAccount succeeded
 	dnsRV    string        // resourceVersion of the credentials Secret behind provider
@@ -246,6 +247,12 @@ func (i *Issuer) Obtain(ctx context.Context, hosts []string, replaces *x509.Cert
 		res, err = client.Certificate.Obtain(req)
 	}
 	if err != nil {
+		if errors.As(err, &pd) && (pd.Type == errAccountDoesNotExist || pd.Type == errUnauthorized) {
+			// Deactivated or unknown account: look it up again next time.
+			i.mu.Lock()
+			i.account = nil
+			i.mu.Unlock()
+		}
 		return nil, fmt.Errorf("acme order for %s: %w", strings.Join(hosts, ","), ctxErr(ctx, err))
 	}
 	cert, err := newCertificate(res.Certificate, key, hosts)

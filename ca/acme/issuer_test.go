@@ -205,3 +205,80 @@ func TestLegoLogLevels(t *testing.T) {
 		}
 	}
 }
+
+// ariServer serves a directory (with renewalInfo when ari is set) and the
+// renewalInfo endpoint answering with status and body.
+func ariServer(t *testing.T, ari bool, status int, body, retryAfter string) *httptest.Server {
+	t.Helper()
+	var srv *httptest.Server
+	srv = httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch {
+		case r.URL.Path == "/dir":
+			dir := `{"newNonce":"` + srv.URL + `/nonce","newAccount":"` + srv.URL + `/acct","newOrder":"` + srv.URL + `/order"`
+			if ari {
+				dir += `,"renewalInfo":"` + srv.URL + `/ari"`
+			}
+			w.Write([]byte(dir + "}"))
+		case strings.HasPrefix(r.URL.Path, "/ari/"):
+			if retryAfter != "" {
+				w.Header().Set("Retry-After", retryAfter)
+			}
+			w.WriteHeader(status)
+			w.Write([]byte(body))
+		default:
+			http.NotFound(w, r)
+		}
+	}))
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+func TestRenewalTime(t *testing.T) {
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	now := time.Now().UTC().Truncate(time.Second)
+	_, leaf := testLeaf(t, key, now.Add(-time.Hour), now.Add(89*24*time.Hour))
+	leaf.AuthorityKeyId = []byte{1, 2, 3}
+	byLifetime := LifetimeRenewal(leaf, config.DefaultLifetimeFraction)
+	wStart, wEnd := now.Add(50*24*time.Hour), now.Add(52*24*time.Hour)
+	window := `{"suggestedWindow":{"start":"` + wStart.Format(time.RFC3339) + `","end":"` + wEnd.Format(time.RFC3339) + `"}}`
+	tests := []struct {
+		name          string
+		ariOn, offers bool
+		status        int
+		body, retry   string
+		wantSource    string
+		wantRecheck   time.Duration
+	}{
+		{"ari window", true, true, 200, window, "21600", status.RenewalARI, 6 * time.Hour},
+		{"ari without Retry-After", true, true, 200, window, "", status.RenewalARI, ariDefaultRecheck},
+		{"server without ari", true, false, 200, window, "", status.RenewalLifetime, 0},
+		{"ari disabled", false, true, 200, window, "", status.RenewalLifetime, 0},
+		{"ari error status", true, true, 500, `{"type":"serverInternal"}`, "", status.RenewalLifetime, ariErrorRecheck},
+		{"ari bad json", true, true, 200, `{`, "", status.RenewalLifetime, ariErrorRecheck},
+		{"ari inverted window", true, true, 200, `{"suggestedWindow":{"start":"` + wEnd.Format(time.RFC3339) + `","end":"` + wStart.Format(time.RFC3339) + `"}}`, "", status.RenewalLifetime, ariErrorRecheck},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			srv := ariServer(t, tt.offers, tt.status, tt.body, tt.retry)
+			cfg := config.Config{DirectoryURL: srv.URL + "/dir", Renewal: config.Renewal{ARI: &tt.ariOn},
+				DNS: config.DNS{Provider: "rfc2136", Config: map[string]string{"RFC2136_NAMESERVER": "127.0.0.1:53"}}}
+			iss, err := NewIssuer(t.Context(), cfg, IssuerOptions{Namespace: "x", Kube: fake.NewClientset(), HTTPClient: srv.Client()})
+			if err != nil {
+				t.Fatal(err)
+			}
+			r, err := iss.RenewalTime(t.Context(), leaf)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if r.Source != tt.wantSource || r.RecheckAfter != tt.wantRecheck {
+				t.Fatalf("RenewalTime = %+v, want source %s, recheck %s", r, tt.wantSource, tt.wantRecheck)
+			}
+			if r.Source == status.RenewalARI && (r.At.Before(wStart) || r.At.After(wEnd)) {
+				t.Errorf("At %s outside the window", r.At)
+			}
+			if r.Source == status.RenewalLifetime && !r.At.Equal(byLifetime) {
+				t.Errorf("At %s, want %s", r.At, byLifetime)
+			}
+		})
+	}
+}

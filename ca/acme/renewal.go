@@ -2,15 +2,18 @@ package acme
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"math/big"
+	"net/http"
+	"strings"
 	"time"
 
+	"github.com/go-acme/lego/v4/acme"
 	"github.com/go-acme/lego/v4/acme/api"
 	"github.com/go-acme/lego/v4/certificate"
 
@@ -58,6 +61,8 @@ func (i *Issuer) RenewalTime(ctx context.Context, leaf *x509.Certificate) (Renew
 // window is an ARI suggested renewal window.
 type window struct{ Start, End time.Time }
 
+// renewalInfo fetches the ARI window of leaf (RFC 9773 section 4.1: an
+// unauthenticated GET of <renewalInfo>/<certID>).
 func (i *Issuer) renewalInfo(ctx context.Context, leaf *x509.Certificate) (window, time.Duration, error) {
 	dir, err := i.directory(ctx)
 	if err != nil {
@@ -66,24 +71,40 @@ func (i *Issuer) renewalInfo(ctx context.Context, leaf *x509.Certificate) (windo
 	if dir.RenewalInfo == "" {
 		return window{}, 0, api.ErrNoARI
 	}
-	// The renewalInfo GET is unauthenticated: any key will do for the client.
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	certID, err := certificate.MakeARICertID(leaf)
 	if err != nil {
-		return window{}, 0, fmt.Errorf("client key: %w", err)
+		return window{}, 0, fmt.Errorf("renewal info: certificate ID: %w", err)
 	}
-	client, err := i.legoClient(ctx, &user{key: key})
-	if err != nil {
-		return window{}, 0, err
-	}
-	info, err := client.Certificate.GetRenewalInfo(certificate.RenewalInfoRequest{Cert: leaf})
+	url := strings.TrimSuffix(dir.RenewalInfo, "/") + "/" + certID
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return window{}, 0, fmt.Errorf("renewal info: %w", err)
 	}
+	req.Header.Set("User-Agent", i.opts.UserAgent)
+	resp, err := i.httpc.Do(req)
+	if err != nil {
+		return window{}, 0, fmt.Errorf("renewal info: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return window{}, 0, fmt.Errorf("renewal info %s: %s", url, resp.Status)
+	}
+	var info acme.RenewalInfoResponse
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 64<<10)).Decode(&info); err != nil {
+		return window{}, 0, fmt.Errorf("renewal info %s: %w", url, err)
+	}
 	w := window{Start: info.SuggestedWindow.Start, End: info.SuggestedWindow.End}
 	if w.Start.IsZero() || w.End.Before(w.Start) {
-		return window{}, 0, fmt.Errorf("renewal info: invalid suggested window %s..%s", w.Start, w.End)
+		return window{}, 0, fmt.Errorf("renewal info %s: invalid suggested window %s..%s", url, w.Start, w.End)
 	}
-	return w, info.RetryAfter, nil
+	var retryAfter time.Duration
+	if v := resp.Header.Get("Retry-After"); v != "" {
+		if retryAfter, err = api.ParseRetryAfter(v); err != nil {
+			i.log.Debug("ignoring a malformed Retry-After of the renewal info", "value", v)
+			retryAfter = 0
+		}
+	}
+	return w, retryAfter, nil
 }
 
 // ariRenewal picks a uniformly random time in the window (RFC 9773 section
