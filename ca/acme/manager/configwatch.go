@@ -68,6 +68,17 @@ func (w *configWatcher) accountReady(gen uint64) {
 	}
 }
 
+// rebuild makes the next poll build a new issuer from the same file, if the
+// issuer of generation gen is still in use: for state the issuer caches
+// that the server no longer has (an account it forgot).
+func (w *configWatcher) rebuild(gen uint64) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.state.gen == gen {
+		w.good, w.goodCfg = [sha256.Size]byte{}, ""
+	}
+}
+
 // Start loads at once, then polls until ctx ends.
 func (w *configWatcher) Start(ctx context.Context) error {
 	t := time.NewTicker(w.interval)

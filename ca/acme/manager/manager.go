@@ -67,7 +67,9 @@
 // content hash changes (polled; kubelet swaps ConfigMap volumes), builds the
 // issuer and requeues every Secret. A bad file is logged once, shown in
 // podtls_acme_config_ok and in Events on pods; the last good configuration
-// stays in use.
+// stays in use. An order failing with accountDoesNotExist (the server forgot
+// the account) makes the watcher rebuild the issuer, which looks the account
+// up by key or registers it again.
 //
 // Events that are not tied to an attempt (denied, no issuer, ignored pod,
 // foreign Secret) are recorded once per pod and message.

@@ -46,7 +46,8 @@ func TestPebble(t *testing.T) {
 		DNS: config.DNS{Provider: "rfc2136", CredentialsSecretRef: &config.SecretRef{Name: credSecret.Name}, Config: dnsCfg,
 			RecursiveNameservers: []string{pebble.DNSAddr}, AuthoritativeNSCheck: &f,
 			PropagationTimeout: config.Duration{Duration: 20 * time.Second}, PollingInterval: config.Duration{Duration: 100 * time.Millisecond}},
-		Renewal:           config.Renewal{MinBackoff: config.Duration{Duration: time.Second}, MaxBackoff: config.Duration{Duration: 5 * time.Second}},
+		Renewal: config.Renewal{MinBackoff: config.Duration{Duration: time.Second}, MaxBackoff: config.Duration{Duration: 5 * time.Second},
+			MaxOrdersPerNamePerHour: 10}, // the default 3 would hold the recovery for an hour
 		SecretGracePeriod: config.Duration{Duration: time.Minute},
 	}
 	b, err := json.Marshal(cfg)
@@ -126,6 +127,41 @@ func TestPebble(t *testing.T) {
 	start = time.Now()
 	eventuallyWithin(t, time.Minute, "forced renewal", func() bool { _, e := get(); return e.Serial != old && e.ForceRenew == "" })
 	t.Logf("forced renewal: %s", time.Since(start).Round(time.Millisecond))
+	s, e = get()
+	verify(s)
+
+	// The ACME server goes away: a clear status and Event, the certificate
+	// stays; when it is back (a new Pebble: new roots, no accounts), the
+	// manager recovers by itself.
+	pebble.StopACME()
+	crt, serial := string(s.Data[corev1.TLSCertKey]), e.Serial
+	s.Annotations[status.ForceRenew] = "2"
+	if err := env.Client.Update(ctx, s); err != nil {
+		t.Fatal(err)
+	}
+	eventuallyWithin(t, time.Minute, "failure recorded", func() bool { _, e := get(); return e.Failures > 0 })
+	s, e = get()
+	if string(s.Data[corev1.TLSCertKey]) != crt || e.Serial != serial || e.LastError == "" || !e.NextAttempt.After(e.LastAttempt) {
+		t.Errorf("after a failure: data kept %v, status %+v", string(s.Data[corev1.TLSCertKey]) == crt, e)
+	}
+	t.Logf("last-error with Pebble down: %s", e.LastError)
+	waitEvent(t, env.Client, &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "web-1"}}, status.EventFailed)
+	if err := pebble.StartACME(ctx); err != nil {
+		t.Fatal(err)
+	}
+	start = time.Now()
+	eventuallyWithin(t, time.Minute, "recovered", func() bool {
+		_, e := get()
+		if e.Serial != serial && !e.Failing() {
+			return true
+		}
+		return false
+	})
+	t.Logf("ACME server back (new account needed) -> renewed: %s", time.Since(start).Round(time.Millisecond))
+	roots, inters, err = pebble.Chain(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
 	s, _ = get()
 	verify(s)
 }

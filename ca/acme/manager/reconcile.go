@@ -26,6 +26,9 @@ import (
 // reconcile's context so a cancelled reconcile cannot lose a new certificate.
 const writeTimeout = 30 * time.Second
 
+// acmeAccountDoesNotExist is the RFC 8555 problem type of an unknown account.
+const acmeAccountDoesNotExist = "urn:ietf:params:acme:error:accountDoesNotExist"
+
 // ariRecheck is how often an ARI renewal time is asked again when the server
 // sends no Retry-After.
 const ariRecheck = 6 * time.Hour
@@ -245,6 +248,11 @@ func (m *Manager) order(ctx context.Context, key types.NamespacedName, sec *core
 		ordersTotal.WithLabelValues("failure").Inc()
 		ext.Failures++
 		ext.LastError = shortError(err)
+		if strings.Contains(err.Error(), acmeAccountDoesNotExist) {
+			// The server forgot the account (a reset test server, a
+			// deactivation): a new issuer looks it up or registers again.
+			m.config.rebuild(st.gen)
+		}
 		m.failing.mark(key, true)
 		log.Error(err, "order failed", "failures", ext.Failures, "next_attempt", ext.NextAttempt, "took", took)
 		m.notify(users, corev1.EventTypeWarning, status.EventFailed,
