@@ -21,11 +21,8 @@ import (
 	"github.com/podtls/podtls/ca/acme/status"
 )
 
-// ACME problem types the issuer reacts to.
-const (
-	errAccountDoesNotExist = "urn:ietf:params:acme:error:accountDoesNotExist"
-	errUnauthorized        = "urn:ietf:params:acme:error:unauthorized"
-)
+// errAccountDoesNotExist is the ACME problem type for an unknown account.
+const errAccountDoesNotExist = "urn:ietf:params:acme:error:accountDoesNotExist"
 
 // accountState is a registered account.
 type accountState struct {

@@ -202,10 +202,6 @@ func (i *Issuer) Obtain(ctx context.Context, hosts []string, replaces *x509.Cert
 	if len(hosts) == 0 {
 		return nil, errors.New("acme obtain: no host names")
 	}
-	acct, err := i.ensureAccount(ctx)
-	if err != nil {
-		return nil, err
-	}
 	provider, err := i.dnsProvider(ctx)
 	if err != nil {
 		return nil, err
@@ -223,13 +219,6 @@ func (i *Issuer) Obtain(ctx context.Context, hosts []string, replaces *x509.Cert
 	if err != nil {
 		return nil, err
 	}
-	client, err := i.legoClient(ctx, &user{email: i.cfg.Email, key: acct.key, reg: acct.reg})
-	if err != nil {
-		return nil, err
-	}
-	if err := client.Challenge.SetDNS01Provider(provider, i.challengeOptions(ctx)...); err != nil {
-		return nil, fmt.Errorf("acme obtain: DNS-01 solver: %w", err)
-	}
 	req := certificate.ObtainRequest{Domains: hosts, PrivateKey: key, Bundle: true, Profile: i.cfg.Profile}
 	if replaces != nil && dir.RenewalInfo != "" && *i.cfg.Renewal.ARI {
 		if req.ReplacesCertID, err = certificate.MakeARICertID(replaces); err != nil {
@@ -237,22 +226,22 @@ func (i *Issuer) Obtain(ctx context.Context, hosts []string, replaces *x509.Cert
 			req.ReplacesCertID = ""
 		}
 	}
-	res, err := client.Certificate.Obtain(req)
-	var pd *acme.ProblemDetails
-	if err != nil && req.ReplacesCertID != "" && errors.As(err, &pd) && pd.Type == acme.AlreadyReplacedErr {
-		// An earlier order already replaced it (e.g. a renewal whose result
-		// was lost): a plain order is the right thing now.
-		i.log.Info("replaced certificate already has a replacement; ordering without ARI replaces", "hosts", hosts)
-		req.ReplacesCertID = ""
-		res, err = client.Certificate.Obtain(req)
+	var res *certificate.Resource
+	for attempt := 1; ; attempt++ {
+		res, err = i.order(ctx, provider, &req)
+		var pd *acme.ProblemDetails
+		if err == nil || attempt > 1 || !errors.As(err, &pd) || pd.Type != errAccountDoesNotExist {
+			break
+		}
+		// The server forgot the account (a test server restarted, or the
+		// account was deactivated): the order was refused before anything
+		// happened, so register again and retry once.
+		i.log.Warn("the ACME server does not know the account any more; registering again", "hosts", hosts)
+		i.mu.Lock()
+		i.account = nil
+		i.mu.Unlock()
 	}
 	if err != nil {
-		if errors.As(err, &pd) && (pd.Type == errAccountDoesNotExist || pd.Type == errUnauthorized) {
-			// Deactivated or unknown account: look it up again next time.
-			i.mu.Lock()
-			i.account = nil
-			i.mu.Unlock()
-		}
 		return nil, fmt.Errorf("acme order for %s: %w", strings.Join(hosts, ","), ctxErr(ctx, err))
 	}
 	cert, err := newCertificate(res.Certificate, key, hosts)
@@ -262,6 +251,31 @@ func (i *Issuer) Obtain(ctx context.Context, hosts []string, replaces *x509.Cert
 	i.log.Info("certificate obtained", "hosts", hosts, "serial", cert.Leaf.SerialNumber.Text(16),
 		"notAfter", cert.Leaf.NotAfter, "replaces", req.ReplacesCertID != "", "duration", i.opts.Now().Sub(start).Round(time.Millisecond))
 	return cert, nil
+}
+
+// order runs one lego order with the account (registered if needed).
+func (i *Issuer) order(ctx context.Context, provider challenge.Provider, req *certificate.ObtainRequest) (*certificate.Resource, error) {
+	acct, err := i.ensureAccount(ctx)
+	if err != nil {
+		return nil, err
+	}
+	client, err := i.legoClient(ctx, &user{email: i.cfg.Email, key: acct.key, reg: acct.reg})
+	if err != nil {
+		return nil, err
+	}
+	if err := client.Challenge.SetDNS01Provider(provider, i.challengeOptions(ctx)...); err != nil {
+		return nil, fmt.Errorf("DNS-01 solver: %w", err)
+	}
+	res, err := client.Certificate.Obtain(*req)
+	var pd *acme.ProblemDetails
+	if err != nil && req.ReplacesCertID != "" && errors.As(err, &pd) && pd.Type == acme.AlreadyReplacedErr {
+		// An earlier order already replaced it (e.g. a renewal whose result
+		// was lost): a plain order is the right thing now.
+		i.log.Info("replaced certificate already has a replacement; ordering without ARI replaces", "hosts", req.Domains)
+		req.ReplacesCertID = ""
+		res, err = client.Certificate.Obtain(*req)
+	}
+	return res, err
 }
 
 // challengeOptions are the per-order DNS-01 settings (the process-wide ones

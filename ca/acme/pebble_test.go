@@ -193,6 +193,24 @@ func TestPebble(t *testing.T) {
 		}
 	})
 
+	t.Run("a restarted server gets the account again", func(t *testing.T) {
+		// Pebble forgets everything on restart, like a CA that deactivated
+		// the account: the next order registers again and succeeds.
+		pebble.StopACME()
+		if err := pebble.StartACME(ctx); err != nil {
+			t.Fatal(err)
+		}
+		cert, err := iss.Obtain(ctx, []string{"again.example.test"}, nil)
+		if err != nil {
+			t.Fatalf("Obtain after a Pebble restart: %v", err)
+		}
+		verifyChain(t, pebble, cert, []string{"again.example.test"})
+		acct, err := iss.EnsureAccount(ctx)
+		if err != nil || acct.URI == "" || acct.URI == uri {
+			t.Errorf("account after restart = %q, %v; want a new registration (was %q)", acct.URI, err, uri)
+		}
+	})
+
 	t.Run("cancelled order stops", func(t *testing.T) {
 		cctx, cancel := context.WithCancel(ctx)
 		cancel()
