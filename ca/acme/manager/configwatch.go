@@ -31,8 +31,11 @@ type issuerState struct {
 
 // configWatcher loads the config file, builds the issuer, and polls the file
 // for content changes (kubelet replaces a ConfigMap volume's files through
-// a symlink swap, so content hashing is the robust test). It runs on the
-// leader only: building an issuer may register the ACME account.
+// a symlink swap, so content hashing is the robust test). It runs on every
+// replica, so each one logs a bad file and exports podtls_acme_config_ok,
+// and a new leader finds its issuer ready. Building an issuer only reads
+// (the DNS credentials); the account is registered by the leader's first
+// order.
 type configWatcher struct {
 	path     string
 	parse    func([]byte) (config.Config, error)
@@ -49,8 +52,8 @@ type configWatcher struct {
 	lastErr string            // last error logged, to log each error once
 }
 
-// NeedLeaderElection keeps the watcher (and account registration) on the leader.
-func (w *configWatcher) NeedLeaderElection() bool { return true }
+// NeedLeaderElection is false: see configWatcher.
+func (w *configWatcher) NeedLeaderElection() bool { return false }
 
 // current returns the state for one reconcile.
 func (w *configWatcher) current() issuerState {

@@ -63,9 +63,10 @@
 // Configuration. With an empty config file path ACME is off: a pods-only
 // controller gives every injected pod with external hosts one
 // ExternalCertNoIssuer Event, and no Secret is watched (no Secret RBAC
-// needed). Otherwise the leader loads the file at start and whenever its
-// content hash changes (polled; kubelet swaps ConfigMap volumes), builds the
-// issuer and requeues every Secret. A bad file is logged once, shown in
+// needed). Otherwise every replica loads the file at start and whenever its
+// content hash changes (polled; kubelet swaps ConfigMap volumes) and builds
+// the issuer; the leader then requeues every Secret. Only the leader's
+// orders register the account. A bad file is logged once, shown in
 // podtls_acme_config_ok and in Events on pods; the last good configuration
 // stays in use. An order failing with accountDoesNotExist (the server forgot
 // the account) makes the watcher rebuild the issuer, which looks the account

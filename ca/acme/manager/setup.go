@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
-	"os"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -42,9 +41,10 @@ func managed(s *corev1.Secret) bool {
 	return true
 }
 
-// SetupWithManager registers the manager's controllers and runnables. Every
-// one of them needs leader election (controllers do by default), so only the
-// leader orders or writes.
+// SetupWithManager registers the manager's controllers and runnables. The
+// controllers and the resyncer need leader election (controllers do by
+// default), so only the leader orders or writes; the config watcher runs on
+// every replica and writes nothing.
 func (m *Manager) SetupWithManager(mgr ctrl.Manager) error {
 	m.client, m.api = mgr.GetClient(), mgr.GetAPIReader()
 	if m.opts.Recorder == nil {
@@ -68,13 +68,6 @@ func (m *Manager) SetupWithManager(mgr ctrl.Manager) error {
 	}
 	if m.opts.ParseConfig == nil || m.opts.NewIssuer == nil {
 		return fmt.Errorf("acme manager: ParseConfig and NewIssuer are required with a config file")
-	}
-	// Every replica checks the file once at start, so a bad file is in every
-	// replica's log; only the leader builds the issuer.
-	if data, err := os.ReadFile(m.opts.ConfigFile); err != nil {
-		m.log.Error(err, "ACME config unreadable; the controller runs without issuing external certificates until it is fixed")
-	} else if _, err := m.opts.ParseConfig(data); err != nil {
-		m.log.Error(err, "ACME config invalid; the controller runs without issuing external certificates until it is fixed", "file", m.opts.ConfigFile)
 	}
 	m.config = &configWatcher{
 		path: m.opts.ConfigFile, parse: m.opts.ParseConfig, build: m.opts.NewIssuer,
