@@ -119,6 +119,27 @@ func TestCLI(t *testing.T) {
 		}
 	})
 
+	t.Run("runs as a kubectl plugin", func(t *testing.T) {
+		dir := t.TempDir()
+		plugin := filepath.Join(dir, "kubectl-podtls")
+		if err := os.Symlink(cli.bin, plugin); err != nil {
+			t.Fatal(err)
+		}
+		cmd := exec.CommandContext(ctx, env.KubectlPath, "podtls", "status", "--help")
+		cmd.Env = append(os.Environ(), "PATH="+dir+string(os.PathListSeparator)+os.Getenv("PATH"))
+		out, err := cmd.CombinedOutput()
+		if err != nil || !strings.Contains(string(out), "kubectl podtls status -n demo") {
+			t.Errorf("kubectl podtls status --help: %v\n%s", err, out)
+		}
+		cmd = exec.CommandContext(ctx, env.KubectlPath, "podtls", "check", "-o", "json", "--kubeconfig", env.KubeconfigPath)
+		cmd.Env = append(os.Environ(), "PATH="+dir+string(os.PathListSeparator)+os.Getenv("PATH"))
+		out, err = cmd.Output()
+		var rep check.Report
+		if jerr := json.Unmarshal(out, &rep); err != nil || jerr != nil || rep.Schema != check.SchemaVersion {
+			t.Errorf("kubectl podtls check: %v %v\n%s", err, jerr, out)
+		}
+	})
+
 	t.Run("check is green on a healthy install", func(t *testing.T) {
 		rep := cli.checkJSON(t, 0)
 		for _, c := range rep.Checks {
