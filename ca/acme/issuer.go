@@ -11,6 +11,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"time"
@@ -43,8 +44,8 @@ type IssuerOptions struct {
 	Logger *slog.Logger
 	// Now is the clock (default time.Now).
 	Now func() time.Time
-	// UserAgent is sent to the ACME server (default "podtls"; the controller
-	// passes "podtls/<version>").
+	// UserAgent is sent to the ACME server (default "podtls/<module
+	// version>"; the controller should pass "podtls/<its version>").
 	UserAgent string
 }
 
@@ -93,7 +94,7 @@ func NewIssuer(ctx context.Context, cfg config.Config, opts IssuerOptions) (*Iss
 		opts.Now = time.Now
 	}
 	if opts.UserAgent == "" {
-		opts.UserAgent = "podtls"
+		opts.UserAgent = defaultUserAgent()
 	}
 	i := &Issuer{cfg: cfg, opts: opts, log: opts.Logger.With("directory", cfg.DirectoryURL)}
 	var err error
@@ -106,6 +107,14 @@ func NewIssuer(ctx context.Context, cfg config.Config, opts IssuerOptions) (*Iss
 	applyGlobalDNSSettings(cfg.DNS)
 	setLegoLogger(opts.Logger)
 	return i, nil
+}
+
+// defaultUserAgent is podtls/<module version> when the binary knows it.
+func defaultUserAgent() string {
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
+		return "podtls/" + bi.Main.Version
+	}
+	return "podtls"
 }
 
 // Directory is the ACME directory URL of the issuer.

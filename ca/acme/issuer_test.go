@@ -19,6 +19,8 @@ import (
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes/fake"
 
 	"github.com/podtls/podtls/ca/acme/config"
@@ -278,6 +280,65 @@ func TestRenewalTime(t *testing.T) {
 			}
 			if r.Source == status.RenewalLifetime && !r.At.Equal(byLifetime) {
 				t.Errorf("At %s, want %s", r.At, byLifetime)
+			}
+		})
+	}
+}
+
+func TestAccountKey(t *testing.T) {
+	cfg := config.Config{DNS: config.DNS{Provider: "rfc2136", Config: map[string]string{"RFC2136_NAMESERVER": "127.0.0.1:53"}}}
+	ec, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	sec1, _ := x509.MarshalECPrivateKey(ec)
+	sec1PEM := pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: sec1})
+	tests := []struct {
+		name     string
+		existing map[string][]byte // nil: no Secret
+		wantErr  string
+		sameKey  []byte // the Secret must still hold exactly this
+	}{
+		{name: "created when absent"},
+		{name: "empty Secret filled in", existing: map[string][]byte{}},
+		{name: "lego CLI key kept", existing: map[string][]byte{status.AccountKeyFile: sec1PEM}, sameKey: sec1PEM},
+		{name: "unreadable key never overwritten", existing: map[string][]byte{status.AccountKeyFile: []byte("garbage")},
+			wantErr: "ns/podtls-acme-account key account.key", sameKey: []byte("garbage")},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			kube := fake.NewClientset()
+			if tt.existing != nil {
+				sec := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: config.DefaultAccountSecret, Namespace: "ns"}, Data: tt.existing}
+				if _, err := kube.CoreV1().Secrets("ns").Create(t.Context(), sec, metav1.CreateOptions{}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			iss, err := NewIssuer(t.Context(), cfg, IssuerOptions{Namespace: "ns", Kube: kube})
+			if err != nil {
+				t.Fatal(err)
+			}
+			key, _, err := iss.accountKey(t.Context())
+			sec, gerr := kube.CoreV1().Secrets("ns").Get(t.Context(), config.DefaultAccountSecret, metav1.GetOptions{})
+			if gerr != nil {
+				t.Fatal(gerr)
+			}
+			stored := sec.Data[status.AccountKeyFile]
+			if tt.sameKey != nil && !bytes.Equal(stored, tt.sameKey) {
+				t.Errorf("stored key changed")
+			}
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("accountKey error = %v, want %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			again, err := parseKey(stored)
+			if err != nil || !publicKeysEqual(again.Public(), key.Public()) {
+				t.Errorf("returned key is not the stored one (%v)", err)
+			}
+			if tt.existing == nil && (sec.Labels[status.ComponentLabel] != status.ComponentACMEAccount || sec.Labels[status.ManagedByLabel] != status.ManagedByValue) {
+				t.Errorf("labels = %v", sec.Labels)
 			}
 		})
 	}
