@@ -223,6 +223,7 @@ func (r *run) edge(ctx context.Context) error {
 		return err
 	}
 	r.printf("    issued: serial %s (%s after the pod was created)\n", short(serial), round(time.Since(r.appliedAt)))
+	r.showIssuance(ctx, status.EventIssued)
 	roots, _, err := r.acme.Chain(ctx)
 	if err != nil {
 		return err
@@ -307,6 +308,7 @@ func (r *run) edgeRotation(ctx context.Context) error {
 		return err
 	}
 	r.printf("    the controller renewed it: Secret holds serial %s after %s\n", short(stored), round(time.Since(t)))
+	r.showIssuance(ctx, status.EventRenewed)
 	var served string
 	if err := poll(ctx, time.Minute, func() (bool, error) {
 		s, err := r.servedEdgeSerial(ctx)
@@ -325,6 +327,24 @@ func (r *run) edgeRotation(ctx context.Context) error {
 	}
 	r.printf("    curl again:\n%s", indent(string(out)))
 	return nil
+}
+
+// showIssuance prints what a user sees with kubectl: the status annotations of the
+// certificate's Secret and the Event with reason on the pod. Best effort: the demo
+// only reads them.
+func (r *run) showIssuance(ctx context.Context, reason string) {
+	if s, err := r.externalSecret(ctx); err == nil {
+		if st, err := status.Decode(s.Annotations); err == nil && st.Issued() {
+			r.printf("    Secret annotations: %s=%s, %s=%s (%s)\n", status.NotAfter, st.NotAfter.UTC().Format(time.RFC3339),
+				status.RenewAt, st.RenewAt.UTC().Format(time.RFC3339), st.RenewalSource)
+		}
+	}
+	events, err := r.cs.CoreV1().Events(ns).List(ctx, metav1.ListOptions{FieldSelector: "reason=" + reason})
+	if err != nil || len(events.Items) == 0 {
+		return
+	}
+	e := events.Items[len(events.Items)-1]
+	r.printf("    Event on pod %s: %s %s: %s\n", e.InvolvedObject.Name, e.Type, e.Reason, e.Message)
 }
 
 func firstCert(pemData []byte) (*x509.Certificate, error) {
