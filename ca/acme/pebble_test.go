@@ -193,6 +193,25 @@ func TestPebble(t *testing.T) {
 		}
 	})
 
+	t.Run("external account binding without its Secret", func(t *testing.T) {
+		// A new account (own key Secret) must register with EAB; the HMAC
+		// Secret is missing, which the error and the account status say.
+		c := cfg
+		c.AccountSecret = "eab-account"
+		c.ExternalAccountBinding = &config.ExternalAccountBinding{KeyID: "kid-1", HMACKeySecretRef: config.SecretKeyRef{Name: "podtls-acme-eab"}}
+		_, err := newIssuer(t, c).EnsureAccount(ctx)
+		if err == nil || !strings.Contains(err.Error(), "external account binding Secret "+ns+"/podtls-acme-eab") {
+			t.Fatalf("EnsureAccount = %v, want an error naming the EAB Secret", err)
+		}
+		sec, err := kube.Clientset.CoreV1().Secrets(ns).Get(ctx, "eab-account", metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st, _ := status.DecodeAccount(sec.Annotations); !strings.Contains(st.LastError, "podtls-acme-eab") || st.URI != "" {
+			t.Errorf("account status = %+v, want the error recorded and no account", st)
+		}
+	})
+
 	t.Run("a restarted server gets the account again", func(t *testing.T) {
 		// Pebble forgets everything on restart, like a CA that deactivated
 		// the account: the next order registers again and succeeds.
