@@ -1,6 +1,7 @@
 // Package manifest applies a pod transformation (inject or uninject) to a
 // multi-document YAML stream: Pods and the pod templates of Deployments,
-// StatefulSets, DaemonSets, ReplicaSets, Jobs and CronJobs. Every other
+// StatefulSets, DaemonSets, ReplicaSets, Jobs and CronJobs, also as items of
+// a List (kubectl get -o yaml). Every other
 // document, and every document the transformation leaves unchanged, is
 // written back byte for byte.
 package manifest
@@ -12,6 +13,7 @@ import (
 	"fmt"
 	"io"
 	"reflect"
+	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -82,9 +84,7 @@ func Transform(r io.Reader, w io.Writer, fn Func, opts Options) ([]Result, error
 		if err != nil {
 			return results, fmt.Errorf("document %d: %w", i+1, err)
 		}
-		if res != nil {
-			results = append(results, *res)
-		}
+		results = append(results, res...)
 		if i > 0 {
 			if _, err := io.WriteString(w, "---\n"); err != nil {
 				return results, fmt.Errorf("write: %w", err)
@@ -132,11 +132,53 @@ func stripComments(d []byte) []byte {
 	return out
 }
 
-func transformDoc(doc []byte, fn Func, opts Options, streamNS map[string]map[string]string) ([]byte, *Result, error) {
+func transformDoc(doc []byte, fn Func, opts Options, streamNS map[string]map[string]string) ([]byte, []Result, error) {
 	obj := map[string]any{}
 	if err := yaml.Unmarshal(doc, &obj); err != nil {
 		return nil, nil, fmt.Errorf("parse: %w", err)
 	}
+	var results []Result
+	changed := false
+	if kind, _ := obj["kind"].(string); kind == "List" || strings.HasSuffix(kind, "List") && obj["items"] != nil {
+		// kubectl get -o yaml of several objects: a v1 List.
+		items, _ := obj["items"].([]any)
+		for i, it := range items {
+			m, ok := it.(map[string]any)
+			if !ok {
+				return nil, nil, fmt.Errorf("%s item %d: not an object", kind, i+1)
+			}
+			res, err := transformObject(m, fn, opts, streamNS)
+			if err != nil {
+				return nil, nil, fmt.Errorf("%s item %d: %w", kind, i+1, err)
+			}
+			if res != nil {
+				results = append(results, *res)
+				changed = changed || res.Changed
+			}
+		}
+	} else {
+		res, err := transformObject(obj, fn, opts, streamNS)
+		if err != nil {
+			return nil, nil, err
+		}
+		if res != nil {
+			results = append(results, *res)
+			changed = res.Changed
+		}
+	}
+	if !changed {
+		return doc, results, nil
+	}
+	out, err := yaml.Marshal(obj)
+	if err != nil {
+		return nil, nil, fmt.Errorf("encode: %w", err)
+	}
+	return out, results, nil
+}
+
+// transformObject applies fn to the pod (template) of obj, in place. It
+// returns nil for kinds without a pod.
+func transformObject(obj map[string]any, fn Func, opts Options, streamNS map[string]map[string]string) (*Result, error) {
 	kind, _ := obj["kind"].(string)
 	apiVersion, _ := obj["apiVersion"].(string)
 	meta, _ := obj["metadata"].(map[string]any)
@@ -151,7 +193,7 @@ func transformDoc(doc []byte, fn Func, opts Options, streamNS map[string]map[str
 	case templatePaths[kind] != nil && (apiVersion == "apps/v1" || apiVersion == "batch/v1"):
 		path = templatePaths[kind]
 	default:
-		return doc, nil, nil
+		return nil, nil
 	}
 	res := &Result{Kind: kind, Name: name, Namespace: namespace}
 
@@ -159,12 +201,12 @@ func transformDoc(doc []byte, fn Func, opts Options, streamNS map[string]map[str
 	if path != nil {
 		var ok bool
 		if podMap, ok = lookup(obj, path); !ok {
-			return nil, nil, fmt.Errorf("%s %s: no pod template at .%s", kind, name, join(path))
+			return nil, fmt.Errorf("%s %s: no pod template at .%s", kind, name, strings.Join(path, "."))
 		}
 	}
 	pod := &corev1.Pod{}
 	if err := runtime.DefaultUnstructuredConverter.FromUnstructuredWithValidation(podMap, pod, true); err != nil {
-		return nil, nil, fmt.Errorf("%s %s: pod: %w", kind, name, err)
+		return nil, fmt.Errorf("%s %s: pod: %w", kind, name, err)
 	}
 	pod.Namespace = namespace
 	if path != nil && pod.Name == "" {
@@ -178,18 +220,18 @@ func transformDoc(doc []byte, fn Func, opts Options, streamNS map[string]map[str
 	}
 	note, err := fn(pod, labels)
 	if err != nil {
-		return nil, nil, fmt.Errorf("%s %s: %w", kind, name, err)
+		return nil, fmt.Errorf("%s %s: %w", kind, name, err)
 	}
 	res.Note = note
 	if reflect.DeepEqual(before, pod) {
-		return doc, res, nil
+		return res, nil
 	}
 	res.Changed = true
 
 	// Write back only what a pod transformation may change: annotations and spec.
 	newSpec, err := runtime.DefaultUnstructuredConverter.ToUnstructured(&pod.Spec)
 	if err != nil {
-		return nil, nil, fmt.Errorf("%s %s: encode spec: %w", kind, name, err)
+		return nil, fmt.Errorf("%s %s: encode spec: %w", kind, name, err)
 	}
 	podMap["spec"] = newSpec
 	pm, _ := podMap["metadata"].(map[string]any)
@@ -209,11 +251,7 @@ func transformDoc(doc []byte, fn Func, opts Options, streamNS map[string]map[str
 	if len(pm) == 0 && path != nil {
 		delete(podMap, "metadata")
 	}
-	out, err := yaml.Marshal(obj)
-	if err != nil {
-		return nil, nil, fmt.Errorf("%s %s: encode: %w", kind, name, err)
-	}
-	return out, res, nil
+	return res, nil
 }
 
 func lookup(m map[string]any, path []string) (map[string]any, bool) {
@@ -226,15 +264,4 @@ func lookup(m map[string]any, path []string) (map[string]any, bool) {
 		cur = next
 	}
 	return cur, true
-}
-
-func join(p []string) string {
-	var b bytes.Buffer
-	for i, s := range p {
-		if i > 0 {
-			b.WriteByte('.')
-		}
-		b.WriteString(s)
-	}
-	return b.String()
 }

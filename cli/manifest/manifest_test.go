@@ -151,3 +151,35 @@ func FuzzTransform(f *testing.F) {
 		}
 	})
 }
+
+func TestTransformList(t *testing.T) {
+	const list = `apiVersion: v1
+kind: List
+items:
+- apiVersion: v1
+  kind: Pod
+  metadata: {name: a, namespace: shop}
+  spec: {containers: [{name: app, image: a:1}]}
+- apiVersion: v1
+  kind: Service
+  metadata: {name: s, namespace: shop}
+`
+	seen := map[string]map[string]string{}
+	var out bytes.Buffer
+	res, err := Transform(strings.NewReader(list), &out, mark(seen), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res) != 1 || !res[0].Changed || res[0].Name != "a" {
+		t.Fatalf("results %+v", res)
+	}
+	var got struct {
+		Items []map[string]any `json:"items"`
+	}
+	if err := yaml.Unmarshal(out.Bytes(), &got); err != nil {
+		t.Fatal(err)
+	}
+	if len(got.Items) != 2 || !strings.Contains(out.String(), "name: added") || got.Items[1]["kind"] != "Service" {
+		t.Errorf("list out:\n%s", out.String())
+	}
+}
