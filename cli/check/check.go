@@ -439,7 +439,9 @@ func (r *runner) trustBundles(ctx context.Context) {
 	r.add(IDTrustBundles, output.OK, fmt.Sprintf("trust bundle current in %s", plural(n, "labelled namespace")), "")
 }
 
-// acmeConfig is the part of the issuer configuration the checks need.
+// acmeConfig is the part of the issuer configuration the checks need. It is
+// decoded leniently here rather than with ca/acme/config.Parse, which links
+// lego's DNS providers into whatever imports it.
 type acmeConfig struct {
 	DirectoryURL  string `json:"directoryURL"`
 	AccountSecret string `json:"accountSecret"`
