@@ -84,6 +84,9 @@ var valueSets = []valueSet{
 		"affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[0].matchExpressions[0].operator=In",
 		"affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[0].matchExpressions[0].values[0]=amd64",
 		"tests.namespace=podtls-test",
+		"topologySpreadConstraints[0].maxSkew=1", "topologySpreadConstraints[0].topologyKey=topology.kubernetes.io/zone",
+		"topologySpreadConstraints[0].whenUnsatisfiable=ScheduleAnyway",
+		"topologySpreadConstraints[0].labelSelector.matchLabels.app\\.kubernetes\\.io/name=podtls",
 	}},
 }
 
@@ -354,7 +357,7 @@ func TestRender(t *testing.T) {
 				if pod.PriorityClassName != "system-cluster-critical" || pod.NodeSelector["kubernetes.io/os"] != "linux" ||
 					len(pod.Tolerations) != 1 || pod.Affinity.NodeAffinity == nil || pod.Affinity.PodAntiAffinity != nil ||
 					dep.Spec.Template.Annotations["example.org/owner"] != "platform" || dep.Spec.Template.Labels["team"] != "platform" ||
-					len(pod.ImagePullSecrets) != 1 {
+					len(pod.ImagePullSecrets) != 1 || len(pod.TopologySpreadConstraints) != 1 {
 					t.Errorf("scheduling and metadata values not applied: %+v", pod)
 				}
 				test := decode[corev1.Pod](t, objs, "Pod", "podtls-controller-test-injection")
