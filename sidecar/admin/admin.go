@@ -6,9 +6,12 @@ import (
 	"context"
 	"crypto/x509"
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
+	"strconv"
+	"sync"
 	"time"
 
 	"github.com/podtls/podtls/sidecar/certs"
@@ -29,13 +32,25 @@ type Renewer func(ctx context.Context) (*x509.Certificate, error)
 type Option func(*options)
 
 type options struct {
-	renew        Renewer
-	renewTimeout time.Duration
+	renew         Renewer
+	renewTimeout  time.Duration
+	renewInterval time.Duration
+	now           func() time.Time
 }
+
+// DefaultRenewInterval is the least time between two successful forced
+// renewals: every container of the pod shares its loopback, and none of them
+// should be able to make the CA sign in a loop.
+const DefaultRenewInterval = 10 * time.Second
 
 // WithRenewer enables POST /renew. Without it (file mode: certificates come
 // from elsewhere) /renew answers 409.
 func WithRenewer(r Renewer) Option { return func(o *options) { o.renew = r } }
+
+// WithRenewInterval overrides DefaultRenewInterval and the clock (tests).
+func WithRenewInterval(d time.Duration, now func() time.Time) Option {
+	return func(o *options) { o.renewInterval, o.now = d, now }
+}
 
 // RenewResponse is the JSON answer of a successful POST /renew.
 type RenewResponse struct {
@@ -49,10 +64,14 @@ func Handler(store Snapshotter, reg *metrics.Registry, ready func() bool, log *s
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	o := options{renewTimeout: time.Minute}
+	o := options{renewTimeout: time.Minute, renewInterval: DefaultRenewInterval, now: time.Now}
 	for _, opt := range opts {
 		opt(&o)
 	}
+	var (
+		renewMu   sync.Mutex // one forced renewal at a time
+		lastRenew time.Time  // of the last successful one
+	)
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		writeText(w, http.StatusOK, "ok\n")
@@ -99,6 +118,14 @@ func Handler(store Snapshotter, reg *metrics.Registry, ready func() bool, log *s
 			writeText(w, http.StatusConflict, "no agent: this sidecar reads its certificate from files (--ca-url not set)\n")
 			return
 		}
+		renewMu.Lock()
+		defer renewMu.Unlock()
+		if wait := lastRenew.Add(o.renewInterval).Sub(o.now()); !lastRenew.IsZero() && wait > 0 {
+			secs := int(wait/time.Second) + 1
+			w.Header().Set("Retry-After", strconv.Itoa(secs))
+			writeText(w, http.StatusTooManyRequests, fmt.Sprintf("renewed less than %s ago; retry in %ds\n", o.renewInterval, secs))
+			return
+		}
 		ctx, cancel := context.WithTimeout(r.Context(), o.renewTimeout)
 		defer cancel()
 		leaf, err := o.renew(ctx)
@@ -107,6 +134,7 @@ func Handler(store Snapshotter, reg *metrics.Registry, ready func() bool, log *s
 			writeText(w, http.StatusBadGateway, "renewal failed: "+err.Error()+"\n")
 			return
 		}
+		lastRenew = o.now()
 		w.Header().Set("Content-Type", "application/json")
 		_ = json.NewEncoder(w).Encode(RenewResponse{Serial: leaf.SerialNumber.Text(16), NotAfter: leaf.NotAfter.UTC()})
 	})

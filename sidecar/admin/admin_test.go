@@ -126,3 +126,54 @@ func TestRenew(t *testing.T) {
 		})
 	}
 }
+
+// TestRenewInterval: after a successful forced renewal the next one is refused
+// with 429 and Retry-After until the interval has passed; a failed one does not
+// start the interval.
+func TestRenewInterval(t *testing.T) {
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	fail := true
+	calls := 0
+	h := Handler(&fakeStore{ready: true}, metrics.NewRegistry(), nil, nil,
+		WithRenewer(func(context.Context) (*x509.Certificate, error) {
+			calls++
+			if fail {
+				return nil, errors.New("CA down")
+			}
+			return &x509.Certificate{SerialNumber: big.NewInt(int64(calls))}, nil
+		}),
+		WithRenewInterval(10*time.Second, func() time.Time { return now }))
+	post := func() *httptest.ResponseRecorder {
+		req := httptest.NewRequest(http.MethodPost, "/renew", nil)
+		req.RemoteAddr = "127.0.0.1:4000"
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		return rec
+	}
+	steps := []struct {
+		name    string
+		fail    bool
+		advance time.Duration
+		code    int
+		retry   string
+	}{
+		{"failure", true, 0, http.StatusBadGateway, ""},
+		{"failure does not throttle", false, 0, http.StatusOK, ""},
+		{"too soon", false, 3 * time.Second, http.StatusTooManyRequests, "8"},
+		{"still too soon", false, 6 * time.Second, http.StatusTooManyRequests, "2"},
+		{"interval passed", false, time.Second, http.StatusOK, ""},
+	}
+	wantCalls := 0
+	for _, st := range steps {
+		fail = st.fail
+		now = now.Add(st.advance)
+		rec := post()
+		if st.code != http.StatusTooManyRequests {
+			wantCalls++
+		}
+		if rec.Code != st.code || rec.Header().Get("Retry-After") != st.retry || calls != wantCalls {
+			t.Fatalf("%s: %d Retry-After %q, %d renewer calls; want %d %q %d: %s",
+				st.name, rec.Code, rec.Header().Get("Retry-After"), calls, st.code, st.retry, wantCalls, rec.Body.String())
+		}
+	}
+}

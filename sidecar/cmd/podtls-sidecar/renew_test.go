@@ -29,6 +29,17 @@ func TestRenewCommand(t *testing.T) {
 		"--ca-url", ca.URL, "--token-file", token, "--cert-ttl", "1h")
 	before := meshSerial(t, sc)
 
+	// A failing CA: the command fails, naming the CA's answer, and the
+	// current certificate stays.
+	ca.Fail(http.StatusServiceUnavailable, "")
+	if out, err := runCmd(t, "", binary, "renew", "--admin", sc.admin); err == nil || !strings.Contains(out, "502") {
+		t.Fatalf("renew with a failing CA: %v %q", err, out)
+	}
+	if s := meshSerial(t, sc); s != before {
+		t.Fatalf("serial %s after a failed renewal, want %s", s, before)
+	}
+	ca.Fail(0, "")
+
 	out, err := runCmd(t, "", binary, "renew", "--admin", sc.admin)
 	if err != nil || !strings.HasPrefix(out, "renewed: serial ") {
 		t.Fatalf("renew: %v %q", err, out)
@@ -38,14 +49,12 @@ func TestRenewCommand(t *testing.T) {
 		t.Fatalf("renew printed %q; served serial %s, before %s", out, after, before)
 	}
 
-	// A failing CA: the command fails, naming the CA's answer, and the
-	// current certificate stays.
-	ca.Fail(http.StatusServiceUnavailable, "")
-	if out, err := runCmd(t, "", binary, "renew", "--admin", sc.admin); err == nil || !strings.Contains(out, "502") {
-		t.Fatalf("renew with a failing CA: %v %q", err, out)
+	// Forced renewals are spaced: the next one right away is refused.
+	if out, err := runCmd(t, "", binary, "renew", "--admin", sc.admin); err == nil || !strings.Contains(out, "429") {
+		t.Fatalf("second renew at once: %v %q", err, out)
 	}
 	if s := meshSerial(t, sc); s != after {
-		t.Fatalf("serial %s after a failed renewal, want %s", s, after)
+		t.Fatalf("serial %s after a refused renewal, want %s", s, after)
 	}
 
 	// Only POST.
