@@ -22,7 +22,11 @@ for arg in "$@"; do
   esac
 done
 
-bash "$ROOT/hack/helm.sh" >/dev/null 2>&1 || bash "$ROOT/hack/helm.sh"
+# Quiet when helm is already built; its output is shown if the build fails.
+if ! helm_log="$(bash "$ROOT/hack/helm.sh" 2>&1)"; then
+  printf '%s\n' "$helm_log" >&2
+  die "building helm failed"
+fi
 HELM="$ROOT/bin/tools/helm"
 
 tmp="$(mktemp "${TMPDIR:-/tmp}/podtls-install.XXXXXX.yaml")"
