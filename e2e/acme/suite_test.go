@@ -30,8 +30,10 @@ import (
 )
 
 // challengeDelay holds Pebble's challenge responses (see
-// acmetest.Options.ChallengeDelay): without it lego polls the authorization
-// after 5 s and every issuance takes ~5.5 s instead of well under 1 s.
+// acmetest.Options.ChallengeDelay). Pebble validates in about a millisecond,
+// so lego's first look at the authorization usually finds it valid even
+// without the delay (measured: 270 ms per issuance either way); when it looks
+// too early it sleeps 5 s. The delay makes the timings deterministic.
 const challengeDelay = 100 * time.Millisecond
 
 const (

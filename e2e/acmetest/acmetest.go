@@ -75,9 +75,10 @@ type Options struct {
 	// ChallengeDelay > 0 puts an HTTPS proxy in this process in front of
 	// Pebble's ACME endpoint that holds each challenge POST's response this
 	// long. Pebble validates within milliseconds but sends no Retry-After;
-	// lego then polls only after 5 s unless the validation has finished when
-	// the response arrives. The proxy changes no content. Loopback only: it
-	// is not available with a Command hook.
+	// lego looks at the authorization once at once and otherwise only after
+	// 5 s, so a validation that has not quite finished costs 5 s. The delay
+	// makes sure it has. The proxy changes no content. Loopback only: it is
+	// not available with a Command hook.
 	ChallengeDelay time.Duration
 }
 
