@@ -3,6 +3,7 @@ package acme_test
 import (
 	"bytes"
 	"context"
+	"crypto/rsa"
 	"crypto/x509"
 	"encoding/json"
 	"encoding/pem"
@@ -151,6 +152,27 @@ func TestPebble(t *testing.T) {
 		verifyChain(t, pebble, cert, hosts)
 		if cert.Leaf.SerialNumber.Cmp(first.Leaf.SerialNumber) == 0 || bytes.Equal(cert.KeyPEM, first.KeyPEM) {
 			t.Error("renewal reused the serial or the key")
+		}
+	})
+
+	t.Run("key type and profile", func(t *testing.T) {
+		c := cfg
+		c.KeyType, c.Profile = config.KeyRSA2048, "shortlived"
+		cert, err := newIssuer(t, c).Obtain(ctx, []string{"rsa.example.test"}, nil)
+		if err != nil {
+			t.Fatalf("Obtain: %v", err)
+		}
+		verifyChain(t, pebble, cert, []string{"rsa.example.test"})
+		if _, ok := cert.Leaf.PublicKey.(*rsa.PublicKey); !ok {
+			t.Errorf("leaf key is %T, want RSA", cert.Leaf.PublicKey)
+		}
+		if life := cert.Leaf.NotAfter.Sub(cert.Leaf.NotBefore); life > 7*24*time.Hour {
+			t.Errorf("shortlived profile gave a %s certificate", life)
+		}
+		c.Profile = "forever"
+		_, err = newIssuer(t, c).Obtain(ctx, []string{"rsa.example.test"}, nil)
+		if err == nil || !strings.Contains(err.Error(), `no profile "forever" (it has default, shortlived)`) {
+			t.Errorf("unknown profile: %v", err)
 		}
 	})
 
