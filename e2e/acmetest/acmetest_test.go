@@ -293,3 +293,23 @@ func TestChallengeDelayProxy(t *testing.T) {
 		t.Fatal("ChallengeDelay with a Command hook was accepted")
 	}
 }
+
+// TestNamedCopiedUnderAppArmor: with AppArmor on, named runs as a copy in
+// Dir (the Debian profile would not let /usr/sbin/named read Dir).
+func TestNamedCopiedUnderAppArmor(t *testing.T) {
+	flag := filepath.Join(t.TempDir(), "enabled")
+	if err := os.WriteFile(flag, []byte("Y\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	old := apparmorEnabled
+	apparmorEnabled = flag
+	t.Cleanup(func() { apparmorEnabled = old })
+	e := StartT(t, Options{})
+	exe, err := os.Readlink(filepath.Join("/proc", strconv.Itoa(e.dns.cmd.Process.Pid), "exe"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := e.path("dns/named"); exe != want {
+		t.Fatalf("named runs from %s, want the copy %s", exe, want)
+	}
+}

@@ -92,7 +92,11 @@ func (e *Env) StartDNS(ctx context.Context) error {
 	if err := e.writeZone(); err != nil {
 		return err
 	}
-	p, err := e.startProcess("named", "named.log", nil, e.named, "-g", "-c", e.path("dns/named.conf"))
+	named, err := e.namedBinary()
+	if err != nil {
+		return err
+	}
+	p, err := e.startProcess("named", "named.log", nil, named, "-g", "-c", e.path("dns/named.conf"))
 	if err != nil {
 		return err
 	}
@@ -203,4 +207,30 @@ func fqdn(name string) string {
 		return name
 	}
 	return name + "."
+}
+
+// apparmorEnabled reads "Y" when AppArmor is on (a variable for tests).
+var apparmorEnabled = "/sys/module/apparmor/parameters/enabled"
+
+// namedBinary returns the named to run. Debian and Ubuntu confine
+// /usr/sbin/named with an AppArmor profile that allows its files only under
+// /etc/bind and /var/cache/bind, so it could not read a configuration in
+// Dir. Profiles attach by path: a copy of the binary in Dir is not confined.
+func (e *Env) namedBinary() (string, error) {
+	b, err := os.ReadFile(apparmorEnabled)
+	if err != nil || strings.TrimSpace(string(b)) != "Y" {
+		return e.named, nil
+	}
+	dst := e.path("dns/named")
+	if _, err := os.Stat(dst); err == nil {
+		return dst, nil
+	}
+	data, err := os.ReadFile(e.named)
+	if err != nil {
+		return "", fmt.Errorf("acmetest: copy named out of its AppArmor profile: %w", err)
+	}
+	if err := os.WriteFile(dst, data, 0o700); err != nil {
+		return "", fmt.Errorf("acmetest: copy named out of its AppArmor profile: %w", err)
+	}
+	return dst, nil
 }
