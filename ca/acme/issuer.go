@@ -138,17 +138,21 @@ func (i *Issuer) dnsProvider(ctx context.Context) (challenge.Provider, error) {
 		creds, rv = sec.Data, sec.ResourceVersion
 	}
 	i.mu.Lock()
-	defer i.mu.Unlock()
-	if i.provider != nil && rv == i.dnsRV {
-		return i.provider, nil
+	p, cachedRV := i.provider, i.dnsRV
+	i.mu.Unlock()
+	if p != nil && rv == cachedRV {
+		return p, nil
 	}
+	// Built outside the lock: some providers call their API here (azuredns).
 	p, err := providers.New(d.Provider, creds, d.Config, providers.Common{
 		TTL: d.TTL, PropagationTimeout: d.PropagationTimeout.Duration, PollingInterval: d.PollingInterval.Duration,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("acme issuer: DNS provider: %w", err)
 	}
+	i.mu.Lock()
 	i.provider, i.dnsRV = p, rv
+	i.mu.Unlock()
 	return p, nil
 }
 
