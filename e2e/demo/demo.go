@@ -221,8 +221,10 @@ func Run(ctx context.Context, opts Options, out io.Writer) (res *Result, err err
 		}
 		if derr := r.c.Down(); derr != nil {
 			err = errors.Join(err, fmt.Errorf("tear down: %w", derr))
+			r.printf("    tear-down failed after %s: %v\n", round(time.Since(t)), derr)
+		} else {
+			r.printf("    down in %s: node, control plane, BIND, Pebble stopped; mounts, cgroups and the namespace removed\n", round(time.Since(t)))
 		}
-		r.printf("    down in %s, nothing left running\n", round(time.Since(t)))
 		if err != nil {
 			r.printf("    component logs: %s\n", r.c.LogDir())
 		}
@@ -256,10 +258,10 @@ func Run(ctx context.Context, opts Options, out io.Writer) (res *Result, err err
 	}
 	steps = append(steps,
 		step{StepRefused, "kubectl apply -f manifests/examples/intruder.yaml   (intruder calls preference; only customer is allowed)", r.refused},
-		step{StepMeshRot, "Rotating customer's mesh certificate: kubectl exec deploy/customer -c " + sidecarName + " -- /podtls-sidecar renew", r.meshRotation},
+		step{StepMeshRot, "Rotating customer's mesh certificate: kubectl -n demo exec deploy/customer -c " + sidecarName + " -- /podtls-sidecar renew", r.meshRotation},
 	)
 	if r.acme != nil {
-		steps = append(steps, step{StepEdgeRot, "Renewing the ACME certificate: kubectl annotate secret " + inject.ExternalSecretName([]string{PublicHost}) + " " + "podtls.io/force-renew=$(date +%s)", r.edgeRotation})
+		steps = append(steps, step{StepEdgeRot, "Renewing the ACME certificate: kubectl -n demo annotate secret " + inject.ExternalSecretName([]string{PublicHost}) + " " + "podtls.io/force-renew=$(date +%s)", r.edgeRotation})
 	}
 	steps = append(steps, step{StepRestarts, "No pod restarted", r.restarts})
 	for _, s := range steps {
