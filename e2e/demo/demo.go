@@ -223,7 +223,11 @@ func Run(ctx context.Context, opts Options, out io.Writer) (res *Result, err err
 			err = errors.Join(err, fmt.Errorf("tear down: %w", derr))
 			r.printf("    tear-down failed after %s: %v\n", round(time.Since(t)), derr)
 		} else {
-			r.printf("    down in %s: node, control plane, BIND, Pebble stopped; mounts, cgroups and the namespace removed\n", round(time.Since(t)))
+			what := "node and control plane"
+			if r.acme != nil {
+				what += ", BIND and Pebble"
+			}
+			r.printf("    down in %s: %s stopped; mounts, cgroups and the namespace removed\n", round(time.Since(t)), what)
 		}
 		if err != nil {
 			r.printf("    component logs: %s\n", r.c.LogDir())
