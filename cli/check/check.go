@@ -21,6 +21,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/client-go/kubernetes"
 	"sigs.k8s.io/yaml"
@@ -411,6 +412,20 @@ func (r *runner) trustBundles(ctx context.Context) {
 		r.add(IDTrustBundles, output.Skip, "trust bundles not compared: CA Secret unreadable", "")
 		return
 	}
+	// One list call for every namespace's bundle, not a GET per namespace.
+	cms, err := r.kube.CoreV1().ConfigMaps("").List(ctx, metav1.ListOptions{
+		FieldSelector: fields.OneTermEqualSelector("metadata.name", inject.TrustBundleConfigMap).String()})
+	if err != nil {
+		r.readErr(IDTrustBundles, "ConfigMaps "+inject.TrustBundleConfigMap, err)
+		return
+	}
+	bundles := map[string]string{}
+	for _, cm := range cms.Items {
+		if cm.Name != inject.TrustBundleConfigMap {
+			continue // fake clients ignore field selectors
+		}
+		bundles[cm.Namespace] = cm.Data[inject.TrustBundleKey]
+	}
 	want := string(r.mat.TrustBundlePEM())
 	excluded := config.ExcludedNamespaces(r.ctrl.Namespace)
 	var bad []string
@@ -420,13 +435,10 @@ func (r *runner) trustBundles(ctx context.Context) {
 			continue
 		}
 		n++
-		cm, err := r.kube.CoreV1().ConfigMaps(ns.Name).Get(ctx, inject.TrustBundleConfigMap, metav1.GetOptions{})
-		switch {
-		case apierrors.IsNotFound(err):
+		switch got, ok := bundles[ns.Name]; {
+		case !ok:
 			bad = append(bad, ns.Name+": missing")
-		case err != nil:
-			bad = append(bad, ns.Name+": "+err.Error())
-		case cm.Data[inject.TrustBundleKey] != want:
+		case got != want:
 			bad = append(bad, ns.Name+": differs from the CA roots")
 		}
 	}

@@ -52,6 +52,9 @@ func (f *Flags) Connect() (*Clients, error) {
 		return nil, fmt.Errorf("kubeconfig: %w", err)
 	}
 	cfg.UserAgent = "podtls-cli"
+	// A check makes a few dozen reads in a burst; client-go's default of
+	// 5 QPS would make it wait for seconds, as it does for kubectl.
+	cfg.QPS, cfg.Burst = 50, 100
 	ns, _, err := cc.Namespace()
 	if err != nil {
 		return nil, fmt.Errorf("kubeconfig namespace: %w", err)

@@ -42,6 +42,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/podtls/podtls/ca"
+	acmestatus "github.com/podtls/podtls/ca/acme/status"
 	"github.com/podtls/podtls/cli/check"
 	"github.com/podtls/podtls/cli/output"
 	"github.com/podtls/podtls/cli/status"
@@ -167,6 +168,7 @@ metadata:
     podtls.io/inbound: "8443:8080"
     podtls.io/upstreams: "db.shop.svc:5432@9001"
     podtls.io/allow: "spiffe://cluster.local/ns/shop/sa/frontend"
+    podtls.io/external-hosts: "shop.example.com"
 spec:
   containers:
   - name: app
@@ -264,6 +266,56 @@ spec:
 			t.Errorf("status table: exit %d\n%s", code, table)
 		}
 		assertFits(t, "status table", table)
+	})
+
+	t.Run("external certificate failing to renew", func(t *testing.T) {
+		web, err := env.Clientset.CoreV1().Pods(appNS).Get(ctx, "web", metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		name := web.Annotations[annotations.ExternalSecret]
+		if name == "" {
+			t.Fatal("webhook wrote no external-secret annotation")
+		}
+		now := time.Now().UTC().Truncate(time.Second)
+		ext := acmestatus.External{Hosts: []string{"shop.example.com"}, Directory: "https://acme.example/dir",
+			CertIssuer: "CN=Pebble Intermediate-CA 1a2b", Serial: "0badc0de", NotBefore: now.Add(-60 * 24 * time.Hour),
+			NotAfter: now.Add(30 * 24 * time.Hour), RenewAt: now.Add(-time.Minute), LastAttempt: now,
+			LastError: "acme: error 400 urn:ietf:params:acme:error:dns: NXDOMAIN looking up TXT", Failures: 4,
+			NextAttempt: now.Add(time.Hour)}
+		sec := &corev1.Secret{
+			ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: appNS, Annotations: ext.Encode(nil),
+				Labels: map[string]string{acmestatus.ManagedByLabel: acmestatus.ManagedByValue, acmestatus.ComponentLabel: acmestatus.ComponentExternalCert}},
+			Type: corev1.SecretTypeTLS,
+			Data: map[string][]byte{corev1.TLSCertKey: {}, corev1.TLSPrivateKeyKey: {}},
+		}
+		if _, err := env.Clientset.CoreV1().Secrets(appNS).Create(ctx, sec, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		cli.expectRed(t, check.IDExternalCerts, "shop/"+name+": 4 failures: acme: error 400", "podtls.io/force-renew")
+		out, code := cli.run(t, nil, "status", "-n", appNS, "web")
+		if code != 0 {
+			t.Fatalf("status: exit %d", code)
+		}
+		flat := strings.Join(strings.Fields(out), " ")
+		for _, want := range []string{"External: shop.example.com", "issuer CN=Pebble Intermediate-CA 1a2b", "serial 0badc0de",
+			"last error (4 failures): acme: error 400", "known only to the sidecar: use --live"} {
+			if !strings.Contains(flat, want) {
+				t.Errorf("status lacks %q:\n%s", want, out)
+			}
+		}
+		// Renewed: the manager clears the error and moves renew-at.
+		ext.LastError, ext.Failures, ext.NextAttempt = "", 0, time.Time{}
+		ext.RenewAt, ext.LastSuccess = now.Add(20*24*time.Hour), now
+		sec, err = env.Clientset.CoreV1().Secrets(appNS).Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		sec.Annotations = ext.Encode(sec.Annotations)
+		if _, err := env.Clientset.CoreV1().Secrets(appNS).Update(ctx, sec, metav1.UpdateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		cli.expectGreen(t)
 	})
 
 	// The failures below are made with the controller stopped, as it would
