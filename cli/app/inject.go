@@ -2,6 +2,7 @@ package app
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"io"
 	"os"
@@ -70,46 +71,12 @@ It exactly reverses inject. Other documents pass through unchanged.`
 				in.Write(b)
 			}
 			opts := manifest.Options{Namespace: g.kube.Namespace}
-			var fn manifest.Func
-			if reverse {
-				fn = func(pod *corev1.Pod, _ map[string]string) (string, error) {
-					out, err := inject.Uninject(pod)
-					if err != nil {
-						return "", err
-					}
-					*pod = *out
-					return "", nil
+			fn := uninjectFunc
+			if !reverse {
+				var err error
+				if fn, err = injectSetup(cmd.Context(), g, flags, nsEnabled, &opts, streams); err != nil {
+					return err
 				}
-			} else {
-				flags.Opts.Namespace = g.controllerNamespace
-				var kubeNS func(string) map[string]string
-				var cfg inject.Config
-				if flags.FromCluster {
-					cl, err := g.kube.Connect()
-					if err != nil {
-						return err
-					}
-					if cfg, err = flags.Build(cmd.Context(), cl.Kube); err != nil {
-						return err
-					}
-					kubeNS = func(ns string) map[string]string {
-						n, err := cl.Kube.CoreV1().Namespaces().Get(cmd.Context(), ns, metav1.GetOptions{})
-						if err != nil {
-							if !apierrors.IsNotFound(err) {
-								fmt.Fprintf(streams.Err, "warning: namespace %s: %v\n", ns, err)
-							}
-							return nil
-						}
-						return n.Labels
-					}
-				} else {
-					var err error
-					if cfg, err = flags.Build(cmd.Context(), nil); err != nil {
-						return err
-					}
-				}
-				opts.NamespaceLabels = kubeNS
-				fn = injectFunc(cfg, nsEnabled)
 			}
 			var out bytes.Buffer
 			res, err := manifest.Transform(&in, &out, fn, opts)
@@ -144,6 +111,58 @@ It exactly reverses inject. Other documents pass through unchanged.`
 		c.Flags().BoolVar(&nsEnabled, "namespace-enabled", false, "treat every namespace as labelled podtls.io/inject=enabled")
 	}
 	return c
+}
+
+// uninjectFunc removes the sidecar with the webhook package's Uninject.
+func uninjectFunc(pod *corev1.Pod, _ map[string]string) (string, error) {
+	out, err := inject.Uninject(pod)
+	if err != nil {
+		return "", err
+	}
+	*pod = *out
+	return "", nil
+}
+
+// injectSetup builds the injection config from the flags or the cluster and,
+// with --from-cluster, a cached lookup of namespace labels.
+func injectSetup(ctx context.Context, g *globals, flags *injectconfig.Flags, nsEnabled bool,
+	opts *manifest.Options, streams IO) (manifest.Func, error) {
+	flags.Opts.Namespace = g.controllerNamespace
+	if !flags.FromCluster {
+		cfg, err := flags.Build(ctx, nil)
+		if err != nil {
+			return nil, err
+		}
+		return injectFunc(cfg, nsEnabled), nil
+	}
+	cl, err := g.kube.Connect()
+	if err != nil {
+		return nil, err
+	}
+	cfg, err := flags.Build(ctx, cl.Kube)
+	if err != nil {
+		return nil, err
+	}
+	opts.Namespace = cl.Namespace // -n, else the context's, as kubectl apply would use
+	cache := map[string]map[string]string{}
+	opts.NamespaceLabels = func(ns string) map[string]string {
+		if l, ok := cache[ns]; ok {
+			return l
+		}
+		n, err := cl.Kube.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{})
+		switch {
+		case apierrors.IsNotFound(err):
+			fmt.Fprintf(streams.Err, "warning: namespace %s does not exist; only pods that opt in are injected\n", ns)
+		case err != nil:
+			fmt.Fprintf(streams.Err, "warning: namespace %s: %v; only pods that opt in are injected\n", ns, err)
+		default:
+			cache[ns] = n.Labels
+			return n.Labels
+		}
+		cache[ns] = nil
+		return nil
+	}
+	return injectFunc(cfg, nsEnabled), nil
 }
 
 // injectFunc runs the webhook's Mutate on each pod.
