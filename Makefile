@@ -58,7 +58,7 @@ node-assets: envtest-assets ## Debian packages and binaries of the real single-n
 	bash hack/coredns.sh
 
 e2e: node-assets acme-assets helm ## end-to-end suites under e2e/, including the real single-node cluster (root)
-	PODTLS_REQUIRE_ENVTEST=1 PODTLS_REQUIRE_NODE=1 $(GO) test -race -count=1 -timeout 40m $(E2E_PKGS)
+	PODTLS_REQUIRE_ENVTEST=1 PODTLS_REQUIRE_NODE=1 PODTLS_REQUIRE_ACME=1 $(GO) test -race -count=1 -timeout 40m $(E2E_PKGS)
 
 demo: node-assets acme-assets helm ## customer -> preference -> recommendation over mTLS on a real local node (root); DEMO_FLAGS=-keep keeps it up
 	$(GO) run ./hack/demo $(DEMO_FLAGS)
