@@ -1,6 +1,8 @@
 package app
 
 import (
+	"fmt"
+
 	"github.com/spf13/cobra"
 
 	"github.com/podtls/podtls/cli/check"
@@ -16,8 +18,8 @@ func newCheck(name string, g *globals, streams IO) *cobra.Command {
 		Long: `check runs every health check of a podtls installation and prints one line
 per check: [ok], [warn], [FAIL] or [skip], with a hint for anything not ok.
 It exits 1 when any check failed, 0 otherwise (warnings included), 2 on usage
-errors. --output json prints the report in the documented schema
-podtls.io/check/v1 (docs/cli.md).`,
+errors or when the API server cannot be reached. --output json prints the
+report in the documented schema podtls.io/check/v1 (docs/cli.md).`,
 		Example: `  # Check the installation
   ` + name + ` check
 
@@ -34,6 +36,10 @@ podtls.io/check/v1 (docs/cli.md).`,
 			cl, err := g.kube.Connect()
 			if err != nil {
 				return err
+			}
+			// One clear error instead of every check failing the same way.
+			if _, err := cl.Kube.Discovery().ServerVersion(); err != nil {
+				return fmt.Errorf("cannot reach the API server %s: %w", cl.Config.Host, err)
 			}
 			opts.Namespace = g.controllerNamespace
 			rep := check.Run(cmd.Context(), cl.Kube, opts)
