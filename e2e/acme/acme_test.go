@@ -151,6 +151,7 @@ func (s *suite) testWildcard(t *testing.T) {
 func (s *suite) testShared(t *testing.T) {
 	const ns = "acme-shared"
 	s.namespace(t, ns)
+	ordersBefore := orders(t, "success")
 	a := s.createPod(t, ns, "shared-a", "b.example.test,a.example.test")
 	b := s.createPod(t, ns, "shared-b", "A.example.test,b.example.test")
 	name := inject.ExternalSecretName([]string{"a.example.test", "b.example.test"})
@@ -170,6 +171,9 @@ func (s *suite) testShared(t *testing.T) {
 	}
 	if got := s.managedSecrets(t, ns); len(got) != 1 {
 		t.Fatalf("%d managed Secrets in %s, want 1", len(got), ns)
+	}
+	if n := orders(t, "success") - ordersBefore; n != 1 {
+		t.Errorf("%v successful ACME orders for three pods with the same hosts, want 1", n)
 	}
 	for _, p := range []string{a.Name, b.Name, c.Name} {
 		if n := len(s.events(t, ns, p, status.EventIssued)) + len(s.events(t, ns, p, status.EventRenewed)); n > 1 {
@@ -208,6 +212,7 @@ func (s *suite) testForcedRenewal(t *testing.T) {
 		return served == first, "serves " + served
 	})
 
+	ordersBefore := orders(t, "success")
 	begin := time.Now()
 	patch := fmt.Sprintf(`{"metadata":{"annotations":{%q:%q}}}`, status.ForceRenew, fmt.Sprint(time.Now().Unix()))
 	if _, err := s.kube.Clientset.CoreV1().Secrets(ns).Patch(t.Context(), name, types.MergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
@@ -232,6 +237,9 @@ func (s *suite) testForcedRenewal(t *testing.T) {
 		first, st.Serial, renewed.Round(time.Millisecond), time.Since(begin).Round(time.Millisecond))
 	if !sc.running() || sc.pid() != pid {
 		t.Fatal("the sidecar was restarted or died")
+	}
+	if n := orders(t, "success") - ordersBefore; n != 1 {
+		t.Errorf("%v successful ACME orders for one forced renewal, want 1", n)
 	}
 }
 
@@ -498,6 +506,7 @@ func (s *suite) testRestartMidOrder(t *testing.T) {
 	if st, _ := status.Decode(sec.Annotations); st.LastAttempt.IsZero() || st.Issued() {
 		t.Fatalf("mid-order status: %+v", st)
 	}
+	ordersBefore := orders(t, "success")
 	begin := time.Now()
 	// An order blocked in lego cannot be cancelled; Run may report that the
 	// reconciler outlived the shutdown timeout. What counts is the result.
@@ -515,6 +524,9 @@ func (s *suite) testRestartMidOrder(t *testing.T) {
 	}
 	if got := s.managedSecrets(t, ns); len(got) != 1 {
 		t.Fatalf("%d managed Secrets in %s, want 1", len(got), ns)
+	}
+	if n := orders(t, "success") - ordersBefore; n != 1 {
+		t.Errorf("%v successful ACME orders across the restart, want 1", n)
 	}
 	if n := len(s.events(t, ns, pod.Name, status.EventIssued)) + len(s.events(t, ns, pod.Name, status.EventRenewed)); n != 1 {
 		t.Errorf("%d issued/renewed events on the pod, want 1", n)

@@ -18,6 +18,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	"github.com/podtls/podtls/ca/acme/config"
 	"github.com/podtls/podtls/ca/acme/status"
@@ -420,3 +421,26 @@ func freePort(t *testing.T) int {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// orders reads podtls_acme_orders_total{result} from the controller's
+// registry (the controller runs in this process).
+func orders(t *testing.T, result string) float64 {
+	t.Helper()
+	mfs, err := ctrlmetrics.Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != "podtls_acme_orders_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "result" && l.GetValue() == result {
+					return m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	return 0
+}
