@@ -7,6 +7,7 @@ import (
 	"crypto/tls"
 	"fmt"
 	"net"
+	"path"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -60,6 +61,8 @@ func (s *suite) testIssue(t *testing.T) {
 	opensslVerify(t, roots, chain, []string{host})
 	s.checkSecret(t, sec, st, []string{host})
 
+	checkMounted(t, pod, name)
+
 	msgs := s.waitEvent(t, ns, pod.Name, status.EventIssued)
 	t.Logf("event %s: %s", status.EventIssued, msgs[0])
 
@@ -83,6 +86,35 @@ func (s *suite) account(t *testing.T) status.Account {
 		t.Fatal(err)
 	}
 	return a
+}
+
+// checkMounted verifies that the webhook mounted the Secret the manager
+// fills (optional, so the pod starts before the first issuance) and pointed
+// the sidecar's --external-cert-dir at it.
+func checkMounted(t *testing.T, pod *corev1.Pod, secret string) {
+	t.Helper()
+	var vol *corev1.Volume
+	for i := range pod.Spec.Volumes {
+		if v := pod.Spec.Volumes[i].Secret; v != nil && v.SecretName == secret {
+			vol = &pod.Spec.Volumes[i]
+		}
+	}
+	if vol == nil || vol.Secret.Optional == nil || !*vol.Secret.Optional {
+		t.Fatalf("pod has no optional volume of Secret %s: %+v", secret, pod.Spec.Volumes)
+	}
+	dir := path.Join(inject.ExternalDir, secret)
+	for _, c := range append(slices.Clone(pod.Spec.InitContainers), pod.Spec.Containers...) {
+		if c.Name != inject.ContainerName {
+			continue
+		}
+		mounted := slices.ContainsFunc(c.VolumeMounts, func(m corev1.VolumeMount) bool { return m.Name == vol.Name && m.MountPath == dir })
+		flagged := slices.Contains(c.Args, "--external-cert-dir") && slices.Contains(c.Args, dir)
+		if !mounted || !flagged {
+			t.Fatalf("sidecar: volume mounted at %s %v, --external-cert-dir %s %v (args %v)", dir, mounted, dir, flagged, c.Args)
+		}
+		return
+	}
+	t.Fatal("pod has no podtls sidecar")
 }
 
 // checkSecret verifies the Secret's type, labels, key pair and status annotations.
