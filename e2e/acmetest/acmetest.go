@@ -161,24 +161,9 @@ func Start(ctx context.Context, o Options) (*Env, error) {
 	}
 	e.Dir = o.Dir
 	e.opts = o
-	if e.TSIGSecret, err = newSecret(); err != nil {
+	if err := e.pickPorts(&o); err != nil {
+		e.Close()
 		return nil, err
-	}
-	if e.adminValue, err = newSecret(); err != nil {
-		return nil, err
-	}
-	for _, p := range []*int{&o.DNSPort, &o.ACMEPort, &o.MgmtPort} {
-		if *p == 0 {
-			if *p, err = freePort(o.ListenIP); err != nil {
-				return nil, err
-			}
-		}
-	}
-	e.pebblePort = o.ACMEPort
-	if o.ChallengeDelay > 0 {
-		if e.pebblePort, err = freePort(o.ListenIP); err != nil {
-			return nil, err
-		}
 	}
 	e.opts = o
 	e.DNSAddr = net.JoinHostPort(o.ListenIP, strconv.Itoa(o.DNSPort))
@@ -288,6 +273,48 @@ func (e *Env) ACMECABundle() []byte { return append([]byte(nil), e.tlsCA...) }
 
 // HTTPClient returns a client that trusts ACMECABundle and dials through Options.DialContext.
 func (e *Env) HTTPClient() *http.Client { return e.http }
+
+// pickPorts fills the zero ports of o, all distinct, and Pebble's own port,
+// and makes the TSIG secrets.
+func (e *Env) pickPorts(o *Options) error {
+	var err error
+	if e.TSIGSecret, err = newSecret(); err != nil {
+		return err
+	}
+	if e.adminValue, err = newSecret(); err != nil {
+		return err
+	}
+	used := map[int]bool{}
+	pick := func(p *int) error {
+		for *p == 0 || used[*p] {
+			if *p, err = freePort(o.ListenIP); err != nil {
+				return err
+			}
+		}
+		used[*p] = true
+		return nil
+	}
+	for _, p := range []*int{&o.DNSPort, &o.ACMEPort, &o.MgmtPort} {
+		if *p != 0 {
+			used[*p] = true
+		}
+	}
+	for _, p := range []*int{&o.DNSPort, &o.ACMEPort, &o.MgmtPort} {
+		if *p == 0 {
+			if err := pick(p); err != nil {
+				return err
+			}
+		}
+	}
+	e.pebblePort = o.ACMEPort
+	if o.ChallengeDelay > 0 {
+		e.pebblePort = 0
+		if err := pick(&e.pebblePort); err != nil {
+			return err
+		}
+	}
+	return nil
+}
 
 // findAssets locates named, nsupdate and pebble.
 func findAssets() (named, nsupdate, pebble string, err error) {
