@@ -58,6 +58,7 @@ report in the documented schema podtls.io/check/v1 (docs/cli.md).`,
 		},
 	}
 	c.Flags().StringVarP(&out, "output", "o", "text", "output format: text or json")
+	_ = c.RegisterFlagCompletionFunc("output", cobra.FixedCompletions([]string{"text", "json"}, cobra.ShellCompDirectiveNoFileComp))
 	c.Flags().DurationVar(&opts.MinValidity, "min-validity", opts.MinValidity, "minimum remaining validity of the webhook's serving certificate")
 	c.Flags().DurationVar(&opts.WarnBefore, "warn-before", opts.WarnBefore, "warn when a CA certificate expires sooner than this")
 	c.Flags().DurationVar(&opts.FailBefore, "fail-before", opts.FailBefore, "fail when a CA certificate expires sooner than this")

@@ -2,9 +2,11 @@ package app
 
 import (
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/podtls/podtls/cli/output"
 	"github.com/podtls/podtls/cli/status"
@@ -71,6 +73,28 @@ for the documented schema podtls.io/status/v1.`,
 		},
 	}
 	c.Flags().StringVarP(&out, "output", "o", "", "output format: wide or json (default: table, or details for one pod)")
+	_ = c.RegisterFlagCompletionFunc("output", cobra.FixedCompletions([]string{"wide", "json"}, cobra.ShellCompDirectiveNoFileComp))
+	// POD completes from the cluster, best effort (no completion on any error).
+	c.ValidArgsFunction = func(cmd *cobra.Command, args []string, prefix string) ([]string, cobra.ShellCompDirective) {
+		if len(args) > 0 {
+			return nil, cobra.ShellCompDirectiveNoFileComp
+		}
+		cl, err := g.kube.Connect()
+		if err != nil {
+			return nil, cobra.ShellCompDirectiveNoFileComp
+		}
+		pods, err := cl.Kube.CoreV1().Pods(cl.Namespace).List(cmd.Context(), metav1.ListOptions{})
+		if err != nil {
+			return nil, cobra.ShellCompDirectiveNoFileComp
+		}
+		var names []string
+		for _, p := range pods.Items {
+			if strings.HasPrefix(p.Name, prefix) {
+				names = append(names, p.Name)
+			}
+		}
+		return names, cobra.ShellCompDirectiveNoFileComp
+	}
 	c.Flags().BoolVarP(&all, "all-namespaces", "A", false, "pods of every namespace")
 	c.Flags().BoolVar(&liveFlag, "live", false, "read the mesh certificate from each running sidecar through the API server's pod proxy")
 	return c

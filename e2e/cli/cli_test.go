@@ -261,6 +261,11 @@ spec:
 			p.Live.Mesh.Serial != leaf.SerialNumber.Text(16) || !p.Live.Mesh.NotAfter.Equal(leaf.NotAfter.UTC()) {
 			t.Errorf("json pod: %+v live %+v", p, p.Live)
 		}
+		// Shell completion of POD asks the cluster.
+		comp, err := exec.CommandContext(ctx, cli.bin, "__complete", "status", "--kubeconfig", cli.kubeconfig, "-n", appNS, "w").Output()
+		if err != nil || !strings.HasPrefix(string(comp), "web\n") {
+			t.Errorf("completion of POD: %v %q", err, comp)
+		}
 		table, code := cli.run(t, nil, "status", "-n", appNS, "--live")
 		if code != 0 || !strings.Contains(table, "web") || !strings.Contains(table, "h left") {
 			t.Errorf("status table: exit %d\n%s", code, table)
