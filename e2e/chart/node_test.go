@@ -30,7 +30,8 @@ import (
 // PodDisruptionBudget, anti-affinity) on the real single-node cluster and runs `helm test`:
 // the test pod must be injected and its sidecar certified by the CA. Then the test must
 // fail with the controller down, and pass again after an upgrade to a CA of the user's own
-// (ca.existingSecret), which the controller may only read. A node suite: it runs with
+// (ca.existingSecret), which the controller may only read. Last, ACME is turned on and its
+// configuration changed without a controller restart. A node suite: it runs with
 // PODTLS_E2E_NODE=1 or PODTLS_REQUIRE_NODE=1 (see e2e/cluster.Require).
 func TestHelmTestOnNode(t *testing.T) {
 	cluster.Require(t, "chart")
@@ -127,6 +128,67 @@ func TestHelmTestOnNode(t *testing.T) {
 		if regexp.MustCompile(`(?i)forbidden`).Match(logs) {
 			t.Errorf("controller %s was refused by RBAC with its own CA:\n%s", p.Name, logs)
 		}
+	}
+
+	// ACME on: the issuer configuration arrives through ConfigMap podtls-acme, and a
+	// change to it reaches the running controller without a restart (the directory URLs
+	// do not resolve, so each configuration shows up as an error naming its directory).
+	acme := func(directory string) map[string]any {
+		return map[string]any{
+			"directoryURL": directory,
+			"dns": map[string]any{
+				"provider":             "rfc2136",
+				"credentialsSecretRef": map[string]any{"name": "podtls-dns-credentials"},
+				"config":               map[string]any{"RFC2136_NAMESERVER": "127.0.0.1:53"},
+			},
+		}
+	}
+	in.ACME = acme("https://acme-one.invalid/directory")
+	in.ACMECredentials = map[string]string{"RFC2136_TSIG_KEY": "podtls", "RFC2136_TSIG_SECRET": "c2VjcmV0"}
+	t0 = time.Now()
+	if err := in.Apply(ctx, cs); err != nil {
+		t.Fatal(err)
+	}
+	n.scale(2)
+	n.waitLog("acme-one.invalid", t0)
+	before := map[string]bool{}
+	for _, p := range n.controllerPods() {
+		before[p.Name] = true
+	}
+	in.ACME = acme("https://acme-two.invalid/directory")
+	t0 = time.Now()
+	if err := in.Apply(ctx, cs); err != nil {
+		t.Fatal(err)
+	}
+	n.waitLog("acme-two.invalid", t0)
+	for _, p := range n.controllerPods() {
+		if !before[p.Name] {
+			t.Errorf("controller pod %s is new: the ACME config change restarted the controller", p.Name)
+		}
+		for _, st := range p.Status.ContainerStatuses {
+			if st.RestartCount != 0 {
+				t.Errorf("controller %s restarted %d times", p.Name, st.RestartCount)
+			}
+		}
+	}
+}
+
+// waitLog waits until a controller pod logs a line containing s.
+func (n node) waitLog(s string, since time.Time) {
+	n.t.Helper()
+	deadline := time.Now().Add(3 * time.Minute)
+	for {
+		for _, p := range n.controllerPods() {
+			logs, err := n.cs.CoreV1().Pods("podtls-system").GetLogs(p.Name, &corev1.PodLogOptions{}).DoRaw(n.ctx)
+			if err == nil && bytes.Contains(logs, []byte(s)) {
+				n.t.Logf("controller %s logged %q %s after the upgrade", p.Name, s, time.Since(since).Round(time.Millisecond))
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			n.t.Fatalf("no controller logged %q within 3m", s)
+		}
+		time.Sleep(500 * time.Millisecond)
 	}
 }
 
