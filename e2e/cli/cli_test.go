@@ -159,6 +159,30 @@ func TestCLI(t *testing.T) {
 		t.Logf("healthy check:\n%s", out)
 	})
 
+	t.Run("colour on a terminal only, never with NO_COLOR", func(t *testing.T) {
+		script, err := exec.LookPath("script")
+		if err != nil {
+			t.Skip("util-linux script (to run podtls on a pseudo-terminal) not installed")
+		}
+		for _, tc := range []struct {
+			noColor bool
+			want    bool
+		}{{false, true}, {true, false}} {
+			cmd := exec.CommandContext(ctx, script, "-qec", cli.bin+" check --kubeconfig "+env.KubeconfigPath, "/dev/null")
+			cmd.Env = append(os.Environ(), "TERM=xterm")
+			if tc.noColor {
+				cmd.Env = append(cmd.Env, "NO_COLOR=1")
+			}
+			out, err := cmd.Output()
+			if err != nil {
+				t.Fatalf("podtls check on a pty (NO_COLOR=%v): %v\n%s", tc.noColor, err, out)
+			}
+			if got := bytes.Contains(out, []byte("\x1b[32m[ok]")); got != tc.want {
+				t.Errorf("NO_COLOR=%v: colour %v, want %v:\n%q", tc.noColor, got, tc.want, out)
+			}
+		}
+	})
+
 	podYAML := fmt.Sprintf(`apiVersion: v1
 kind: Pod
 metadata:
