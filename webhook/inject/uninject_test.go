@@ -82,3 +82,41 @@ func TestUninjectBadStatus(t *testing.T) {
 		t.Error("want an error for a malformed status annotation")
 	}
 }
+
+// FuzzUninject: any status annotation and placement of the sidecar either
+// errors or yields a pod without the sidecar, and never touches the input.
+func FuzzUninject(f *testing.F) {
+	f.Add(`{"version":"v1","mode":"native","hash":"x"}`, true, "podtls-ext-1")
+	f.Add(`{"mode":"legacy"}`, false, "")
+	f.Add(`{`, true, "")
+	f.Fuzz(func(t *testing.T, status string, native bool, external string) {
+		pod := &corev1.Pod{
+			ObjectMeta: metav1.ObjectMeta{Annotations: map[string]string{annotations.Status: status,
+				annotations.ExternalSecret: external, annotations.DefaultContainer: "app"}},
+			Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "app"}},
+				Volumes: []corev1.Volume{{Name: CertsVolume}, {Name: external}, {Name: "data"}}},
+		}
+		sc := corev1.Container{Name: ContainerName}
+		if native {
+			pod.Spec.InitContainers = []corev1.Container{sc}
+		} else {
+			pod.Spec.Containers = append([]corev1.Container{sc}, pod.Spec.Containers...)
+		}
+		before := pod.DeepCopy()
+		out, err := Uninject(pod)
+		if d := cmp.Diff(before, pod); d != "" {
+			t.Fatalf("input changed:\n%s", d)
+		}
+		if err != nil {
+			return
+		}
+		if HasSidecar(out) || len(out.Spec.Containers) != 1 {
+			t.Fatalf("sidecar left: %+v", out.Spec)
+		}
+		for _, v := range out.Spec.Volumes {
+			if v.Name == CertsVolume || (external != "" && v.Name == external) {
+				t.Fatalf("volume %s left", v.Name)
+			}
+		}
+	})
+}
