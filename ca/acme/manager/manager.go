@@ -39,7 +39,10 @@
 // reorder at once. A certificate that was issued but could not be written
 // (conflict, cancelled context) is kept in memory and written by the next
 // reconcile instead of ordering again; writes after issuance use a context
-// detached from the reconcile's. ARI's "replaces" is only sent on a first
+// detached from the reconcile's. On shutdown or lost leadership the
+// reconcile returns at once (the lease is released promptly) even if the
+// issuer is still waiting for DNS propagation; a certificate that order
+// still yields is written in the background. ARI's "replaces" is only sent on a first
 // attempt: a retry might name a certificate that a lost order already replaced.
 //
 // Failures keep the existing certificate data untouched, count

@@ -232,15 +232,67 @@ func (m *Manager) order(ctx context.Context, key types.NamespacedName, sec *core
 	log.Info("ordering certificate", "reason", need, "replaces", replaces != nil)
 
 	start := time.Now()
-	cert, err := m.obtain(ctx, st, hosts, replaces)
-	took := time.Since(start)
+	done := make(chan obtained, 1)
+	go func() {
+		cert, err := m.obtain(ctx, st, hosts, replaces)
+		done <- obtained{cert, err}
+	}()
+	o := attempt{key: key, sec: sec, ext: ext, renewed: leaf != nil, hosts: hosts, users: users, st: st, pol: pol, start: start}
+	select {
+	case r := <-done:
+		return m.finish(ctx, o, r)
+	case <-ctx.Done():
+		select {
+		case r := <-done:
+			return m.finish(ctx, o, r)
+		default:
+		}
+		// Shutdown or lost leadership: return at once so that the lease is
+		// released promptly. An issuer that does not stop at once (lego's
+		// DNS propagation wait) finishes in the background; a certificate it
+		// still gets is written then, guarded by the resourceVersion. The
+		// backoff persisted above keeps the successor from ordering at once.
+		log.Info("order interrupted; not waiting for it", "next_attempt", ext.NextAttempt)
+		go func() {
+			if r := <-done; r.err == nil {
+				_, _ = m.finish(ctx, o, r)
+			}
+		}()
+		return reconcile.Result{}, nil
+	}
+}
+
+// attempt is one order in progress.
+type attempt struct {
+	key     types.NamespacedName
+	sec     *corev1.Secret
+	ext     status.External // with the attempt recorded
+	renewed bool            // a certificate was stored before
+	hosts   []string
+	users   []*corev1.Pod
+	st      issuerState
+	pol     policy
+	start   time.Time
+}
+
+// obtained is the issuer's answer.
+type obtained struct {
+	cert *acme.Certificate
+	err  error
+}
+
+// finish records the outcome of an order. Writes use a context detached
+// from ctx: the result of an order must not be lost to a cancellation.
+func (m *Manager) finish(ctx context.Context, o attempt, r obtained) (reconcile.Result, error) {
+	log := m.log.WithValues("secret", o.key.String(), "hosts", o.hosts)
+	took := time.Since(o.start)
 	orderDuration.Observe(took.Seconds())
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), writeTimeout)
 	defer cancel()
+	ext, err := o.ext, r.err
 	if err != nil && ctx.Err() != nil {
 		// Shutdown or lost leadership, not the server's fault: no failure
-		// is counted; the backoff persisted above keeps the successor from
-		// ordering at once.
+		// is counted; the backoff persisted before the order stays.
 		log.Info("order interrupted", "error", err.Error(), "next_attempt", ext.NextAttempt)
 		return reconcile.Result{}, nil
 	}
@@ -251,26 +303,28 @@ func (m *Manager) order(ctx context.Context, key types.NamespacedName, sec *core
 		if strings.Contains(err.Error(), acmeAccountDoesNotExist) {
 			// The server forgot the account (a reset test server, a
 			// deactivation): a new issuer looks it up or registers again.
-			m.config.rebuild(st.gen)
+			m.config.rebuild(o.st.gen)
 		}
-		m.failing.mark(key, true)
+		m.failing.mark(o.key, true)
 		log.Error(err, "order failed", "failures", ext.Failures, "next_attempt", ext.NextAttempt, "took", took)
-		m.notify(users, corev1.EventTypeWarning, status.EventFailed,
-			fmt.Sprintf("certificate for %s: attempt %d failed, next at %s: %s", strings.Join(hosts, ","), ext.Failures,
+		m.notify(o.users, corev1.EventTypeWarning, status.EventFailed,
+			fmt.Sprintf("certificate for %s: attempt %d failed, next at %s: %s", strings.Join(o.hosts, ","), ext.Failures,
 				ext.NextAttempt.UTC().Format(time.RFC3339), ext.LastError))
-		if err := m.update(wctx, sec, ext); err != nil {
+		if err := m.update(wctx, o.sec, ext); err != nil {
 			return reconcile.Result{}, err
 		}
 		return requeueAt(m.opts.Now(), ext.NextAttempt), nil
 	}
+	cert := r.cert
 	ordersTotal.WithLabelValues("success").Inc()
 	log.Info("certificate issued", "serial", serialHex(cert.Leaf), "not_after", cert.Leaf.NotAfter, "took", took)
-	ren, err := st.Issuer.RenewalTime(wctx, cert.Leaf)
+	ren, err := o.st.Issuer.RenewalTime(wctx, cert.Leaf)
 	if err != nil {
 		log.Error(err, "renewal time; using the lifetime fraction")
-		ren = acme.Renewal{At: lifetimeRenewal(cert.Leaf, pol), Source: status.RenewalLifetime}
+		ren = acme.Renewal{At: lifetimeRenewal(cert.Leaf, o.pol), Source: status.RenewalLifetime}
 	}
-	return m.store(wctx, key, sec, ext, pendingCert{hosts: hosts, cert: cert, renewal: ren, directory: st.Issuer.Directory(), renewed: leaf != nil}, users)
+	return m.store(wctx, o.key, o.sec, ext, pendingCert{hosts: o.hosts, cert: cert, renewal: ren,
+		directory: o.st.Issuer.Directory(), renewed: o.renewed}, o.users)
 }
 
 // obtain makes sure the account exists, then orders, within OrderTimeout.

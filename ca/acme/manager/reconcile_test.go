@@ -132,9 +132,39 @@ func TestIssuedCertificateWrittenAfterCancel(t *testing.T) {
 	ctx, cancel := context.WithCancel(t.Context())
 	f.m.config.state.Issuer = cancellingIssuer{f.ca, cancel}
 	f.reconcile(t, ctx)
-	if _, e := f.secret(t); !e.Issued() {
-		t.Fatalf("certificate lost when the reconcile was cancelled after issuance: %+v", e)
+	// Written at once, or by the background finish when the reconcile saw
+	// the cancellation first.
+	eventually(t, "certificate written after the cancellation", func() bool { _, e := f.secret(t); return e.Issued() })
+}
+
+// blockingIssuer ignores cancellation until released, like lego's DNS
+// propagation wait.
+type blockingIssuer struct {
+	*testCA
+	release chan struct{}
+}
+
+func (b blockingIssuer) Obtain(ctx context.Context, hosts []string, replaces *x509.Certificate) (*acme.Certificate, error) {
+	<-b.release
+	return b.testCA.Obtain(ctx, hosts, replaces)
+}
+
+func TestShutdownDoesNotWaitForTheOrder(t *testing.T) {
+	f := newFixture(t, config.Config{}, interceptor.Funcs{})
+	release := make(chan struct{})
+	f.m.config.state.Issuer = blockingIssuer{f.ca, release}
+	ctx, cancel := context.WithCancel(t.Context())
+	time.AfterFunc(100*time.Millisecond, cancel)
+	start := time.Now()
+	f.reconcile(t, ctx)
+	if took := time.Since(start); took > 2*time.Second {
+		t.Fatalf("reconcile returned %s after the cancellation", took)
 	}
+	if _, e := f.secret(t); e.Issued() || e.LastAttempt.IsZero() || e.Failures != 0 {
+		t.Fatalf("before the order finished: %+v", e)
+	}
+	close(release) // the order completes after all: its certificate is kept
+	eventually(t, "certificate of the finished order written", func() bool { _, e := f.secret(t); return e.Issued() })
 }
 
 func TestOrderCapAndBackoff(t *testing.T) {
