@@ -10,6 +10,8 @@ E2E_PKGS ?= ./e2e/...
 # Integration tests start a real kube-apiserver + etcd from these assets.
 export KUBEBUILDER_ASSETS ?= $(BIN)/k8s
 CMDS = $(shell $(GO) list ./... | grep '/cmd/')
+# The podtls CLI runs on the user's machine, not in the cluster: no image.
+IMAGE_CMDS = $(filter-out %/cli/cmd/podtls,$(CMDS))
 
 .PHONY: help all build images test unit lint fuzz bench bench-go bench-sidecar e2e node-assets demo envtest-assets acme-assets helm manifests manifests-check test-deps clean
 
@@ -25,7 +27,7 @@ IMAGE_TAG ?= dev
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 images: build ## OCI image tarballs of every binary in bin/images (no Docker needed)
 	@mkdir -p $(BIN)/images
-	@for cmd in $(notdir $(CMDS)); do \
+	@for cmd in $(notdir $(IMAGE_CMDS)); do \
 	  name="localhost/podtls/$${cmd#podtls-}:$(IMAGE_TAG)"; \
 	  $(GO) run ./hack/ociimage -name "$$name" -file "$(BIN)/$$cmd=/$$cmd" -entrypoint "/$$cmd" -out "$(BIN)/images/$$cmd.tar"; \
 	done
