@@ -9,13 +9,11 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"strconv"
 	"strings"
 
 	"github.com/spf13/pflag"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
@@ -78,13 +76,11 @@ func (f *Flags) Build(ctx context.Context, kube kubernetes.Interface) (inject.Co
 		if i := strings.LastIndex(img, ":"); i > 0 && !strings.Contains(img[i:], "/") {
 			version = img[i+1:]
 		}
-		if opts.SidecarMode == "auto" {
-			v, err := kube.Discovery().ServerVersion()
-			if err != nil {
-				return inject.Config{}, fmt.Errorf("--sidecar-mode auto: read API server version: %w", err)
-			}
-			opts.SidecarMode = string(modeForVersion(v.Major, v.Minor))
+		mode, err := controller.SidecarMode(opts.SidecarMode, kube.Discovery())
+		if err != nil {
+			return inject.Config{}, err
 		}
+		opts.SidecarMode = string(mode)
 		sec, err := kube.CoreV1().Secrets(opts.Namespace).Get(ctx, opts.CASecret, metav1.GetOptions{})
 		if err != nil {
 			return inject.Config{}, fmt.Errorf("read CA Secret %s/%s: %w", opts.Namespace, opts.CASecret, err)
@@ -104,41 +100,10 @@ func (f *Flags) Build(ctx context.Context, kube kubernetes.Interface) (inject.Co
 	return Config(opts, version, roots)
 }
 
-// Config maps controller options onto the injection config exactly as
-// podtls-controller does at start-up.
+// Config maps controller options onto the injection config with the
+// controller's own function (the mode must already be resolved).
 func Config(opts controller.Options, version, roots string) (inject.Config, error) {
-	if opts.CAURL == "" {
-		opts.CAURL = fmt.Sprintf("https://%s.%s.svc:8443", opts.ServiceName, opts.Namespace)
-	}
-	cfg := inject.DefaultConfig()
-	cfg.Version = version
-	cfg.ControllerNamespace = opts.Namespace
-	cfg.TrustDomain = opts.TrustDomain
-	cfg.ClusterDomain = opts.ClusterDomain
-	cfg.CAURL = opts.CAURL
-	cfg.TrustRootsPEM = roots
-	cfg.SidecarMode = inject.SidecarMode(opts.SidecarMode)
-	cfg.Template = inject.DefaultTemplate(opts.SidecarImage)
-	for _, q := range []struct {
-		list  corev1.ResourceList
-		name  corev1.ResourceName
-		value string
-		flag  string
-	}{
-		{cfg.Template.Resources.Requests, corev1.ResourceCPU, opts.SidecarCPU, "--sidecar-cpu-request"},
-		{cfg.Template.Resources.Requests, corev1.ResourceMemory, opts.SidecarMemory, "--sidecar-memory-request"},
-		{cfg.Template.Resources.Limits, corev1.ResourceMemory, opts.SidecarMemoryMax, "--sidecar-memory-limit"},
-	} {
-		v, err := resource.ParseQuantity(q.value)
-		if err != nil {
-			return inject.Config{}, fmt.Errorf("%s %q: %w", q.flag, q.value, err)
-		}
-		q.list[q.name] = v
-	}
-	if err := cfg.Validate(); err != nil {
-		return inject.Config{}, err
-	}
-	return cfg, nil
+	return controller.InjectConfig(opts, inject.SidecarMode(opts.SidecarMode), version, roots)
 }
 
 // DecideConfig is the configuration for Decide and Parse only (which do not
@@ -197,22 +162,6 @@ func ParseArgs(args []string) (controller.Options, error) {
 		return controller.Options{}, fmt.Errorf("controller arguments: %w", err)
 	}
 	return opts, nil
-}
-
-// modeForVersion: native sidecars are on by default from Kubernetes 1.29.
-func modeForVersion(major, minor string) inject.SidecarMode {
-	num := func(s string) int {
-		end := strings.IndexFunc(s, func(r rune) bool { return r < '0' || r > '9' })
-		if end >= 0 {
-			s = s[:end]
-		}
-		n, _ := strconv.Atoi(s)
-		return n
-	}
-	if maj := num(major); maj > 1 || (maj == 1 && num(minor) >= 29) {
-		return inject.ModeNative
-	}
-	return inject.ModeLegacy
 }
 
 func readFile(path string) ([]byte, error) {

@@ -50,14 +50,3 @@ func TestParseArgs(t *testing.T) {
 		})
 	}
 }
-
-func TestModeForVersion(t *testing.T) {
-	for _, tc := range []struct {
-		major, minor string
-		want         inject.SidecarMode
-	}{{"1", "28", inject.ModeLegacy}, {"1", "29", inject.ModeNative}, {"1", "30+", inject.ModeNative}, {"2", "0", inject.ModeNative}, {"", "", inject.ModeLegacy}} {
-		if got := modeForVersion(tc.major, tc.minor); got != tc.want {
-			t.Errorf("%s.%s: %s, want %s", tc.major, tc.minor, got, tc.want)
-		}
-	}
-}

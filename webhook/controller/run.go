@@ -13,7 +13,6 @@ import (
 
 	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/client-go/kubernetes"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
@@ -128,19 +127,8 @@ func Run(ctx context.Context, opts Options, restCfg *rest.Config) error {
 
 	services.cache, services.api = mgr.GetCache(), mgr.GetAPIReader()
 
-	injectCfg := inject.DefaultConfig()
-	injectCfg.Version = Version
-	injectCfg.ControllerNamespace = opts.Namespace
-	injectCfg.TrustDomain = opts.TrustDomain
-	injectCfg.ClusterDomain = opts.ClusterDomain
-	injectCfg.CAURL = opts.CAURL
-	injectCfg.TrustRootsPEM = string(authority.TrustBundlePEM())
-	injectCfg.SidecarMode = mode
-	injectCfg.Template = inject.DefaultTemplate(opts.SidecarImage)
-	injectCfg.Template.Resources.Requests[corev1.ResourceCPU] = resource.MustParse(opts.SidecarCPU)
-	injectCfg.Template.Resources.Requests[corev1.ResourceMemory] = resource.MustParse(opts.SidecarMemory)
-	injectCfg.Template.Resources.Limits[corev1.ResourceMemory] = resource.MustParse(opts.SidecarMemoryMax)
-	if err := injectCfg.Validate(); err != nil {
+	injectCfg, err := InjectConfig(opts, mode, Version, string(authority.TrustBundlePEM()))
+	if err != nil {
 		return err
 	}
 	cfgSrc := webhook.NewConfigSource(injectCfg)
@@ -240,14 +228,7 @@ func webhookNames(opts Options) ([]string, []net.IP) {
 // sidecarMode resolves "auto" from the API server's version: native sidecars
 // are on by default from Kubernetes 1.29.
 func sidecarMode(flagValue string, kube kubernetes.Interface) (inject.SidecarMode, error) {
-	if flagValue != "auto" {
-		return inject.SidecarMode(flagValue), nil
-	}
-	v, err := kube.Discovery().ServerVersion()
-	if err != nil {
-		return "", fmt.Errorf("--sidecar-mode auto: read API server version: %w", err)
-	}
-	return modeForVersion(v.Major, v.Minor), nil
+	return SidecarMode(flagValue, kube.Discovery())
 }
 
 // modeForVersion maps a server version ("1", "28+") to a sidecar mode.

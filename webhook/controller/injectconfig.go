@@ -1,0 +1,68 @@
+package controller
+
+import (
+	"fmt"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	"k8s.io/apimachinery/pkg/version"
+
+	"github.com/podtls/podtls/webhook/inject"
+)
+
+// InjectConfig is the injection configuration the controller's options give,
+// with the sidecar mode already resolved and the CA roots the webhook puts in
+// PODTLS_TRUST_ROOTS. The podtls CLI builds its offline `inject` from this very
+// function, so the CLI and the webhook cannot drift apart.
+func InjectConfig(opts Options, mode inject.SidecarMode, version, rootsPEM string) (inject.Config, error) {
+	if opts.CAURL == "" {
+		opts.CAURL = fmt.Sprintf("https://%s.%s.svc:8443", opts.ServiceName, opts.Namespace)
+	}
+	cfg := inject.DefaultConfig()
+	cfg.Version = version
+	cfg.ControllerNamespace = opts.Namespace
+	cfg.TrustDomain = opts.TrustDomain
+	cfg.ClusterDomain = opts.ClusterDomain
+	cfg.CAURL = opts.CAURL
+	cfg.TrustRootsPEM = rootsPEM
+	cfg.SidecarMode = mode
+	cfg.Template = inject.DefaultTemplate(opts.SidecarImage)
+	for _, q := range []struct {
+		list  corev1.ResourceList
+		name  corev1.ResourceName
+		value string
+		flag  string
+	}{
+		{cfg.Template.Resources.Requests, corev1.ResourceCPU, opts.SidecarCPU, "--sidecar-cpu-request"},
+		{cfg.Template.Resources.Requests, corev1.ResourceMemory, opts.SidecarMemory, "--sidecar-memory-request"},
+		{cfg.Template.Resources.Limits, corev1.ResourceMemory, opts.SidecarMemoryMax, "--sidecar-memory-limit"},
+	} {
+		v, err := resource.ParseQuantity(q.value)
+		if err != nil {
+			return inject.Config{}, fmt.Errorf("%s %q: %w", q.flag, q.value, err)
+		}
+		q.list[q.name] = v
+	}
+	if err := cfg.Validate(); err != nil {
+		return inject.Config{}, err
+	}
+	return cfg, nil
+}
+
+// ServerVersioner is the part of a discovery client SidecarMode needs.
+type ServerVersioner interface {
+	ServerVersion() (*version.Info, error)
+}
+
+// SidecarMode resolves the --sidecar-mode flag value: "auto" becomes native
+// from Kubernetes 1.29 (native sidecars on by default), legacy before.
+func SidecarMode(flagValue string, server ServerVersioner) (inject.SidecarMode, error) {
+	if flagValue != "auto" {
+		return inject.SidecarMode(flagValue), nil
+	}
+	v, err := server.ServerVersion()
+	if err != nil {
+		return "", fmt.Errorf("--sidecar-mode auto: read API server version: %w", err)
+	}
+	return modeForVersion(v.Major, v.Minor), nil
+}
