@@ -27,6 +27,9 @@ func InjectConfig(opts Options, mode inject.SidecarMode, version, rootsPEM strin
 	cfg.TrustRootsPEM = rootsPEM
 	cfg.SidecarMode = mode
 	cfg.Template = inject.DefaultTemplate(opts.SidecarImage)
+	if opts.SidecarPullPolicy != "" {
+		cfg.Template.ImagePullPolicy = corev1.PullPolicy(opts.SidecarPullPolicy)
+	}
 	for _, q := range []struct {
 		list  corev1.ResourceList
 		name  corev1.ResourceName

@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 
 	"github.com/podtls/podtls/ca/identity"
@@ -36,6 +37,7 @@ type Options struct {
 	CAURL             string
 	CASecret          string
 	SidecarImage      string
+	SidecarPullPolicy string
 	SidecarMode       string
 	SidecarCPU        string
 	SidecarMemory     string
@@ -61,6 +63,7 @@ func DefaultOptions() Options {
 		WebhookConfigName: "podtls",
 		CASecret:          "podtls-ca",
 		SidecarImage:      "ghcr.io/podtls/podtls-sidecar:" + Version,
+		SidecarPullPolicy: string(corev1.PullIfNotPresent),
 		SidecarMode:       "auto",
 		SidecarCPU:        "10m",
 		SidecarMemory:     "16Mi",
@@ -86,6 +89,7 @@ func (o *Options) BindFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.CAURL, "ca-url", o.CAURL, "URL sidecars use to reach the CA (default https://SERVICE-NAME.NAMESPACE.svc:8443)")
 	fs.StringVar(&o.CASecret, "ca-secret", o.CASecret, "Secret in --namespace holding the CA's root and intermediate; created if missing")
 	fs.StringVar(&o.SidecarImage, "sidecar-image", o.SidecarImage, "image of the injected podtls-sidecar")
+	fs.StringVar(&o.SidecarPullPolicy, "sidecar-image-pull-policy", o.SidecarPullPolicy, "imagePullPolicy of the injected sidecar: Always, IfNotPresent or Never")
 	fs.StringVar(&o.SidecarMode, "sidecar-mode", o.SidecarMode, `how the sidecar is injected: "native" (init container with restartPolicy Always, Kubernetes >= 1.29), "legacy", or "auto" (from the API server's version)`)
 	fs.StringVar(&o.SidecarCPU, "sidecar-cpu-request", o.SidecarCPU, "CPU request of the sidecar")
 	fs.StringVar(&o.SidecarMemory, "sidecar-memory-request", o.SidecarMemory, "memory request of the sidecar")
@@ -123,6 +127,11 @@ func (o *Options) Validate() error {
 	case "auto", "native", "legacy":
 	default:
 		return fmt.Errorf("--sidecar-mode %q: want auto, native or legacy", o.SidecarMode)
+	}
+	switch corev1.PullPolicy(o.SidecarPullPolicy) {
+	case corev1.PullAlways, corev1.PullIfNotPresent, corev1.PullNever:
+	default:
+		return fmt.Errorf("--sidecar-image-pull-policy %q: want Always, IfNotPresent or Never", o.SidecarPullPolicy)
 	}
 	for flagName, v := range map[string]string{"--sidecar-cpu-request": o.SidecarCPU,
 		"--sidecar-memory-request": o.SidecarMemory, "--sidecar-memory-limit": o.SidecarMemoryMax} {

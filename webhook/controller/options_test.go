@@ -36,6 +36,7 @@ func TestValidate(t *testing.T) {
 		{"webhook url with path", func(o *Options) { o.WebhookURL = "https://127.0.0.1:9443/mutate" }, "--webhook-url"},
 		{"webhook url http", func(o *Options) { o.WebhookURL = "http://127.0.0.1:9443" }, "--webhook-url"},
 		{"bad mode", func(o *Options) { o.SidecarMode = "sidecar" }, "--sidecar-mode"},
+		{"bad pull policy", func(o *Options) { o.SidecarPullPolicy = "Sometimes" }, "--sidecar-image-pull-policy"},
 		{"bad memory", func(o *Options) { o.SidecarMemoryMax = "lots" }, "--sidecar-memory-limit"},
 		{"bad log level", func(o *Options) { o.LogLevel = "trace" }, "--log-level"},
 	} {
