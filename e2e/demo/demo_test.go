@@ -49,7 +49,7 @@ func TestDemo(t *testing.T) {
 		// The public call went through all three services, starting at the edge
 		// with no client identity.
 		for _, want := range []string{
-			"customer        <- (no verified identity)",
+			"customer        <- public client (TLS for " + PublicHost,
 			"preference      <- spiffe://cluster.local/ns/demo/sa/customer",
 			"recommendation  <- spiffe://cluster.local/ns/demo/sa/preference",
 		} {

@@ -80,10 +80,7 @@ func serve(args []string, log *slog.Logger) error {
 func handler(name, next string, client *http.Client, log *slog.Logger) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		caller := r.Header.Get(idHeader)
-		if caller == "" {
-			caller = "(no verified identity)"
-		}
+		caller := callerOf(r)
 		log.Info("request", "caller", caller, "path", r.URL.Path)
 		line := fmt.Sprintf("%-15s <- %s\n", name, caller)
 		if next == "" {
@@ -146,4 +143,17 @@ func fetch(ctx context.Context, client *http.Client, url string) ([]byte, error)
 		return nil, fmt.Errorf("%s: status %s: %s", url, resp.Status, body)
 	}
 	return body, nil
+}
+
+// callerOf names who called, as the sidecar saw it: the verified SPIFFE ID of
+// a mesh peer, or, for a TLS client without a certificate at the public edge,
+// the host name it asked for (the sidecar sets X-Forwarded-*).
+func callerOf(r *http.Request) string {
+	if id := r.Header.Get(idHeader); id != "" {
+		return id
+	}
+	if r.Header.Get("X-Forwarded-Proto") == "https" {
+		return fmt.Sprintf("public client (TLS for %s, no client certificate)", r.Host)
+	}
+	return "(no verified identity)"
 }

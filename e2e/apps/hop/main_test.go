@@ -69,3 +69,26 @@ func TestGetPrintsBody(t *testing.T) {
 		t.Fatal("get of a closed port succeeded")
 	}
 }
+
+func TestCallerOf(t *testing.T) {
+	tests := []struct {
+		name    string
+		headers map[string]string
+		want    string
+	}{
+		{"mesh peer", map[string]string{idHeader: "spiffe://cluster.local/ns/demo/sa/visitor", "X-Forwarded-Proto": "https"}, "spiffe://cluster.local/ns/demo/sa/visitor"},
+		{"public client", map[string]string{"X-Forwarded-Proto": "https"}, "public client (TLS for customer.demo.example.test, no client certificate)"},
+		{"plaintext", nil, "(no verified identity)"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := httptest.NewRequest(http.MethodGet, "https://customer.demo.example.test/", nil)
+			for k, v := range tt.headers {
+				r.Header.Set(k, v)
+			}
+			if got := callerOf(r); got != tt.want {
+				t.Errorf("callerOf = %q, want %q", got, tt.want)
+			}
+		})
+	}
+}
