@@ -21,8 +21,11 @@ import (
 	"github.com/podtls/podtls/ca/acme/status"
 )
 
-// errAccountDoesNotExist is the ACME problem type for an unknown account.
-const errAccountDoesNotExist = "urn:ietf:params:acme:error:accountDoesNotExist"
+// ACME problem types the account code reacts to.
+const (
+	errAccountDoesNotExist     = "urn:ietf:params:acme:error:accountDoesNotExist"
+	errExternalAccountRequired = "urn:ietf:params:acme:error:externalAccountRequired"
+)
 
 // accountState is a registered account.
 type accountState struct {
@@ -126,7 +129,12 @@ func (i *Issuer) register(ctx context.Context) (*accountState, error) {
 func (i *Issuer) newAccount(ctx context.Context, r *registration.Registrar) (*registration.Resource, error) {
 	eab := i.cfg.ExternalAccountBinding
 	if eab == nil {
-		return r.Register(registration.RegisterOptions{TermsOfServiceAgreed: true})
+		reg, err := r.Register(registration.RegisterOptions{TermsOfServiceAgreed: true})
+		var pd *acme.ProblemDetails
+		if errors.As(err, &pd) && pd.Type == errExternalAccountRequired {
+			return nil, fmt.Errorf("the server requires External Account Binding, configure externalAccountBinding (keyID and hmacKeySecretRef) with the key the CA issued: %w", err)
+		}
+		return reg, err
 	}
 	ref := eab.HMACKeySecretRef
 	sec, err := i.opts.Kube.CoreV1().Secrets(i.opts.Namespace).Get(ctx, ref.Name, metav1.GetOptions{})
@@ -137,8 +145,20 @@ func (i *Issuer) newAccount(ctx context.Context, r *registration.Registrar) (*re
 	if hmac == "" {
 		return nil, fmt.Errorf("external account binding Secret %s/%s has no key %q", i.opts.Namespace, ref.Name, ref.Key)
 	}
-	return r.RegisterWithExternalAccountBinding(registration.RegisterEABOptions{
+	reg, err := r.RegisterWithExternalAccountBinding(registration.RegisterEABOptions{
 		TermsOfServiceAgreed: true, Kid: eab.KeyID, HmacEncoded: hmac})
+	if err != nil {
+		// Name where the key comes from, never the key: lego's and the
+		// server's messages do not contain it either.
+		var pd *acme.ProblemDetails
+		if errors.As(err, &pd) {
+			return nil, fmt.Errorf("external account binding with key ID %q and the HMAC key of Secret %s/%s key %q refused (check both against what the CA issued): %w",
+				eab.KeyID, i.opts.Namespace, ref.Name, ref.Key, err)
+		}
+		return nil, fmt.Errorf("external account binding with key ID %q and the HMAC key of Secret %s/%s key %q (base64url as the CA issued it): %w",
+			eab.KeyID, i.opts.Namespace, ref.Name, ref.Key, err)
+	}
+	return reg, nil
 }
 
 // accountKey reads the account key from its Secret, creating the Secret with

@@ -80,6 +80,10 @@ type Options struct {
 	// makes sure it has. The proxy changes no content. Loopback only: it is
 	// not available with a Command hook.
 	ChallengeDelay time.Duration
+	// EAB, when not empty, makes Pebble require External Account Binding for
+	// new accounts and accept these MAC keys: key ID -> HMAC key, base64url
+	// (padding is tolerated and dropped; Pebble wants none).
+	EAB map[string]string
 }
 
 // Env is a running environment. Its exported fields are read-only.
@@ -141,6 +145,11 @@ func Start(ctx context.Context, o Options) (*Env, error) {
 	if o.ReadyTimeout == 0 {
 		o.ReadyTimeout = 20 * time.Second
 	}
+	eab, err := eabKeys(o.EAB)
+	if err != nil {
+		return nil, err
+	}
+	o.EAB = eab
 	named, nsupdate, pebble, err := findAssets()
 	if err != nil {
 		return nil, err

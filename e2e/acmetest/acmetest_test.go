@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"encoding/pem"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -311,5 +312,67 @@ func TestNamedCopiedUnderAppArmor(t *testing.T) {
 	}
 	if want := e.path("dns/named"); exe != want {
 		t.Fatalf("named runs from %s, want the copy %s", exe, want)
+	}
+}
+
+func TestEABRequired(t *testing.T) {
+	e := StartT(t, Options{EAB: map[string]string{"kid-1": "c2VjcmV0LWhtYWMta2V5LWZvci1wZWJibGU="}})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	b, err := e.get(ctx, e.DirectoryURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dir struct {
+		Meta struct {
+			ExternalAccountRequired bool `json:"externalAccountRequired"`
+		} `json:"meta"`
+	}
+	if err := json.Unmarshal(b, &dir); err != nil {
+		t.Fatalf("directory: %v: %s", err, b)
+	}
+	if !dir.Meta.ExternalAccountRequired {
+		t.Errorf("directory does not require EAB: %s", b)
+	}
+	cfg, err := os.ReadFile(filepath.Join(e.Dir, "acme", "pebble-config.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Pebble refuses padded keys at start; the option drops the padding.
+	if !strings.Contains(string(cfg), `"kid-1": "c2VjcmV0LWhtYWMta2V5LWZvci1wZWJibGU"`) {
+		t.Errorf("pebble config lacks the unpadded MAC key:\n%s", cfg)
+	}
+}
+
+func TestEABKeys(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		in   map[string]string
+		want map[string]string
+		err  string
+	}{
+		{name: "none"},
+		{name: "unpadded", in: map[string]string{"k": "YWJj"}, want: map[string]string{"k": "YWJj"}},
+		{name: "padding dropped", in: map[string]string{"k": "YWI="}, want: map[string]string{"k": "YWI"}},
+		{name: "url alphabet", in: map[string]string{"k": "-_8"}, want: map[string]string{"k": "-_8"}},
+		{name: "standard alphabet", in: map[string]string{"k": "+/8"}, err: `key ID "k" is not`},
+		{name: "empty key", in: map[string]string{"k": ""}, err: `key ID "k" is not`},
+		{name: "empty key ID", in: map[string]string{"": "YWJj"}, err: "empty key ID"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := eabKeys(tc.in)
+			if tc.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.err) {
+					t.Fatalf("eabKeys = %v, %v; want error %q", got, err, tc.err)
+				}
+				if k := tc.in["k"]; k != "" && strings.Contains(err.Error(), k) {
+					t.Errorf("error names the key: %v", err)
+				}
+				return
+			}
+			if err != nil || !maps.Equal(got, tc.want) {
+				t.Errorf("eabKeys = %v, %v; want %v", got, err, tc.want)
+			}
+		})
 	}
 }

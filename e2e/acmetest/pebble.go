@@ -8,6 +8,7 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
 	"errors"
@@ -18,6 +19,7 @@ import (
 	"net/http"
 	"os"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -95,7 +97,8 @@ func (e *Env) writePebbleConfig() error {
 		"privateKey":              e.path("acme/https-key.pem"),
 		// Only DNS-01 is used; these ports are never dialled.
 		"httpPort": 5002, "tlsPort": 5001,
-		"externalAccountBindingRequired": false,
+		"externalAccountBindingRequired": len(e.opts.EAB) > 0,
+		"externalAccountMACKeys":         e.opts.EAB,
 		"keyAlgorithm":                   "ecdsa",
 		// No Retry-After: clients poll at their own pace (fast in tests).
 		"retryAfter": map[string]int{"authz": 0, "order": 0},
@@ -249,4 +252,24 @@ func (e *Env) get(ctx context.Context, url string) ([]byte, error) {
 		return nil, fmt.Errorf("acmetest: GET %s: %s", url, resp.Status)
 	}
 	return b, nil
+}
+
+// eabKeys checks the EAB option and returns a copy in Pebble's form
+// (unpadded base64url). The error names key IDs, never keys.
+func eabKeys(in map[string]string) (map[string]string, error) {
+	if len(in) == 0 {
+		return nil, nil
+	}
+	out := make(map[string]string, len(in))
+	for kid, key := range in {
+		if kid == "" {
+			return nil, errors.New("acmetest: EAB: empty key ID")
+		}
+		key = strings.TrimRight(key, "=")
+		if b, err := base64.RawURLEncoding.DecodeString(key); err != nil || len(b) == 0 {
+			return nil, fmt.Errorf("acmetest: EAB: key of key ID %q is not non-empty base64url", kid)
+		}
+		out[kid] = key
+	}
+	return out, nil
 }
