@@ -103,5 +103,6 @@ func (m *Manager) copyFrom(ctx context.Context, key types.NamespacedName, sec *c
 	}
 	m.notify(users, corev1.EventTypeNormal, reason, fmt.Sprintf("certificate for %s %s by copying the valid one of namespace %s (serial %s, valid until %s) instead of a new order",
 		strings.Join(ext.Hosts, ","), verb, src.key.Namespace, ext.Serial, ext.NotAfter.UTC().Format(time.RFC3339)))
+	m.announced(key, users, ext.Serial)
 	return requeueAt(now, renewAt(src.leaf, ext, policy{LifetimeFraction: defaultLifetimeFraction})), nil
 }

@@ -76,7 +76,19 @@
 // up by key or registers it again.
 //
 // Events that are not tied to an attempt (denied, no issuer, ignored pod,
-// foreign Secret) are recorded once per pod and message.
+// foreign Secret) are recorded once per pod and message. Pods whose
+// annotations do not match their Secret, or whose Secret is foreign, get
+// ExternalCertIgnored rather than ExternalCertFailed: nothing was attempted.
+//
+// Every pod learns which certificate it serves: the pods using a Secret when
+// a certificate is stored get ExternalCertIssued/Renewed, and a pod that
+// starts using a Secret already holding a valid certificate (a new replica)
+// gets one ExternalCertIssued "uses certificate serial ..." Event at its first
+// reconcile. The manager remembers per Secret which serial each pod was told
+// about, in memory: resyncs repeat nothing, and nothing is written to the
+// Secret. After a restart the memory is empty; pods created before the
+// Secret's last-success are taken to have been told by the previous leader,
+// and of the newer ones at most 50 per Secret (the newest) are told again.
 package manager
 
 import (
@@ -158,6 +170,10 @@ type Manager struct {
 	pending  map[types.NamespacedName]pendingCert
 	recheck  map[types.NamespacedName]time.Time
 	notified map[types.UID]string
+	// told: per Secret, the serial each user pod was told about (an
+	// issued/renewed Event or a "uses certificate" notice). A Secret without
+	// an entry has not been looked at since this process started.
+	told map[types.NamespacedName]map[types.UID]string
 }
 
 // pendingCert is an issued certificate not yet written to its Secret.
@@ -196,5 +212,6 @@ func New(opts Options) *Manager {
 		pending:  map[types.NamespacedName]pendingCert{},
 		recheck:  map[types.NamespacedName]time.Time{},
 		notified: map[types.UID]string{},
+		told:     map[types.NamespacedName]map[types.UID]string{},
 	}
 }

@@ -215,6 +215,33 @@ func TestManager(t *testing.T) {
 		if s2, _ := getSecret("acme-a", name); s2.ResourceVersion != s1.ResourceVersion {
 			t.Errorf("Secret rewritten while nothing changed: %+v", s2.Annotations)
 		}
+
+		// A replica created after issuance is told which certificate it
+		// uses, once: resyncs (every 2 s) repeat nothing, and the pods
+		// present at issuance get no second Event.
+		p3 := newPod("acme-a", "web-3", "shop.example.test,*.shop.example.test")
+		waitEvent(t, env.Client, p3, status.EventIssued)
+		time.Sleep(4500 * time.Millisecond) // two resyncs
+		for _, p := range []*corev1.Pod{p1, p2, p3} {
+			evs := podEvents(t, env.Client, p, status.EventIssued)
+			if len(evs) != 1 || evs[0].Count > 1 || evs[0].Type != corev1.EventTypeNormal {
+				t.Errorf("%s: %d %s Events (%v), want exactly one", p.Name, len(evs), status.EventIssued, evs)
+				continue
+			}
+			msg := evs[0].Message
+			if !strings.Contains(msg, "serial "+serialHex(leaf)) || !strings.Contains(msg, name) {
+				t.Errorf("%s: Event %q does not name serial %s and Secret %s", p.Name, msg, serialHex(leaf), name)
+			}
+			if p == p3 && !strings.Contains(msg, "uses certificate") {
+				t.Errorf("%s: Event %q, want a 'uses certificate' notice", p.Name, msg)
+			}
+		}
+		if s3, _ := getSecret("acme-a", name); s3.ResourceVersion != s1.ResourceVersion {
+			t.Error("Secret written because a pod joined")
+		}
+		if n := ca.count(); n != 1 {
+			t.Errorf("%d orders, want 1", n)
+		}
 	})
 
 	t.Run("same hosts in another namespace: copied, not ordered again", func(t *testing.T) {
@@ -291,13 +318,36 @@ func TestManager(t *testing.T) {
 		}
 		before := ca.count()
 		p := newPod("acme-a", "other", "other.example.test")
-		waitEvent(t, env.Client, p, status.EventFailed)
+		waitEvent(t, env.Client, p, status.EventIgnored)
+		if evs := podEvents(t, env.Client, p, status.EventFailed); len(evs) != 0 {
+			t.Errorf("foreign Secret: %s Events %v, want %s only", status.EventFailed, evs, status.EventIgnored)
+		}
 		got, _ := getSecret("acme-a", fname)
 		if string(got.Data["x"]) != "mine" || len(got.Annotations) != 0 || got.ResourceVersion != foreign.ResourceVersion {
 			t.Errorf("foreign Secret touched: %+v", got.ObjectMeta)
 		}
 		if ca.count() != before {
 			t.Error("ordered for a foreign Secret")
+		}
+	})
+
+	t.Run("annotations edited after admission are ignored", func(t *testing.T) {
+		before := ca.count()
+		p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "acme-a", Name: "edited", Annotations: map[string]string{
+			annotations.Status: `{"version":"test"}`, annotations.ExternalHosts: "evil.example.test",
+			annotations.ExternalSecret: name}},
+			Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "app"}}}}
+		if err := env.Client.Create(ctx, p); err != nil {
+			t.Fatal(err)
+		}
+		waitEvent(t, env.Client, p, status.EventIgnored)
+		for _, reason := range []string{status.EventFailed, status.EventIssued} {
+			if evs := podEvents(t, env.Client, p, reason); len(evs) != 0 {
+				t.Errorf("ignored pod got %s Events %v", reason, evs)
+			}
+		}
+		if ca.count() != before {
+			t.Error("ordered for an ignored pod")
 		}
 	})
 
@@ -436,4 +486,20 @@ func waitEvent(t *testing.T, c client.Client, pod *corev1.Pod, reason string) {
 		}
 		return false
 	})
+}
+
+// podEvents lists the Events of reason on pod.
+func podEvents(t *testing.T, c client.Client, pod *corev1.Pod, reason string) []corev1.Event {
+	t.Helper()
+	evs := &corev1.EventList{}
+	if err := c.List(context.Background(), evs, client.InNamespace(pod.Namespace)); err != nil {
+		t.Fatal(err)
+	}
+	var out []corev1.Event
+	for _, e := range evs.Items {
+		if e.InvolvedObject.Name == pod.Name && e.InvolvedObject.UID == pod.UID && e.Reason == reason {
+			out = append(out, e)
+		}
+	}
+	return out
 }

@@ -101,6 +101,9 @@ func (m *Manager) Reconcile(ctx context.Context, req reconcile.Request) (reconci
 		return reconcile.Result{}, m.writeStatus(ctx, sec, orig, ext)
 	}
 	m.failing.mark(key, ext.Failing())
+	if leaf != nil && now.Before(leaf.NotAfter) && sameNames(leaf, hosts) {
+		m.announce(key, users, leaf, ext)
+	}
 
 	if p, ok := m.takePending(key, hosts, directory); ok {
 		log.Info("writing a certificate issued earlier")
@@ -157,7 +160,7 @@ func (m *Manager) users(ctx context.Context, key types.NamespacedName) ([]*corev
 		p := &pods.Items[i]
 		h, ok, why := podHosts(p, key.Name)
 		if why != "" {
-			m.notifyOnce(p, corev1.EventTypeWarning, status.EventFailed, why)
+			m.notifyOnce(p, corev1.EventTypeWarning, status.EventIgnored, why)
 			continue
 		}
 		if !ok {
@@ -167,7 +170,7 @@ func (m *Manager) users(ctx context.Context, key types.NamespacedName) ([]*corev
 			hosts = h
 		} else if !slices.Equal(h, hosts) {
 			// Two host sets with one Secret name: a hash collision.
-			m.notifyOnce(p, corev1.EventTypeWarning, status.EventFailed,
+			m.notifyOnce(p, corev1.EventTypeWarning, status.EventIgnored,
 				fmt.Sprintf("Secret %s is already used by pods with hosts %s: ignored", key.Name, strings.Join(hosts, ",")))
 			continue
 		}
@@ -206,7 +209,7 @@ func (m *Manager) ensureSecret(ctx context.Context, key types.NamespacedName, se
 	msg := fmt.Sprintf("Secret %s exists but is not managed by podtls-controller (labels %s=%s, %s=%s missing): left alone, no certificate is issued; delete or rename it",
 		key.Name, status.ManagedByLabel, status.ManagedByValue, status.ComponentLabel, status.ComponentExternalCert)
 	for _, p := range users {
-		m.notifyOnce(p, corev1.EventTypeWarning, status.EventFailed, msg)
+		m.notifyOnce(p, corev1.EventTypeWarning, status.EventIgnored, msg)
 	}
 	m.log.Info("foreign Secret in the way; not touching it", "secret", key.String())
 	return nil, nil
@@ -379,6 +382,7 @@ func (m *Manager) store(ctx context.Context, key types.NamespacedName, sec *core
 	}
 	m.notify(users, corev1.EventTypeNormal, reason, fmt.Sprintf("certificate for %s %s (serial %s, valid until %s, renewal at %s by %s) in Secret %s",
 		strings.Join(p.hosts, ","), verb, ext.Serial, leaf.NotAfter.UTC().Format(time.RFC3339), ext.RenewAt.UTC().Format(time.RFC3339), ext.RenewalSource, key.Name))
+	m.announced(key, users, ext.Serial)
 	return requeueAt(now, ext.RenewAt, m.recheckAt(key)), nil
 }
 
@@ -442,6 +446,9 @@ func (m *Manager) recheckAt(key types.NamespacedName) time.Time {
 
 // collect garbage-collects a Secret no pod uses.
 func (m *Manager) collect(ctx context.Context, key types.NamespacedName, sec *corev1.Secret, st issuerState, now time.Time) (reconcile.Result, error) {
+	m.mu.Lock()
+	delete(m.told, key)
+	m.mu.Unlock()
 	if sec == nil {
 		m.forget(key)
 		return reconcile.Result{}, nil
@@ -476,6 +483,7 @@ func (m *Manager) forget(key types.NamespacedName) {
 	m.mu.Lock()
 	delete(m.recheck, key)
 	delete(m.pending, key)
+	delete(m.told, key)
 	m.mu.Unlock()
 }
 

@@ -74,11 +74,15 @@ const (
 
 // Event reasons the ACME manager records on pods that use a host set.
 const (
-	EventIssued        = "ExternalCertIssued"
+	EventIssued        = "ExternalCertIssued" // also: a pod started using an already issued Secret
 	EventRenewed       = "ExternalCertRenewed"
 	EventFailed        = "ExternalCertFailed"
 	EventDenied        = "ExternalCertDenied"   // host not allowed for the namespace by the issuer's policy
 	EventNotConfigured = "ExternalCertNoIssuer" // pod asks for external hosts but no ACME issuer is configured
+	// EventIgnored: the pod's external-hosts and external-secret annotations
+	// do not match (edited after admission, or a name collision), or a
+	// Secret of that name exists but is not the manager's; nothing is ordered.
+	EventIgnored = "ExternalCertIgnored"
 )
 
 // External is the parsed state of one external-certificate Secret.
