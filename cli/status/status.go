@@ -105,7 +105,7 @@ type Options struct {
 
 // eventReasons are the Event reasons podtls records on pods.
 var eventReasons = []string{audit.EventReason, acmestatus.EventIssued, acmestatus.EventRenewed,
-	acmestatus.EventFailed, acmestatus.EventDenied, acmestatus.EventNotConfigured}
+	acmestatus.EventFailed, acmestatus.EventDenied, acmestatus.EventNotConfigured, acmestatus.EventIgnored}
 
 // Collect reads the pods and everything about them.
 func Collect(ctx context.Context, kube kubernetes.Interface, opts Options) (Report, error) {
