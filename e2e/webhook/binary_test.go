@@ -17,6 +17,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/podtls/podtls/internal/kubetest"
+	"github.com/podtls/podtls/internal/poll"
 	"github.com/podtls/podtls/webhook/annotations"
 	"github.com/podtls/podtls/webhook/config"
 )
@@ -49,7 +50,7 @@ func TestBinary(t *testing.T) {
 	if _, err := env.Clientset.AdmissionregistrationV1().MutatingWebhookConfigurations().Create(t.Context(), mwc, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	whPort, caPort, healthPort, metricsPort := freePort(t), freePort(t), freePort(t), freePort(t)
+	whPort, caPort, healthPort, metricsPort := poll.FreePort(t), poll.FreePort(t), poll.FreePort(t), poll.FreePort(t)
 	cmd := exec.Command(bin,
 		"--kubeconfig", env.KubeconfigPath,
 		"--webhook-addr", fmt.Sprintf("127.0.0.1:%d", whPort),
@@ -75,7 +76,7 @@ func TestBinary(t *testing.T) {
 		}
 	})
 
-	eventually(t, "readyz of the binary", func() (bool, string) {
+	poll.Eventually(t, time.Minute, "readyz of the binary", func() (bool, string) {
 		select {
 		case err := <-exited:
 			t.Fatalf("controller exited early: %v\n%s", err, logs.String())
@@ -92,7 +93,7 @@ func TestBinary(t *testing.T) {
 
 	// An admission through the binary's webhook shows up in its metrics.
 	env.CreateNamespace(t, "bin-labelled", map[string]string{annotations.Inject: annotations.NamespaceEnabled})
-	eventually(t, "admission", func() (bool, string) {
+	poll.Eventually(t, time.Minute, "admission", func() (bool, string) {
 		p, err := env.Clientset.CoreV1().Pods("bin-labelled").Create(t.Context(), pod("bin-labelled", "app",
 			map[string]string{annotations.Inbound: "8443:8080"}), metav1.CreateOptions{})
 		if err != nil {

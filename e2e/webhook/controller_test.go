@@ -2,7 +2,6 @@ package webhook_test
 
 import (
 	"bytes"
-	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -12,7 +11,6 @@ import (
 	"encoding/pem"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"slices"
 	"strings"
@@ -24,38 +22,14 @@ import (
 
 	"github.com/podtls/podtls/ca/api"
 	"github.com/podtls/podtls/internal/kubetest"
+	"github.com/podtls/podtls/internal/poll"
+	"github.com/podtls/podtls/internal/testctl"
 	"github.com/podtls/podtls/webhook/annotations"
 	"github.com/podtls/podtls/webhook/audit"
 	"github.com/podtls/podtls/webhook/config"
 	"github.com/podtls/podtls/webhook/controller"
 	"github.com/podtls/podtls/webhook/inject"
 )
-
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
-// eventually polls cond for up to 60 s, reporting the last reason on timeout.
-func eventually(t *testing.T, what string, cond func() (bool, string)) {
-	t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	last := ""
-	for time.Now().Before(deadline) {
-		ok, why := cond()
-		if ok {
-			return
-		}
-		last = why
-		time.Sleep(100 * time.Millisecond)
-	}
-	t.Fatalf("timed out waiting for %s: %s", what, last)
-}
 
 // TestController runs the whole podtls-controller in-process against a real
 // API server, reached by URL (--webhook-url): it must bootstrap its CA, serve
@@ -67,7 +41,7 @@ func TestController(t *testing.T) {
 	const ctrlNS = "podtls-system"
 	env.CreateNamespace(t, ctrlNS, nil)
 
-	whPort, caPort, healthPort := freePort(t), freePort(t), freePort(t)
+	whPort, caPort, healthPort := poll.FreePort(t), poll.FreePort(t), poll.FreePort(t)
 	whURL := fmt.Sprintf("https://127.0.0.1:%d", whPort)
 	// Installed as the chart will: service client config, no caBundle yet.
 	mwc := config.MutatingWebhookConfiguration(config.DefaultOptions())
@@ -84,7 +58,7 @@ func TestController(t *testing.T) {
 	opts.WebhookURL = whURL
 	opts.LeaderElect = true
 	opts.ShutdownTimeout = 5 * time.Second
-	stop := startController(t, env, opts, healthPort)
+	ctl := testctl.Start(t, env.Config, opts)
 
 	caSecret, err := env.Clientset.CoreV1().Secrets(ctrlNS).Get(ctx, opts.CASecret, metav1.GetOptions{})
 	if err != nil {
@@ -117,7 +91,7 @@ func TestController(t *testing.T) {
 	t.Run("labelled namespace: injected with the current roots, trust bundle distributed", func(t *testing.T) {
 		env.CreateNamespace(t, "ctl-labelled", map[string]string{annotations.Inject: annotations.NamespaceEnabled})
 		var p *corev1.Pod
-		eventually(t, "admission through the patched configuration", func() (bool, string) {
+		poll.Eventually(t, time.Minute, "admission through the patched configuration", func() (bool, string) {
 			var err error
 			p, err = env.Clientset.CoreV1().Pods("ctl-labelled").Create(ctx, pod("ctl-labelled", "app", map[string]string{annotations.Inbound: "8443:8080"}), metav1.CreateOptions{})
 			if err != nil {
@@ -208,7 +182,7 @@ func TestController(t *testing.T) {
 		req.Header.Set("Authorization", "Bearer "+token)
 		req.Header.Set("Content-Type", "application/json")
 		var resp *http.Response
-		eventually(t, "sign", func() (bool, string) {
+		poll.Eventually(t, time.Minute, "sign", func() (bool, string) {
 			resp, err = c.Do(req.Clone(ctx))
 			if err != nil {
 				return false, err.Error()
@@ -238,7 +212,9 @@ func TestController(t *testing.T) {
 
 	t.Run("graceful shutdown", func(t *testing.T) {
 		start := time.Now()
-		stop()
+		if err := ctl.Stop(); err != nil {
+			t.Errorf("controller.Run: %v", err)
+		}
 		t.Logf("controller stopped in %s", time.Since(start).Round(time.Millisecond))
 	})
 
@@ -250,7 +226,7 @@ func TestController(t *testing.T) {
 			t.Fatalf("want an uninjected pod admitted: %v", err)
 		}
 		// ...and the restarted controller (same CA from its Secret) reports it.
-		startController(t, env, opts, healthPort)
+		testctl.Start(t, env.Config, opts)
 		sec, err := env.Clientset.CoreV1().Secrets(ctrlNS).Get(ctx, opts.CASecret, metav1.GetOptions{})
 		if err != nil || string(sec.Data["ca.crt"]) != string(roots) {
 			t.Fatalf("CA changed across restart: %v", err)
@@ -259,64 +235,10 @@ func TestController(t *testing.T) {
 	})
 }
 
-// startController runs controller.Run in-process until the returned stop
-// function (also registered with t.Cleanup) is called, and waits for /readyz.
-func startController(t *testing.T, env *kubetest.Env, opts controller.Options, healthPort int) (stop func()) {
-	t.Helper()
-	stop, done := launchController(t, env, opts)
-	waitReady(t, healthPort, done)
-	return stop
-}
-
-// launchController starts controller.Run without waiting for it to be ready.
-func launchController(t *testing.T, env *kubetest.Env, opts controller.Options) (stop func(), done <-chan error) {
-	t.Helper()
-	runCtx, cancel := context.WithCancel(context.Background())
-	ch := make(chan error, 1)
-	go func() { ch <- controller.Run(runCtx, opts, env.Config) }()
-	stopped := false
-	stop = func() {
-		if stopped {
-			return
-		}
-		stopped = true
-		cancel()
-		select {
-		case err := <-ch:
-			if err != nil {
-				t.Errorf("controller.Run: %v", err)
-			}
-		case <-time.After(20 * time.Second):
-			t.Error("controller did not shut down within 20s")
-		}
-	}
-	t.Cleanup(stop)
-	return stop, ch
-}
-
-// waitReady polls /readyz; it fails the test if the controller exits.
-func waitReady(t *testing.T, healthPort int, done <-chan error) {
-	t.Helper()
-	eventually(t, "readyz", func() (bool, string) {
-		select {
-		case err := <-done:
-			t.Fatalf("controller exited: %v", err)
-		default:
-		}
-		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/readyz", healthPort))
-		if err != nil {
-			return false, err.Error()
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode == http.StatusOK, string(b)
-	})
-}
-
 // waitEvent waits for the audit's Warning event on a pod.
 func waitEvent(t *testing.T, env *kubetest.Env, ns, podName string) {
 	t.Helper()
-	eventually(t, audit.EventReason+" event on "+ns+"/"+podName, func() (bool, string) {
+	poll.Eventually(t, time.Minute, audit.EventReason+" event on "+ns+"/"+podName, func() (bool, string) {
 		evs, err := env.Clientset.CoreV1().Events(ns).List(t.Context(), metav1.ListOptions{})
 		if err != nil {
 			return false, err.Error()
@@ -333,7 +255,7 @@ func waitEvent(t *testing.T, env *kubetest.Env, ns, podName string) {
 // waitBundle waits for the trust-bundle ConfigMap in ns to hold roots.
 func waitBundle(t *testing.T, env *kubetest.Env, ns string, roots []byte) {
 	t.Helper()
-	eventually(t, "trust bundle in "+ns, func() (bool, string) {
+	poll.Eventually(t, time.Minute, "trust bundle in "+ns, func() (bool, string) {
 		cm, err := env.Clientset.CoreV1().ConfigMaps(ns).Get(t.Context(), inject.TrustBundleConfigMap, metav1.GetOptions{})
 		if err != nil {
 			return false, err.Error()

@@ -12,6 +12,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/podtls/podtls/internal/kubetest"
+	"github.com/podtls/podtls/internal/poll"
+	"github.com/podtls/podtls/internal/testctl"
 	"github.com/podtls/podtls/webhook/annotations"
 	"github.com/podtls/podtls/webhook/config"
 	"github.com/podtls/podtls/webhook/controller"
@@ -30,15 +32,14 @@ func TestTwoReplicas(t *testing.T) {
 		t.Fatal(err)
 	}
 	type replica struct {
-		opts   controller.Options
-		health int
-		stop   func()
+		opts controller.Options
+		ctl  *testctl.Controller
 	}
 	// Both point the API server at the first replica's webhook, like one Service.
 	whURL := ""
 	replicas := make([]*replica, 2)
 	for i := range replicas {
-		wh, ca, health := freePort(t), freePort(t), freePort(t)
+		wh, ca, health := poll.FreePort(t), poll.FreePort(t), poll.FreePort(t)
 		if whURL == "" {
 			whURL = fmt.Sprintf("https://127.0.0.1:%d", wh)
 		}
@@ -51,14 +52,13 @@ func TestTwoReplicas(t *testing.T) {
 		o.WebhookURL = whURL
 		o.LeaderElect = true
 		o.ShutdownTimeout = 5 * time.Second
-		replicas[i] = &replica{opts: o, health: health}
+		replicas[i] = &replica{opts: o}
 	}
-	dones := make([]<-chan error, len(replicas))
-	for i, r := range replicas { // both race for the CA Secret and the lease
-		r.stop, dones[i] = launchController(t, env, r.opts)
+	for _, r := range replicas { // both race for the CA Secret and the lease
+		r.ctl = testctl.Launch(t, env.Config, r.opts)
 	}
-	for i, r := range replicas {
-		waitReady(t, r.health, dones[i])
+	for _, r := range replicas {
+		r.ctl.WaitReady(t)
 	}
 
 	sec, err := env.Clientset.CoreV1().Secrets(ctrlNS).Get(ctx, controller.DefaultOptions().CASecret, metav1.GetOptions{})
@@ -85,7 +85,9 @@ func TestTwoReplicas(t *testing.T) {
 	}
 
 	// One replica goes away; the other takes over (or keeps) the leader-elected reconcilers.
-	replicas[0].stop()
+	if err := replicas[0].ctl.Stop(); err != nil {
+		t.Errorf("controller.Run: %v", err)
+	}
 	env.CreateNamespace(t, "ha-labelled", map[string]string{annotations.Inject: annotations.NamespaceEnabled})
 	waitBundle(t, env, "ha-labelled", roots)
 }

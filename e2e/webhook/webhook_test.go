@@ -22,6 +22,7 @@ import (
 	ctrlwebhook "sigs.k8s.io/controller-runtime/pkg/webhook"
 
 	"github.com/podtls/podtls/internal/kubetest"
+	"github.com/podtls/podtls/internal/poll"
 	"github.com/podtls/podtls/webhook"
 	"github.com/podtls/podtls/webhook/annotations"
 	"github.com/podtls/podtls/webhook/config"
@@ -108,12 +109,13 @@ func startWebhook(t *testing.T, env *kubetest.Env) (stop func()) {
 	srvDone := make(chan error, 1)
 	go func() { srvDone <- srv.Start(ctx) }()
 	addr := net.JoinHostPort(env.Webhook.LocalServingHost, strconv.Itoa(env.Webhook.LocalServingPort))
-	waitFor(t, func() bool {
+	poll.Eventually(t, 30*time.Second, "webhook server listening on "+addr, func() (bool, string) {
 		c, err := net.DialTimeout("tcp", addr, time.Second)
-		if err == nil {
-			_ = c.Close()
+		if err != nil {
+			return false, err.Error()
 		}
-		return err == nil
+		_ = c.Close()
+		return true, ""
 	})
 	stopped := false
 	stop = func() {
@@ -130,17 +132,6 @@ func startWebhook(t *testing.T, env *kubetest.Env) (stop func()) {
 	}
 	t.Cleanup(stop)
 	return stop
-}
-
-func waitFor(t *testing.T, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("timed out waiting")
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 }
 
 func TestAdmission(t *testing.T) {
