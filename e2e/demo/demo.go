@@ -121,6 +121,11 @@ type Result struct {
 	// PodsReplaced whether any pod of the three Deployments was replaced during the run.
 	Restarts     map[string]int32
 	PodsReplaced bool
+	// Status is `podtls status -n demo --live`'s output; CheckOutput and
+	// CheckExit are `podtls check`'s (exit 0: every line green or yellow).
+	Status      string
+	CheckOutput string
+	CheckExit   int
 }
 
 // Timing returns the duration of the named step (0 when it did not run).
@@ -146,6 +151,7 @@ const (
 	StepMeshRot  = "mesh rotation"
 	StepEdgeRot  = "ACME rotation"
 	StepRestarts = "restart counts"
+	StepCLI      = "podtls status/check"
 )
 
 type run struct {
@@ -267,7 +273,8 @@ func Run(ctx context.Context, opts Options, out io.Writer) (res *Result, err err
 	if r.acme != nil {
 		steps = append(steps, step{StepEdgeRot, "Renewing the ACME certificate: kubectl -n demo annotate secret " + inject.ExternalSecretName([]string{PublicHost}) + " " + "podtls.io/force-renew=$(date +%s)", r.edgeRotation})
 	}
-	steps = append(steps, step{StepRestarts, "No pod restarted", r.restarts})
+	steps = append(steps, step{StepRestarts, "No pod restarted", r.restarts},
+		step{StepCLI, "What the podtls command line sees: podtls status -n demo --live; podtls check", r.cli})
 	for _, s := range steps {
 		if err := r.step(s.name, s.title, func() error { return s.fn(ctx) }); err != nil {
 			return nil, err

@@ -70,6 +70,20 @@ func TestDemo(t *testing.T) {
 	if !res.MeshRotation.Rotated() {
 		t.Errorf("mesh certificate not rotated: %+v", res.MeshRotation)
 	}
+	// The podtls command agrees with what the run showed: every pod's identity
+	// and the rotated serials, and a green installation.
+	wants := []string{"spiffe://cluster.local/ns/demo/sa/customer", res.MeshRotation.After}
+	if res.ACME {
+		wants = append(wants, PublicHost, res.EdgeRotation.After)
+	}
+	for _, want := range wants {
+		if !strings.Contains(res.Status, want) {
+			t.Errorf("podtls status lacks %q:\n%s", want, res.Status)
+		}
+	}
+	if res.CheckExit != 0 {
+		t.Errorf("podtls check exited %d on the demo cluster:\n%s", res.CheckExit, res.CheckOutput)
+	}
 	if len(res.Restarts) != len(apps) {
 		t.Errorf("restart counts of %d pods, want %d: %v", len(res.Restarts), len(apps), res.Restarts)
 	}
