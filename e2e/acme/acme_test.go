@@ -21,6 +21,7 @@ import (
 
 	"github.com/podtls/podtls/ca/acme/config"
 	"github.com/podtls/podtls/ca/acme/status"
+	"github.com/podtls/podtls/internal/poll"
 	"github.com/podtls/podtls/webhook/inject"
 )
 
@@ -228,7 +229,7 @@ func (s *suite) testForcedRenewal(t *testing.T) {
 	// The Secret volume of the pod, kept in sync the way kubelet does.
 	extDir := filepath.Join(t.TempDir(), name)
 	s.kubeletSync(t, ns, name, extDir)
-	inbound := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	inbound := fmt.Sprintf("127.0.0.1:%d", poll.FreePort(t))
 	sc := startSidecar(t, inbound, extDir)
 	pid := sc.pid()
 	roots, err := s.acme.Roots(t.Context())
@@ -236,7 +237,7 @@ func (s *suite) testForcedRenewal(t *testing.T) {
 		t.Fatal(err)
 	}
 	var served string
-	eventually(t, 10*time.Second, "sidecar serves the first certificate", func() (bool, string) {
+	poll.Eventually(t, 10*time.Second, "sidecar serves the first certificate", func() (bool, string) {
 		served, err = sClientSerial(t.Context(), inbound, host, roots)
 		if err != nil {
 			return false, err.Error()
@@ -258,7 +259,7 @@ func (s *suite) testForcedRenewal(t *testing.T) {
 	opensslVerify(t, roots, sec.Data[corev1.TLSCertKey], []string{host})
 	s.waitEvent(t, ns, pod.Name, status.EventRenewed)
 
-	eventually(t, 20*time.Second, "sidecar serves the renewed certificate", func() (bool, string) {
+	poll.Eventually(t, 20*time.Second, "sidecar serves the renewed certificate", func() (bool, string) {
 		served, err = sClientSerial(t.Context(), inbound, host, roots)
 		if err != nil {
 			return false, err.Error()
@@ -528,7 +529,7 @@ func (s *suite) testRestartMidOrder(t *testing.T) {
 
 	pod := s.createPod(t, ns, "restart-0", host)
 	name := inject.ExternalSecretName([]string{host})
-	eventually(t, 30*time.Second, "the order waiting for DNS propagation", func() (bool, string) {
+	poll.Eventually(t, 30*time.Second, "the order waiting for DNS propagation", func() (bool, string) {
 		return hole.saw("_acme-challenge." + host + "."), fmt.Sprintf("queries so far: %v", hole.names())
 	})
 	sec := s.secret(t, ns, name)
@@ -542,7 +543,7 @@ func (s *suite) testRestartMidOrder(t *testing.T) {
 	begin := time.Now()
 	// An order blocked in lego cannot be cancelled; Run may report that the
 	// reconciler outlived the shutdown timeout. What counts is the result.
-	err := s.stop()
+	err := s.ctl.Stop()
 	t.Logf("controller stopped mid-order in %s (Run: %v)", time.Since(begin).Round(time.Millisecond), err)
 	s.writeConfig(nil)
 	s.startController()

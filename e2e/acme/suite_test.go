@@ -1,13 +1,8 @@
 package acme_test
 
 import (
-	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
-	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -24,6 +19,8 @@ import (
 	"github.com/podtls/podtls/ca/acme/status"
 	"github.com/podtls/podtls/e2e/acmetest"
 	"github.com/podtls/podtls/internal/kubetest"
+	"github.com/podtls/podtls/internal/poll"
+	"github.com/podtls/podtls/internal/testctl"
 	"github.com/podtls/podtls/webhook/annotations"
 	wconfig "github.com/podtls/podtls/webhook/config"
 	"github.com/podtls/podtls/webhook/controller"
@@ -50,10 +47,7 @@ type suite struct {
 	acme    *acmetest.Env
 	cfgPath string
 	opts    controller.Options
-	health  int
-
-	stop func() error // stops the running controller; returns Run's error
-	done <-chan error // Run's result
+	ctl     *testctl.Controller // the running (or last) controller
 }
 
 func newSuite(t *testing.T) *suite {
@@ -80,13 +74,12 @@ func newSuite(t *testing.T) *suite {
 	s.cfgPath = filepath.Join(t.TempDir(), "config.yaml")
 	s.writeConfig(nil)
 
-	wh, caPort := freePort(t), freePort(t)
-	s.health = freePort(t)
+	wh, caPort, health := poll.FreePort(t), poll.FreePort(t), poll.FreePort(t)
 	s.opts = controller.DefaultOptions()
 	s.opts.Namespace = ctrlNS
 	s.opts.WebhookAddr = fmt.Sprintf("127.0.0.1:%d", wh)
 	s.opts.CAAddr = fmt.Sprintf("127.0.0.1:%d", caPort)
-	s.opts.HealthAddr = fmt.Sprintf("127.0.0.1:%d", s.health)
+	s.opts.HealthAddr = fmt.Sprintf("127.0.0.1:%d", health)
 	s.opts.MetricsAddr = "0"
 	s.opts.WebhookURL = fmt.Sprintf("https://127.0.0.1:%d", wh)
 	s.opts.LeaderElect = true
@@ -169,49 +162,18 @@ func (s *suite) putCredentials(name string, data map[string]string) {
 	}
 }
 
-// startController runs controller.Run in-process and waits for /readyz.
+// startController runs controller.Run in-process and waits for /readyz;
+// it is stopped at the end of the suite's test at the latest.
 func (s *suite) startController() {
 	s.t.Helper()
-	runCtx, cancel := context.WithCancel(context.Background())
-	ch := make(chan error, 1)
-	go func() { ch <- controller.Run(runCtx, s.opts, s.kube.Config) }()
-	stopped := false
-	t := s.t
-	s.stop = func() error {
-		if stopped {
-			return nil
-		}
-		stopped = true
-		cancel()
-		select {
-		case err := <-ch:
-			return err
-		case <-time.After(30 * time.Second):
-			return errors.New("controller did not shut down within 30s")
-		}
-	}
-	s.done = ch
-	stop := s.stop
-	t.Cleanup(func() {
-		if err := stop(); err != nil {
-			t.Errorf("controller.Run: %v", err)
-		}
-	})
-	eventually(t, 60*time.Second, "controller /readyz", func() (bool, string) {
-		select {
-		case err := <-ch:
-			t.Fatalf("controller exited: %v", err)
-		default:
-		}
-		return s.ready()
-	})
+	s.ctl = testctl.Start(s.t, s.kube.Config, s.opts)
 }
 
 // restart stops the controller (failing t if Run returns an error), lets
 // between run (e.g. rewrite the config), and starts it again.
 func (s *suite) restart(t *testing.T, between func()) {
 	t.Helper()
-	if err := s.stop(); err != nil {
+	if err := s.ctl.Stop(); err != nil {
 		t.Errorf("controller.Run: %v", err)
 	}
 	if between != nil {
@@ -220,28 +182,14 @@ func (s *suite) restart(t *testing.T, between func()) {
 	s.startController()
 }
 
-// ready reports the controller's /readyz.
-func (s *suite) ready() (bool, string) {
-	c := http.Client{Timeout: 2 * time.Second}
-	resp, err := c.Get(fmt.Sprintf("http://127.0.0.1:%d/readyz", s.health))
-	if err != nil {
-		return false, err.Error()
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode == http.StatusOK, string(b)
-}
-
 // alive fails t unless the controller still runs, answers /healthz and
 // admits (injects) a new pod: "other functions OK" during ACME faults.
 func (s *suite) alive(t *testing.T, ns string) {
 	t.Helper()
-	select {
-	case err := <-s.done:
+	if exited, err := s.ctl.Exited(); exited {
 		t.Fatalf("controller exited: %v", err)
-	default:
 	}
-	if ok, why := s.ready(); !ok {
+	if ok, why := s.ctl.Ready(); !ok {
 		t.Fatalf("controller not ready: %s", why)
 	}
 	p, err := s.kube.Clientset.CoreV1().Pods(ns).Create(t.Context(), newPod(ns, fmt.Sprintf("mesh-%d", time.Now().UnixNano()), ""), metav1.CreateOptions{})
@@ -377,7 +325,7 @@ func (s *suite) events(t *testing.T, ns, pod, reason string) []string {
 func (s *suite) waitEvent(t *testing.T, ns, pod, reason string) []string {
 	t.Helper()
 	var msgs []string
-	eventually(t, 30*time.Second, reason+" event on pod "+ns+"/"+pod, func() (bool, string) {
+	poll.Eventually(t, 30*time.Second, reason+" event on pod "+ns+"/"+pod, func() (bool, string) {
 		msgs = s.events(t, ns, pod, reason)
 		return len(msgs) > 0, "none yet"
 	})
@@ -393,31 +341,6 @@ func (s *suite) managedSecrets(t *testing.T, ns string) []corev1.Secret {
 		t.Fatal(err)
 	}
 	return l.Items
-}
-
-func eventually(t *testing.T, timeout time.Duration, what string, cond func() (bool, string)) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	last := ""
-	for time.Now().Before(deadline) {
-		ok, why := cond()
-		if ok {
-			return
-		}
-		last = why
-		time.Sleep(50 * time.Millisecond)
-	}
-	t.Fatalf("timed out after %s waiting for %s: %s", timeout, what, last)
-}
-
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }
 
 func ptr[T any](v T) *T { return &v }

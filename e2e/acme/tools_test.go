@@ -25,6 +25,8 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/podtls/podtls/internal/poll"
 )
 
 // opensslVerify checks a kubernetes.io/tls chain with the real openssl:
@@ -308,7 +310,7 @@ func startSidecar(t *testing.T, inbound, extDir string) *sidecar {
 		t.Fatal(err)
 	}
 	app := newApp(t)
-	sc := &sidecar{admin: fmt.Sprintf("127.0.0.1:%d", freePort(t)), log: &bytes.Buffer{}, mu: &sync.Mutex{}, done: make(chan error, 1)}
+	sc := &sidecar{admin: fmt.Sprintf("127.0.0.1:%d", poll.FreePort(t)), log: &bytes.Buffer{}, mu: &sync.Mutex{}, done: make(chan error, 1)}
 	sc.cmd = exec.Command(bin, "--inbound", inbound+"="+app, "--cert-dir", meshDir, "--trust-bundle", bundle,
 		"--external-cert-dir", extDir, "--admin", sc.admin, "--log-level", "debug")
 	sc.cmd.Stdout, sc.cmd.Stderr = lockedWriter{sc.mu, sc.log}, lockedWriter{sc.mu, sc.log}
@@ -329,7 +331,7 @@ func startSidecar(t *testing.T, inbound, extDir string) *sidecar {
 			t.Logf("sidecar log:\n%s", sc.output())
 		}
 	})
-	eventually(t, 15*time.Second, "sidecar /readyz", func() (bool, string) {
+	poll.Eventually(t, 15*time.Second, "sidecar /readyz", func() (bool, string) {
 		select {
 		case err := <-sc.done:
 			sc.done <- err

@@ -11,7 +11,6 @@ package cli_test
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -47,6 +46,8 @@ import (
 	"github.com/podtls/podtls/cli/output"
 	"github.com/podtls/podtls/cli/status"
 	"github.com/podtls/podtls/internal/kubetest"
+	"github.com/podtls/podtls/internal/poll"
+	"github.com/podtls/podtls/internal/testctl"
 	"github.com/podtls/podtls/webhook/annotations"
 	"github.com/podtls/podtls/webhook/config"
 	"github.com/podtls/podtls/webhook/controller"
@@ -67,7 +68,7 @@ func TestCLI(t *testing.T) {
 	cli := &runner{bin: bins[0], kubeconfig: env.KubeconfigPath}
 
 	env.CreateNamespace(t, ctrlNS, nil)
-	whPort, caPort, healthPort := freePort(t), freePort(t), freePort(t)
+	whPort, caPort, healthPort := poll.FreePort(t), poll.FreePort(t), poll.FreePort(t)
 	whURL := fmt.Sprintf("https://127.0.0.1:%d", whPort)
 	mwc := config.MutatingWebhookConfiguration(config.DefaultOptions())
 	if _, err := env.Clientset.AdmissionregistrationV1().MutatingWebhookConfigurations().Create(ctx, mwc, metav1.CreateOptions{}); err != nil {
@@ -82,7 +83,7 @@ func TestCLI(t *testing.T) {
 	opts.WebhookURL = whURL
 	opts.SidecarImage = "localhost/podtls/sidecar:e2e"
 	opts.ShutdownTimeout = 5 * time.Second
-	stop := startController(t, env, opts, healthPort)
+	ctl := testctl.Start(t, env.Config, opts)
 	// The Deployment a chart would create, with the same arguments, and one
 	// pod made Ready the way a kubelet would report it.
 	createControllerDeployment(t, env, []string{"--namespace", ctrlNS, "--webhook-url", whURL,
@@ -349,7 +350,9 @@ spec:
 
 	// The failures below are made with the controller stopped, as it would
 	// otherwise repair them within seconds.
-	stop()
+	if err := ctl.Stop(); err != nil {
+		t.Errorf("controller.Run: %v", err)
+	}
 
 	t.Run("webhook configuration deleted", func(t *testing.T) {
 		if err := env.Clientset.AdmissionregistrationV1().MutatingWebhookConfigurations().Delete(ctx, "podtls", metav1.DeleteOptions{}); err != nil {
@@ -450,7 +453,7 @@ spec:
 		}
 		// The fix the hint names: a restarted controller renews it.
 		opts.WebhookURL = whURL
-		startController(t, env, opts, healthPort)
+		testctl.Start(t, env.Config, opts)
 		cli.expectGreen(t)
 	})
 }
@@ -563,71 +566,6 @@ func build(t *testing.T, pkgs ...string) []string {
 	return out
 }
 
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
-func eventually(t *testing.T, what string, cond func() (bool, string)) {
-	t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	last := ""
-	for time.Now().Before(deadline) {
-		ok, why := cond()
-		if ok {
-			return
-		}
-		last = why
-		time.Sleep(100 * time.Millisecond)
-	}
-	t.Fatalf("timed out waiting for %s: %s", what, last)
-}
-
-// startController runs controller.Run in-process until ready; the returned
-// stop (also run at cleanup) waits for it to exit.
-func startController(t *testing.T, env *kubetest.Env, opts controller.Options, healthPort int) func() {
-	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- controller.Run(ctx, opts, env.Config) }()
-	stopped := false
-	stop := func() {
-		if stopped {
-			return
-		}
-		stopped = true
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("controller.Run: %v", err)
-			}
-		case <-time.After(20 * time.Second):
-			t.Error("controller did not stop within 20s")
-		}
-	}
-	t.Cleanup(stop)
-	eventually(t, "controller readyz", func() (bool, string) {
-		select {
-		case err := <-done:
-			t.Fatalf("controller exited: %v", err)
-		default:
-		}
-		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/readyz", healthPort))
-		if err != nil {
-			return false, err.Error()
-		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK, resp.Status
-	})
-	return stop
-}
-
 func createControllerDeployment(t *testing.T, env *kubetest.Env, args []string) {
 	t.Helper()
 	ctx := t.Context()
@@ -664,7 +602,7 @@ func createControllerDeployment(t *testing.T, env *kubetest.Env, args []string) 
 
 func waitBundle(t *testing.T, env *kubetest.Env, ns string) {
 	t.Helper()
-	eventually(t, "trust bundle in "+ns, func() (bool, string) {
+	poll.Eventually(t, time.Minute, "trust bundle in "+ns, func() (bool, string) {
 		_, err := env.Clientset.CoreV1().ConfigMaps(ns).Get(t.Context(), inject.TrustBundleConfigMap, metav1.GetOptions{})
 		return err == nil, fmt.Sprint(err)
 	})
@@ -735,7 +673,7 @@ func emulateKubelet(t *testing.T, env *kubetest.Env, sidecarBin string, mat *ca.
 	admin := net.JoinHostPort(ip.String(), fmt.Sprint(inject.AdminPort))
 	var logs bytes.Buffer
 	cmd := exec.Command(sidecarBin, "--cert-dir", certDir, "--trust-bundle", filepath.Join(dir, "ca.crt"),
-		"--inbound", fmt.Sprintf("127.0.0.1:%d=127.0.0.1:%d", freePort(t), freePort(t)), "--admin", admin)
+		"--inbound", fmt.Sprintf("127.0.0.1:%d=127.0.0.1:%d", poll.FreePort(t), poll.FreePort(t)), "--admin", admin)
 	cmd.Stdout, cmd.Stderr = &logs, &logs
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -747,7 +685,7 @@ func emulateKubelet(t *testing.T, env *kubetest.Env, sidecarBin string, mat *ca.
 			t.Logf("sidecar log:\n%s", logs.String())
 		}
 	})
-	eventually(t, "sidecar readyz on "+admin, func() (bool, string) {
+	poll.Eventually(t, time.Minute, "sidecar readyz on "+admin, func() (bool, string) {
 		resp, err := http.Get("http://" + admin + "/readyz")
 		if err != nil {
 			return false, err.Error()

@@ -3,7 +3,6 @@ package controller
 import (
 	"context"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -18,6 +17,7 @@ import (
 
 	"github.com/podtls/podtls/ca/acme/status"
 	"github.com/podtls/podtls/internal/kubetest"
+	"github.com/podtls/podtls/internal/poll"
 	"github.com/podtls/podtls/webhook/annotations"
 	"github.com/podtls/podtls/webhook/config"
 	"github.com/podtls/podtls/webhook/inject"
@@ -39,7 +39,7 @@ func TestRunWithBadACMEConfig(t *testing.T) {
 		t.Fatal(err)
 	}
 	opts := DefaultOptions()
-	whPort, caPort, healthPort := freePort(t), freePort(t), freePort(t)
+	whPort, caPort, healthPort := poll.FreePort(t), poll.FreePort(t), poll.FreePort(t)
 	opts.WebhookAddr, opts.CAAddr = fmt.Sprintf("127.0.0.1:%d", whPort), fmt.Sprintf("127.0.0.1:%d", caPort)
 	opts.HealthAddr, opts.MetricsAddr = fmt.Sprintf("127.0.0.1:%d", healthPort), "0"
 	opts.WebhookURL = fmt.Sprintf("https://127.0.0.1:%d", whPort)
@@ -100,28 +100,15 @@ func TestRunWithBadACMEConfig(t *testing.T) {
 	}
 }
 
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
+// waitFor polls cond like poll.Eventually, failing t at once if Run returns.
 func waitFor(t *testing.T, what string, done <-chan error, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	for !cond() {
+	poll.Eventually(t, time.Minute, what, func() (bool, string) {
 		select {
 		case err := <-done:
 			t.Fatalf("controller exited while waiting for %s: %v", what, err)
 		default:
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+		return cond(), "not yet"
+	})
 }

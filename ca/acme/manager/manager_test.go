@@ -42,6 +42,7 @@ import (
 	"github.com/podtls/podtls/ca/acme/config"
 	"github.com/podtls/podtls/ca/acme/status"
 	"github.com/podtls/podtls/internal/kubetest"
+	"github.com/podtls/podtls/internal/poll"
 	"github.com/podtls/podtls/webhook/annotations"
 	"github.com/podtls/podtls/webhook/inject"
 )
@@ -461,15 +462,16 @@ func verifyChain(t *testing.T, ca *testCA, s *corev1.Secret, host string) *x509.
 	return leaf
 }
 
+// eventually waits up to 30 s for cond (see poll.Eventually).
 func eventually(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting: %s", what)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	eventuallyWithin(t, 30*time.Second, what, cond)
+}
+
+// eventuallyWithin waits up to d for cond (see poll.Eventually).
+func eventuallyWithin(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	poll.Eventually(t, d, what, func() (bool, string) { return cond(), "not yet" })
 }
 
 func waitEvent(t *testing.T, c client.Client, pod *corev1.Pod, reason string) {
