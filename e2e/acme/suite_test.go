@@ -22,7 +22,6 @@ import (
 	"github.com/podtls/podtls/internal/poll"
 	"github.com/podtls/podtls/internal/testctl"
 	"github.com/podtls/podtls/webhook/annotations"
-	wconfig "github.com/podtls/podtls/webhook/config"
 	"github.com/podtls/podtls/webhook/controller"
 	"github.com/podtls/podtls/webhook/inject"
 )
@@ -63,27 +62,15 @@ func newSuite(t *testing.T) *suite {
 	}
 	begin := time.Now()
 	s := &suite{t: t, kube: kubetest.Start(t), acme: acmetest.StartT(t, acmetest.Options{ChallengeDelay: challengeDelay})}
-	ctx := t.Context()
 	s.kube.CreateNamespace(t, ctrlNS, nil)
 	_, creds := s.acme.RFC2136Config()
 	s.putCredentials(credsSecret, creds)
-	mwc := wconfig.MutatingWebhookConfiguration(wconfig.DefaultOptions())
-	if _, err := s.kube.Clientset.AdmissionregistrationV1().MutatingWebhookConfigurations().Create(ctx, mwc, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	testctl.CreateWebhookConfiguration(t, s.kube.Clientset)
 	s.cfgPath = filepath.Join(t.TempDir(), "config.yaml")
 	s.writeConfig(nil)
 
-	wh, caPort, health := poll.FreePort(t), poll.FreePort(t), poll.FreePort(t)
-	s.opts = controller.DefaultOptions()
-	s.opts.Namespace = ctrlNS
-	s.opts.WebhookAddr = fmt.Sprintf("127.0.0.1:%d", wh)
-	s.opts.CAAddr = fmt.Sprintf("127.0.0.1:%d", caPort)
-	s.opts.HealthAddr = fmt.Sprintf("127.0.0.1:%d", health)
-	s.opts.MetricsAddr = "0"
-	s.opts.WebhookURL = fmt.Sprintf("https://127.0.0.1:%d", wh)
+	s.opts = testctl.Options(t, ctrlNS)
 	s.opts.LeaderElect = true
-	s.opts.ShutdownTimeout = 5 * time.Second
 	setACMEOptions(&s.opts, s.cfgPath)
 	s.startController()
 	t.Logf("suite ready in %s (API server, BIND, Pebble, controller)", time.Since(begin).Round(time.Millisecond))

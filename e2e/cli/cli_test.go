@@ -68,21 +68,10 @@ func TestCLI(t *testing.T) {
 	cli := &runner{bin: bins[0], kubeconfig: env.KubeconfigPath}
 
 	env.CreateNamespace(t, ctrlNS, nil)
-	whPort, caPort, healthPort := poll.FreePort(t), poll.FreePort(t), poll.FreePort(t)
-	whURL := fmt.Sprintf("https://127.0.0.1:%d", whPort)
-	mwc := config.MutatingWebhookConfiguration(config.DefaultOptions())
-	if _, err := env.Clientset.AdmissionregistrationV1().MutatingWebhookConfigurations().Create(ctx, mwc, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	opts := controller.DefaultOptions()
-	opts.Namespace = ctrlNS
-	opts.WebhookAddr = fmt.Sprintf("127.0.0.1:%d", whPort)
-	opts.CAAddr = fmt.Sprintf("127.0.0.1:%d", caPort)
-	opts.HealthAddr = fmt.Sprintf("127.0.0.1:%d", healthPort)
-	opts.MetricsAddr = "0"
-	opts.WebhookURL = whURL
+	testctl.CreateWebhookConfiguration(t, env.Clientset)
+	opts := testctl.Options(t, ctrlNS)
 	opts.SidecarImage = "localhost/podtls/sidecar:e2e"
-	opts.ShutdownTimeout = 5 * time.Second
+	whURL := opts.WebhookURL
 	ctl := testctl.Start(t, env.Config, opts)
 	// The Deployment a chart would create, with the same arguments, and one
 	// pod made Ready the way a kubelet would report it.

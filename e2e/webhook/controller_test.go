@@ -26,8 +26,6 @@ import (
 	"github.com/podtls/podtls/internal/testctl"
 	"github.com/podtls/podtls/webhook/annotations"
 	"github.com/podtls/podtls/webhook/audit"
-	"github.com/podtls/podtls/webhook/config"
-	"github.com/podtls/podtls/webhook/controller"
 	"github.com/podtls/podtls/webhook/inject"
 )
 
@@ -41,23 +39,11 @@ func TestController(t *testing.T) {
 	const ctrlNS = "podtls-system"
 	env.CreateNamespace(t, ctrlNS, nil)
 
-	whPort, caPort, healthPort := poll.FreePort(t), poll.FreePort(t), poll.FreePort(t)
-	whURL := fmt.Sprintf("https://127.0.0.1:%d", whPort)
 	// Installed as the chart will: service client config, no caBundle yet.
-	mwc := config.MutatingWebhookConfiguration(config.DefaultOptions())
-	if _, err := env.Clientset.AdmissionregistrationV1().MutatingWebhookConfigurations().Create(ctx, mwc, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-
-	opts := controller.DefaultOptions()
-	opts.Namespace = ctrlNS
-	opts.WebhookAddr = fmt.Sprintf("127.0.0.1:%d", whPort)
-	opts.CAAddr = fmt.Sprintf("127.0.0.1:%d", caPort)
-	opts.HealthAddr = fmt.Sprintf("127.0.0.1:%d", healthPort)
-	opts.MetricsAddr = "0"
-	opts.WebhookURL = whURL
+	testctl.CreateWebhookConfiguration(t, env.Clientset)
+	opts := testctl.Options(t, ctrlNS)
 	opts.LeaderElect = true
-	opts.ShutdownTimeout = 5 * time.Second
+	whURL := opts.WebhookURL
 	ctl := testctl.Start(t, env.Config, opts)
 
 	caSecret, err := env.Clientset.CoreV1().Secrets(ctrlNS).Get(ctx, opts.CASecret, metav1.GetOptions{})
@@ -81,7 +67,7 @@ func TestController(t *testing.T) {
 		}
 		pool := x509.NewCertPool()
 		pool.AppendCertsFromPEM(roots)
-		conn, err := tls.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", whPort), &tls.Config{RootCAs: pool, ServerName: "127.0.0.1"})
+		conn, err := tls.Dial("tcp", opts.WebhookAddr, &tls.Config{RootCAs: pool, ServerName: "127.0.0.1"})
 		if err != nil {
 			t.Fatalf("webhook certificate does not verify against the CA roots: %v", err)
 		}
@@ -140,7 +126,7 @@ func TestController(t *testing.T) {
 		pool.AppendCertsFromPEM(roots)
 		c := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool,
 			ServerName: opts.ServiceName + "." + ctrlNS + ".svc"}}}
-		resp, err := c.Get(fmt.Sprintf("https://127.0.0.1:%d/v1/trust-bundle", caPort))
+		resp, err := c.Get("https://" + opts.CAAddr + "/v1/trust-bundle")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -178,7 +164,7 @@ func TestController(t *testing.T) {
 		pool.AppendCertsFromPEM(roots)
 		c := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool,
 			ServerName: opts.ServiceName + "." + ctrlNS + ".svc"}}}
-		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, fmt.Sprintf("https://127.0.0.1:%d%s", caPort, api.SignPath), bytes.NewReader(body))
+		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, "https://"+opts.CAAddr+api.SignPath, bytes.NewReader(body))
 		req.Header.Set("Authorization", "Bearer "+token)
 		req.Header.Set("Content-Type", "application/json")
 		var resp *http.Response

@@ -3,19 +3,15 @@ package webhook_test
 import (
 	"crypto/tls"
 	"crypto/x509"
-	"fmt"
 	"io"
 	"net/http"
 	"testing"
-	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/podtls/podtls/internal/kubetest"
-	"github.com/podtls/podtls/internal/poll"
 	"github.com/podtls/podtls/internal/testctl"
 	"github.com/podtls/podtls/webhook/annotations"
-	"github.com/podtls/podtls/webhook/config"
 	"github.com/podtls/podtls/webhook/controller"
 )
 
@@ -27,10 +23,7 @@ func TestTwoReplicas(t *testing.T) {
 	ctx := t.Context()
 	const ctrlNS = "podtls-system"
 	env.CreateNamespace(t, ctrlNS, nil)
-	if _, err := env.Clientset.AdmissionregistrationV1().MutatingWebhookConfigurations().Create(ctx,
-		config.MutatingWebhookConfiguration(config.DefaultOptions()), metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	testctl.CreateWebhookConfiguration(t, env.Clientset)
 	type replica struct {
 		opts controller.Options
 		ctl  *testctl.Controller
@@ -39,19 +32,12 @@ func TestTwoReplicas(t *testing.T) {
 	whURL := ""
 	replicas := make([]*replica, 2)
 	for i := range replicas {
-		wh, ca, health := poll.FreePort(t), poll.FreePort(t), poll.FreePort(t)
+		o := testctl.Options(t, ctrlNS)
 		if whURL == "" {
-			whURL = fmt.Sprintf("https://127.0.0.1:%d", wh)
+			whURL = o.WebhookURL
 		}
-		o := controller.DefaultOptions()
-		o.Namespace = ctrlNS
-		o.WebhookAddr = fmt.Sprintf("127.0.0.1:%d", wh)
-		o.CAAddr = fmt.Sprintf("127.0.0.1:%d", ca)
-		o.HealthAddr = fmt.Sprintf("127.0.0.1:%d", health)
-		o.MetricsAddr = "0"
 		o.WebhookURL = whURL
 		o.LeaderElect = true
-		o.ShutdownTimeout = 5 * time.Second
 		replicas[i] = &replica{opts: o}
 	}
 	for _, r := range replicas { // both race for the CA Secret and the lease

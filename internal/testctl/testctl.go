@@ -3,9 +3,11 @@
 // envtest), started in a goroutine, waited for until /readyz answers 200, and
 // stopped at test cleanup at the latest.
 //
-//	opts := controller.DefaultOptions()
-//	opts.HealthAddr = fmt.Sprintf("127.0.0.1:%d", poll.FreePort(t)) // needed for readiness
-//	...
+//	env := kubetest.Start(t)
+//	env.CreateNamespace(t, "podtls-system", nil)
+//	testctl.CreateWebhookConfiguration(t, env.Clientset)
+//	opts := testctl.Options(t, "podtls-system") // free loopback ports
+//	opts.LeaderElect = true                      // whatever the test needs
 //	ctl := testctl.Start(t, env.Config, opts)
 //	...
 //	if err := ctl.Stop(); err != nil { t.Errorf("controller.Run: %v", err) } // optional
@@ -21,9 +23,12 @@ import (
 	"testing"
 	"time"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
 	"github.com/podtls/podtls/internal/poll"
+	"github.com/podtls/podtls/webhook/config"
 	"github.com/podtls/podtls/webhook/controller"
 )
 
@@ -35,6 +40,35 @@ const (
 	// context is cancelled (opts.ShutdownTimeout plus slack).
 	StopTimeout = 30 * time.Second
 )
+
+// Options returns controller.DefaultOptions for namespace with the webhook,
+// the CA and the health endpoints on free loopback ports, the API server
+// calling the webhook by URL (envtest has no Services), metrics off and a
+// short shutdown timeout. Tests change what they exercise on top.
+func Options(t testing.TB, namespace string) controller.Options {
+	t.Helper()
+	loopback := func() string { return fmt.Sprintf("127.0.0.1:%d", poll.FreePort(t)) }
+	opts := controller.DefaultOptions()
+	opts.Namespace = namespace
+	opts.WebhookAddr = loopback()
+	opts.CAAddr = loopback()
+	opts.HealthAddr = loopback()
+	opts.MetricsAddr = "0"
+	opts.WebhookURL = "https://" + opts.WebhookAddr
+	opts.ShutdownTimeout = 5 * time.Second
+	return opts
+}
+
+// CreateWebhookConfiguration installs the MutatingWebhookConfiguration as
+// the chart does (service client config, no caBundle yet), for the
+// controller to patch.
+func CreateWebhookConfiguration(t testing.TB, kube kubernetes.Interface) {
+	t.Helper()
+	mwc := config.MutatingWebhookConfiguration(config.DefaultOptions())
+	if _, err := kube.AdmissionregistrationV1().MutatingWebhookConfigurations().Create(t.Context(), mwc, metav1.CreateOptions{}); err != nil {
+		t.Fatalf("create MutatingWebhookConfiguration %s: %v", mwc.Name, err)
+	}
+}
 
 // Controller is one in-process run of controller.Run.
 type Controller struct {

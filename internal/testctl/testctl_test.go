@@ -1,17 +1,10 @@
 package testctl_test
 
 import (
-	"fmt"
 	"testing"
-	"time"
-
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/podtls/podtls/internal/kubetest"
-	"github.com/podtls/podtls/internal/poll"
 	"github.com/podtls/podtls/internal/testctl"
-	"github.com/podtls/podtls/webhook/config"
-	"github.com/podtls/podtls/webhook/controller"
 )
 
 // TestStartStop: Start returns a ready controller; Stop ends Run without
@@ -20,19 +13,8 @@ func TestStartStop(t *testing.T) {
 	env := kubetest.Start(t)
 	const ns = "podtls-system"
 	env.CreateNamespace(t, ns, nil)
-	if _, err := env.Clientset.AdmissionregistrationV1().MutatingWebhookConfigurations().Create(t.Context(),
-		config.MutatingWebhookConfiguration(config.DefaultOptions()), metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	wh, ca, health := poll.FreePort(t), poll.FreePort(t), poll.FreePort(t)
-	opts := controller.DefaultOptions()
-	opts.Namespace = ns
-	opts.WebhookAddr = fmt.Sprintf("127.0.0.1:%d", wh)
-	opts.CAAddr = fmt.Sprintf("127.0.0.1:%d", ca)
-	opts.HealthAddr = fmt.Sprintf("127.0.0.1:%d", health)
-	opts.MetricsAddr = "0"
-	opts.WebhookURL = fmt.Sprintf("https://127.0.0.1:%d", wh)
-	opts.ShutdownTimeout = 5 * time.Second
+	testctl.CreateWebhookConfiguration(t, env.Clientset)
+	opts := testctl.Options(t, ns)
 
 	ctl := testctl.Start(t, env.Config, opts)
 	if ok, why := ctl.Ready(); !ok {
