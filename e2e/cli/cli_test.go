@@ -365,16 +365,30 @@ spec:
 		if err := mwcs.Delete(ctx, "podtls", metav1.DeleteOptions{}); err != nil {
 			t.Fatal(err)
 		}
+		restored := false
+		restore := func() {
+			if restored {
+				return
+			}
+			restored = true
+			saved.ResourceVersion = ""
+			if _, err := mwcs.Create(ctx, saved, metav1.CreateOptions{}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		defer restore() // the later subtests need the configuration back even if this one fails
 		var p corev1.Pod
 		_ = yaml.Unmarshal([]byte(podYAML), &p)
 		p.Name = "slipped"
-		if _, err := env.Clientset.CoreV1().Pods(appNS).Create(ctx, &p, metav1.CreateOptions{}); err != nil {
-			t.Fatal(err)
-		}
-		saved.ResourceVersion = ""
-		if _, err := mwcs.Create(ctx, saved, metav1.CreateOptions{}); err != nil {
-			t.Fatal(err)
-		}
+		// The API server notices the deleted configuration a moment later; until
+		// then the (stopped) webhook refuses the pod.
+		poll.Eventually(t, 30*time.Second, "pod admitted without the deleted webhook", func() (bool, string) {
+			if _, err := env.Clientset.CoreV1().Pods(appNS).Create(ctx, p.DeepCopy(), metav1.CreateOptions{}); err != nil {
+				return false, err.Error()
+			}
+			return true, ""
+		})
+		restore()
 		cli.expectRed(t, check.IDUninjectedPods, "shop/slipped: namespace-enabled", "recreate them")
 		out, _ := cli.run(t, nil, "status", "-n", appNS)
 		if !strings.Contains(out, "MISSING") {
