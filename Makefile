@@ -21,7 +21,7 @@ help: ## list targets
 all: lint build test ## lint, build and test
 
 build: ## build every binary into bin/
-	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '-s -w -X github.com/podtls/podtls/webhook/controller.Version=$(VERSION)' -o $(BIN)/ $(CMDS)
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '-s -w -X github.com/podtls/podtls/controller/options.Version=$(VERSION)' -o $(BIN)/ $(CMDS)
 
 IMAGE_TAG ?= dev
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)

@@ -23,15 +23,15 @@ import (
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
+	"github.com/podtls/podtls/webhook/config"
 	"github.com/podtls/podtls/webhook/inject"
 )
 
-// Paths the two webhooks of the MutatingWebhookConfiguration call.
+// Paths the two webhooks of the MutatingWebhookConfiguration call; the
+// configuration (webhook/config) owns them.
 const (
-	// PathLabelled serves namespaces labelled podtls.io/inject=enabled (failurePolicy Fail).
-	PathLabelled = "/mutate-v1-pod"
-	// PathOptIn serves every other non-system namespace (failurePolicy Ignore).
-	PathOptIn = "/mutate-v1-pod-optin"
+	PathLabelled = config.PathLabelled
+	PathOptIn    = config.PathOptIn
 )
 
 // Results of an admission, the "result" label of the admissions metric.

@@ -14,13 +14,13 @@ import (
 
 	"github.com/podtls/podtls/cli/kube"
 	"github.com/podtls/podtls/cli/output"
-	"github.com/podtls/podtls/webhook/controller"
+	"github.com/podtls/podtls/controller/options"
 )
 
 // version is the client version: the same variable `make build` stamps into
-// every binary (-X github.com/podtls/podtls/webhook/controller.Version=...),
+// every binary (-X github.com/podtls/podtls/controller/options.Version=...),
 // so the CLI and the controller of one build report the same version.
-func version() string { return controller.Version }
+func version() string { return options.Version }
 
 // ExitError carries a process exit code without a message of its own (the
 // command has printed its report already).

@@ -30,9 +30,9 @@ import (
 	"github.com/podtls/podtls/ca/acme/status"
 	"github.com/podtls/podtls/cli/injectconfig"
 	"github.com/podtls/podtls/cli/output"
+	"github.com/podtls/podtls/controller/options"
 	"github.com/podtls/podtls/webhook/annotations"
 	"github.com/podtls/podtls/webhook/config"
-	"github.com/podtls/podtls/webhook/controller"
 	"github.com/podtls/podtls/webhook/inject"
 )
 
@@ -109,7 +109,7 @@ type runner struct {
 	kube kubernetes.Interface
 	opts Options
 	now  time.Time
-	ctrl controller.Options
+	ctrl options.Options
 	mat  *ca.Material
 	res  []Result
 }
@@ -156,7 +156,7 @@ func (r *runner) readErr(id, what string, err error) {
 
 func (r *runner) controllerPods(ctx context.Context) {
 	ns := r.opts.Namespace
-	r.ctrl = controller.DefaultOptions()
+	r.ctrl = options.DefaultOptions()
 	r.ctrl.Namespace = ns
 	d, err := r.kube.AppsV1().Deployments(ns).Get(ctx, injectconfig.DeploymentName, metav1.GetOptions{})
 	switch {

@@ -18,7 +18,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/podtls/podtls/ca"
-	"github.com/podtls/podtls/webhook/controller"
+	"github.com/podtls/podtls/controller/options"
 	"github.com/podtls/podtls/webhook/inject"
 )
 
@@ -31,7 +31,7 @@ const ControllerContainer = "controller"
 
 // Flags select the configuration. The defaults are the controller's.
 type Flags struct {
-	Opts           controller.Options
+	Opts           options.Options
 	TrustRootsFile string
 	FromCluster    bool
 	// Version is recorded in the status annotation unless --from-cluster
@@ -41,9 +41,9 @@ type Flags struct {
 
 // NewFlags returns the controller's defaults.
 func NewFlags() *Flags {
-	o := controller.DefaultOptions()
+	o := options.DefaultOptions()
 	o.SidecarMode = string(inject.ModeNative)
-	return &Flags{Opts: o, Version: controller.Version}
+	return &Flags{Opts: o, Version: options.Version}
 }
 
 // Bind registers the flags. The controller namespace is bound by the root
@@ -76,7 +76,7 @@ func (f *Flags) Build(ctx context.Context, kube kubernetes.Interface) (inject.Co
 		if i := strings.LastIndex(img, ":"); i > 0 && !strings.Contains(img[i:], "/") {
 			version = img[i+1:]
 		}
-		mode, err := controller.SidecarMode(opts.SidecarMode, kube.Discovery())
+		mode, err := options.SidecarMode(opts.SidecarMode, kube.Discovery())
 		if err != nil {
 			return inject.Config{}, err
 		}
@@ -102,33 +102,33 @@ func (f *Flags) Build(ctx context.Context, kube kubernetes.Interface) (inject.Co
 
 // Config maps controller options onto the injection config with the
 // controller's own function (the mode must already be resolved).
-func Config(opts controller.Options, version, roots string) (inject.Config, error) {
-	return controller.InjectConfig(opts, inject.SidecarMode(opts.SidecarMode), version, roots)
+func Config(opts options.Options, version, roots string) (inject.Config, error) {
+	return options.InjectConfig(opts, inject.SidecarMode(opts.SidecarMode), version, roots)
 }
 
 // DecideConfig is the configuration for Decide and Parse only (which do not
 // depend on the sidecar mode, so "auto" needs no API server version).
-func DecideConfig(opts controller.Options) (inject.Config, error) {
+func DecideConfig(opts options.Options) (inject.Config, error) {
 	if opts.SidecarMode == "auto" {
 		opts.SidecarMode = string(inject.ModeNative)
 	}
-	return Config(opts, controller.Version, "")
+	return Config(opts, options.Version, "")
 }
 
 // FromDeployment parses the controller Deployment's container arguments with
 // the controller's own flag definitions. It returns the options and the image.
-func FromDeployment(ctx context.Context, kube kubernetes.Interface, namespace string) (controller.Options, string, error) {
+func FromDeployment(ctx context.Context, kube kubernetes.Interface, namespace string) (options.Options, string, error) {
 	d, err := kube.AppsV1().Deployments(namespace).Get(ctx, DeploymentName, metav1.GetOptions{})
 	if err != nil {
-		return controller.Options{}, "", fmt.Errorf("read controller Deployment %s/%s: %w", namespace, DeploymentName, err)
+		return options.Options{}, "", fmt.Errorf("read controller Deployment %s/%s: %w", namespace, DeploymentName, err)
 	}
 	c, err := controllerContainer(d)
 	if err != nil {
-		return controller.Options{}, "", err
+		return options.Options{}, "", err
 	}
 	opts, err := ParseArgs(append(append([]string(nil), c.Command...), c.Args...))
 	if err != nil {
-		return controller.Options{}, "", fmt.Errorf("controller Deployment %s/%s: %w", namespace, DeploymentName, err)
+		return options.Options{}, "", fmt.Errorf("controller Deployment %s/%s: %w", namespace, DeploymentName, err)
 	}
 	return opts, c.Image, nil
 }
@@ -149,17 +149,17 @@ func controllerContainer(d *appsv1.Deployment) (corev1.Container, error) {
 // ParseArgs reads podtls-controller flags from a command line (a leading
 // non-flag word, the binary, is skipped). Flags the controller does not
 // define are an error, as they would be for the controller.
-func ParseArgs(args []string) (controller.Options, error) {
+func ParseArgs(args []string) (options.Options, error) {
 	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
 		args = args[1:]
 	}
-	opts := controller.DefaultOptions()
+	opts := options.DefaultOptions()
 	fs := flag.NewFlagSet("podtls-controller", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	opts.BindFlags(fs)
 	fs.String("kubeconfig", "", "") // controller-runtime's global flag
 	if err := fs.Parse(args); err != nil {
-		return controller.Options{}, fmt.Errorf("controller arguments: %w", err)
+		return options.Options{}, fmt.Errorf("controller arguments: %w", err)
 	}
 	return opts, nil
 }

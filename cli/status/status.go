@@ -24,10 +24,9 @@ import (
 	acmestatus "github.com/podtls/podtls/ca/acme/status"
 	"github.com/podtls/podtls/ca/identity"
 	"github.com/podtls/podtls/cli/injectconfig"
+	"github.com/podtls/podtls/controller/options"
 	"github.com/podtls/podtls/sidecar/certs"
 	"github.com/podtls/podtls/webhook/annotations"
-	"github.com/podtls/podtls/webhook/audit"
-	"github.com/podtls/podtls/webhook/controller"
 	"github.com/podtls/podtls/webhook/inject"
 )
 
@@ -104,7 +103,7 @@ type Options struct {
 }
 
 // eventReasons are the Event reasons podtls records on pods.
-var eventReasons = []string{audit.EventReason, acmestatus.EventIssued, acmestatus.EventRenewed,
+var eventReasons = []string{annotations.EventNotInjected, acmestatus.EventIssued, acmestatus.EventRenewed,
 	acmestatus.EventFailed, acmestatus.EventDenied, acmestatus.EventNotConfigured, acmestatus.EventIgnored}
 
 // Collect reads the pods and everything about them.
@@ -135,7 +134,7 @@ func Collect(ctx context.Context, kube kubernetes.Interface, opts Options) (Repo
 		return pods[i].Name < pods[j].Name
 	})
 
-	ctrl := controller.DefaultOptions()
+	ctrl := options.DefaultOptions()
 	ctrl.Namespace = opts.ControllerNamespace
 	if o, _, err := injectconfig.FromDeployment(ctx, kube, opts.ControllerNamespace); err == nil {
 		ctrl = o

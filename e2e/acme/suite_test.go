@@ -17,12 +17,12 @@ import (
 
 	"github.com/podtls/podtls/ca/acme/config"
 	"github.com/podtls/podtls/ca/acme/status"
+	"github.com/podtls/podtls/controller/options"
 	"github.com/podtls/podtls/e2e/acmetest"
 	"github.com/podtls/podtls/internal/kubetest"
 	"github.com/podtls/podtls/internal/poll"
 	"github.com/podtls/podtls/internal/testctl"
 	"github.com/podtls/podtls/webhook/annotations"
-	"github.com/podtls/podtls/webhook/controller"
 	"github.com/podtls/podtls/webhook/inject"
 )
 
@@ -45,7 +45,7 @@ type suite struct {
 	kube    *kubetest.Env
 	acme    *acmetest.Env
 	cfgPath string
-	opts    controller.Options
+	opts    options.Options
 	ctl     *testctl.Controller // the running (or last) controller
 }
 

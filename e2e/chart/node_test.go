@@ -46,7 +46,7 @@ func TestHelmTestOnNode(t *testing.T) {
 	dir := t.TempDir()
 	var images []string
 	for _, img := range []struct{ pkg, name string }{
-		{"./webhook/cmd/podtls-controller", controllerImage},
+		{"./controller/cmd/podtls-controller", controllerImage},
 		{"./sidecar/cmd/podtls-sidecar", sidecarImage},
 	} {
 		out := filepath.Join(dir, filepath.Base(img.pkg)+".tar")

@@ -45,12 +45,13 @@ import (
 	"github.com/podtls/podtls/cli/check"
 	"github.com/podtls/podtls/cli/output"
 	"github.com/podtls/podtls/cli/status"
+	"github.com/podtls/podtls/controller"
+	"github.com/podtls/podtls/controller/options"
 	"github.com/podtls/podtls/internal/kubetest"
 	"github.com/podtls/podtls/internal/poll"
 	"github.com/podtls/podtls/internal/testctl"
 	"github.com/podtls/podtls/webhook/annotations"
 	"github.com/podtls/podtls/webhook/config"
-	"github.com/podtls/podtls/webhook/controller"
 	"github.com/podtls/podtls/webhook/inject"
 )
 
@@ -581,7 +582,7 @@ func createControllerDeployment(t *testing.T, env *kubetest.Env, args []string) 
 			Template: corev1.PodTemplateSpec{
 				ObjectMeta: metav1.ObjectMeta{Labels: labels},
 				Spec: corev1.PodSpec{Containers: []corev1.Container{{
-					Name: "controller", Image: "localhost/podtls/controller:" + controller.Version, Args: args}}},
+					Name: "controller", Image: "localhost/podtls/controller:" + options.Version, Args: args}}},
 			},
 		},
 	}

@@ -310,7 +310,7 @@ func (r *run) printf(format string, args ...any) {
 // and the links run in parallel.
 func (r *run) buildImages(ctx context.Context, dir string) ([]string, error) {
 	specs := []struct{ pkg, name string }{
-		{"./webhook/cmd/podtls-controller", ControllerImage},
+		{"./controller/cmd/podtls-controller", ControllerImage},
 		{"./sidecar/cmd/podtls-sidecar", SidecarImage},
 		{"./e2e/apps/hop", HopImage},
 	}

@@ -65,7 +65,7 @@ func TestMesh(t *testing.T) {
 	dir := t.TempDir()
 	var images []string
 	for _, img := range []struct{ pkg, name string }{
-		{"./webhook/cmd/podtls-controller", controllerImage},
+		{"./controller/cmd/podtls-controller", controllerImage},
 		{"./sidecar/cmd/podtls-sidecar", sidecarImage},
 		{"./e2e/apps/echo", echoImage},
 		{"./e2e/mesh/testdata/whoami", whoamiImage},

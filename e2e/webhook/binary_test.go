@@ -32,7 +32,7 @@ func TestBinary(t *testing.T) {
 		t.Fatal(err)
 	}
 	bin := filepath.Join(t.TempDir(), "podtls-controller")
-	build := exec.CommandContext(t.Context(), "go", "build", "-o", bin, "./webhook/cmd/podtls-controller")
+	build := exec.CommandContext(t.Context(), "go", "build", "-o", bin, "./controller/cmd/podtls-controller")
 	build.Dir = root
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)

@@ -9,10 +9,10 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/podtls/podtls/controller/options"
 	"github.com/podtls/podtls/internal/kubetest"
 	"github.com/podtls/podtls/internal/testctl"
 	"github.com/podtls/podtls/webhook/annotations"
-	"github.com/podtls/podtls/webhook/controller"
 )
 
 // TestTwoReplicas starts two controllers at the same moment, as a Deployment
@@ -25,7 +25,7 @@ func TestTwoReplicas(t *testing.T) {
 	env.CreateNamespace(t, ctrlNS, nil)
 	testctl.CreateWebhookConfiguration(t, env.Clientset)
 	type replica struct {
-		opts controller.Options
+		opts options.Options
 		ctl  *testctl.Controller
 	}
 	// Both point the API server at the first replica's webhook, like one Service.
@@ -47,7 +47,7 @@ func TestTwoReplicas(t *testing.T) {
 		r.ctl.WaitReady(t)
 	}
 
-	sec, err := env.Clientset.CoreV1().Secrets(ctrlNS).Get(ctx, controller.DefaultOptions().CASecret, metav1.GetOptions{})
+	sec, err := env.Clientset.CoreV1().Secrets(ctrlNS).Get(ctx, options.DefaultOptions().CASecret, metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -5,7 +5,7 @@ import (
 	"os"
 	"testing"
 
-	"github.com/podtls/podtls/webhook/controller"
+	"github.com/podtls/podtls/controller"
 )
 
 // TestMain sets up process-wide logging once, as podtls-controller's main does.

@@ -27,9 +27,10 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
+	"github.com/podtls/podtls/controller"
+	"github.com/podtls/podtls/controller/options"
 	"github.com/podtls/podtls/internal/poll"
 	"github.com/podtls/podtls/webhook/config"
-	"github.com/podtls/podtls/webhook/controller"
 )
 
 const (
@@ -41,14 +42,14 @@ const (
 	StopTimeout = 30 * time.Second
 )
 
-// Options returns controller.DefaultOptions for namespace with the webhook,
+// Options returns options.DefaultOptions for namespace with the webhook,
 // the CA and the health endpoints on free loopback ports, the API server
 // calling the webhook by URL (envtest has no Services), metrics off and a
 // short shutdown timeout. Tests change what they exercise on top.
-func Options(t testing.TB, namespace string) controller.Options {
+func Options(t testing.TB, namespace string) options.Options {
 	t.Helper()
 	loopback := func() string { return fmt.Sprintf("127.0.0.1:%d", poll.FreePort(t)) }
-	opts := controller.DefaultOptions()
+	opts := options.DefaultOptions()
 	opts.Namespace = namespace
 	opts.WebhookAddr = loopback()
 	opts.CAAddr = loopback()
@@ -72,7 +73,7 @@ func CreateWebhookConfiguration(t testing.TB, kube kubernetes.Interface) {
 
 // Controller is one in-process run of controller.Run.
 type Controller struct {
-	opts   controller.Options
+	opts   options.Options
 	cancel context.CancelFunc
 	exited chan struct{} // closed when Run has returned
 	err    error         // Run's result; read only after exited is closed
@@ -82,7 +83,7 @@ type Controller struct {
 }
 
 // Start launches the controller and waits for it to be ready (WaitReady).
-func Start(t testing.TB, cfg *rest.Config, opts controller.Options) *Controller {
+func Start(t testing.TB, cfg *rest.Config, opts options.Options) *Controller {
 	t.Helper()
 	c := Launch(t, cfg, opts)
 	c.WaitReady(t)
@@ -92,7 +93,7 @@ func Start(t testing.TB, cfg *rest.Config, opts controller.Options) *Controller 
 // Launch starts controller.Run(ctx, opts, cfg) in a goroutine and returns
 // without waiting, e.g. to let several replicas race. It registers Stop with
 // t.Cleanup; an error Stop has not already returned to a caller fails t there.
-func Launch(t testing.TB, cfg *rest.Config, opts controller.Options) *Controller {
+func Launch(t testing.TB, cfg *rest.Config, opts options.Options) *Controller {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	c := &Controller{opts: opts, cancel: cancel, exited: make(chan struct{})}

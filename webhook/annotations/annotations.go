@@ -79,3 +79,8 @@ const ExternalSecret = Prefix + "external-secret"
 // "kubectl logs/exec" pick by default. The webhook sets it in legacy mode, where the
 // sidecar would otherwise be the first container.
 const DefaultContainer = "kubectl.kubernetes.io/default-container"
+
+// EventNotInjected is the reason of the Warning Event the controller's
+// injection audit puts on a pod that asked for podtls but runs without its
+// sidecar. Events are part of the pod contract: `podtls status` lists them.
+const EventNotInjected = "PodtlsNotInjected"

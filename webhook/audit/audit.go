@@ -28,7 +28,7 @@ import (
 )
 
 // EventReason is the reason of the Warning Event on an uninjected pod.
-const EventReason = "PodtlsNotInjected"
+const EventReason = annotations.EventNotInjected
 
 var notInjected = prometheus.NewGauge(prometheus.GaugeOpts{
 	Name: "podtls_pods_not_injected",

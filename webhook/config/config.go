@@ -10,7 +10,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 
-	"github.com/podtls/podtls/webhook"
 	"github.com/podtls/podtls/webhook/annotations"
 	"github.com/podtls/podtls/webhook/inject"
 )
@@ -26,6 +25,14 @@ const (
 	// namespaces working while the controller is down (the audit reconciler
 	// reports pods that slipped through).
 	OptInWebhook = "pod.inject.podtls.io"
+)
+
+// Paths the two webhooks of the MutatingWebhookConfiguration call.
+const (
+	// PathLabelled serves namespaces labelled podtls.io/inject=enabled (failurePolicy Fail).
+	PathLabelled = "/mutate-v1-pod"
+	// PathOptIn serves every other non-system namespace (failurePolicy Ignore).
+	PathOptIn = "/mutate-v1-pod-optin"
 )
 
 // Options say where the API server reaches the webhook.
@@ -76,8 +83,8 @@ func MutatingWebhookConfiguration(o Options) *admissionregistrationv1.MutatingWe
 		ObjectMeta: metav1.ObjectMeta{Name: o.Name, Labels: map[string]string{
 			"app.kubernetes.io/name": "podtls", "app.kubernetes.io/component": "webhook"}},
 		Webhooks: []admissionregistrationv1.MutatingWebhook{
-			hook(LabelledWebhook, o, webhook.PathLabelled, admissionregistrationv1.Fail, labelled, notSystem),
-			hook(OptInWebhook, o, webhook.PathOptIn, admissionregistrationv1.Ignore, notLabelled, notSystem),
+			hook(LabelledWebhook, o, PathLabelled, admissionregistrationv1.Fail, labelled, notSystem),
+			hook(OptInWebhook, o, PathOptIn, admissionregistrationv1.Ignore, notLabelled, notSystem),
 		},
 	}
 }

@@ -1,9 +1,8 @@
-// Package controller wires podtls-controller: one controller-runtime manager
-// running the admission webhook, the CA's sign API, the webhook's own serving
-// certificate and caBundle patching, the trust-bundle distributor and the
-// injection audit, and the ACME manager of external certificates. main only
-// parses flags into Options and calls Run.
-package controller
+// Package options is podtls-controller's flag contract: Options with their
+// defaults, flags and validation, the mapping to the injection config, and the
+// build version. It is light on purpose: the podtls CLI imports it, and it must
+// never pull in the controller's manager, the CA, lego or cloud SDKs.
+package options
 
 import (
 	"flag"
@@ -109,7 +108,7 @@ func (o *Options) Validate() error {
 		return fmt.Errorf("--namespace is empty")
 	}
 	for flagName, v := range map[string]string{"--webhook-addr": o.WebhookAddr, "--ca-addr": o.CAAddr} {
-		if _, _, err := splitAddr(v); err != nil {
+		if _, _, err := SplitAddr(v); err != nil {
 			return fmt.Errorf("%s %q: %w", flagName, v, err)
 		}
 	}
@@ -147,8 +146,8 @@ func (o *Options) Validate() error {
 	return nil
 }
 
-// splitAddr splits "host:port" with a numeric port.
-func splitAddr(addr string) (string, int, error) {
+// SplitAddr splits "host:port" with a numeric port.
+func SplitAddr(addr string) (string, int, error) {
 	host, p, err := net.SplitHostPort(addr)
 	if err != nil {
 		return "", 0, err

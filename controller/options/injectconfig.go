@@ -1,7 +1,8 @@
-package controller
+package options
 
 import (
 	"fmt"
+	"strconv"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -68,4 +69,22 @@ func SidecarMode(flagValue string, server ServerVersioner) (inject.SidecarMode, 
 		return "", fmt.Errorf("--sidecar-mode auto: read API server version: %w", err)
 	}
 	return modeForVersion(v.Major, v.Minor), nil
+}
+
+// modeForVersion maps a server version ("1", "28+") to a sidecar mode.
+func modeForVersion(major, minor string) inject.SidecarMode {
+	trim := func(s string) int {
+		for i, r := range s {
+			if r < '0' || r > '9' {
+				s = s[:i]
+				break
+			}
+		}
+		n, _ := strconv.Atoi(s)
+		return n
+	}
+	if maj := trim(major); maj > 1 || (maj == 1 && trim(minor) >= 29) {
+		return inject.ModeNative
+	}
+	return inject.ModeLegacy
 }

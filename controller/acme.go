@@ -9,11 +9,12 @@ import (
 	"github.com/podtls/podtls/ca/acme"
 	"github.com/podtls/podtls/ca/acme/config"
 	acmemanager "github.com/podtls/podtls/ca/acme/manager"
+	"github.com/podtls/podtls/controller/options"
 )
 
 // newACMEManager builds the ACME manager; without --acme-config it only
 // tells pods asking for external hosts that no issuer is configured.
-func newACMEManager(opts Options, kube kubernetes.Interface, slogger *slog.Logger) *acmemanager.Manager {
+func newACMEManager(opts options.Options, kube kubernetes.Interface, slogger *slog.Logger) *acmemanager.Manager {
 	mo := acmemanager.Options{ConfigFile: opts.ACMEConfig}
 	if opts.ACMEConfig != "" {
 		mo.ParseConfig = config.Parse

@@ -1,3 +1,8 @@
+// Package controller is the composition root of podtls-controller: one
+// controller-runtime manager running the admission webhook, the CA's sign API,
+// the webhook's own serving certificate and caBundle patching, the trust-bundle
+// distributor and the injection audit, and the ACME manager of external
+// certificates. main only parses flags into options.Options and calls Run.
 package controller
 
 import (
@@ -9,7 +14,6 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"strconv"
 
 	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
@@ -31,6 +35,7 @@ import (
 	"github.com/podtls/podtls/ca"
 	acmemanager "github.com/podtls/podtls/ca/acme/manager"
 	caserver "github.com/podtls/podtls/ca/server"
+	"github.com/podtls/podtls/controller/options"
 	"github.com/podtls/podtls/webhook"
 	"github.com/podtls/podtls/webhook/audit"
 	"github.com/podtls/podtls/webhook/bundle"
@@ -42,7 +47,7 @@ import (
 // Run starts everything and blocks until ctx ends (SIGTERM), then shuts down
 // gracefully within opts.ShutdownTimeout. It logs through slog.Default (see
 // SetupLogging) and may run more than once per process.
-func Run(ctx context.Context, opts Options, restCfg *rest.Config) error {
+func Run(ctx context.Context, opts options.Options, restCfg *rest.Config) error {
 	if err := opts.Validate(); err != nil {
 		return err
 	}
@@ -87,7 +92,7 @@ func Run(ctx context.Context, opts Options, restCfg *rest.Config) error {
 	if err != nil {
 		return fmt.Errorf("webhook serving certificate: %w", err)
 	}
-	whHost, whPort, _ := splitAddr(opts.WebhookAddr)
+	whHost, whPort, _ := options.SplitAddr(opts.WebhookAddr)
 	metricsAddr := opts.MetricsAddr
 
 	mgr, err := ctrl.NewManager(restCfg, ctrl.Options{
@@ -127,7 +132,7 @@ func Run(ctx context.Context, opts Options, restCfg *rest.Config) error {
 
 	services.cache, services.api = mgr.GetCache(), mgr.GetAPIReader()
 
-	injectCfg, err := InjectConfig(opts, mode, Version, string(authority.TrustBundlePEM()))
+	injectCfg, err := options.InjectConfig(opts, mode, options.Version, string(authority.TrustBundlePEM()))
 	if err != nil {
 		return err
 	}
@@ -198,7 +203,7 @@ func Run(ctx context.Context, opts Options, restCfg *rest.Config) error {
 		}
 	}
 
-	log.Info("starting", "version", Version, "namespace", opts.Namespace, "trust_domain", opts.TrustDomain,
+	log.Info("starting", "version", options.Version, "namespace", opts.Namespace, "trust_domain", opts.TrustDomain,
 		"sidecar_mode", mode, "webhook_addr", opts.WebhookAddr, "ca_addr", opts.CAAddr, "leader_elect", opts.LeaderElect,
 		"acme_config", opts.ACMEConfig)
 	if err := mgr.Start(ctx); err != nil {
@@ -210,7 +215,7 @@ func Run(ctx context.Context, opts Options, restCfg *rest.Config) error {
 
 // webhookNames are the DNS names and IPs of the webhook's serving certificate:
 // the Service's names, plus the host of --webhook-url.
-func webhookNames(opts Options) ([]string, []net.IP) {
+func webhookNames(opts options.Options) ([]string, []net.IP) {
 	names := caserver.ServiceDNSNames(opts.ServiceName, opts.Namespace, opts.ClusterDomain)
 	var ips []net.IP
 	if opts.WebhookURL != "" {
@@ -228,25 +233,7 @@ func webhookNames(opts Options) ([]string, []net.IP) {
 // sidecarMode resolves "auto" from the API server's version: native sidecars
 // are on by default from Kubernetes 1.29.
 func sidecarMode(flagValue string, kube kubernetes.Interface) (inject.SidecarMode, error) {
-	return SidecarMode(flagValue, kube.Discovery())
-}
-
-// modeForVersion maps a server version ("1", "28+") to a sidecar mode.
-func modeForVersion(major, minor string) inject.SidecarMode {
-	trim := func(s string) int {
-		for i, r := range s {
-			if r < '0' || r > '9' {
-				s = s[:i]
-				break
-			}
-		}
-		n, _ := strconv.Atoi(s)
-		return n
-	}
-	if maj := trim(major); maj > 1 || (maj == 1 && trim(minor) >= 29) {
-		return inject.ModeNative
-	}
-	return inject.ModeLegacy
+	return options.SidecarMode(flagValue, kube.Discovery())
 }
 
 // SetupLogging points every logger of the process (log/slog's default,

@@ -16,6 +16,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/podtls/podtls/ca/acme/status"
+	"github.com/podtls/podtls/controller/options"
 	"github.com/podtls/podtls/internal/kubetest"
 	"github.com/podtls/podtls/internal/poll"
 	"github.com/podtls/podtls/webhook/annotations"
@@ -38,7 +39,7 @@ func TestRunWithBadACMEConfig(t *testing.T) {
 	if err := os.WriteFile(cfgFile, []byte("directoryURL: ftp://acme.example\ndns: {provider: rfc2136}\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	opts := DefaultOptions()
+	opts := options.DefaultOptions()
 	whPort, caPort, healthPort := poll.FreePort(t), poll.FreePort(t), poll.FreePort(t)
 	opts.WebhookAddr, opts.CAAddr = fmt.Sprintf("127.0.0.1:%d", whPort), fmt.Sprintf("127.0.0.1:%d", caPort)
 	opts.HealthAddr, opts.MetricsAddr = fmt.Sprintf("127.0.0.1:%d", healthPort), "0"

@@ -1,5 +1,6 @@
-// Command podtls-controller runs the podtls admission webhook, internal CA and
-// trust-bundle distributor. Flags: podtls-controller --help, or docs/controller.md.
+// Command podtls-controller runs the podtls admission webhook, internal CA,
+// trust-bundle distributor and ACME manager. Flags: podtls-controller --help,
+// or docs/controller.md.
 package main
 
 import (
@@ -9,11 +10,12 @@ import (
 
 	ctrl "sigs.k8s.io/controller-runtime"
 
-	"github.com/podtls/podtls/webhook/controller"
+	"github.com/podtls/podtls/controller"
+	"github.com/podtls/podtls/controller/options"
 )
 
 func main() {
-	opts := controller.DefaultOptions()
+	opts := options.DefaultOptions()
 	opts.BindFlags(flag.CommandLine) // --kubeconfig is controller-runtime's own flag
 	flag.Parse()
 	controller.SetupLogging(opts.LogLevel)
