@@ -3,17 +3,26 @@ SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
 GO ?= go
 BIN := $(CURDIR)/bin
-K8S_VERSION ?= v1.34.4
+export K8S_VERSION ?= v1.34.4
 FUZZTIME ?= 10s
 # make test already runs the envtest suites under e2e/; CI narrows this to the node suites.
 E2E_PKGS ?= ./e2e/...
 # Integration tests start a real kube-apiserver + etcd from these assets.
 export KUBEBUILDER_ASSETS ?= $(BIN)/k8s
+# Every podtls build is static and -trimpath (internal/gobuild), so vet, make build, the
+# images, the demo and the tests that build real binaries share one Go build cache.
+GOBUILD_FLAGS := -trimpath
+# The time make started: hack/step.sh stamps its progress lines with the time since.
+ifndef PODTLS_T0
+export PODTLS_T0 := $(shell date +%s)
+endif
+# STEP NAME "TITLE" "FIRST TIME" CMD...: one progress line before and after a long step.
+STEP := @bash hack/step.sh
 CMDS = $(shell $(GO) list ./... | grep '/cmd/')
 # The podtls CLI runs on the user's machine, not in the cluster: no image.
 IMAGE_CMDS = $(filter-out %/cli/cmd/podtls,$(CMDS))
 
-.PHONY: help all build images test unit lint fuzz bench bench-go bench-sidecar e2e node-assets demo envtest-assets acme-assets helm manifests manifests-check test-deps clean
+.PHONY: help all build images test unit lint fuzz bench bench-go bench-sidecar e2e node-assets demo envtest-assets acme-assets helm manifests manifests-check test-deps clean clean-cache clean-go-cache
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -21,7 +30,7 @@ help: ## list targets
 all: lint build test ## lint, build and test
 
 build: ## build every binary into bin/
-	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '-s -w -X github.com/podtls/podtls/controller/options.Version=$(VERSION)' -o $(BIN)/ $(CMDS)
+	CGO_ENABLED=0 $(GO) build $(GOBUILD_FLAGS) -ldflags '-s -w -X github.com/podtls/podtls/controller/options.Version=$(VERSION)' -o $(BIN)/ $(CMDS)
 
 IMAGE_TAG ?= dev
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
@@ -35,10 +44,11 @@ images: build ## OCI image tarballs of every binary in bin/images (no Docker nee
 lint: ## gofmt and go vet
 	@out="$$(gofmt -l $$(git ls-files -co --exclude-standard '*.go'))"; \
 	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
-	$(GO) vet ./...
+	CGO_ENABLED=0 $(GO) vet $(GOBUILD_FLAGS) ./...
 
-test: lint envtest-assets acme-assets helm manifests-check ## unit + integration tests (real kube-apiserver via envtest, Pebble + BIND9, helm), with -race
-	PODTLS_REQUIRE_ENVTEST=1 PODTLS_REQUIRE_ACME=1 $(GO) test -race -count=1 -timeout 30m ./...
+test: lint test-deps envtest-assets acme-assets helm manifests-check ## unit + integration tests (real kube-apiserver via envtest, Pebble + BIND9, helm), with -race; installs what they need
+	@echo "==> [$$(( $$(date +%s) - $(PODTLS_T0) ))s] go test -race ./... (first time: ~15 min on 2 cores)"
+	PODTLS_REQUIRE_ENVTEST=1 PODTLS_REQUIRE_ACME=1 PODTLS_REQUIRE_TOOLS=1 $(GO) test -race -count=1 -timeout 30m ./...
 
 unit: ## unit tests only (skips anything needing the API server)
 	$(GO) test -race -count=1 -short ./...
@@ -54,22 +64,23 @@ bench-go: ## Go benchmarks: CA signing via HTTP vs raw x509, webhook admissions
 bench-sidecar: test-deps ## sidecar vs direct vs nginx (wrk, fortio), handshakes, RSS
 	@if [ -d bench/cmd/podtls-bench ]; then $(GO) run ./bench/cmd/podtls-bench; else echo "bench-sidecar: not yet (bench/cmd/podtls-bench missing)"; fi
 
-node-assets: envtest-assets ## Debian packages and binaries of the real single-node cluster (root)
-	bash hack/node-deps.sh
-	bash hack/k8s-binaries.sh all
-	bash hack/coredns.sh
+node-assets: ## Debian packages and binaries of the real single-node cluster (root)
+	$(STEP) node-deps "Debian packages of the local node (containerd, runc, CNI plugins, iptables)" "~1 min" bash hack/node-deps.sh
+	$(STEP) k8s "Kubernetes $(K8S_VERSION) (kube-apiserver, controller-manager, scheduler, kube-proxy, kubelet, kubectl) and etcd, compiled from the Go module proxy" "~13 min on 2 cores" bash hack/k8s-binaries.sh all
+	$(STEP) coredns "CoreDNS with the local cluster's plugins, compiled from the Go module proxy" "~2 min" bash hack/coredns.sh
 
-e2e: node-assets acme-assets helm ## end-to-end suites under e2e/, including the real single-node cluster (root)
+e2e: node-assets acme-assets helm test-deps ## end-to-end suites under e2e/, including the real single-node cluster (root)
 	PODTLS_REQUIRE_ENVTEST=1 PODTLS_REQUIRE_NODE=1 PODTLS_REQUIRE_ACME=1 $(GO) test -race -count=1 -timeout 40m $(E2E_PKGS)
 
 demo: node-assets acme-assets helm ## customer -> preference -> recommendation over mTLS on a real local node (root); DEMO_FLAGS=-keep keeps it up
-	$(GO) run ./hack/demo $(DEMO_FLAGS)
+	$(STEP) demo-build "the demo program (it then builds podtls's binaries and images before starting the node)" "~1 min" env CGO_ENABLED=0 $(GO) build $(GOBUILD_FLAGS) -o $(BIN)/demo ./hack/demo
+	$(BIN)/demo $(DEMO_FLAGS)
 
 acme-assets: ## BIND9 (Debian) and Pebble (Go module proxy) for the ACME tests (root for apt)
-	bash hack/acme-deps.sh
+	$(STEP) acme "BIND9 (Debian) and Pebble (compiled from the Go module proxy), the DNS and ACME servers of the tests and demo" "~1 min" bash hack/acme-deps.sh
 
 helm: ## build helm from the Go module proxy into bin/tools/helm (cached)
-	bash hack/helm.sh
+	$(STEP) helm "helm, compiled from the Go module proxy" "~1.5 min" bash hack/helm.sh
 
 manifests: ## regenerate manifests/install.yaml from charts/podtls
 	bash hack/manifests.sh
@@ -78,10 +89,16 @@ manifests-check: ## fail if manifests/install.yaml is stale
 	bash hack/manifests.sh --check
 
 envtest-assets: ## build etcd, kube-apiserver, kubectl $(K8S_VERSION) from the Go module proxy into bin/k8s
-	bash hack/k8s-binaries.sh
+	$(STEP) envtest "Kubernetes $(K8S_VERSION) kube-apiserver and kubectl, and etcd, for envtest, compiled from the Go module proxy" "~10 min on 2 cores" bash hack/k8s-binaries.sh
 
 test-deps: ## install Debian packages and Go tools the tests and benches use (root)
-	bash hack/install-test-deps.sh
+	$(STEP) test-deps "Debian packages (openssl, curl, nginx, wrk) and fortio that the tests and benches run" "~1 min" bash hack/install-test-deps.sh
 
 clean: ## remove built binaries (keeps the machine-level cache)
 	rm -rf $(BIN)
+
+clean-cache: clean ## empty every cache podtls writes: bin/ and the machine-level cache (~/.cache/podtls or PODTLS_CACHE_DIR)
+	rm -rf "$${PODTLS_CACHE_DIR:-$${HOME:-/root}/.cache/podtls}"
+
+clean-go-cache: clean-cache ## clean-cache, and Go's own build and module caches (shared with every Go project of this user): a truly cold start
+	$(GO) clean -cache -modcache

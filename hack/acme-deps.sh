@@ -39,16 +39,7 @@ install_bind() {
   if command -v named >/dev/null 2>&1 && command -v tsig-keygen >/dev/null 2>&1 && command -v nsupdate >/dev/null 2>&1; then
     return
   fi
-  [ "$(id -u)" -eq 0 ] || die "bind9 is missing and installing it needs root: run as root or apt-get install bind9 bind9-dnsutils"
-  need_cmd apt-get
-  local pkgs=(bind9 bind9-dnsutils)
-  log "installing ${pkgs[*]}"
-  export DEBIAN_FRONTEND=noninteractive
-  if ! apt-get install -y --no-install-recommends "${pkgs[@]}" >/dev/null; then
-    log "apt-get install failed; refreshing the package lists once"
-    apt-get update >/dev/null
-    apt-get install -y --no-install-recommends "${pkgs[@]}" >/dev/null
-  fi
+  apt_ensure bind9 bind9-dnsutils
   # The package enables a system named on port 53; the tests start their own.
   if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
     systemctl disable --now named >/dev/null 2>&1 || true

@@ -25,48 +25,7 @@ GO_TOOLS=(
 
 t0=$(now_s)
 
-installed() {
-  dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q '^install ok installed$'
-}
-
-need_cmd dpkg-query
-missing=()
-for p in "${APT_PACKAGES[@]}"; do
-  if installed "$p"; then
-    log "apt: $p already installed"
-  else
-    missing+=("$p")
-  fi
-done
-
-if [ "${#missing[@]}" -gt 0 ]; then
-  sudo=()
-  if [ "$(id -u)" -ne 0 ]; then
-    command -v sudo >/dev/null 2>&1 || die "packages ${missing[*]} are missing and this is not root (no sudo either): run as root"
-    sudo=(sudo -n)
-  fi
-  need_cmd apt-get
-  export DEBIAN_FRONTEND=noninteractive
-  # Package scripts must not start services (nginx would grab port 80): deny with a
-  # policy-rc.d for the duration, unless the machine already has one.
-  policy=/usr/sbin/policy-rc.d
-  created_policy=0
-  if [ ! -e "$policy" ]; then
-    printf '#!/bin/sh\nexit 101\n' | "${sudo[@]}" tee "$policy" >/dev/null
-    "${sudo[@]}" chmod 0755 "$policy"
-    created_policy=1
-  fi
-  cleanup_policy() {
-    if [ "$created_policy" -eq 1 ]; then "${sudo[@]}" rm -f "$policy"; fi
-  }
-  trap cleanup_policy EXIT
-  log "apt: updating package lists (missing: ${missing[*]})"
-  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q ||
-    die "apt-get update failed"
-  log "apt: installing ${missing[*]}"
-  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" ||
-    die "apt-get install ${missing[*]} failed"
-fi
+apt_ensure "${APT_PACKAGES[@]}"
 
 need_cmd go
 mkdir -p "$TOOLS_DIR"

@@ -175,29 +175,34 @@ etcd_wrapper_module() {
   ETCD_MOD_DIR="$dir"
 }
 
-# build NAME OUTDIR: compile one component into OUTDIR/NAME.
+# build OUTDIR NAME...: compile the components into OUTDIR. The Kubernetes ones are built
+# by one `go build` so they share one package load and the go command runs their compiles
+# and links side by side; etcd lives in a module of its own.
 build() {
-  local name="$1" out="$2" pkg dir ldflags
-  if [ "$name" = etcd ]; then
+  local out="$1" name k8s_pkgs=() etcd=0
+  shift
+  for name in "$@"; do
+    if [ "$name" = etcd ]; then etcd=1; else k8s_pkgs+=("k8s.io/kubernetes/cmd/$name"); fi
+  done
+  if [ "$etcd" -eq 1 ]; then
     etcd_wrapper_module
-    dir="$ETCD_MOD_DIR"
-    pkg="go.etcd.io/etcd/server/v3"
-    ldflags="-s -w"
-  else
+    (cd "$ETCD_MOD_DIR" && "${go_env[@]}" go build -trimpath -ldflags "-s -w" -o "$out/etcd" go.etcd.io/etcd/server/v3) ||
+      die "go build go.etcd.io/etcd/server/v3 failed (see the compiler output above)"
+  fi
+  if [ "${#k8s_pkgs[@]}" -gt 0 ]; then
     k8s_wrapper_module
-    dir="$K8S_MOD_DIR"
-    pkg="k8s.io/kubernetes/cmd/$name"
     # Stamp the real version (what k8s's own build does), so --version and kubectl's skew
     # checks see v1.X.Y rather than v0.0.0-master.
-    local major=1 minor="$K8S_MINOR" p
-    ldflags="-s -w"
+    local p ldflags="-s -w"
     for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
-      ldflags+=" -X $p.gitVersion=$K8S_VERSION -X $p.gitMajor=$major -X $p.gitMinor=$minor -X $p.gitTreeState=clean"
+      ldflags+=" -X $p.gitVersion=$K8S_VERSION -X $p.gitMajor=1 -X $p.gitMinor=$K8S_MINOR -X $p.gitTreeState=clean"
     done
+    (cd "$K8S_MOD_DIR" && "${go_env[@]}" go build -trimpath -ldflags "$ldflags" -o "$out/" "${k8s_pkgs[@]}") ||
+      die "go build ${k8s_pkgs[*]} failed (see the compiler output above)"
   fi
-  (cd "$dir" && "${go_env[@]}" go build -trimpath -ldflags "$ldflags" -o "$out/$name" "$pkg") ||
-    die "go build $pkg failed (see the compiler output above)"
-  check_version "$out/$name" "$name"
+  for name in "$@"; do
+    check_version "$out/$name" "$name"
+  done
 }
 
 # check_version BINARY NAME: the binary runs and reports the version it was built as.
@@ -227,6 +232,7 @@ fi
 
 total0=$(now_s)
 declare -A seen=()
+todo=()
 for name in "${components[@]}"; do
   [ -n "${seen[$name]:-}" ] && continue
   seen[$name]=1
@@ -241,17 +247,24 @@ for name in "${components[@]}"; do
     log "$name $want: copied from machine cache $cache"
     continue
   fi
+  todo+=("$name")
+done
+if [ "${#todo[@]}" -gt 0 ]; then
   t0=$(now_s)
-  log "$name $want: building (CGO_ENABLED=0, -trimpath)"
+  log "building ${todo[*]} (Kubernetes $K8S_VERSION, etcd $ETCD_VERSION; CGO_ENABLED=0, -trimpath)"
   stage="$(work_dir)/out"
   mkdir -p "$stage"
-  build "$name" "$stage"
-  install_binary "$stage" "$OUT_DIR" "$name" || die "could not install $name into $OUT_DIR"
-  if install_binary "$stage" "$cache" "$name" 2>/dev/null; then
-    cached="stored in $cache"
-  else
-    cached="could not store in machine cache $cache (continuing)"
-  fi
-  log "$name $want: built in $(( $(now_s) - t0 ))s, $(( $(stat -c %s "$OUT_DIR/$name") / 1048576 )) MB; $cached"
-done
+  build "$stage" "${todo[@]}"
+  for name in "${todo[@]}"; do
+    install_binary "$stage" "$OUT_DIR" "$name" || die "could not install $name into $OUT_DIR"
+    cache="$(cache_dir_of "$name")"
+    if install_binary "$stage" "$cache" "$name" 2>/dev/null; then
+      cached="stored in $cache"
+    else
+      cached="could not store in machine cache $cache (continuing)"
+    fi
+    log "$name $(version_of "$name"): $(( $(stat -c %s "$OUT_DIR/$name") / 1048576 )) MB; $cached"
+  done
+  log "built ${todo[*]} in $(( $(now_s) - t0 ))s"
+fi
 log "done in $(( $(now_s) - total0 ))s: $(cd "$OUT_DIR" && ls | tr '\n' ' ')"

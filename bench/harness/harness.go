@@ -23,6 +23,7 @@ import (
 	"github.com/podtls/podtls/bench/handshake"
 	"github.com/podtls/podtls/bench/load"
 	"github.com/podtls/podtls/bench/pki"
+	"github.com/podtls/podtls/internal/gobuild"
 )
 
 // Config is everything a run can be told.
@@ -309,12 +310,9 @@ func (e *env) sidecarBinary(ctx context.Context) (string, error) {
 	if e.cfg.Sidecar != "" {
 		return e.cfg.Sidecar, nil
 	}
-	bin := filepath.Join(e.dir, "podtls-sidecar")
-	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-o", bin, "./sidecar/cmd/podtls-sidecar")
-	cmd.Dir = e.cfg.RepoRoot
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("build podtls-sidecar (set BENCH_NO_SIDECAR=1 to measure direct and nginx only): %w\n%s", err, out)
+	bin, err := gobuild.Binary(ctx, e.cfg.RepoRoot, e.dir, "./sidecar/cmd/podtls-sidecar")
+	if err != nil {
+		return "", fmt.Errorf("build podtls-sidecar (set BENCH_NO_SIDECAR=1 to measure direct and nginx only): %w", err)
 	}
 	return bin, nil
 }

@@ -26,6 +26,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/podtls/podtls/internal/gobuild"
 	"github.com/podtls/podtls/internal/poll"
 )
 
@@ -264,12 +265,7 @@ func sidecarBinary(t *testing.T) string {
 		if sidecarErr != nil {
 			return
 		}
-		sidecarBin = filepath.Join(sidecarDir, "podtls-sidecar")
-		cmd := exec.Command("go", "build", "-o", sidecarBin, "github.com/podtls/podtls/sidecar/cmd/podtls-sidecar")
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			sidecarErr = fmt.Errorf("build podtls-sidecar: %w\n%s", err, out)
-		}
+		sidecarBin, sidecarErr = gobuild.Binary(context.Background(), ".", sidecarDir, "github.com/podtls/podtls/sidecar/cmd/podtls-sidecar")
 	})
 	if sidecarErr != nil {
 		t.Fatal(sidecarErr)

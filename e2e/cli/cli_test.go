@@ -47,6 +47,7 @@ import (
 	"github.com/podtls/podtls/cli/status"
 	"github.com/podtls/podtls/controller"
 	"github.com/podtls/podtls/controller/options"
+	"github.com/podtls/podtls/internal/gobuild"
 	"github.com/podtls/podtls/internal/kubetest"
 	"github.com/podtls/podtls/internal/poll"
 	"github.com/podtls/podtls/internal/testctl"
@@ -557,15 +558,12 @@ func build(t *testing.T, pkgs ...string) []string {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
+	if err := gobuild.Binaries(t.Context(), root, dir, pkgs...); err != nil {
+		t.Fatal(err)
+	}
 	var out []string
 	for _, p := range pkgs {
-		bin := filepath.Join(dir, filepath.Base(p))
-		cmd := exec.Command("go", "build", "-o", bin, p)
-		cmd.Dir = root
-		if b, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("go build %s: %v\n%s", p, err, b)
-		}
-		out = append(out, bin)
+		out = append(out, filepath.Join(dir, filepath.Base(p)))
 	}
 	return out
 }

@@ -30,6 +30,9 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/podtls/podtls/hack/ociimage/oci"
+	"github.com/podtls/podtls/internal/gobuild"
 )
 
 // DefaultBaseDir holds every run's state, the cross-run lock and the kept logs.
@@ -363,30 +366,32 @@ func (c *Cluster) ImportImage(ctx context.Context, tarball string) error {
 	return nil
 }
 
+// PackImage wraps the static binary bin into an OCI image tarball out named name, with
+// /<base name of bin> as entrypoint, the way hack/ociimage and the Dockerfiles do.
+func PackImage(bin, name, out string) error {
+	roots := oci.SystemRoots
+	if _, err := os.Stat(roots); err != nil {
+		roots = ""
+	}
+	if _, err := oci.WriteFile(out, oci.BinarySpec(name, bin, roots)); err != nil {
+		return fmt.Errorf("image %s: %w", name, err)
+	}
+	return nil
+}
+
 // BuildImage compiles a static binary from the main package pkg (relative to repoRoot) and
-// wraps it with hack/ociimage into an OCI tarball named name whose entrypoint is
-// /<last element of pkg>.
+// wraps it into an OCI tarball named name whose entrypoint is /<last element of pkg>.
 func BuildImage(ctx context.Context, repoRoot, pkg, name, out string) error {
 	tmp, err := os.MkdirTemp("", "podtls-image-")
 	if err != nil {
 		return fmt.Errorf("temp dir: %w", err)
 	}
 	defer os.RemoveAll(tmp)
-	binName := filepath.Base(pkg)
-	bin := filepath.Join(tmp, binName)
-	build := exec.CommandContext(ctx, "go", "build", "-trimpath", "-ldflags=-s -w", "-o", bin, pkg)
-	build.Dir = repoRoot
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := build.CombinedOutput(); err != nil {
-		return fmt.Errorf("go build %s: %w: %s", pkg, err, tail(out, 2000))
+	bin, err := gobuild.Binary(ctx, repoRoot, tmp, pkg)
+	if err != nil {
+		return err
 	}
-	img := exec.CommandContext(ctx, "go", "run", "./hack/ociimage", "-name", name,
-		"-file", bin+"=/"+binName, "-entrypoint", "/"+binName, "-out", out)
-	img.Dir = repoRoot
-	if out, err := img.CombinedOutput(); err != nil {
-		return fmt.Errorf("ociimage %s: %w: %s", name, err, tail(out, 2000))
-	}
-	return nil
+	return PackImage(bin, name, out)
 }
 
 func tail(b []byte, n int) string {

@@ -9,18 +9,15 @@ import (
 	"strings"
 )
 
-// cli builds the podtls command and runs `status` and `check` against the
-// node, as a user would from their machine with the cluster's kubeconfig.
+// cliPkg is the podtls command, built with the images before the cluster starts.
+const cliPkg = "./cli/cmd/podtls"
+
+// cli runs the podtls command's `status` and `check` against the node, as a
+// user would from their machine with the cluster's kubeconfig.
 // A red check is recorded in the Result (the e2e test fails on it) but does
 // not stop the demo: the output says what is red and why.
 func (r *run) cli(ctx context.Context) error {
-	bin := filepath.Join(r.dir, "podtls")
-	build := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cli/cmd/podtls")
-	build.Dir = r.opts.RepoRoot
-	build.Env = append(build.Environ(), "CGO_ENABLED=0")
-	if out, err := build.CombinedOutput(); err != nil {
-		return fmt.Errorf("build podtls: %w: %s", err, out)
-	}
+	bin := filepath.Join(r.dir, filepath.Base(cliPkg))
 	out, err := r.c.Exec(ctx, bin, "--kubeconfig", r.c.Kubeconfig, "status", "-n", ns, "--live")
 	r.printf("    $ podtls status -n %s --live\n%s", ns, indent(string(out)))
 	if err != nil {

@@ -8,7 +8,6 @@ import (
 	"io"
 	"net/http"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -16,6 +15,7 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/podtls/podtls/internal/gobuild"
 	"github.com/podtls/podtls/internal/kubetest"
 	"github.com/podtls/podtls/internal/poll"
 	"github.com/podtls/podtls/webhook/annotations"
@@ -31,11 +31,9 @@ func TestBinary(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	bin := filepath.Join(t.TempDir(), "podtls-controller")
-	build := exec.CommandContext(t.Context(), "go", "build", "-o", bin, "./controller/cmd/podtls-controller")
-	build.Dir = root
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
+	bin, err := gobuild.Binary(t.Context(), root, t.TempDir(), "./controller/cmd/podtls-controller")
+	if err != nil {
+		t.Fatal(err)
 	}
 
 	help, _ := exec.Command(bin, "--help").CombinedOutput()

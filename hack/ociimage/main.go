@@ -46,8 +46,8 @@ func run(args []string, stderr io.Writer) error {
 		name       = fs.String("name", "", "fully qualified image reference, e.g. localhost/podtls/sidecar:dev")
 		out        = fs.String("out", "", "output tarball")
 		entrypoint = fs.String("entrypoint", "", "entrypoint, space separated")
-		user       = fs.String("user", "65532:65532", "user:group the image runs as")
-		caCerts    = fs.String("ca-certificates", "/etc/ssl/certs/ca-certificates.crt", "system roots to ship at /etc/ssl/certs/ca-certificates.crt (empty: none)")
+		user       = fs.String("user", oci.NonRoot, "user:group the image runs as")
+		caCerts    = fs.String("ca-certificates", oci.SystemRoots, "system roots to ship at "+oci.SystemRoots+" (empty: none)")
 	)
 	fs.Var(&files, "file", "SRC=/DEST: put a file into the image, executable (repeatable)")
 	if err := fs.Parse(args); err != nil {
@@ -63,18 +63,10 @@ func run(args []string, stderr io.Writer) error {
 		User:       *user,
 	}
 	if *caCerts != "" {
-		spec.Files = append(spec.Files, oci.File{Source: *caCerts, Path: "/etc/ssl/certs/ca-certificates.crt", Mode: 0o644})
+		spec.Files = append(spec.Files, oci.File{Source: *caCerts, Path: oci.SystemRoots, Mode: 0o644})
 	}
-	f, err := os.Create(*out)
+	digest, err := oci.WriteFile(*out, spec)
 	if err != nil {
-		return fmt.Errorf("create %s: %w", *out, err)
-	}
-	digest, err := oci.Write(f, spec)
-	if cerr := f.Close(); err == nil && cerr != nil {
-		err = fmt.Errorf("close %s: %w", *out, cerr)
-	}
-	if err != nil {
-		os.Remove(*out)
 		return err
 	}
 	slog.Info("image written", "name", *name, "out", *out, "manifest", digest)

@@ -15,6 +15,7 @@ import (
 	"io"
 	"os"
 	"path"
+	"path/filepath"
 	"runtime"
 	"sort"
 	"strings"
@@ -271,4 +272,46 @@ func tagOf(ref string) string {
 		return tag
 	}
 	return "latest"
+}
+
+// SystemRoots is where Debian (and the distroless base of the Dockerfiles) keep the
+// system trust store; images carry it at the same path.
+const SystemRoots = "/etc/ssl/certs/ca-certificates.crt"
+
+// NonRoot is the user the images run as, distroless's "nonroot".
+const NonRoot = "65532:65532"
+
+// BinarySpec is the spec of an image around one static binary, the way the Dockerfiles
+// build them: the binary at /<its base name> as entrypoint, running as NonRoot, with the
+// system roots of this machine at SystemRoots when roots is not empty.
+func BinarySpec(name, bin, roots string) Spec {
+	base := filepath.Base(bin)
+	spec := Spec{
+		Name:       name,
+		Files:      []File{{Source: bin, Path: "/" + base, Mode: 0o755}},
+		Entrypoint: []string{"/" + base},
+		User:       NonRoot,
+	}
+	if roots != "" {
+		spec.Files = append(spec.Files, File{Source: roots, Path: SystemRoots, Mode: 0o644})
+	}
+	return spec
+}
+
+// WriteFile writes the image of spec to the file path and returns the manifest digest;
+// on error it leaves no partial file behind.
+func WriteFile(path string, spec Spec) (string, error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return "", fmt.Errorf("create %s: %w", path, err)
+	}
+	digest, err := Write(f, spec)
+	if cerr := f.Close(); err == nil && cerr != nil {
+		err = fmt.Errorf("close %s: %w", path, cerr)
+	}
+	if err != nil {
+		os.Remove(path)
+		return "", err
+	}
+	return digest, nil
 }
