@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/podtls/podtls/ca/identity"
+	"github.com/podtls/podtls/identity"
 )
 
 // FuzzSign feeds arbitrary bytes (PEM or raw DER wrapped in PEM) to Sign and

@@ -16,7 +16,7 @@ import (
 	"github.com/smallstep/certificates/policy"
 	"go.step.sm/crypto/x509util"
 
-	"github.com/podtls/podtls/ca/identity"
+	"github.com/podtls/podtls/identity"
 )
 
 // RSA key sizes accepted in CSRs. The upper bound keeps signature checks cheap.

@@ -15,13 +15,13 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 
-	"github.com/podtls/podtls/ca/acme/status"
+	"github.com/podtls/podtls/acme/status"
 	"github.com/podtls/podtls/controller/options"
 	"github.com/podtls/podtls/internal/kubetest"
 	"github.com/podtls/podtls/internal/poll"
 	"github.com/podtls/podtls/webhook/annotations"
-	"github.com/podtls/podtls/webhook/config"
 	"github.com/podtls/podtls/webhook/inject"
+	"github.com/podtls/podtls/webhook/webhookconfig"
 )
 
 // TestRunWithBadACMEConfig: a broken --acme-config must not take the webhook
@@ -32,7 +32,7 @@ func TestRunWithBadACMEConfig(t *testing.T) {
 	env.CreateNamespace(t, "podtls-system", nil)
 	env.CreateNamespace(t, "shop", nil)
 	if _, err := env.Clientset.AdmissionregistrationV1().MutatingWebhookConfigurations().Create(ctx,
-		config.MutatingWebhookConfiguration(config.DefaultOptions()), metav1.CreateOptions{}); err != nil {
+		webhookconfig.MutatingWebhookConfiguration(webhookconfig.DefaultOptions()), metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	cfgFile := filepath.Join(t.TempDir(), "config.yaml")

@@ -32,16 +32,16 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	ctrlwebhook "sigs.k8s.io/controller-runtime/pkg/webhook"
 
+	"github.com/podtls/podtls/acme/reconciler"
 	"github.com/podtls/podtls/ca"
-	acmemanager "github.com/podtls/podtls/ca/acme/manager"
 	caserver "github.com/podtls/podtls/ca/server"
 	"github.com/podtls/podtls/controller/options"
 	"github.com/podtls/podtls/webhook"
 	"github.com/podtls/podtls/webhook/audit"
 	"github.com/podtls/podtls/webhook/bundle"
-	"github.com/podtls/podtls/webhook/certs"
-	"github.com/podtls/podtls/webhook/config"
+	"github.com/podtls/podtls/webhook/cabundle"
 	"github.com/podtls/podtls/webhook/inject"
+	"github.com/podtls/podtls/webhook/webhookconfig"
 )
 
 // Run starts everything and blocks until ctx ends (SIGTERM), then shuts down
@@ -122,7 +122,7 @@ func Run(ctx context.Context, opts options.Options, restCfg *rest.Config) error 
 				// Only the ACME manager's Secrets (the only Secrets read through
 				// the cache; the CA reads its own with the clientset). No
 				// Secret informer starts without --acme-config.
-				&corev1.Secret{}: {Label: labels.SelectorFromSet(acmemanager.SecretSelector())},
+				&corev1.Secret{}: {Label: labels.SelectorFromSet(reconciler.SecretSelector())},
 			},
 		},
 	})
@@ -157,7 +157,7 @@ func Run(ctx context.Context, opts options.Options, restCfg *rest.Config) error 
 		}
 		return b
 	}
-	patcher := &certs.Patcher{
+	patcher := &cabundle.Patcher{
 		Reader: mgr.GetAPIReader(), Writer: mgr.GetClient(), Name: opts.WebhookConfigName,
 		URL: opts.WebhookURL, Bundle: bundleNow,
 	}
@@ -175,7 +175,7 @@ func Run(ctx context.Context, opts options.Options, restCfg *rest.Config) error 
 	}
 	if err := (&bundle.Distributor{
 		Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Bundle: authority.TrustBundlePEM,
-		Excluded: config.ExcludedNamespaces(opts.Namespace),
+		Excluded: webhookconfig.ExcludedNamespaces(opts.Namespace),
 	}).SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("trust-bundle distributor: %w", err)
 	}

@@ -23,15 +23,15 @@ import (
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
-	"github.com/podtls/podtls/webhook/config"
 	"github.com/podtls/podtls/webhook/inject"
+	"github.com/podtls/podtls/webhook/webhookconfig"
 )
 
 // Paths the two webhooks of the MutatingWebhookConfiguration call; the
-// configuration (webhook/config) owns them.
+// configuration (webhook/webhookconfig) owns them.
 const (
-	PathLabelled = config.PathLabelled
-	PathOptIn    = config.PathOptIn
+	PathLabelled = webhookconfig.PathLabelled
+	PathOptIn    = webhookconfig.PathOptIn
 )
 
 // Results of an admission, the "result" label of the admissions metric.

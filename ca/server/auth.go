@@ -16,7 +16,7 @@ import (
 	authnclient "k8s.io/client-go/kubernetes/typed/authentication/v1"
 
 	"github.com/podtls/podtls/ca"
-	"github.com/podtls/podtls/ca/api"
+	"github.com/podtls/podtls/ca/signapi"
 )
 
 // ErrUnauthenticated means the token is not valid for this CA (HTTP 401).
@@ -41,7 +41,7 @@ const (
 
 // TokenReviewOptions tune a TokenReviewAuthenticator. Zero values take defaults.
 type TokenReviewOptions struct {
-	// Audience the token must carry; api.Audience if empty.
+	// Audience the token must carry; signapi.Audience if empty.
 	Audience string
 	// CacheTTL caps how long a positive review is reused (10 minutes). An
 	// entry never outlives the token's own expiry.
@@ -79,7 +79,7 @@ type cacheEntry struct {
 // RBAC: create tokenreviews.
 func NewTokenReviewAuthenticator(reviews authnclient.TokenReviewInterface, opts TokenReviewOptions) *TokenReviewAuthenticator {
 	if opts.Audience == "" {
-		opts.Audience = api.Audience
+		opts.Audience = signapi.Audience
 	}
 	if opts.CacheTTL <= 0 {
 		opts.CacheTTL = 10 * time.Minute

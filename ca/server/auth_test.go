@@ -13,7 +13,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/podtls/podtls/ca"
-	"github.com/podtls/podtls/ca/api"
+	"github.com/podtls/podtls/ca/signapi"
 )
 
 // fakeReviews answers TokenReviews from a fixed status per token and counts calls.
@@ -64,12 +64,12 @@ func TestTokenReviewAuthenticator(t *testing.T) {
 	tokUser := jwtWithExp(now.Add(time.Hour)) + "b"
 	tokDenied := jwtWithExp(now.Add(time.Hour)) + "c"
 	reviews := &fakeReviews{status: map[string]authnv1.TokenReviewStatus{
-		tokValid:    okStatus("system:serviceaccount:demo:web", api.Audience),
-		tokShort:    okStatus("system:serviceaccount:demo:web", api.Audience),
-		tokExpired:  okStatus("system:serviceaccount:demo:web", api.Audience),
-		tokNoExp:    okStatus("system:serviceaccount:demo:web", api.Audience),
+		tokValid:    okStatus("system:serviceaccount:demo:web", signapi.Audience),
+		tokShort:    okStatus("system:serviceaccount:demo:web", signapi.Audience),
+		tokExpired:  okStatus("system:serviceaccount:demo:web", signapi.Audience),
+		tokNoExp:    okStatus("system:serviceaccount:demo:web", signapi.Audience),
 		tokWrongAud: okStatus("system:serviceaccount:demo:web", "https://kubernetes.default.svc"),
-		tokUser:     okStatus("alice", api.Audience),
+		tokUser:     okStatus("alice", signapi.Audience),
 		tokDenied:   {Authenticated: false, Error: "service account token has been invalidated"},
 	}}
 	a := NewTokenReviewAuthenticator(reviews, TokenReviewOptions{Now: func() time.Time { return clock }})
@@ -129,7 +129,7 @@ func TestTokenReviewRateLimited(t *testing.T) {
 	reviews := &fakeReviews{status: map[string]authnv1.TokenReviewStatus{}}
 	a := NewTokenReviewAuthenticator(reviews, TokenReviewOptions{ReviewRate: 0.001, ReviewBurst: 3})
 	valid := jwtWithExp(time.Now().Add(time.Hour)) + "v"
-	reviews.status[valid] = okStatus("system:serviceaccount:demo:web", api.Audience)
+	reviews.status[valid] = okStatus("system:serviceaccount:demo:web", signapi.Audience)
 	if _, err := a.Authenticate(t.Context(), valid); err != nil {
 		t.Fatal(err)
 	}
@@ -156,7 +156,7 @@ func TestTokenCacheBounded(t *testing.T) {
 	for i := range 50 {
 		tok := jwtWithExp(now.Add(time.Hour)) + fmt.Sprint(i)
 		tokens = append(tokens, tok)
-		reviews.status[tok] = okStatus("system:serviceaccount:demo:web", api.Audience)
+		reviews.status[tok] = okStatus("system:serviceaccount:demo:web", signapi.Audience)
 	}
 	a := NewTokenReviewAuthenticator(reviews, TokenReviewOptions{CacheSize: 10})
 	for _, tok := range tokens {

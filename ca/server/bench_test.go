@@ -25,7 +25,7 @@ import (
 	authnv1 "k8s.io/api/authentication/v1"
 
 	"github.com/podtls/podtls/ca"
-	"github.com/podtls/podtls/ca/api"
+	"github.com/podtls/podtls/ca/signapi"
 )
 
 // benchParallelism is the number of client goroutines per core in the HTTP
@@ -96,7 +96,7 @@ func BenchmarkSign(b *testing.B) {
 	// One server and client for all runs of http-api, so connections stay warm.
 	token := jwtWithExp(time.Now().Add(time.Hour))
 	reviews := &fakeReviews{status: map[string]authnv1.TokenReviewStatus{
-		token: okStatus("system:serviceaccount:demo:web", api.Audience),
+		token: okStatus("system:serviceaccount:demo:web", signapi.Audience),
 	}}
 	ts := startServer(b, Options{
 		Authority:     a,
@@ -111,7 +111,7 @@ func BenchmarkSign(b *testing.B) {
 	b.Cleanup(client.CloseIdleConnections)
 	body := signBody(b, csr, "24h")
 	post := func() error {
-		req, err := http.NewRequest(http.MethodPost, ts.url+api.SignPath, bytes.NewReader(body))
+		req, err := http.NewRequest(http.MethodPost, ts.url+signapi.SignPath, bytes.NewReader(body))
 		if err != nil {
 			return err
 		}
@@ -163,7 +163,7 @@ func BenchmarkSign(b *testing.B) {
 		}
 		cmd := exec.Command(os.Args[0], "-test.run=^TestBenchClientProcess$", "-test.count=1")
 		cmd.Env = append(os.Environ(),
-			"PODTLS_BENCH_URL="+ts.url+api.SignPath, "PODTLS_BENCH_TOKEN="+token,
+			"PODTLS_BENCH_URL="+ts.url+signapi.SignPath, "PODTLS_BENCH_TOKEN="+token,
 			"PODTLS_BENCH_BUNDLE="+bundle, "PODTLS_BENCH_BODY="+bodyFile,
 			fmt.Sprintf("PODTLS_BENCH_N=%d", b.N), fmt.Sprintf("PODTLS_BENCH_WORKERS=%d", runtime.GOMAXPROCS(0)*benchParallelism))
 		b.ResetTimer()

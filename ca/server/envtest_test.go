@@ -24,7 +24,7 @@ import (
 	"k8s.io/client-go/metadata"
 
 	"github.com/podtls/podtls/ca"
-	"github.com/podtls/podtls/ca/api"
+	"github.com/podtls/podtls/ca/signapi"
 	"github.com/podtls/podtls/internal/kubetest"
 )
 
@@ -70,7 +70,7 @@ func mintToken(t *testing.T, key *rsa.PrivateKey, ns, sa string, saUID types.UID
 	signed := enc(map[string]string{"alg": "RS256", "typ": "JWT"}) + "." + enc(map[string]any{
 		"iss": testIssuer,
 		"sub": "system:serviceaccount:" + ns + ":" + sa,
-		"aud": []string{api.Audience},
+		"aud": []string{signapi.Audience},
 		"iat": iat.Unix(), "nbf": iat.Unix(), "exp": exp.Unix(),
 		"kubernetes.io": map[string]any{
 			"namespace":      ns,
@@ -171,7 +171,7 @@ func TestSignEnvtest(t *testing.T) {
 			Authority:     unsynced,
 			Authenticator: NewTokenReviewAuthenticator(kube.AuthenticationV1().TokenReviews(), TokenReviewOptions{}),
 		})
-		token := env.Token(t, ns, "web", api.Audience, time.Hour, pod)
+		token := env.Token(t, ns, "web", signapi.Audience, time.Hour, pod)
 		if status, body := ts503.do(t, http.MethodPost, token, signBody(t, newCSR(t), "")); status != http.StatusServiceUnavailable {
 			t.Errorf("status %d, want 503: %s", status, body)
 		}
@@ -185,12 +185,12 @@ func TestSignEnvtest(t *testing.T) {
 	}
 
 	t.Run("bound token gets SPIFFE ID and Service names", func(t *testing.T) {
-		token := env.Token(t, ns, "web", api.Audience, time.Hour, pod)
+		token := env.Token(t, ns, "web", signapi.Audience, time.Hour, pod)
 		status, body := ts.do(t, http.MethodPost, token, signBody(t, newCSR(t, "extra.demo.svc"), "12h"))
 		if status != http.StatusOK {
 			t.Fatalf("status %d: %s", status, body)
 		}
-		var resp api.SignResponse
+		var resp signapi.SignResponse
 		if err := json.Unmarshal(body, &resp); err != nil {
 			t.Fatal(err)
 		}
@@ -223,12 +223,12 @@ func TestSignEnvtest(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		token := env.Token(t, ns, "web", api.Audience, time.Hour, late)
+		token := env.Token(t, ns, "web", signapi.Audience, time.Hour, late)
 		status, body := ts.do(t, http.MethodPost, token, signBody(t, newCSR(t), ""))
 		if status != http.StatusOK {
 			t.Fatalf("status %d: %s", status, body)
 		}
-		var resp api.SignResponse
+		var resp signapi.SignResponse
 		if err := json.Unmarshal(body, &resp); err != nil {
 			t.Fatal(err)
 		}
@@ -263,7 +263,7 @@ func TestSignEnvtest(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			tok := env.Token(t, ns, "web", api.Audience, time.Hour, gone)
+			tok := env.Token(t, ns, "web", signapi.Audience, time.Hour, gone)
 			zero := int64(0)
 			if err := kube.CoreV1().Pods(ns).Delete(ctx, "gone", metav1.DeleteOptions{GracePeriodSeconds: &zero}); err != nil {
 				t.Fatal(err)
@@ -272,7 +272,7 @@ func TestSignEnvtest(t *testing.T) {
 			// wait until it invalidates the token.
 			for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(50 * time.Millisecond) {
 				r, err := kube.AuthenticationV1().TokenReviews().Create(ctx, &authnv1.TokenReview{
-					Spec: authnv1.TokenReviewSpec{Token: tok, Audiences: []string{api.Audience}},
+					Spec: authnv1.TokenReviewSpec{Token: tok, Audiences: []string{signapi.Audience}},
 				}, metav1.CreateOptions{})
 				if err != nil {
 					t.Fatal(err)
@@ -287,10 +287,10 @@ func TestSignEnvtest(t *testing.T) {
 			return tok
 		}, newCSR(t), http.StatusUnauthorized},
 		{"DNS name of another namespace", func(t *testing.T) string {
-			return env.Token(t, ns, "web", api.Audience, time.Hour, pod)
+			return env.Token(t, ns, "web", signapi.Audience, time.Hour, pod)
 		}, newCSR(t, "web.prod.svc"), http.StatusForbidden},
 		{"malformed CSR", func(t *testing.T) string {
-			return env.Token(t, ns, "web", api.Audience, time.Hour, pod)
+			return env.Token(t, ns, "web", signapi.Audience, time.Hour, pod)
 		}, "-----BEGIN CERTIFICATE REQUEST-----\nMIIBAA==\n-----END CERTIFICATE REQUEST-----\n", http.StatusBadRequest},
 	}
 	for _, tc := range cases {
@@ -307,7 +307,7 @@ func TestSignEnvtest(t *testing.T) {
 	t.Run("API server rejects the expired token too", func(t *testing.T) {
 		expired := mintToken(t, saKey, ns, "web", saObj.UID, now.Add(-2*time.Hour), now.Add(-time.Hour))
 		r, err := kube.AuthenticationV1().TokenReviews().Create(ctx, &authnv1.TokenReview{
-			Spec: authnv1.TokenReviewSpec{Token: expired, Audiences: []string{api.Audience}},
+			Spec: authnv1.TokenReviewSpec{Token: expired, Audiences: []string{signapi.Audience}},
 		}, metav1.CreateOptions{})
 		if err != nil {
 			t.Fatal(err)

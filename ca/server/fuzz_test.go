@@ -12,7 +12,7 @@ import (
 
 	"golang.org/x/time/rate"
 
-	"github.com/podtls/podtls/ca/api"
+	"github.com/podtls/podtls/ca/signapi"
 )
 
 // FuzzDecodeSignRequest checks that arbitrary request bodies never panic and
@@ -84,7 +84,7 @@ func FuzzSignHandler(f *testing.F) {
 	h := srv.Handler()
 	allowed := map[int]bool{200: true, 400: true, 403: true, 413: true}
 	f.Fuzz(func(t *testing.T, body []byte) {
-		req := httptest.NewRequest(http.MethodPost, api.SignPath, bytes.NewReader(body))
+		req := httptest.NewRequest(http.MethodPost, signapi.SignPath, bytes.NewReader(body))
 		req.Header.Set("Authorization", "Bearer t")
 		rec := httptest.NewRecorder()
 		h.ServeHTTP(rec, req)

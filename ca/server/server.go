@@ -43,8 +43,8 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/podtls/podtls/ca"
-	"github.com/podtls/podtls/ca/api"
-	"github.com/podtls/podtls/ca/identity"
+	"github.com/podtls/podtls/ca/signapi"
+	"github.com/podtls/podtls/identity"
 )
 
 // TrustBundlePath serves the PEM roots (public data, no authentication).
@@ -218,7 +218,7 @@ func (s *Server) Start(ctx context.Context) error {
 // Handler returns the HTTP handler (without TLS), for tests and embedding.
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc(api.SignPath, s.handleSign)
+	mux.HandleFunc(signapi.SignPath, s.handleSign)
 	mux.HandleFunc(TrustBundlePath, s.handleTrustBundle)
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok\n") })
 	return mux
@@ -262,7 +262,7 @@ func (s *Server) sign(w http.ResponseWriter, r *http.Request) {
 	token, ok := bearerToken(r.Header.Get("Authorization"))
 	if !ok {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="podtls-ca"`)
-		writeError(w, http.StatusUnauthorized, "missing bearer token (Authorization: Bearer <projected service-account token, audience "+api.Audience+">)")
+		writeError(w, http.StatusUnauthorized, "missing bearer token (Authorization: Bearer <projected service-account token, audience "+signapi.Audience+">)")
 		return
 	}
 	caller, err := s.opts.Authenticator.Authenticate(r.Context(), token)
@@ -293,7 +293,7 @@ func (s *Server) sign(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	req, ttl, err := decodeSignRequest(http.MaxBytesReader(w, r.Body, api.MaxRequestBytes))
+	req, ttl, err := decodeSignRequest(http.MaxBytesReader(w, r.Body, signapi.MaxRequestBytes))
 	if err != nil {
 		status := http.StatusBadRequest
 		var tooBig *http.MaxBytesError
@@ -319,7 +319,7 @@ func (s *Server) sign(w http.ResponseWriter, r *http.Request) {
 	leaf := issued.Certificate
 	log.Info("issued certificate", "serial", hex.EncodeToString(leaf.SerialNumber.Bytes()),
 		"dns_names", leaf.DNSNames, "not_after", leaf.NotAfter)
-	writeJSON(w, http.StatusOK, api.SignResponse{
+	writeJSON(w, http.StatusOK, signapi.SignResponse{
 		CertificateChain: string(issued.ChainPEM),
 		TrustBundle:      string(issued.TrustBundlePEM),
 		NotAfter:         leaf.NotAfter.UTC().Format(time.RFC3339),
@@ -354,13 +354,13 @@ func bearerToken(h string) (string, bool) {
 }
 
 // decodeSignRequest reads one JSON SignRequest and parses its TTL.
-func decodeSignRequest(r io.Reader) (api.SignRequest, time.Duration, error) {
-	var req api.SignRequest
+func decodeSignRequest(r io.Reader) (signapi.SignRequest, time.Duration, error) {
+	var req signapi.SignRequest
 	dec := json.NewDecoder(r)
 	if err := dec.Decode(&req); err != nil {
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
-			return req, 0, fmt.Errorf("request body larger than %d bytes: %w", api.MaxRequestBytes, err)
+			return req, 0, fmt.Errorf("request body larger than %d bytes: %w", signapi.MaxRequestBytes, err)
 		}
 		return req, 0, fmt.Errorf("decode request body: %w", err)
 	}
@@ -385,7 +385,7 @@ func decodeSignRequest(r io.Reader) (api.SignRequest, time.Duration, error) {
 }
 
 func writeError(w http.ResponseWriter, status int, msg string) {
-	writeJSON(w, status, api.Error{Message: msg})
+	writeJSON(w, status, signapi.Error{Message: msg})
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

@@ -28,7 +28,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/podtls/podtls/ca"
-	"github.com/podtls/podtls/ca/api"
+	"github.com/podtls/podtls/ca/signapi"
 )
 
 // fakeAuth maps tokens to callers; "broken" simulates an unreachable API server.
@@ -141,7 +141,7 @@ func newCSR(t testing.TB, dns ...string) string {
 
 func (ts *testServer) do(t testing.TB, method, token string, body []byte) (int, []byte) {
 	t.Helper()
-	req, err := http.NewRequest(method, ts.url+api.SignPath, bytes.NewReader(body))
+	req, err := http.NewRequest(method, ts.url+signapi.SignPath, bytes.NewReader(body))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -151,7 +151,7 @@ func (ts *testServer) do(t testing.TB, method, token string, body []byte) (int, 
 	req.Header.Set("Content-Type", "application/json")
 	resp, err := ts.client.Do(req)
 	if err != nil {
-		t.Fatalf("%s %s: %v", method, api.SignPath, err)
+		t.Fatalf("%s %s: %v", method, signapi.SignPath, err)
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
@@ -165,7 +165,7 @@ func (ts *testServer) do(t testing.TB, method, token string, body []byte) (int, 
 }
 
 func signBody(t testing.TB, csr, ttl string) []byte {
-	b, err := json.Marshal(api.SignRequest{CSR: csr, TTL: ttl})
+	b, err := json.Marshal(signapi.SignRequest{CSR: csr, TTL: ttl})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -187,7 +187,7 @@ func TestSignAPI(t *testing.T) {
 		if status != http.StatusOK {
 			t.Fatalf("status %d: %s", status, body)
 		}
-		var resp api.SignResponse
+		var resp signapi.SignResponse
 		if err := json.Unmarshal(body, &resp); err != nil {
 			t.Fatal(err)
 		}
@@ -232,7 +232,7 @@ func TestSignAPI(t *testing.T) {
 		{"malformed csr", http.MethodPost, "web", signBody(t, "-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n", ""), http.StatusBadRequest},
 		{"bad ttl", http.MethodPost, "web", signBody(t, newCSR(t), "1 day"), http.StatusBadRequest},
 		{"negative ttl", http.MethodPost, "web", signBody(t, newCSR(t), "-1h"), http.StatusBadRequest},
-		{"body too large", http.MethodPost, "web", signBody(t, strings.Repeat("A", api.MaxRequestBytes), ""), http.StatusRequestEntityTooLarge},
+		{"body too large", http.MethodPost, "web", signBody(t, strings.Repeat("A", signapi.MaxRequestBytes), ""), http.StatusRequestEntityTooLarge},
 		{"name of another namespace", http.MethodPost, "web", signBody(t, newCSR(t, "db.prod.svc"), ""), http.StatusForbidden},
 	}
 	for _, tc := range errCases {
@@ -241,9 +241,9 @@ func TestSignAPI(t *testing.T) {
 			if status != tc.status {
 				t.Fatalf("status %d, want %d: %s", status, tc.status, body)
 			}
-			var e api.Error
+			var e signapi.Error
 			if err := json.Unmarshal(body, &e); err != nil || e.Message == "" {
-				t.Errorf("error body %q is not an api.Error with a message (%v)", body, err)
+				t.Errorf("error body %q is not an signapi.Error with a message (%v)", body, err)
 			}
 		})
 	}
@@ -341,16 +341,16 @@ func TestCurl(t *testing.T) {
 	}
 	out, err := exec.Command(curl, "-sS", "--fail-with-body", "--cacert", bundle, "--tlsv1.2",
 		"-H", "Authorization: Bearer tok", "-H", "Content-Type: application/json",
-		"--data-binary", string(signBody(t, newCSR(t), "")), ts.url+api.SignPath).CombinedOutput()
+		"--data-binary", string(signBody(t, newCSR(t), "")), ts.url+signapi.SignPath).CombinedOutput()
 	if err != nil {
 		t.Fatalf("curl: %v: %s", err, out)
 	}
-	var resp api.SignResponse
+	var resp signapi.SignResponse
 	if err := json.Unmarshal(out, &resp); err != nil || !strings.Contains(resp.CertificateChain, "BEGIN CERTIFICATE") {
 		t.Fatalf("curl response %q: %v", out, err)
 	}
 	out, err = exec.Command(curl, "-sS", "-o", "/dev/null", "-w", "%{http_code}", "--cacert", bundle,
-		"-X", "POST", "--data-binary", "{}", ts.url+api.SignPath).CombinedOutput()
+		"-X", "POST", "--data-binary", "{}", ts.url+signapi.SignPath).CombinedOutput()
 	if err != nil || string(out) != "401" {
 		t.Errorf("curl without token: %q %v, want 401", out, err)
 	}

@@ -26,14 +26,14 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"sigs.k8s.io/yaml"
 
+	"github.com/podtls/podtls/acme/status"
 	"github.com/podtls/podtls/ca"
-	"github.com/podtls/podtls/ca/acme/status"
 	"github.com/podtls/podtls/cli/injectconfig"
 	"github.com/podtls/podtls/cli/output"
 	"github.com/podtls/podtls/controller/options"
 	"github.com/podtls/podtls/webhook/annotations"
-	"github.com/podtls/podtls/webhook/config"
 	"github.com/podtls/podtls/webhook/inject"
+	"github.com/podtls/podtls/webhook/webhookconfig"
 )
 
 // SchemaVersion identifies the JSON layout of Report.
@@ -318,7 +318,7 @@ func (r *runner) webhook(ctx context.Context) {
 		return
 	}
 	var missing []string
-	for _, want := range []string{config.LabelledWebhook, config.OptInWebhook} {
+	for _, want := range []string{webhookconfig.LabelledWebhook, webhookconfig.OptInWebhook} {
 		if !slices.ContainsFunc(mwc.Webhooks, func(w admissionWebhook) bool { return w.Name == want }) {
 			missing = append(missing, want)
 		}
@@ -427,7 +427,7 @@ func (r *runner) trustBundles(ctx context.Context) {
 		bundles[cm.Namespace] = cm.Data[inject.TrustBundleKey]
 	}
 	want := string(r.mat.TrustBundlePEM())
-	excluded := config.ExcludedNamespaces(r.ctrl.Namespace)
+	excluded := webhookconfig.ExcludedNamespaces(r.ctrl.Namespace)
 	var bad []string
 	n := 0
 	for _, ns := range nss.Items {
@@ -452,7 +452,7 @@ func (r *runner) trustBundles(ctx context.Context) {
 }
 
 // acmeConfig is the part of the issuer configuration the checks need. It is
-// decoded leniently here rather than with ca/acme/config.Parse, which links
+// decoded leniently here rather than with acme/issuerconfig.Parse, which links
 // lego's DNS providers into whatever imports it.
 type acmeConfig struct {
 	DirectoryURL  string `json:"directoryURL"`

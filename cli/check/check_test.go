@@ -15,12 +15,12 @@ import (
 	"k8s.io/client-go/kubernetes/fake"
 	"k8s.io/utils/ptr"
 
+	"github.com/podtls/podtls/acme/status"
 	"github.com/podtls/podtls/ca"
-	"github.com/podtls/podtls/ca/acme/status"
 	"github.com/podtls/podtls/cli/output"
 	"github.com/podtls/podtls/webhook/annotations"
-	"github.com/podtls/podtls/webhook/config"
 	"github.com/podtls/podtls/webhook/inject"
+	"github.com/podtls/podtls/webhook/webhookconfig"
 )
 
 var now = time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)
@@ -47,7 +47,7 @@ func caSecret(t *testing.T, intermediateLeft time.Duration) (*corev1.Secret, []b
 func healthy(t *testing.T) ([]runtime.Object, []byte) {
 	sec, roots := caSecret(t, 200*24*time.Hour)
 	labels := map[string]string{"app": "podtls-controller"}
-	mwc := config.MutatingWebhookConfiguration(config.Options{Name: "podtls", Namespace: "podtls-system", ServiceName: "podtls-controller", CABundle: roots})
+	mwc := webhookconfig.MutatingWebhookConfiguration(webhookconfig.Options{Name: "podtls", Namespace: "podtls-system", ServiceName: "podtls-controller", CABundle: roots})
 	return []runtime.Object{
 		sec, mwc,
 		&appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Name: "podtls-controller", Namespace: "podtls-system"},
@@ -89,7 +89,7 @@ func TestRun(t *testing.T) {
 		{"intermediate in 20 days", func(o []runtime.Object) []runtime.Object {
 			sec, roots := caSecret(t, 20*24*time.Hour)
 			o[0] = sec
-			o[1] = config.MutatingWebhookConfiguration(config.Options{Name: "podtls", Namespace: "podtls-system", CABundle: roots})
+			o[1] = webhookconfig.MutatingWebhookConfiguration(webhookconfig.Options{Name: "podtls", Namespace: "podtls-system", CABundle: roots})
 			return append(o[:5], &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: inject.TrustBundleConfigMap, Namespace: "shop"}, Data: map[string]string{inject.TrustBundleKey: string(roots)}})
 		}, IDCAIntermediate, output.Warn, ""},
 		{"intermediate in 3 days", func(o []runtime.Object) []runtime.Object {
@@ -98,9 +98,9 @@ func TestRun(t *testing.T) {
 			return o
 		}, IDCAIntermediate, output.Fail, ""},
 		{"stale caBundle", func(o []runtime.Object) []runtime.Object {
-			o[1] = config.MutatingWebhookConfiguration(config.Options{Name: "podtls", Namespace: "podtls-system", CABundle: []byte("old")})
+			o[1] = webhookconfig.MutatingWebhookConfiguration(webhookconfig.Options{Name: "podtls", Namespace: "podtls-system", CABundle: []byte("old")})
 			return o
-		}, IDWebhookCABundle, output.Fail, config.LabelledWebhook},
+		}, IDWebhookCABundle, output.Fail, webhookconfig.LabelledWebhook},
 		{"controller not ready", func(o []runtime.Object) []runtime.Object {
 			o[3].(*corev1.Pod).Status.Conditions = nil
 			return o

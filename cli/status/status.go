@@ -21,10 +21,10 @@ import (
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/client-go/kubernetes"
 
-	acmestatus "github.com/podtls/podtls/ca/acme/status"
-	"github.com/podtls/podtls/ca/identity"
+	acmestatus "github.com/podtls/podtls/acme/status"
 	"github.com/podtls/podtls/cli/injectconfig"
 	"github.com/podtls/podtls/controller/options"
+	"github.com/podtls/podtls/identity"
 	"github.com/podtls/podtls/sidecar/certs"
 	"github.com/podtls/podtls/webhook/annotations"
 	"github.com/podtls/podtls/webhook/inject"

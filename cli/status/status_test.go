@@ -12,7 +12,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes/fake"
 
-	acmestatus "github.com/podtls/podtls/ca/acme/status"
+	acmestatus "github.com/podtls/podtls/acme/status"
 	"github.com/podtls/podtls/cli/output"
 	"github.com/podtls/podtls/sidecar/certs"
 	"github.com/podtls/podtls/webhook/annotations"

@@ -19,8 +19,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 
-	"github.com/podtls/podtls/ca/acme/config"
-	"github.com/podtls/podtls/ca/acme/status"
+	"github.com/podtls/podtls/acme/issuerconfig"
+	"github.com/podtls/podtls/acme/status"
 	"github.com/podtls/podtls/internal/poll"
 	"github.com/podtls/podtls/webhook/inject"
 )
@@ -520,9 +520,9 @@ func (s *suite) testRestartMidOrder(t *testing.T) {
 	s.namespace(t, ns)
 	hole := newBlackhole(t)
 	s.restart(t, func() {
-		s.writeConfig(func(c *config.Config) {
+		s.writeConfig(func(c *issuerconfig.Config) {
 			c.DNS.RecursiveNameservers = []string{hole.addr}
-			c.DNS.PropagationTimeout = config.Duration{Duration: 3 * time.Second}
+			c.DNS.PropagationTimeout = issuerconfig.Duration{Duration: 3 * time.Second}
 		})
 	})
 	t.Cleanup(func() { s.writeConfig(nil) })

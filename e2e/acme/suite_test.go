@@ -15,8 +15,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 
-	"github.com/podtls/podtls/ca/acme/config"
-	"github.com/podtls/podtls/ca/acme/status"
+	"github.com/podtls/podtls/acme/issuerconfig"
+	"github.com/podtls/podtls/acme/status"
 	"github.com/podtls/podtls/controller/options"
 	"github.com/podtls/podtls/e2e/acmetest"
 	"github.com/podtls/podtls/internal/kubetest"
@@ -79,40 +79,40 @@ func newSuite(t *testing.T) *suite {
 
 // baseConfig is the issuer configuration of the tests: Pebble, lego's
 // rfc2136 provider against BIND, fast polling and short backoffs.
-func (s *suite) baseConfig() config.Config {
+func (s *suite) baseConfig() issuerconfig.Config {
 	cfg, _ := s.acme.RFC2136Config()
-	return config.Config{
+	return issuerconfig.Config{
 		DirectoryURL:  s.acme.DirectoryURL,
 		Email:         "ops@podtls.test",
 		Profile:       "default",
 		KeyType:       "ecdsa-p256",
 		CABundle:      string(s.acme.ACMECABundle()),
 		AccountSecret: "podtls-acme-account",
-		DNS: config.DNS{
+		DNS: issuerconfig.DNS{
 			Provider:             "rfc2136",
-			CredentialsSecretRef: &config.SecretRef{Name: credsSecret},
+			CredentialsSecretRef: &issuerconfig.SecretRef{Name: credsSecret},
 			Config:               cfg,
 			RecursiveNameservers: []string{s.acme.DNSAddr},
 			AuthoritativeNSCheck: ptr(false),
-			PropagationTimeout:   config.Duration{Duration: 10 * time.Second},
-			PollingInterval:      config.Duration{Duration: 50 * time.Millisecond},
+			PropagationTimeout:   issuerconfig.Duration{Duration: 10 * time.Second},
+			PollingInterval:      issuerconfig.Duration{Duration: 50 * time.Millisecond},
 		},
-		Renewal: config.Renewal{
+		Renewal: issuerconfig.Renewal{
 			ARI:              ptr(true),
 			LifetimeFraction: 0.6667,
 			// 2 s, not 1 s: next-attempt is stored with second precision,
 			// which shortens each backoff by up to 1 s.
-			MinBackoff:              config.Duration{Duration: 2 * time.Second},
-			MaxBackoff:              config.Duration{Duration: 8 * time.Second},
+			MinBackoff:              issuerconfig.Duration{Duration: 2 * time.Second},
+			MaxBackoff:              issuerconfig.Duration{Duration: 8 * time.Second},
 			MaxOrdersPerNamePerHour: 100,
 		},
-		SecretGracePeriod: config.Duration{Duration: time.Hour},
+		SecretGracePeriod: issuerconfig.Duration{Duration: time.Hour},
 	}
 }
 
 // writeConfig writes the config file (JSON is YAML) the controller polls,
 // after edit changed the base configuration.
-func (s *suite) writeConfig(edit func(*config.Config)) {
+func (s *suite) writeConfig(edit func(*issuerconfig.Config)) {
 	s.t.Helper()
 	c := s.baseConfig()
 	if edit != nil {
@@ -122,7 +122,7 @@ func (s *suite) writeConfig(edit func(*config.Config)) {
 	if err != nil {
 		s.t.Fatal(err)
 	}
-	if _, err := config.Parse(b); err != nil {
+	if _, err := issuerconfig.Parse(b); err != nil {
 		s.t.Fatalf("test config does not parse: %v\n%s", err, b)
 	}
 	// Replace atomically, as kubelet does: the controller never reads half a file.

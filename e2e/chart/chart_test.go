@@ -25,10 +25,10 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/yaml"
 
-	"github.com/podtls/podtls/ca/acme/config"
+	"github.com/podtls/podtls/acme/issuerconfig"
 	"github.com/podtls/podtls/e2e/mesh"
 	"github.com/podtls/podtls/internal/kubetest"
-	webhookconfig "github.com/podtls/podtls/webhook/config"
+	webhookconfig "github.com/podtls/podtls/webhook/webhookconfig"
 )
 
 // env is one control plane shared by the tests that need an API server (nil when the
@@ -274,7 +274,7 @@ func TestRender(t *testing.T) {
 				if err := yaml.UnmarshalStrict(cm.Raw, &m); err != nil {
 					t.Fatal(err)
 				}
-				cfg, err := config.Parse([]byte(m.Data["config.yaml"]))
+				cfg, err := issuerconfig.Parse([]byte(m.Data["config.yaml"]))
 				if err != nil {
 					t.Errorf("the controller would refuse the rendered issuer configuration: %v\n%s", err, m.Data["config.yaml"])
 				} else if cfg.DNS.Provider == "" {
@@ -370,7 +370,7 @@ func TestRender(t *testing.T) {
 }
 
 // TestWebhookMatchesBuilder: the chart's MutatingWebhookConfiguration is the one
-// webhook/config builds (and renders into webhook/config/webhook.yaml), so they cannot
+// webhook/webhookconfig builds (and renders into webhook/webhookconfig/webhook.yaml), so they cannot
 // drift apart. Only the chart's own bookkeeping labels differ.
 func TestWebhookMatchesBuilder(t *testing.T) {
 	root := repoRoot(t)
@@ -403,13 +403,13 @@ func TestWebhookMatchesBuilder(t *testing.T) {
 			t.Fatal(err)
 		}
 		if got := chartMWC(systemNS); !equality.Semantic.DeepEqual(got, &want) {
-			t.Errorf("chart and webhook/config/webhook.yaml differ:\n%s", diffYAML(t, got, &want))
+			t.Errorf("chart and webhook/webhookconfig/webhook.yaml differ:\n%s", diffYAML(t, got, &want))
 		}
 	})
 	for _, ns := range []string{systemNS, "security", "kube-system"} {
 		t.Run("builder in "+ns, func(t *testing.T) {
 			if got, want := chartMWC(ns), builder(ns); !equality.Semantic.DeepEqual(got, want) {
-				t.Errorf("chart and webhook/config differ:\n%s", diffYAML(t, got, want))
+				t.Errorf("chart and webhook/webhookconfig differ:\n%s", diffYAML(t, got, want))
 			}
 		})
 	}
@@ -671,7 +671,7 @@ func TestHelmInstall(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg, err := config.Parse([]byte(cm.Data["config.yaml"]))
+	cfg, err := issuerconfig.Parse([]byte(cm.Data["config.yaml"]))
 	if err != nil {
 		t.Fatalf("rendered ACME config: %v", err)
 	}

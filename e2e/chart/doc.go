@@ -2,7 +2,7 @@
 // kube-apiserver (envtest, internal/kubetest): lint, rendering with several value sets, the
 // strict values schema, server-side validation of every rendered object, a real
 // `helm install` / `upgrade` / `uninstall`, the webhook configuration against
-// webhook/config's builder, and manifests/install.yaml against the chart.
+// webhook/webhookconfig's builder, and manifests/install.yaml against the chart.
 //
 // Tests skip when helm or the envtest binaries are missing, and fail instead with
 // PODTLS_REQUIRE_ENVTEST=1:

@@ -40,8 +40,8 @@ import (
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/yaml"
 
+	acmestatus "github.com/podtls/podtls/acme/status"
 	"github.com/podtls/podtls/ca"
-	acmestatus "github.com/podtls/podtls/ca/acme/status"
 	"github.com/podtls/podtls/cli/check"
 	"github.com/podtls/podtls/cli/output"
 	"github.com/podtls/podtls/cli/status"
@@ -52,8 +52,8 @@ import (
 	"github.com/podtls/podtls/internal/poll"
 	"github.com/podtls/podtls/internal/testctl"
 	"github.com/podtls/podtls/webhook/annotations"
-	"github.com/podtls/podtls/webhook/config"
 	"github.com/podtls/podtls/webhook/inject"
+	"github.com/podtls/podtls/webhook/webhookconfig"
 )
 
 const ctrlNS = "podtls-system"
@@ -350,7 +350,7 @@ spec:
 			t.Fatal(err)
 		}
 		cli.expectRed(t, check.IDWebhookConfig, "MutatingWebhookConfiguration podtls not found", "helm upgrade --install")
-		fixed := config.MutatingWebhookConfiguration(config.Options{Name: "podtls", Namespace: ctrlNS, URL: whURL, CABundle: roots})
+		fixed := webhookconfig.MutatingWebhookConfiguration(webhookconfig.Options{Name: "podtls", Namespace: ctrlNS, URL: whURL, CABundle: roots})
 		if _, err := env.Clientset.AdmissionregistrationV1().MutatingWebhookConfigurations().Create(ctx, fixed, metav1.CreateOptions{}); err != nil {
 			t.Fatal(err)
 		}

@@ -18,7 +18,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/podtls/podtls/ca/acme/status"
+	"github.com/podtls/podtls/acme/status"
 	"github.com/podtls/podtls/e2e/acmetest"
 	"github.com/podtls/podtls/e2e/cluster"
 	"github.com/podtls/podtls/webhook/inject"

@@ -19,7 +19,7 @@ import (
 	"github.com/podtls/podtls/internal/kubetest"
 	"github.com/podtls/podtls/internal/poll"
 	"github.com/podtls/podtls/webhook/annotations"
-	"github.com/podtls/podtls/webhook/config"
+	"github.com/podtls/podtls/webhook/webhookconfig"
 )
 
 // TestBinary runs the real podtls-controller binary against the API server with
@@ -44,7 +44,7 @@ func TestBinary(t *testing.T) {
 	}
 
 	env.CreateNamespace(t, "podtls-system", nil)
-	mwc := config.MutatingWebhookConfiguration(config.DefaultOptions())
+	mwc := webhookconfig.MutatingWebhookConfiguration(webhookconfig.DefaultOptions())
 	if _, err := env.Clientset.AdmissionregistrationV1().MutatingWebhookConfigurations().Create(t.Context(), mwc, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}

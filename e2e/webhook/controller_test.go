@@ -20,7 +20,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/podtls/podtls/ca/api"
+	"github.com/podtls/podtls/ca/signapi"
 	"github.com/podtls/podtls/internal/kubetest"
 	"github.com/podtls/podtls/internal/poll"
 	"github.com/podtls/podtls/internal/testctl"
@@ -150,7 +150,7 @@ func TestController(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		token := env.Token(t, ns, "default", api.Audience, time.Hour, p)
+		token := env.Token(t, ns, "default", signapi.Audience, time.Hour, p)
 		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 		if err != nil {
 			t.Fatal(err)
@@ -159,12 +159,12 @@ func TestController(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		body, _ := json.Marshal(api.SignRequest{CSR: string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: csr}))})
+		body, _ := json.Marshal(signapi.SignRequest{CSR: string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: csr}))})
 		pool := x509.NewCertPool()
 		pool.AppendCertsFromPEM(roots)
 		c := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool,
 			ServerName: opts.ServiceName + "." + ctrlNS + ".svc"}}}
-		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, "https://"+opts.CAAddr+api.SignPath, bytes.NewReader(body))
+		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, "https://"+opts.CAAddr+signapi.SignPath, bytes.NewReader(body))
 		req.Header.Set("Authorization", "Bearer "+token)
 		req.Header.Set("Content-Type", "application/json")
 		var resp *http.Response
@@ -181,7 +181,7 @@ func TestController(t *testing.T) {
 			return true, ""
 		})
 		defer resp.Body.Close()
-		var out api.SignResponse
+		var out signapi.SignResponse
 		if err := json.NewDecoder(resp.Body).Decode(&out); err != nil || resp.StatusCode != http.StatusOK {
 			t.Fatalf("sign: %d %v", resp.StatusCode, err)
 		}

@@ -25,8 +25,8 @@ import (
 	"github.com/podtls/podtls/internal/poll"
 	"github.com/podtls/podtls/webhook"
 	"github.com/podtls/podtls/webhook/annotations"
-	"github.com/podtls/podtls/webhook/config"
 	"github.com/podtls/podtls/webhook/inject"
+	"github.com/podtls/podtls/webhook/webhookconfig"
 )
 
 const (
@@ -135,8 +135,8 @@ func startWebhook(t *testing.T, env *kubetest.Env) (stop func()) {
 }
 
 func TestAdmission(t *testing.T) {
-	opts := config.DefaultOptions()
-	env := kubetest.Start(t, kubetest.WithMutatingWebhooks(config.MutatingWebhookConfiguration(opts)))
+	opts := webhookconfig.DefaultOptions()
+	env := kubetest.Start(t, kubetest.WithMutatingWebhooks(webhookconfig.MutatingWebhookConfiguration(opts)))
 	ctx := t.Context()
 	env.CreateNamespace(t, labelledNS, map[string]string{annotations.Inject: annotations.NamespaceEnabled})
 	env.CreateNamespace(t, unlabelledNS, nil)
@@ -288,7 +288,7 @@ spec:
 	t.Run("controller down: labelled namespace refuses, others admit", func(t *testing.T) {
 		stop()
 		_, err := pods.Pods(labelledNS).Create(ctx, pod(labelledNS, "while-down", map[string]string{annotations.Inbound: "8443:8080"}), metav1.CreateOptions{})
-		if err == nil || !strings.Contains(err.Error(), config.LabelledWebhook) {
+		if err == nil || !strings.Contains(err.Error(), webhookconfig.LabelledWebhook) {
 			t.Fatalf("labelled namespace admitted a pod without the webhook: %v", err)
 		}
 		p, err := pods.Pods(unlabelledNS).Create(ctx, pod(unlabelledNS, "while-down",

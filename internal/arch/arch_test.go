@@ -23,9 +23,9 @@ var rules = []struct {
 		forbidden: []string{
 			module + "/controller",
 			module + "/webhook",
-			module + "/ca/acme",
-			module + "/ca/acme/manager",
-			module + "/ca/acme/providers/...",
+			module + "/acme",
+			module + "/acme/reconciler",
+			module + "/acme/providers/...",
 			"github.com/go-acme/lego/...",
 			"github.com/aws/...",
 			"cloud.google.com/...",

@@ -18,7 +18,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/webhook"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
-	"github.com/podtls/podtls/ca/api"
+	"github.com/podtls/podtls/ca/signapi"
 	"github.com/podtls/podtls/internal/kubetest"
 )
 
@@ -127,10 +127,10 @@ func TestControlPlane(t *testing.T) {
 		return got.Status
 	}
 
-	token := env.Token(t, ns, "app", api.Audience, time.Hour, pod)
+	token := env.Token(t, ns, "app", signapi.Audience, time.Hour, pod)
 
 	t.Run("bound token authenticates with pod extras", func(t *testing.T) {
-		st := review(t, token, api.Audience)
+		st := review(t, token, signapi.Audience)
 		if !st.Authenticated {
 			t.Fatalf("not authenticated: %q", st.Error)
 		}
@@ -143,19 +143,19 @@ func TestControlPlane(t *testing.T) {
 		if got := st.User.Extra[podUIDExtra]; len(got) != 1 || got[0] != string(pod.UID) {
 			t.Errorf("extra %s = %v, want [%s]", podUIDExtra, got, pod.UID)
 		}
-		if len(st.Audiences) != 1 || st.Audiences[0] != api.Audience {
-			t.Errorf("audiences = %v, want [%s]", st.Audiences, api.Audience)
+		if len(st.Audiences) != 1 || st.Audiences[0] != signapi.Audience {
+			t.Errorf("audiences = %v, want [%s]", st.Audiences, signapi.Audience)
 		}
 	})
 
 	t.Run("wrong audience is rejected", func(t *testing.T) {
 		if st := review(t, token, "some-other-audience"); st.Authenticated {
-			t.Errorf("token for %q authenticated for another audience as %q", api.Audience, st.User.Username)
+			t.Errorf("token for %q authenticated for another audience as %q", signapi.Audience, st.User.Username)
 		}
 	})
 
 	t.Run("unbound token has no pod extra", func(t *testing.T) {
-		st := review(t, env.Token(t, ns, "app", api.Audience, 0, nil), api.Audience)
+		st := review(t, env.Token(t, ns, "app", signapi.Audience, 0, nil), signapi.Audience)
 		if !st.Authenticated {
 			t.Fatalf("not authenticated: %q", st.Error)
 		}
@@ -169,18 +169,18 @@ func TestControlPlane(t *testing.T) {
 		if err := env.Client.Create(ctx, p); err != nil {
 			t.Fatalf("create pod: %v", err)
 		}
-		tok := env.Token(t, ns, "app", api.Audience, time.Hour, p)
+		tok := env.Token(t, ns, "app", signapi.Audience, time.Hour, p)
 		// No kubelet: a zero grace period deletes the object at once.
 		if err := env.Clientset.CoreV1().Pods(ns).Delete(ctx, p.Name, *metav1.NewDeleteOptions(0)); err != nil {
 			t.Fatalf("delete pod: %v", err)
 		}
-		if st := review(t, tok, api.Audience); st.Authenticated {
+		if st := review(t, tok, signapi.Audience); st.Authenticated {
 			t.Errorf("token bound to deleted pod still authenticates as %q", st.User.Username)
 		}
 	})
 
 	t.Run("token for a missing service account fails", func(t *testing.T) {
-		if _, err := env.RequestToken(ctx, ns, "nobody", api.Audience, 0, nil); err == nil {
+		if _, err := env.RequestToken(ctx, ns, "nobody", signapi.Audience, 0, nil); err == nil {
 			t.Error("token request for a missing ServiceAccount succeeded")
 		}
 	})

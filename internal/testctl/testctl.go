@@ -30,7 +30,7 @@ import (
 	"github.com/podtls/podtls/controller"
 	"github.com/podtls/podtls/controller/options"
 	"github.com/podtls/podtls/internal/poll"
-	"github.com/podtls/podtls/webhook/config"
+	"github.com/podtls/podtls/webhook/webhookconfig"
 )
 
 const (
@@ -65,7 +65,7 @@ func Options(t testing.TB, namespace string) options.Options {
 // controller to patch.
 func CreateWebhookConfiguration(t testing.TB, kube kubernetes.Interface) {
 	t.Helper()
-	mwc := config.MutatingWebhookConfiguration(config.DefaultOptions())
+	mwc := webhookconfig.MutatingWebhookConfiguration(webhookconfig.DefaultOptions())
 	if _, err := kube.AdmissionregistrationV1().MutatingWebhookConfigurations().Create(t.Context(), mwc, metav1.CreateOptions{}); err != nil {
 		t.Fatalf("create MutatingWebhookConfiguration %s: %v", mwc.Name, err)
 	}

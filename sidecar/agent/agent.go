@@ -28,7 +28,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/podtls/podtls/ca/api"
+	"github.com/podtls/podtls/ca/signapi"
 	"github.com/podtls/podtls/sidecar/certs"
 	"github.com/podtls/podtls/sidecar/metrics"
 	"github.com/podtls/podtls/sidecar/tlsconfig"
@@ -302,7 +302,7 @@ func serialOf(chainPEM []byte) string {
 	return cs[0].SerialNumber.Text(16)
 }
 
-func (a *Agent) sign(ctx context.Context, csrPEM []byte) (*api.SignResponse, error) {
+func (a *Agent) sign(ctx context.Context, csrPEM []byte) (*signapi.SignResponse, error) {
 	// Re-read every time: kubelet rotates the projected token.
 	tok, err := os.ReadFile(a.c.TokenFile)
 	if err != nil {
@@ -312,7 +312,7 @@ func (a *Agent) sign(ctx context.Context, csrPEM []byte) (*api.SignResponse, err
 	if token == "" {
 		return nil, fmt.Errorf("token file %s is empty", a.c.TokenFile)
 	}
-	req := api.SignRequest{CSR: string(csrPEM)}
+	req := signapi.SignRequest{CSR: string(csrPEM)}
 	if a.c.TTL > 0 {
 		req.TTL = a.c.TTL.String()
 	}
@@ -322,7 +322,7 @@ func (a *Agent) sign(ctx context.Context, csrPEM []byte) (*api.SignResponse, err
 	}
 	ctx, cancel := context.WithTimeout(ctx, a.c.RequestTimeout)
 	defer cancel()
-	hreq, err := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimSuffix(a.c.CAURL, "/")+api.SignPath, bytes.NewReader(body))
+	hreq, err := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimSuffix(a.c.CAURL, "/")+signapi.SignPath, bytes.NewReader(body))
 	if err != nil {
 		return nil, fmt.Errorf("build request: %w", err)
 	}
@@ -335,7 +335,7 @@ func (a *Agent) sign(ctx context.Context, csrPEM []byte) (*api.SignResponse, err
 	}}
 	hresp, err := client.Do(hreq)
 	if err != nil {
-		return nil, fmt.Errorf("POST %s: %w", api.SignPath, err)
+		return nil, fmt.Errorf("POST %s: %w", signapi.SignPath, err)
 	}
 	defer hresp.Body.Close()
 	data, err := io.ReadAll(io.LimitReader(hresp.Body, 1<<20))
@@ -344,7 +344,7 @@ func (a *Agent) sign(ctx context.Context, csrPEM []byte) (*api.SignResponse, err
 	}
 	if hresp.StatusCode != http.StatusOK {
 		se := &StatusError{Code: hresp.StatusCode}
-		var e api.Error
+		var e signapi.Error
 		if json.Unmarshal(data, &e) == nil && e.Message != "" {
 			se.Message = e.Message
 		} else {
@@ -355,7 +355,7 @@ func (a *Agent) sign(ctx context.Context, csrPEM []byte) (*api.SignResponse, err
 		}
 		return nil, se
 	}
-	var out api.SignResponse
+	var out signapi.SignResponse
 	if err := json.Unmarshal(data, &out); err != nil {
 		return nil, fmt.Errorf("decode CA response: %w", err)
 	}
@@ -375,7 +375,7 @@ func (a *Agent) roots() *x509.CertPool {
 
 // check makes sure the answer is usable before it touches the disk: the leaf
 // carries our key, is valid now and chains to the bundle that comes with it.
-func (a *Agent) check(resp *api.SignResponse, key *ecdsa.PrivateKey) (chainPEM, bundlePEM []byte, err error) {
+func (a *Agent) check(resp *signapi.SignResponse, key *ecdsa.PrivateKey) (chainPEM, bundlePEM []byte, err error) {
 	chain, err := certs.ParseCertificates([]byte(resp.CertificateChain))
 	if err != nil {
 		return nil, nil, fmt.Errorf("certificate_chain: %w", err)

@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/podtls/podtls/ca/identity"
+	"github.com/podtls/podtls/identity"
 	"github.com/podtls/podtls/sidecar/internal/testpki"
 	"github.com/podtls/podtls/sidecar/metrics"
 	"github.com/podtls/podtls/sidecar/tlsconfig"

@@ -8,7 +8,7 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/podtls/podtls/ca/identity"
+	"github.com/podtls/podtls/identity"
 )
 
 // Inbound is one --inbound LISTEN=TARGET: a TLS listener forwarding

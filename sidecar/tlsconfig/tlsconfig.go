@@ -15,7 +15,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/podtls/podtls/ca/identity"
+	"github.com/podtls/podtls/identity"
 )
 
 // Source provides the current certificates and trust pool. certs.Store

@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/podtls/podtls/ca/identity"
+	"github.com/podtls/podtls/identity"
 	"github.com/podtls/podtls/sidecar/internal/testpki"
 )
 

@@ -10,8 +10,8 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/utils/ptr"
 
-	"github.com/podtls/podtls/ca/api"
-	"github.com/podtls/podtls/ca/identity"
+	"github.com/podtls/podtls/ca/signapi"
+	"github.com/podtls/podtls/identity"
 )
 
 // SidecarMode says how the sidecar container is placed in the pod.
@@ -144,4 +144,4 @@ func (c Config) Validate() error {
 }
 
 // tokenAudience is the audience of the projected token, checked by the CA.
-const tokenAudience = api.Audience
+const tokenAudience = signapi.Audience

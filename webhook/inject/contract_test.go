@@ -4,7 +4,7 @@ import (
 	"io"
 	"testing"
 
-	sidecarconfig "github.com/podtls/podtls/sidecar/config"
+	sidecarconfig "github.com/podtls/podtls/sidecar/options"
 	"github.com/podtls/podtls/webhook/annotations"
 )
 

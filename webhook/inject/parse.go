@@ -12,7 +12,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 
-	"github.com/podtls/podtls/ca/identity"
+	"github.com/podtls/podtls/identity"
 	"github.com/podtls/podtls/webhook/annotations"
 )
 

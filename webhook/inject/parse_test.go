@@ -10,7 +10,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	sidecarconfig "github.com/podtls/podtls/sidecar/config"
+	sidecarconfig "github.com/podtls/podtls/sidecar/options"
 	"github.com/podtls/podtls/webhook/annotations"
 )
 

@@ -11,7 +11,7 @@ import (
 	"os/signal"
 	"syscall"
 
-	"github.com/podtls/podtls/sidecar/config"
+	"github.com/podtls/podtls/sidecar/options"
 )
 
 func main() {
@@ -23,7 +23,7 @@ func main() {
 			os.Exit(renewMain(os.Args[2:], os.Stdout, os.Stderr))
 		}
 	}
-	cfg, err := config.Parse(os.Args[1:], os.Stderr)
+	cfg, err := options.Parse(os.Args[1:], os.Stderr)
 	if errors.Is(err, flag.ErrHelp) {
 		os.Exit(0)
 	}

@@ -15,19 +15,19 @@ import (
 	"github.com/podtls/podtls/sidecar/admin"
 	"github.com/podtls/podtls/sidecar/agent"
 	"github.com/podtls/podtls/sidecar/certs"
-	"github.com/podtls/podtls/sidecar/config"
 	"github.com/podtls/podtls/sidecar/metrics"
+	"github.com/podtls/podtls/sidecar/options"
 	"github.com/podtls/podtls/sidecar/proxy"
 	"github.com/podtls/podtls/sidecar/tlsconfig"
 )
 
-func newLogger(cfg *config.Config) *slog.Logger {
+func newLogger(cfg *options.Config) *slog.Logger {
 	return slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: cfg.LogLevel}))
 }
 
 // run wires store, agent, proxy and admin server, serves until ctx ends and
 // then drains. It returns an error only for problems at start.
-func run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
+func run(ctx context.Context, cfg *options.Config, log *slog.Logger) error {
 	reg := metrics.NewRegistry()
 	store, err := certs.New(certs.Options{
 		CertDir: cfg.CertDir, TrustBundle: cfg.TrustBundle, ExternalDirs: cfg.ExternalCertDirs,

@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/podtls/podtls/ca/api"
+	"github.com/podtls/podtls/ca/signapi"
 )
 
 // SignServer is an HTTPS server implementing the CA's POST /v1/sign contract
@@ -73,7 +73,7 @@ func (s *SignServer) handle(w http.ResponseWriter, r *http.Request) {
 	writeErr := func(code int, msg string) {
 		w.Header().Set("Content-Type", "application/json")
 		w.WriteHeader(code)
-		_ = json.NewEncoder(w).Encode(api.Error{Message: msg})
+		_ = json.NewEncoder(w).Encode(signapi.Error{Message: msg})
 	}
 	if fail != 0 {
 		if retry != "" {
@@ -82,7 +82,7 @@ func (s *SignServer) handle(w http.ResponseWriter, r *http.Request) {
 		writeErr(fail, "configured failure")
 		return
 	}
-	if r.Method != http.MethodPost || r.URL.Path != api.SignPath {
+	if r.Method != http.MethodPost || r.URL.Path != signapi.SignPath {
 		writeErr(http.StatusNotFound, "not found")
 		return
 	}
@@ -90,8 +90,8 @@ func (s *SignServer) handle(w http.ResponseWriter, r *http.Request) {
 		writeErr(http.StatusUnauthorized, "missing bearer token")
 		return
 	}
-	var req api.SignRequest
-	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, api.MaxRequestBytes)).Decode(&req); err != nil {
+	var req signapi.SignRequest
+	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, signapi.MaxRequestBytes)).Decode(&req); err != nil {
 		writeErr(http.StatusBadRequest, err.Error())
 		return
 	}
@@ -100,12 +100,12 @@ func (s *SignServer) handle(w http.ResponseWriter, r *http.Request) {
 		writeErr(http.StatusBadRequest, err.Error())
 		return
 	}
-	_ = json.NewEncoder(w).Encode(api.SignResponse{
+	_ = json.NewEncoder(w).Encode(signapi.SignResponse{
 		CertificateChain: string(chain), TrustBundle: string(s.CA.RootPEM()), NotAfter: notAfter.UTC().Format(time.RFC3339),
 	})
 }
 
-func (s *SignServer) sign(req api.SignRequest, wrongKey bool) ([]byte, time.Time, error) {
+func (s *SignServer) sign(req signapi.SignRequest, wrongKey bool) ([]byte, time.Time, error) {
 	b, _ := pem.Decode([]byte(req.CSR))
 	if b == nil || b.Type != "CERTIFICATE REQUEST" {
 		return nil, time.Time{}, errors.New("csr: want a PEM CERTIFICATE REQUEST")

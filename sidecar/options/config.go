@@ -1,0 +1,246 @@
+// Package options binds the podtls-sidecar flags onto one struct and
+// validates them; every error names the flag it is about.
+package options
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/podtls/podtls/identity"
+	"github.com/podtls/podtls/sidecar/proxy"
+)
+
+// Config is the sidecar's whole configuration, defaults included.
+type Config struct {
+	Inbound          []proxy.Inbound
+	Outbound         []proxy.Outbound
+	CertDir          string
+	TrustBundle      string
+	ExternalCertDirs []string
+
+	// Agent mode: with CAURL set the sidecar requests its own certificate.
+	CAURL     string
+	TokenFile string
+	DNSNames  []string
+	CertTTL   time.Duration
+
+	Allow       []string
+	TrustDomain string
+	Matcher     *identity.Matcher
+
+	Mode             string
+	Admin            string
+	DrainTimeout     time.Duration
+	HandshakeTimeout time.Duration
+	IdleTimeout      time.Duration
+	DialTimeout      time.Duration
+	MaxConnections   int
+	PollInterval     time.Duration
+	PostQuantum      bool
+	ALPN             []string
+	LogLevel         slog.Level
+}
+
+// AgentMode reports whether the sidecar requests certificates from the CA.
+func (c *Config) AgentMode() bool { return c.CAURL != "" }
+
+// Default returns the defaults every flag starts from.
+func Default() Config {
+	return Config{
+		TrustDomain:      identity.DefaultTrustDomain,
+		Mode:             proxy.ModeTCP,
+		Admin:            "127.0.0.1:15000",
+		DrainTimeout:     20 * time.Second,
+		HandshakeTimeout: 10 * time.Second,
+		IdleTimeout:      time.Hour,
+		DialTimeout:      5 * time.Second,
+		MaxConnections:   16384,
+		PollInterval:     10 * time.Second,
+		LogLevel:         slog.LevelInfo,
+	}
+}
+
+// Parse reads args (without the program name). With --help it prints the
+// usage to out and returns flag.ErrHelp.
+func Parse(args []string, out io.Writer) (*Config, error) {
+	c := Default()
+	fs := flag.NewFlagSet("podtls-sidecar", flag.ContinueOnError)
+	fs.SetOutput(out)
+	fs.Usage = func() {
+		fmt.Fprint(out, "Usage: podtls-sidecar [flags]\n\nTLS/mTLS sidecar: terminates inbound TLS, originates outbound mTLS, reloads certificates without restarts.\n\nFlags:\n")
+		fs.PrintDefaults()
+	}
+	var inbound, outbound []string
+	fs.Func("inbound", "TLS listener on LISTEN forwarding plaintext to the app at TARGET: `LISTEN=TARGET`, e.g. :8443=127.0.0.1:8080 (repeatable)", appendTo(&inbound))
+	fs.Func("outbound", "loopback plaintext listener dialing HOST:PORT with mTLS, verifying its name and, if given, its SPIFFE ID: `LISTEN=HOST:PORT[#SPIFFE-ID]`, e.g. 127.0.0.1:9001=preference.demo.svc:8443 (repeatable)", appendTo(&outbound))
+	fs.StringVar(&c.CertDir, "cert-dir", c.CertDir, "`DIR` holding the mesh certificate: tls.crt (leaf + chain), tls.key and optionally ca.crt (required)")
+	fs.StringVar(&c.TrustBundle, "trust-bundle", c.TrustBundle, "PEM `FILE` of trusted mesh roots; may be absent at start (its union with <cert-dir>/ca.crt is trusted)")
+	fs.Func("external-cert-dir", "`DIR` with an externally issued certificate (tls.crt full chain, tls.key) served to clients whose SNI matches it, without client certificates (repeatable)", appendTo(&c.ExternalCertDirs))
+	fs.StringVar(&c.CAURL, "ca-url", c.CAURL, "agent mode: https `URL` of the podtls CA; the sidecar then requests and renews its own certificate into --cert-dir")
+	fs.StringVar(&c.TokenFile, "token-file", c.TokenFile, "agent mode: `FILE` with the projected service-account token, re-read on every request")
+	fs.Func("dns-name", "agent mode: extra DNS `NAME` to request in the certificate (repeatable)", appendTo(&c.DNSNames))
+	fs.DurationVar(&c.CertTTL, "cert-ttl", c.CertTTL, "agent mode: requested certificate lifetime; 0 means the CA's default")
+	fs.Func("allow", "SPIFFE `ID` allowed to call inbound listeners: exact, or a prefix ending in /* (repeatable; default: any ID of --trust-domain)", appendTo(&c.Allow))
+	fs.StringVar(&c.TrustDomain, "trust-domain", c.TrustDomain, "SPIFFE trust `DOMAIN` used when --allow is not given")
+	fs.StringVar(&c.Mode, "mode", c.Mode, "proxy `MODE`: tcp (bytes, any protocol) or http (HTTP/1.1 and h2, X-Forwarded-* and X-Podtls-Client-Id headers)")
+	fs.StringVar(&c.Admin, "admin", c.Admin, "`ADDR` of /healthz, /readyz, /metrics and /certs")
+	fs.DurationVar(&c.DrainTimeout, "drain-timeout", c.DrainTimeout, "on SIGTERM, how long open connections may finish before they are closed")
+	fs.DurationVar(&c.HandshakeTimeout, "handshake-timeout", c.HandshakeTimeout, "TLS handshake timeout")
+	fs.DurationVar(&c.IdleTimeout, "idle-timeout", c.IdleTimeout, "close a connection after this long without bytes in either direction")
+	fs.DurationVar(&c.DialTimeout, "dial-timeout", c.DialTimeout, "timeout to connect to the app or an upstream")
+	fs.IntVar(&c.MaxConnections, "max-connections", c.MaxConnections, "open client connections over all listeners; more are closed at accept (0: unlimited)")
+	fs.DurationVar(&c.PollInterval, "poll-interval", c.PollInterval, "backstop re-read of certificate files besides file-system events")
+	fs.BoolVar(&c.PostQuantum, "pq-key-exchange", c.PostQuantum, "prefer the hybrid post-quantum key exchange X25519MLKEM768 (about 60 us more CPU per handshake)")
+	fs.Func("alpn", "tcp mode: ALPN `PROTOCOLS` (comma-separated, e.g. h2) inbound listeners offer to TLS clients; the app must speak the chosen protocol in plaintext (e.g. h2c for gRPC). Default: none", func(s string) error {
+		for _, p := range strings.Split(s, ",") {
+			p = strings.TrimSpace(p)
+			if p == "" || len(p) > 255 {
+				return fmt.Errorf("protocol %q: want a non-empty name of at most 255 bytes", p)
+			}
+			c.ALPN = append(c.ALPN, p)
+		}
+		return nil
+	})
+	fs.TextVar(&c.LogLevel, "log-level", c.LogLevel, "log `LEVEL`: debug, info, warn, error")
+
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected argument %q (all settings are --flags)", fs.Arg(0))
+	}
+	for _, s := range inbound {
+		in, err := proxy.ParseInbound(s)
+		if err != nil {
+			return nil, fmt.Errorf("--inbound %w", err)
+		}
+		c.Inbound = append(c.Inbound, in)
+	}
+	for _, s := range outbound {
+		o, err := proxy.ParseOutbound(s)
+		if err != nil {
+			return nil, fmt.Errorf("--outbound %w", err)
+		}
+		c.Outbound = append(c.Outbound, o)
+	}
+	if err := c.validate(); err != nil {
+		return nil, err
+	}
+	return &c, nil
+}
+
+func appendTo(dst *[]string) func(string) error {
+	return func(s string) error {
+		if strings.TrimSpace(s) == "" {
+			return errors.New("empty value")
+		}
+		*dst = append(*dst, s)
+		return nil
+	}
+}
+
+func (c *Config) validate() error {
+	if len(c.Inbound)+len(c.Outbound) == 0 {
+		return errors.New("no listeners: give at least one --inbound or --outbound")
+	}
+	if c.CertDir == "" {
+		return errors.New("--cert-dir is required")
+	}
+	if err := uniqueListen(c.Inbound, c.Outbound); err != nil {
+		return err
+	}
+	if c.Mode != proxy.ModeTCP && c.Mode != proxy.ModeHTTP {
+		return fmt.Errorf("--mode %q: want tcp or http", c.Mode)
+	}
+	if c.Mode == proxy.ModeHTTP && len(c.ALPN) > 0 {
+		return errors.New("--alpn applies to --mode tcp; http mode always offers h2 and http/1.1")
+	}
+	if err := identity.ValidateTrustDomain(c.TrustDomain); err != nil {
+		return fmt.Errorf("--trust-domain: %w", err)
+	}
+	m, err := identity.NewMatcher(c.TrustDomain, c.Allow)
+	if err != nil {
+		return fmt.Errorf("--allow: %w", err)
+	}
+	c.Matcher = m
+	if err := checkAddr(c.Admin); err != nil {
+		return fmt.Errorf("--admin %q: %w", c.Admin, err)
+	}
+	for name, d := range map[string]time.Duration{"--drain-timeout": c.DrainTimeout, "--handshake-timeout": c.HandshakeTimeout, "--idle-timeout": c.IdleTimeout, "--dial-timeout": c.DialTimeout, "--poll-interval": c.PollInterval} {
+		if d <= 0 {
+			return fmt.Errorf("%s must be positive, got %s", name, d)
+		}
+	}
+	if c.CertTTL < 0 {
+		return fmt.Errorf("--cert-ttl must not be negative, got %s", c.CertTTL)
+	}
+	if c.MaxConnections < 0 {
+		return fmt.Errorf("--max-connections must not be negative, got %d", c.MaxConnections)
+	}
+	if c.CAURL == "" {
+		switch {
+		case c.TokenFile != "":
+			return errors.New("--token-file needs --ca-url (agent mode)")
+		case len(c.DNSNames) > 0:
+			return errors.New("--dns-name needs --ca-url (agent mode)")
+		case c.CertTTL != 0:
+			return errors.New("--cert-ttl needs --ca-url (agent mode)")
+		}
+		return nil
+	}
+	u, err := url.Parse(c.CAURL)
+	if err != nil || u.Scheme != "https" || u.Host == "" || u.User != nil {
+		return fmt.Errorf("--ca-url %q: want https://host[:port]", c.CAURL)
+	}
+	if c.TokenFile == "" {
+		return errors.New("--token-file is required with --ca-url")
+	}
+	for _, n := range c.DNSNames {
+		if err := identity.ValidateDNSName(n); err != nil {
+			return fmt.Errorf("--dns-name %q: %w", n, err)
+		}
+	}
+	return nil
+}
+
+func uniqueListen(in []proxy.Inbound, out []proxy.Outbound) error {
+	seen := map[string]bool{}
+	check := func(flagName, addr string) error {
+		_, port, _ := net.SplitHostPort(addr)
+		if seen[port] {
+			return fmt.Errorf("%s %s: port %s is used by another listener", flagName, addr, port)
+		}
+		seen[port] = true
+		return nil
+	}
+	for _, i := range in {
+		if err := check("--inbound", i.Listen); err != nil {
+			return err
+		}
+	}
+	for _, o := range out {
+		if err := check("--outbound", o.Listen); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func checkAddr(addr string) error {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return err
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+		return fmt.Errorf("port %q: want 0-65535", port)
+	}
+	return nil
+}
