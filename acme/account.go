@@ -19,6 +19,7 @@ import (
 	"k8s.io/client-go/util/retry"
 
 	"github.com/podtls/podtls/acme/status"
+	"github.com/podtls/podtls/contract"
 )
 
 // ACME problem types the account code reacts to.
@@ -176,7 +177,7 @@ func (i *Issuer) accountKey(ctx context.Context) (crypto.Signer, status.Account,
 			}
 			sec = &corev1.Secret{
 				ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: i.opts.Namespace, Labels: map[string]string{
-					status.ManagedByLabel: status.ManagedByValue, status.ComponentLabel: status.ComponentACMEAccount}},
+					contract.ManagedByLabel: contract.ManagedByValue, contract.ComponentLabel: status.ComponentACMEAccount}},
 				Type: corev1.SecretTypeOpaque,
 				Data: map[string][]byte{status.AccountKeyFile: keyPEM},
 			}

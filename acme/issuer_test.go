@@ -25,6 +25,7 @@ import (
 
 	"github.com/podtls/podtls/acme/issuerconfig"
 	"github.com/podtls/podtls/acme/status"
+	"github.com/podtls/podtls/contract"
 )
 
 func testLeaf(t *testing.T, key *ecdsa.PrivateKey, notBefore, notAfter time.Time, names ...string) ([]byte, *x509.Certificate) {
@@ -337,7 +338,7 @@ func TestAccountKey(t *testing.T) {
 			if err != nil || !publicKeysEqual(again.Public(), key.Public()) {
 				t.Errorf("returned key is not the stored one (%v)", err)
 			}
-			if tt.existing == nil && (sec.Labels[status.ComponentLabel] != status.ComponentACMEAccount || sec.Labels[status.ManagedByLabel] != status.ManagedByValue) {
+			if tt.existing == nil && (sec.Labels[contract.ComponentLabel] != status.ComponentACMEAccount || sec.Labels[contract.ManagedByLabel] != contract.ManagedByValue) {
 				t.Errorf("labels = %v", sec.Labels)
 			}
 		})

@@ -22,6 +22,7 @@ import (
 	"github.com/podtls/podtls/acme"
 	"github.com/podtls/podtls/acme/issuerconfig"
 	"github.com/podtls/podtls/acme/status"
+	"github.com/podtls/podtls/contract"
 	"github.com/podtls/podtls/e2e/acmetest"
 	"github.com/podtls/podtls/internal/kubetest"
 )
@@ -101,7 +102,7 @@ func TestPebble(t *testing.T) {
 		if err != nil || !st.Registered(pebble.DirectoryURL) || st.URI != uri || st.Contact != "mailto:ops@example.test" || st.RegisteredAt.IsZero() {
 			t.Errorf("account Secret status = %+v, %v", st, err)
 		}
-		if sec.Labels[status.ComponentLabel] != status.ComponentACMEAccount || !bytes.Contains(sec.Data[status.AccountKeyFile], []byte("BEGIN PRIVATE KEY")) {
+		if sec.Labels[contract.ComponentLabel] != status.ComponentACMEAccount || !bytes.Contains(sec.Data[status.AccountKeyFile], []byte("BEGIN PRIVATE KEY")) {
 			t.Errorf("account Secret labels %v / key missing", sec.Labels)
 		}
 	})

@@ -15,6 +15,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/podtls/podtls/contract"
 	"github.com/podtls/podtls/internal/kubetest"
 )
 
@@ -86,7 +87,7 @@ func TestLoadOrCreateEnvtest(t *testing.T) {
 			if !stored.Roots[0].Equal(results[0].Roots[0]) {
 				t.Fatalf("round %d: the stored root is not the one the replicas use", round)
 			}
-			if sec.Annotations[AnnotationGenerated] != "true" || len(sec.Data[KeyRootKey]) == 0 {
+			if sec.Annotations[contract.CAGenerated] != "true" || len(sec.Data[KeyRootKey]) == 0 {
 				t.Errorf("round %d: generated secret lacks annotation or root key", round)
 			}
 		}
@@ -174,7 +175,7 @@ func TestLoadOrCreateEnvtest(t *testing.T) {
 			t.Fatal(err)
 		}
 		if _, err := env.Clientset.CoreV1().Secrets(ns).Create(ctx, &corev1.Secret{
-			ObjectMeta: metav1.ObjectMeta{Name: DefaultSecretName, Annotations: map[string]string{AnnotationGenerated: "true"}},
+			ObjectMeta: metav1.ObjectMeta{Name: DefaultSecretName, Annotations: map[string]string{contract.CAGenerated: "true"}},
 			Data:       data,
 		}, metav1.CreateOptions{}); err != nil {
 			t.Fatal(err)

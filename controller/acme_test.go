@@ -16,11 +16,10 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/podtls/podtls/acme/status"
+	"github.com/podtls/podtls/contract"
 	"github.com/podtls/podtls/controller/options"
 	"github.com/podtls/podtls/internal/kubetest"
 	"github.com/podtls/podtls/internal/poll"
-	"github.com/podtls/podtls/webhook/annotations"
-	"github.com/podtls/podtls/webhook/inject"
 	"github.com/podtls/podtls/webhook/webhookconfig"
 )
 
@@ -72,8 +71,8 @@ func TestRunWithBadACMEConfig(t *testing.T) {
 
 	hosts := "shop.example.test"
 	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "web", Annotations: map[string]string{
-		annotations.Status: `{"version":"test"}`, annotations.ExternalHosts: hosts,
-		annotations.ExternalSecret: inject.ExternalSecretName([]string{hosts})}},
+		contract.Status: `{"version":"test"}`, contract.ExternalHosts: hosts,
+		contract.ExternalSecret: contract.ExternalSecretName([]string{hosts})}},
 		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "app"}}}}
 	if err := env.Client.Create(ctx, pod); err != nil {
 		t.Fatal(err)
@@ -95,7 +94,7 @@ func TestRunWithBadACMEConfig(t *testing.T) {
 	if !strings.Contains(msg, "directoryURL") {
 		t.Errorf("event does not say what is wrong with the config: %q", msg)
 	}
-	err := env.Client.Get(ctx, types.NamespacedName{Namespace: "shop", Name: inject.ExternalSecretName([]string{hosts})}, &corev1.Secret{})
+	err := env.Client.Get(ctx, types.NamespacedName{Namespace: "shop", Name: contract.ExternalSecretName([]string{hosts})}, &corev1.Secret{})
 	if !apierrors.IsNotFound(err) {
 		t.Errorf("Secret created without an issuer: %v", err)
 	}

@@ -35,12 +35,12 @@ import (
 	"github.com/podtls/podtls/acme/reconciler"
 	"github.com/podtls/podtls/ca"
 	caserver "github.com/podtls/podtls/ca/server"
+	"github.com/podtls/podtls/contract"
 	"github.com/podtls/podtls/controller/options"
 	"github.com/podtls/podtls/webhook"
 	"github.com/podtls/podtls/webhook/audit"
 	"github.com/podtls/podtls/webhook/bundle"
 	"github.com/podtls/podtls/webhook/cabundle"
-	"github.com/podtls/podtls/webhook/inject"
 	"github.com/podtls/podtls/webhook/webhookconfig"
 )
 
@@ -118,7 +118,7 @@ func Run(ctx context.Context, opts options.Options, restCfg *rest.Config) error 
 			DefaultTransform: cache.TransformStripManagedFields(),
 			// Only our own ConfigMaps, not every ConfigMap of the cluster.
 			ByObject: map[client.Object]cache.ByObject{
-				&corev1.ConfigMap{}: {Label: labels.SelectorFromSet(labels.Set{bundle.ManagedByLabel: "podtls"})},
+				&corev1.ConfigMap{}: {Label: labels.SelectorFromSet(labels.Set{contract.ManagedByLabel: contract.ManagedByValue})},
 				// Only the ACME manager's Secrets (the only Secrets read through
 				// the cache; the CA reads its own with the clientset). No
 				// Secret informer starts without --acme-config.
@@ -232,7 +232,7 @@ func webhookNames(opts options.Options) ([]string, []net.IP) {
 
 // sidecarMode resolves "auto" from the API server's version: native sidecars
 // are on by default from Kubernetes 1.29.
-func sidecarMode(flagValue string, kube kubernetes.Interface) (inject.SidecarMode, error) {
+func sidecarMode(flagValue string, kube kubernetes.Interface) (contract.Placement, error) {
 	return options.SidecarMode(flagValue, kube.Discovery())
 }
 

@@ -27,7 +27,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	ctrlwebhook "sigs.k8s.io/controller-runtime/pkg/webhook"
 
-	"github.com/podtls/podtls/webhook/annotations"
+	"github.com/podtls/podtls/contract"
 )
 
 // servingCert writes a self-signed ECDSA certificate for 127.0.0.1 into dir as
@@ -87,7 +87,7 @@ func BenchmarkAdmissionHTTPS(b *testing.B) {
 	b.Cleanup(func() { cancel(); <-done })
 
 	req := podRequest(b, "demo", newPod(map[string]string{
-		annotations.Inbound: "8443:8080", annotations.Upstreams: "recommendation.demo.svc:8443@9001"}))
+		contract.Inbound: "8443:8080", contract.Upstreams: "recommendation.demo.svc:8443@9001"}))
 	body, err := json.Marshal(admissionv1.AdmissionReview{
 		TypeMeta: metav1.TypeMeta{APIVersion: "admission.k8s.io/v1", Kind: "AdmissionReview"},
 		Request:  &req.AdmissionRequest})
@@ -175,7 +175,7 @@ func cpuTime(b *testing.B) time.Duration {
 func BenchmarkHandle(b *testing.B) {
 	h := testHandler(b)
 	req := podRequest(b, "demo", newPod(map[string]string{
-		annotations.Inbound: "8443:8080", annotations.Upstreams: "recommendation.demo.svc:8443@9001"}))
+		contract.Inbound: "8443:8080", contract.Upstreams: "recommendation.demo.svc:8443@9001"}))
 	ctx := context.Background()
 	b.ReportAllocs()
 	for b.Loop() {

@@ -18,14 +18,14 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 	"sigs.k8s.io/yaml"
 
-	"github.com/podtls/podtls/webhook/annotations"
+	"github.com/podtls/podtls/contract"
 	"github.com/podtls/podtls/webhook/inject"
 )
 
 func testHandler(t testing.TB) *Handler {
 	t.Helper()
 	nss := []runtime.Object{
-		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "demo", Labels: map[string]string{annotations.Inject: "enabled"}}},
+		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "demo", Labels: map[string]string{contract.Inject: "enabled"}}},
 		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop"}},
 	}
 	cfg := inject.DefaultConfig()
@@ -92,15 +92,15 @@ func TestHandle(t *testing.T) {
 		wantMsg    string
 		wantWarned bool
 	}{
-		{name: "labelled namespace", ns: "demo", ann: map[string]string{annotations.Inbound: "8443:8080"}, wantAllow: true, wantPatch: true},
-		{name: "opt out", ns: "demo", ann: map[string]string{annotations.Inject: "false"}, wantAllow: true},
-		{name: "opt in", ns: "shop", ann: map[string]string{annotations.Inject: "true", annotations.Inbound: "8443:8080"}, wantAllow: true, wantPatch: true},
+		{name: "labelled namespace", ns: "demo", ann: map[string]string{contract.Inbound: "8443:8080"}, wantAllow: true, wantPatch: true},
+		{name: "opt out", ns: "demo", ann: map[string]string{contract.Inject: "false"}, wantAllow: true},
+		{name: "opt in", ns: "shop", ann: map[string]string{contract.Inject: "true", contract.Inbound: "8443:8080"}, wantAllow: true, wantPatch: true},
 		{name: "not asked", ns: "shop", wantAllow: true},
 		{name: "unknown namespace", ns: "ghost", wantAllow: true},
-		{name: "system namespace", ns: "kube-system", ann: map[string]string{annotations.Inject: "true"}, wantAllow: true},
-		{name: "bad annotation", ns: "demo", ann: map[string]string{annotations.Inbound: "8443"}, wantMsg: "annotation podtls.io/inbound"},
-		{name: "bad inject value", ns: "shop", ann: map[string]string{annotations.Inject: "yes"}, wantMsg: "podtls.io/inject"},
-		{name: "warning, injected", ns: "demo", ann: map[string]string{annotations.Inbound: "8443:8080", annotations.Mode: "http", annotations.Allow: "spiffe://other.org/ns/a/sa/b"}, wantAllow: true, wantPatch: true, wantWarned: true},
+		{name: "system namespace", ns: "kube-system", ann: map[string]string{contract.Inject: "true"}, wantAllow: true},
+		{name: "bad annotation", ns: "demo", ann: map[string]string{contract.Inbound: "8443"}, wantMsg: "annotation podtls.io/inbound"},
+		{name: "bad inject value", ns: "shop", ann: map[string]string{contract.Inject: "yes"}, wantMsg: "podtls.io/inject"},
+		{name: "warning, injected", ns: "demo", ann: map[string]string{contract.Inbound: "8443:8080", contract.Mode: "http", contract.Allow: "spiffe://other.org/ns/a/sa/b"}, wantAllow: true, wantPatch: true, wantWarned: true},
 		{name: "no listeners: skipped with a warning", ns: "demo", wantAllow: true, wantWarned: true},
 	}
 	for _, tt := range tests {
@@ -123,7 +123,7 @@ func TestHandle(t *testing.T) {
 				return
 			}
 			pod, raw := applyPatch(t, req.Object.Raw, resp)
-			if !inject.HasSidecar(pod) || pod.Spec.InitContainers[0].Name != inject.ContainerName {
+			if !inject.HasSidecar(pod) || pod.Spec.InitContainers[0].Name != contract.ContainerName {
 				t.Fatalf("no native sidecar first: %+v", pod.Spec.InitContainers)
 			}
 			// Re-invocation: the API server sends our own output back.
@@ -138,8 +138,8 @@ func TestHandle(t *testing.T) {
 
 func TestHandleFallbackLabels(t *testing.T) {
 	h := testHandler(t)
-	h.FallbackLabels = map[string]string{annotations.Inject: annotations.NamespaceEnabled}
-	resp := h.Handle(context.Background(), podRequest(t, "created-just-now", newPod(map[string]string{annotations.Inbound: "8443:8080"})))
+	h.FallbackLabels = map[string]string{contract.Inject: contract.NamespaceEnabled}
+	resp := h.Handle(context.Background(), podRequest(t, "created-just-now", newPod(map[string]string{contract.Inbound: "8443:8080"})))
 	if !resp.Allowed || len(resp.Patches) == 0 {
 		t.Fatalf("labelled webhook must inject when the namespace is not cached yet: %+v", resp)
 	}
@@ -178,9 +178,9 @@ func FuzzAdmissionReview(f *testing.F) {
 			Request:  &req.AdmissionRequest})
 		f.Add(b)
 	}
-	seed("demo", map[string]string{annotations.Inbound: "8443:8080", annotations.Upstreams: "a.demo.svc:1@2"})
-	seed("shop", map[string]string{annotations.Inject: "true", annotations.ExternalHosts: "a.example.com"})
-	seed("demo", map[string]string{annotations.Mode: "x"})
+	seed("demo", map[string]string{contract.Inbound: "8443:8080", contract.Upstreams: "a.demo.svc:1@2"})
+	seed("shop", map[string]string{contract.Inject: "true", contract.ExternalHosts: "a.example.com"})
+	seed("demo", map[string]string{contract.Mode: "x"})
 	f.Add([]byte(`{"request":{"uid":"x","kind":{"kind":"Pod"},"operation":"CREATE","object":{"metadata":{"annotations":null}}}}`))
 	f.Add([]byte(`{"request":{"kind":{"kind":"Pod"},"operation":"CREATE","object":[]}}`))
 

@@ -11,7 +11,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
-	"github.com/podtls/podtls/webhook/inject"
+	"github.com/podtls/podtls/contract"
 )
 
 // A pod from a newer API server: fields our types do not know, and quantities
@@ -48,7 +48,7 @@ func TestPatchKeepsUnknownFields(t *testing.T) {
 		t.Fatal(err)
 	}
 	ic := got.Spec.InitContainers
-	if len(ic) != 2 || ic[0]["name"] != inject.ContainerName || ic[1]["name"] != "migrate" {
+	if len(ic) != 2 || ic[0]["name"] != contract.ContainerName || ic[1]["name"] != "migrate" {
 		t.Fatalf("init containers: %v", ic)
 	}
 	if _, leaked := ic[0]["futureContainerField"]; leaked {

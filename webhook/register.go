@@ -5,7 +5,7 @@ import (
 	ctrlwebhook "sigs.k8s.io/controller-runtime/pkg/webhook"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
-	"github.com/podtls/podtls/webhook/annotations"
+	"github.com/podtls/podtls/contract"
 )
 
 // Register serves both webhook paths on srv. namespaces should be backed by an
@@ -14,7 +14,7 @@ func Register(srv ctrlwebhook.Server, namespaces client.Reader, cfg *ConfigSourc
 	srv.Register(PathLabelled, &admission.Webhook{Handler: &Handler{
 		Namespaces:     namespaces,
 		Config:         cfg,
-		FallbackLabels: map[string]string{annotations.Inject: annotations.NamespaceEnabled},
+		FallbackLabels: map[string]string{contract.Inject: contract.NamespaceEnabled},
 	}})
 	srv.Register(PathOptIn, &admission.Webhook{Handler: &Handler{Namespaces: namespaces, Config: cfg}})
 }

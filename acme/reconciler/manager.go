@@ -6,7 +6,7 @@
 // Which pods count. A pod makes the manager act on Secret NAME in its
 // namespace only if it was injected (podtls.io/status), its
 // podtls.io/external-secret annotation is NAME, and NAME equals
-// inject.ExternalSecretName of its podtls.io/external-hosts, parsed with the
+// contract.ExternalSecretName of its podtls.io/external-hosts, parsed with the
 // webhook's own parser. Pods that fail the last checks get a Warning Event
 // and are ignored: pod annotations are editable, and a pod must never point
 // the manager at a Secret of another host set. Finished and terminating pods

@@ -41,10 +41,9 @@ import (
 	"github.com/podtls/podtls/acme"
 	"github.com/podtls/podtls/acme/issuerconfig"
 	"github.com/podtls/podtls/acme/status"
+	"github.com/podtls/podtls/contract"
 	"github.com/podtls/podtls/internal/kubetest"
 	"github.com/podtls/podtls/internal/poll"
-	"github.com/podtls/podtls/webhook/annotations"
-	"github.com/podtls/podtls/webhook/inject"
 )
 
 // testCA is a real in-process CA: the fake issuer signs exactly the names it
@@ -166,13 +165,13 @@ func TestManager(t *testing.T) {
 		env.CreateNamespace(t, ns, nil)
 	}
 	hosts := []string{"*.shop.example.test", "shop.example.test"}
-	name := inject.ExternalSecretName(hosts)
+	name := contract.ExternalSecretName(hosts)
 	newPod := func(ns, pname, hostList string) *corev1.Pod {
 		t.Helper()
 		h := strings.Split(hostList, ",")
 		p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: pname, Annotations: map[string]string{
-			annotations.Status: `{"version":"test"}`, annotations.ExternalHosts: hostList,
-			annotations.ExternalSecret: inject.ExternalSecretName(h)}},
+			contract.Status: `{"version":"test"}`, contract.ExternalHosts: hostList,
+			contract.ExternalSecret: contract.ExternalSecretName(h)}},
 			Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "app"}}}}
 		if err := env.Client.Create(ctx, p); err != nil {
 			t.Fatal(err)
@@ -314,7 +313,7 @@ func TestManager(t *testing.T) {
 	})
 
 	t.Run("foreign Secret is left alone", func(t *testing.T) {
-		fname := inject.ExternalSecretName([]string{"other.example.test"})
+		fname := contract.ExternalSecretName([]string{"other.example.test"})
 		foreign := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "acme-a", Name: fname},
 			Type: corev1.SecretTypeOpaque, Data: map[string][]byte{"x": []byte("mine")}}
 		if err := env.Client.Create(ctx, foreign); err != nil {
@@ -338,8 +337,8 @@ func TestManager(t *testing.T) {
 	t.Run("annotations edited after admission are ignored", func(t *testing.T) {
 		before := ca.count()
 		p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "acme-a", Name: "edited", Annotations: map[string]string{
-			annotations.Status: `{"version":"test"}`, annotations.ExternalHosts: "evil.example.test",
-			annotations.ExternalSecret: name}},
+			contract.Status: `{"version":"test"}`, contract.ExternalHosts: "evil.example.test",
+			contract.ExternalSecret: name}},
 			Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "app"}}}}
 		if err := env.Client.Create(ctx, p); err != nil {
 			t.Fatal(err)
@@ -359,7 +358,7 @@ func TestManager(t *testing.T) {
 		before := ca.count()
 		p := newPod("acme-denied", "web", "shop.example.test")
 		waitEvent(t, env.Client, p, status.EventDenied)
-		_, e := getSecret("acme-denied", inject.ExternalSecretName([]string{"shop.example.test"}))
+		_, e := getSecret("acme-denied", contract.ExternalSecretName([]string{"shop.example.test"}))
 		if !strings.Contains(e.LastError, "not allowed") || e.Issued() {
 			t.Errorf("status %+v", e)
 		}
@@ -382,7 +381,7 @@ func TestManager(t *testing.T) {
 		more := append(slices.Clone(allow), issuerconfig.AllowRule{Namespaces: []string{"acme-denied"}, Hosts: []string{"shop.example.test"}})
 		writeCfg(testConfig{Allow: more, Grace: "3s", MinBackoff: "1s", MaxPerHour: 20})
 		eventually(t, "issued after the policy change", func() bool {
-			_, e := getSecret("acme-denied", inject.ExternalSecretName([]string{"shop.example.test"}))
+			_, e := getSecret("acme-denied", contract.ExternalSecretName([]string{"shop.example.test"}))
 			return e.Issued() && e.LastError == ""
 		})
 		if gauge(t, configOK) != 1 {
@@ -399,7 +398,7 @@ func TestManager(t *testing.T) {
 			err := env.Client.Get(ctx, types.NamespacedName{Namespace: "acme-a", Name: name}, &corev1.Secret{})
 			return apierrors.IsNotFound(err)
 		})
-		fname := inject.ExternalSecretName([]string{"other.example.test"})
+		fname := contract.ExternalSecretName([]string{"other.example.test"})
 		if s, _ := getSecret("acme-a", fname); s == nil {
 			t.Error("foreign Secret garbage-collected")
 		}

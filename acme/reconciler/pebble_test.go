@@ -17,10 +17,9 @@ import (
 	"github.com/podtls/podtls/acme"
 	"github.com/podtls/podtls/acme/issuerconfig"
 	"github.com/podtls/podtls/acme/status"
+	"github.com/podtls/podtls/contract"
 	"github.com/podtls/podtls/e2e/acmetest"
 	"github.com/podtls/podtls/internal/kubetest"
-	"github.com/podtls/podtls/webhook/annotations"
-	"github.com/podtls/podtls/webhook/inject"
 )
 
 // TestPebble drives the manager with the real lego issuer against Pebble,
@@ -71,11 +70,11 @@ func TestPebble(t *testing.T) {
 	})
 
 	hosts := "shop.example.test,*.shop.example.test"
-	key := types.NamespacedName{Namespace: "shop", Name: inject.ExternalSecretName([]string{"shop.example.test", "*.shop.example.test"})}
+	key := types.NamespacedName{Namespace: "shop", Name: contract.ExternalSecretName([]string{"shop.example.test", "*.shop.example.test"})}
 	start := time.Now()
 	for _, name := range []string{"web-1", "web-2"} {
 		pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: name, Annotations: map[string]string{
-			annotations.Status: `{"version":"test"}`, annotations.ExternalHosts: hosts, annotations.ExternalSecret: key.Name}},
+			contract.Status: `{"version":"test"}`, contract.ExternalHosts: hosts, contract.ExternalSecret: key.Name}},
 			Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "app"}}}}
 		if err := env.Client.Create(ctx, pod); err != nil {
 			t.Fatal(err)

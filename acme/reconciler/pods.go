@@ -8,21 +8,19 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/podtls/podtls/acme/status"
-	"github.com/podtls/podtls/webhook/annotations"
-	"github.com/podtls/podtls/webhook/inject"
+	"github.com/podtls/podtls/contract"
 )
 
 // secretIndex is the field index of pods by the value of their
-// podtls.io/external-secret annotation.
-const secretIndex = "podtls.io/external-secret"
+// external-secret annotation.
+const secretIndex = contract.ExternalSecret
 
 // indexPod is the secretIndex function.
 func indexPod(o interface{ GetAnnotations() map[string]string }) []string {
-	if name := o.GetAnnotations()[annotations.ExternalSecret]; name != "" {
+	if name := o.GetAnnotations()[contract.ExternalSecret]; name != "" {
 		return []string{name}
 	}
 	return nil
@@ -40,26 +38,26 @@ func podHosts(pod *corev1.Pod, name string) (hosts []string, ok bool, reason str
 	if pod.DeletionTimestamp != nil || pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed {
 		return nil, false, ""
 	}
-	if pod.Annotations[annotations.Status] == "" || pod.Annotations[annotations.ExternalSecret] != name {
+	if pod.Annotations[contract.Status] == "" || pod.Annotations[contract.ExternalSecret] != name {
 		return nil, false, ""
 	}
-	v, present := pod.Annotations[annotations.ExternalHosts]
+	v, present := pod.Annotations[contract.ExternalHosts]
 	if !present {
-		return nil, false, fmt.Sprintf("annotation %s=%s but no %s: ignored", annotations.ExternalSecret, name, annotations.ExternalHosts)
+		return nil, false, fmt.Sprintf("annotation %s=%s but no %s: ignored", contract.ExternalSecret, name, contract.ExternalHosts)
 	}
-	// Parse only the hosts annotation, with the webhook's own parser, so the
-	// rules (wildcards, normalisation, sorting) cannot drift apart.
-	only := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Annotations: map[string]string{annotations.ExternalHosts: v}}}
-	spec, _, err := inject.Parse(only, pod.Namespace, inject.DefaultConfig())
+	// Parse only the hosts annotation, with the contract's parser (the
+	// webhook's), so the rules (wildcards, normalisation, sorting) cannot
+	// drift apart.
+	spec, _, err := contract.Parse(map[string]string{contract.ExternalHosts: v}, pod.Namespace, contract.Defaults{})
 	if err != nil {
 		return nil, false, fmt.Sprintf("%v: ignored", err)
 	}
 	if len(spec.ExternalHosts) == 0 {
-		return nil, false, fmt.Sprintf("annotation %s is empty: ignored", annotations.ExternalHosts)
+		return nil, false, fmt.Sprintf("annotation %s is empty: ignored", contract.ExternalHosts)
 	}
-	if want := inject.ExternalSecretName(spec.ExternalHosts); want != name {
+	if want := contract.ExternalSecretName(spec.ExternalHosts); want != name {
 		return nil, false, fmt.Sprintf("annotation %s=%s does not match %s (want %s, was %s edited after admission?): ignored",
-			annotations.ExternalSecret, name, annotations.ExternalHosts, want, annotations.ExternalHosts)
+			contract.ExternalSecret, name, contract.ExternalHosts, want, contract.ExternalHosts)
 	}
 	return spec.ExternalHosts, true, ""
 }

@@ -20,6 +20,7 @@ import (
 
 	"github.com/podtls/podtls/acme"
 	"github.com/podtls/podtls/acme/status"
+	"github.com/podtls/podtls/contract"
 )
 
 // writeTimeout bounds a Secret write after issuance, detached from the
@@ -207,7 +208,7 @@ func (m *Manager) ensureSecret(ctx context.Context, key types.NamespacedName, se
 		return got, nil // ours, the cache had not seen it yet
 	}
 	msg := fmt.Sprintf("Secret %s exists but is not managed by podtls-controller (labels %s=%s, %s=%s missing): left alone, no certificate is issued; delete or rename it",
-		key.Name, status.ManagedByLabel, status.ManagedByValue, status.ComponentLabel, status.ComponentExternalCert)
+		key.Name, contract.ManagedByLabel, contract.ManagedByValue, contract.ComponentLabel, status.ComponentExternalCert)
 	for _, p := range users {
 		m.notifyOnce(p, corev1.EventTypeWarning, status.EventIgnored, msg)
 	}

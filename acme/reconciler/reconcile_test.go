@@ -24,8 +24,7 @@ import (
 	"github.com/podtls/podtls/acme"
 	"github.com/podtls/podtls/acme/issuerconfig"
 	"github.com/podtls/podtls/acme/status"
-	"github.com/podtls/podtls/webhook/annotations"
-	"github.com/podtls/podtls/webhook/inject"
+	"github.com/podtls/podtls/contract"
 )
 
 // fixture is a manager on a fake client with a fake clock: for the paths an
@@ -44,9 +43,9 @@ func newFixture(t *testing.T, cfg issuerconfig.Config, funcs interceptor.Funcs) 
 	t.Helper()
 	f := &fixture{ca: newTestCA(t), rec: record.NewFakeRecorder(100), now: time.Now().Truncate(time.Second),
 		hosts: []string{"shop.example.test"}}
-	f.key = types.NamespacedName{Namespace: "demo", Name: inject.ExternalSecretName(f.hosts)}
+	f.key = types.NamespacedName{Namespace: "demo", Name: contract.ExternalSecretName(f.hosts)}
 	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "demo", Name: "web", UID: "u1", Annotations: map[string]string{
-		annotations.Status: "{}", annotations.ExternalHosts: "shop.example.test", annotations.ExternalSecret: f.key.Name}}}
+		contract.Status: "{}", contract.ExternalHosts: "shop.example.test", contract.ExternalSecret: f.key.Name}}}
 	f.c = fake.NewClientBuilder().WithObjects(pod).
 		WithIndex(&corev1.Pod{}, secretIndex, func(o client.Object) []string { return indexPod(o) }).
 		WithInterceptorFuncs(funcs).Build()

@@ -11,8 +11,7 @@ import (
 
 	"github.com/podtls/podtls/acme/issuerconfig"
 	"github.com/podtls/podtls/acme/status"
-	"github.com/podtls/podtls/webhook/annotations"
-	"github.com/podtls/podtls/webhook/inject"
+	"github.com/podtls/podtls/contract"
 )
 
 var t0 = time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC)
@@ -142,9 +141,9 @@ func TestInFlight(t *testing.T) {
 
 func TestPodHosts(t *testing.T) {
 	hosts := []string{"a.example.com", "b.example.com"}
-	name := inject.ExternalSecretName(hosts)
+	name := contract.ExternalSecretName(hosts)
 	pod := func(mut func(a map[string]string)) *corev1.Pod {
-		a := map[string]string{annotations.Status: "{}", annotations.ExternalHosts: "B.example.com, a.example.com", annotations.ExternalSecret: name}
+		a := map[string]string{contract.Status: "{}", contract.ExternalHosts: "B.example.com, a.example.com", contract.ExternalSecret: name}
 		mut(a)
 		return &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "demo", Name: "p", Annotations: a}}
 	}
@@ -155,11 +154,11 @@ func TestPodHosts(t *testing.T) {
 		warning bool
 	}{
 		{"valid", pod(func(map[string]string) {}), true, false},
-		{"not injected", pod(func(a map[string]string) { delete(a, annotations.Status) }), false, false},
-		{"hosts edited after admission", pod(func(a map[string]string) { a[annotations.ExternalHosts] = "c.example.com" }), false, true},
-		{"secret pointed elsewhere", pod(func(a map[string]string) { a[annotations.ExternalSecret] = "podtls-ca" }), false, false},
-		{"bad host", pod(func(a map[string]string) { a[annotations.ExternalHosts] = "not a host" }), false, true},
-		{"hosts removed", pod(func(a map[string]string) { delete(a, annotations.ExternalHosts) }), false, true},
+		{"not injected", pod(func(a map[string]string) { delete(a, contract.Status) }), false, false},
+		{"hosts edited after admission", pod(func(a map[string]string) { a[contract.ExternalHosts] = "c.example.com" }), false, true},
+		{"secret pointed elsewhere", pod(func(a map[string]string) { a[contract.ExternalSecret] = "podtls-ca" }), false, false},
+		{"bad host", pod(func(a map[string]string) { a[contract.ExternalHosts] = "not a host" }), false, true},
+		{"hosts removed", pod(func(a map[string]string) { delete(a, contract.ExternalHosts) }), false, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got, ok, why := podHosts(tc.pod, name)

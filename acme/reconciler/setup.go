@@ -20,7 +20,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	"github.com/podtls/podtls/acme/status"
-	"github.com/podtls/podtls/webhook/annotations"
+	"github.com/podtls/podtls/contract"
 )
 
 func defaultRand() float64 { return rand.Float64() }
@@ -28,7 +28,7 @@ func defaultRand() float64 { return rand.Float64() }
 // SecretSelector is the label set of every Secret the manager writes; the
 // controller restricts its Secret cache to it.
 func SecretSelector() map[string]string {
-	return map[string]string{status.ManagedByLabel: status.ManagedByValue, status.ComponentLabel: status.ComponentExternalCert}
+	return map[string]string{contract.ManagedByLabel: contract.ManagedByValue, contract.ComponentLabel: status.ComponentExternalCert}
 }
 
 // managed reports whether the manager owns s.
@@ -57,8 +57,8 @@ func (m *Manager) SetupWithManager(mgr ctrl.Manager) error {
 	m.log = m.opts.Logger.WithName("acme")
 
 	hasHosts := predicate.NewPredicateFuncs(func(o client.Object) bool {
-		_, ok := o.GetAnnotations()[annotations.ExternalHosts]
-		return ok && o.GetAnnotations()[annotations.Status] != ""
+		_, ok := o.GetAnnotations()[contract.ExternalHosts]
+		return ok && o.GetAnnotations()[contract.Status] != ""
 	})
 	if m.opts.ConfigFile == "" {
 		configOK.Set(0)
@@ -80,7 +80,7 @@ func (m *Manager) SetupWithManager(mgr ctrl.Manager) error {
 		return fmt.Errorf("index pods by %s: %w", secretIndex, err)
 	}
 	podToSecret := handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
-		if name := o.GetAnnotations()[annotations.ExternalSecret]; name != "" {
+		if name := o.GetAnnotations()[contract.ExternalSecret]; name != "" {
 			return []reconcile.Request{{NamespacedName: types.NamespacedName{Namespace: o.GetNamespace(), Name: name}}}
 		}
 		return nil
@@ -121,7 +121,7 @@ func (m *Manager) reconcileDisabled(ctx context.Context, req reconcile.Request) 
 	}
 	if pod.DeletionTimestamp == nil {
 		m.notifyOnce(pod, corev1.EventTypeWarning, status.EventNotConfigured,
-			fmt.Sprintf("pod asks for %s but podtls-controller runs without an ACME issuer (--acme-config): no certificate will be issued", annotations.ExternalHosts))
+			fmt.Sprintf("pod asks for %s but podtls-controller runs without an ACME issuer (--acme-config): no certificate will be issued", contract.ExternalHosts))
 	}
 	return reconcile.Result{}, nil
 }
@@ -171,7 +171,7 @@ func (m *Manager) enqueueAll(ctx context.Context) error {
 		return fmt.Errorf("list pods: %w", err)
 	}
 	for _, p := range pods.Items {
-		if name := p.Annotations[annotations.ExternalSecret]; name != "" {
+		if name := p.Annotations[contract.ExternalSecret]; name != "" {
 			keys[types.NamespacedName{Namespace: p.Namespace, Name: name}] = true
 		}
 	}

@@ -4,7 +4,7 @@
 // the standard library only, so readers do not link lego.
 //
 // An external certificate lives in a Secret of type kubernetes.io/tls named
-// by webhook/inject.ExternalSecretName(hosts) in the pod's namespace. The
+// by contract.ExternalSecretName(hosts) in the pod's namespace. The
 // manager creates it at the first attempt with empty tls.crt and tls.key, so
 // the status is visible before the first issuance; the sidecar treats empty
 // files as "not issued yet". tls.crt holds the full chain once issued.
@@ -16,42 +16,39 @@ import (
 	"strings"
 	"time"
 	"unicode/utf8"
+
+	"github.com/podtls/podtls/contract"
 )
 
-// Prefix is shared with the pod annotations of webhook/annotations.
-const Prefix = "podtls.io/"
-
-// Label keys and values on every Secret the ACME manager owns. The manager
-// never writes a Secret without ComponentLabel=ComponentExternalCert: a pod
-// cannot point it at someone else's Secret.
+// Values of contract.ComponentLabel on the Secrets the ACME manager owns
+// (beside contract.ManagedByLabel=contract.ManagedByValue). The manager never
+// writes a Secret without ComponentLabel=ComponentExternalCert: a pod cannot
+// point it at someone else's Secret.
 const (
-	ManagedByLabel        = "app.kubernetes.io/managed-by"
-	ManagedByValue        = "podtls-controller"
-	ComponentLabel        = Prefix + "component"
 	ComponentExternalCert = "external-cert"
 	ComponentACMEAccount  = "acme-account"
 )
 
 // Annotation keys on an external-certificate Secret. Times are RFC 3339 UTC.
 const (
-	Hosts         = Prefix + "hosts"          // sorted host set, comma-separated
-	Directory     = Prefix + "acme-directory" // directory URL of the issuing ACME server
-	CertIssuer    = Prefix + "cert-issuer"    // issuer DN of the current leaf
-	Serial        = Prefix + "serial"         // hex serial of the current leaf
-	NotBefore     = Prefix + "not-before"
-	NotAfter      = Prefix + "not-after"
-	RenewAt       = Prefix + "renew-at"       // when the next renewal is planned
-	RenewalSource = Prefix + "renewal-source" // RenewalARI or RenewalLifetime
-	LastAttempt   = Prefix + "last-attempt"
-	LastSuccess   = Prefix + "last-success"
-	LastError     = Prefix + "last-error" // empty after a success; never holds secrets
-	Failures      = Prefix + "failures"   // consecutive failed attempts
-	NextAttempt   = Prefix + "next-attempt"
-	UnusedSince   = Prefix + "unused-since" // set when no pod uses the Secret; deleted after a grace period
+	Hosts         = contract.Prefix + "hosts"          // sorted host set, comma-separated
+	Directory     = contract.Prefix + "acme-directory" // directory URL of the issuing ACME server
+	CertIssuer    = contract.Prefix + "cert-issuer"    // issuer DN of the current leaf
+	Serial        = contract.Prefix + "serial"         // hex serial of the current leaf
+	NotBefore     = contract.Prefix + "not-before"
+	NotAfter      = contract.Prefix + "not-after"
+	RenewAt       = contract.Prefix + "renew-at"       // when the next renewal is planned
+	RenewalSource = contract.Prefix + "renewal-source" // RenewalARI or RenewalLifetime
+	LastAttempt   = contract.Prefix + "last-attempt"
+	LastSuccess   = contract.Prefix + "last-success"
+	LastError     = contract.Prefix + "last-error" // empty after a success; never holds secrets
+	Failures      = contract.Prefix + "failures"   // consecutive failed attempts
+	NextAttempt   = contract.Prefix + "next-attempt"
+	UnusedSince   = contract.Prefix + "unused-since" // set when no pod uses the Secret; deleted after a grace period
 	// ForceRenew is set by users (any non-empty value, e.g. a timestamp):
 	// the manager renews at once, within the per-name order cap, and removes
 	// the annotation after the renewal succeeded.
-	ForceRenew = Prefix + "force-renew"
+	ForceRenew = contract.Prefix + "force-renew"
 )
 
 // Values of RenewalSource.
@@ -65,9 +62,9 @@ const (
 // registration is idempotent.
 const (
 	AccountKeyFile = "account.key"
-	AccountURI     = Prefix + "account-uri"
-	AccountContact = Prefix + "account-contact"
-	AccountRegAt   = Prefix + "registered-at"
+	AccountURI     = contract.Prefix + "account-uri"
+	AccountContact = contract.Prefix + "account-contact"
+	AccountRegAt   = contract.Prefix + "registered-at"
 	AccountDirURL  = Directory
 	AccountLastErr = LastError
 )

@@ -12,7 +12,7 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 
-	"github.com/podtls/podtls/webhook/inject"
+	"github.com/podtls/podtls/contract"
 )
 
 func run(t *testing.T, stdin string, args ...string) (stdout, stderr string, code int) {
@@ -51,7 +51,7 @@ func TestInjectUninject(t *testing.T) {
 		t.Fatal(err)
 	}
 	c := d.Spec.Template.Spec.Containers
-	if len(c) != 2 || c[0].Name != inject.ContainerName || c[0].Image != "reg.example/sidecar:v9" {
+	if len(c) != 2 || c[0].Name != contract.ContainerName || c[0].Image != "reg.example/sidecar:v9" {
 		t.Fatalf("containers %+v", c)
 	}
 	back, _, code := run(t, out, "podtls", "uninject", "-q", "-f", "-")

@@ -16,7 +16,7 @@ import (
 	"github.com/podtls/podtls/cli/injectconfig"
 	"github.com/podtls/podtls/cli/manifest"
 	"github.com/podtls/podtls/cli/output"
-	"github.com/podtls/podtls/webhook/annotations"
+	"github.com/podtls/podtls/contract"
 	"github.com/podtls/podtls/webhook/inject"
 )
 
@@ -175,7 +175,7 @@ func injectFunc(cfg inject.Config, nsEnabled bool) manifest.Func {
 				ns.Labels[k] = v
 			}
 			if nsEnabled {
-				ns.Labels[annotations.Inject] = annotations.NamespaceEnabled
+				ns.Labels[contract.Inject] = contract.NamespaceEnabled
 			}
 		}
 		res, err := inject.Mutate(pod, ns, cfg)

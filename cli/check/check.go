@@ -30,8 +30,8 @@ import (
 	"github.com/podtls/podtls/ca"
 	"github.com/podtls/podtls/cli/injectconfig"
 	"github.com/podtls/podtls/cli/output"
+	"github.com/podtls/podtls/contract"
 	"github.com/podtls/podtls/controller/options"
-	"github.com/podtls/podtls/webhook/annotations"
 	"github.com/podtls/podtls/webhook/inject"
 	"github.com/podtls/podtls/webhook/webhookconfig"
 )
@@ -403,7 +403,7 @@ func (r *runner) servingCert(ctx context.Context, hooks []admissionWebhook) {
 
 func (r *runner) trustBundles(ctx context.Context) {
 	nss, err := r.kube.CoreV1().Namespaces().List(ctx, metav1.ListOptions{
-		LabelSelector: labels.SelectorFromSet(labels.Set{annotations.Inject: annotations.NamespaceEnabled}).String()})
+		LabelSelector: labels.SelectorFromSet(labels.Set{contract.Inject: contract.NamespaceEnabled}).String()})
 	if err != nil {
 		r.readErr(IDTrustBundles, "namespaces", err)
 		return
@@ -414,17 +414,17 @@ func (r *runner) trustBundles(ctx context.Context) {
 	}
 	// One list call for every namespace's bundle, not a GET per namespace.
 	cms, err := r.kube.CoreV1().ConfigMaps("").List(ctx, metav1.ListOptions{
-		FieldSelector: fields.OneTermEqualSelector("metadata.name", inject.TrustBundleConfigMap).String()})
+		FieldSelector: fields.OneTermEqualSelector("metadata.name", contract.TrustBundleConfigMap).String()})
 	if err != nil {
-		r.readErr(IDTrustBundles, "ConfigMaps "+inject.TrustBundleConfigMap, err)
+		r.readErr(IDTrustBundles, "ConfigMaps "+contract.TrustBundleConfigMap, err)
 		return
 	}
 	bundles := map[string]string{}
 	for _, cm := range cms.Items {
-		if cm.Name != inject.TrustBundleConfigMap {
+		if cm.Name != contract.TrustBundleConfigMap {
 			continue // fake clients ignore field selectors
 		}
-		bundles[cm.Namespace] = cm.Data[inject.TrustBundleKey]
+		bundles[cm.Namespace] = cm.Data[contract.TrustBundleKey]
 	}
 	want := string(r.mat.TrustBundlePEM())
 	excluded := webhookconfig.ExcludedNamespaces(r.ctrl.Namespace)
@@ -444,7 +444,7 @@ func (r *runner) trustBundles(ctx context.Context) {
 	}
 	if len(bad) > 0 {
 		r.add(IDTrustBundles, output.Fail,
-			fmt.Sprintf("trust bundle %s not current in %d of %d labelled namespaces", inject.TrustBundleConfigMap, len(bad), n),
+			fmt.Sprintf("trust bundle %s not current in %d of %d labelled namespaces", contract.TrustBundleConfigMap, len(bad), n),
 			"the controller's distributor writes it within seconds; if it persists, check the controller is running and its logs", bad...)
 		return
 	}
@@ -528,7 +528,7 @@ func (r *runner) acmeChecks(ctx context.Context) {
 }
 
 func (r *runner) externalCerts(ctx context.Context) {
-	sel := labels.SelectorFromSet(labels.Set{status.ManagedByLabel: status.ManagedByValue, status.ComponentLabel: status.ComponentExternalCert})
+	sel := labels.SelectorFromSet(labels.Set{contract.ManagedByLabel: contract.ManagedByValue, contract.ComponentLabel: status.ComponentExternalCert})
 	secs, err := r.kube.CoreV1().Secrets("").List(ctx, metav1.ListOptions{LabelSelector: sel.String()})
 	if err != nil {
 		r.readErr(IDExternalCerts, "external-certificate Secrets", err)

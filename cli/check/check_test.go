@@ -18,8 +18,7 @@ import (
 	"github.com/podtls/podtls/acme/status"
 	"github.com/podtls/podtls/ca"
 	"github.com/podtls/podtls/cli/output"
-	"github.com/podtls/podtls/webhook/annotations"
-	"github.com/podtls/podtls/webhook/inject"
+	"github.com/podtls/podtls/contract"
 	"github.com/podtls/podtls/webhook/webhookconfig"
 )
 
@@ -55,14 +54,14 @@ func healthy(t *testing.T) ([]runtime.Object, []byte) {
 				Template: corev1.PodTemplateSpec{Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "controller", Args: []string{"--namespace", "podtls-system"}}}}}}},
 		&corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "ctrl-0", Namespace: "podtls-system", Labels: labels},
 			Status: corev1.PodStatus{Phase: corev1.PodRunning, Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue}}}},
-		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop", Labels: map[string]string{annotations.Inject: annotations.NamespaceEnabled}}},
-		&corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: inject.TrustBundleConfigMap, Namespace: "shop"}, Data: map[string]string{inject.TrustBundleKey: string(roots)}},
+		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop", Labels: map[string]string{contract.Inject: contract.NamespaceEnabled}}},
+		&corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: contract.TrustBundleConfigMap, Namespace: "shop"}, Data: map[string]string{contract.TrustBundleKey: string(roots)}},
 	}, roots
 }
 
 func externalSecret(name string, e status.External) *corev1.Secret {
 	return &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "shop",
-		Labels:      map[string]string{status.ManagedByLabel: status.ManagedByValue, status.ComponentLabel: status.ComponentExternalCert},
+		Labels:      map[string]string{contract.ManagedByLabel: contract.ManagedByValue, contract.ComponentLabel: status.ComponentExternalCert},
 		Annotations: e.Encode(nil)}}
 }
 
@@ -90,7 +89,7 @@ func TestRun(t *testing.T) {
 			sec, roots := caSecret(t, 20*24*time.Hour)
 			o[0] = sec
 			o[1] = webhookconfig.MutatingWebhookConfiguration(webhookconfig.Options{Name: "podtls", Namespace: "podtls-system", CABundle: roots})
-			return append(o[:5], &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: inject.TrustBundleConfigMap, Namespace: "shop"}, Data: map[string]string{inject.TrustBundleKey: string(roots)}})
+			return append(o[:5], &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: contract.TrustBundleConfigMap, Namespace: "shop"}, Data: map[string]string{contract.TrustBundleKey: string(roots)}})
 		}, IDCAIntermediate, output.Warn, ""},
 		{"intermediate in 3 days", func(o []runtime.Object) []runtime.Object {
 			sec, _ := caSecret(t, 3*24*time.Hour)
@@ -106,16 +105,16 @@ func TestRun(t *testing.T) {
 			return o
 		}, IDControllerPods, output.Fail, "podtls-system/ctrl-0"},
 		{"stale trust bundle", func(o []runtime.Object) []runtime.Object {
-			o[5].(*corev1.ConfigMap).Data[inject.TrustBundleKey] = "old"
+			o[5].(*corev1.ConfigMap).Data[contract.TrustBundleKey] = "old"
 			return o
 		}, IDTrustBundles, output.Fail, "shop: differs from the CA roots"},
 		{"opt-in pod without sidecar", func(o []runtime.Object) []runtime.Object {
 			return append(o, &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "p", Namespace: "plain",
-				Annotations: map[string]string{annotations.Inject: "true", annotations.Inbound: "8443:8080"}}})
+				Annotations: map[string]string{contract.Inject: "true", contract.Inbound: "8443:8080"}}})
 		}, IDUninjectedPods, output.Fail, "plain/p: pod-enabled"},
 		{"finished pod is not reported", func(o []runtime.Object) []runtime.Object {
 			return append(o, &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "job", Namespace: "shop",
-				Annotations: map[string]string{annotations.Inbound: "8443:8080"}}, Status: corev1.PodStatus{Phase: corev1.PodSucceeded}})
+				Annotations: map[string]string{contract.Inbound: "8443:8080"}}, Status: corev1.PodStatus{Phase: corev1.PodSucceeded}})
 		}, IDUninjectedPods, output.OK, ""},
 		{"external cert failing", func(o []runtime.Object) []runtime.Object {
 			return append(o, externalSecret("podtls-ext-1", issued), externalSecret("podtls-ext-2", failing))

@@ -18,6 +18,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/podtls/podtls/ca"
+	"github.com/podtls/podtls/contract"
 	"github.com/podtls/podtls/controller/options"
 	"github.com/podtls/podtls/webhook/inject"
 )
@@ -42,7 +43,7 @@ type Flags struct {
 // NewFlags returns the controller's defaults.
 func NewFlags() *Flags {
 	o := options.DefaultOptions()
-	o.SidecarMode = string(inject.ModeNative)
+	o.SidecarMode = string(contract.SidecarModeNative)
 	return &Flags{Opts: o, Version: options.Version}
 }
 
@@ -103,14 +104,14 @@ func (f *Flags) Build(ctx context.Context, kube kubernetes.Interface) (inject.Co
 // Config maps controller options onto the injection config with the
 // controller's own function (the mode must already be resolved).
 func Config(opts options.Options, version, roots string) (inject.Config, error) {
-	return options.InjectConfig(opts, inject.SidecarMode(opts.SidecarMode), version, roots)
+	return options.InjectConfig(opts, contract.Placement(opts.SidecarMode), version, roots)
 }
 
 // DecideConfig is the configuration for Decide and Parse only (which do not
 // depend on the sidecar mode, so "auto" needs no API server version).
 func DecideConfig(opts options.Options) (inject.Config, error) {
 	if opts.SidecarMode == "auto" {
-		opts.SidecarMode = string(inject.ModeNative)
+		opts.SidecarMode = string(contract.SidecarModeNative)
 	}
 	return Config(opts, options.Version, "")
 }

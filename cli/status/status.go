@@ -23,10 +23,10 @@ import (
 
 	acmestatus "github.com/podtls/podtls/acme/status"
 	"github.com/podtls/podtls/cli/injectconfig"
+	"github.com/podtls/podtls/contract"
 	"github.com/podtls/podtls/controller/options"
 	"github.com/podtls/podtls/identity"
 	"github.com/podtls/podtls/sidecar/certs"
-	"github.com/podtls/podtls/webhook/annotations"
 	"github.com/podtls/podtls/webhook/inject"
 )
 
@@ -103,7 +103,7 @@ type Options struct {
 }
 
 // eventReasons are the Event reasons podtls records on pods.
-var eventReasons = []string{annotations.EventNotInjected, acmestatus.EventIssued, acmestatus.EventRenewed,
+var eventReasons = []string{contract.EventNotInjected, acmestatus.EventIssued, acmestatus.EventRenewed,
 	acmestatus.EventFailed, acmestatus.EventDenied, acmestatus.EventNotConfigured, acmestatus.EventIgnored}
 
 // Collect reads the pods and everything about them.
@@ -208,7 +208,7 @@ func describe(p *corev1.Pod, ns *corev1.Namespace, cfg inject.Config) Pod {
 			subject = orig
 		}
 		var s inject.Status
-		if err := json.Unmarshal([]byte(p.Annotations[annotations.Status]), &s); err == nil {
+		if err := json.Unmarshal([]byte(p.Annotations[contract.Status]), &s); err == nil {
 			st.SidecarMode, st.Version = string(s.Mode), s.Version
 		}
 		if td := sidecarArg(p, "--trust-domain"); td != "" {
@@ -251,7 +251,7 @@ func describe(p *corev1.Pod, ns *corev1.Namespace, cfg inject.Config) Pod {
 	}
 	st.Allow = spec.Allow
 	if len(spec.ExternalHosts) > 0 {
-		secret := p.Annotations[annotations.ExternalSecret]
+		secret := p.Annotations[contract.ExternalSecret]
 		if secret == "" {
 			secret = spec.ExternalSecret
 		}
@@ -264,7 +264,7 @@ func describe(p *corev1.Pod, ns *corev1.Namespace, cfg inject.Config) Pod {
 func sidecarArg(p *corev1.Pod, flag string) string {
 	for _, cs := range [][]corev1.Container{p.Spec.InitContainers, p.Spec.Containers} {
 		for _, c := range cs {
-			if c.Name != inject.ContainerName {
+			if c.Name != contract.ContainerName {
 				continue
 			}
 			if i := slices.Index(c.Args, flag); i >= 0 && i+1 < len(c.Args) {
@@ -325,7 +325,7 @@ func live(ctx context.Context, kube kubernetes.Interface, proxy func(context.Con
 	if proxy == nil {
 		proxy = func(ctx context.Context, ns, name string) ([]byte, error) {
 			return kube.CoreV1().RESTClient().Get().Namespace(ns).Resource("pods").
-				Name(name + ":" + strconv.Itoa(inject.AdminPort)).SubResource("proxy").Suffix("certs").DoRaw(ctx)
+				Name(name + ":" + strconv.Itoa(contract.AdminPort)).SubResource("proxy").Suffix("certs").DoRaw(ctx)
 		}
 	}
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)

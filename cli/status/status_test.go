@@ -14,8 +14,8 @@ import (
 
 	acmestatus "github.com/podtls/podtls/acme/status"
 	"github.com/podtls/podtls/cli/output"
+	"github.com/podtls/podtls/contract"
 	"github.com/podtls/podtls/sidecar/certs"
-	"github.com/podtls/podtls/webhook/annotations"
 	"github.com/podtls/podtls/webhook/inject"
 )
 
@@ -28,16 +28,16 @@ func pod(name string, ann map[string]string) *corev1.Pod {
 }
 
 func TestCollect(t *testing.T) {
-	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop", Labels: map[string]string{annotations.Inject: annotations.NamespaceEnabled}}}
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop", Labels: map[string]string{contract.Inject: contract.NamespaceEnabled}}}
 	cfg := inject.DefaultConfig()
-	injected := pod("web", map[string]string{annotations.Inbound: "8443:8080", annotations.ExternalHosts: "shop.example.com",
-		annotations.Upstreams: "db.shop.svc:5432@9001"})
+	injected := pod("web", map[string]string{contract.Inbound: "8443:8080", contract.ExternalHosts: "shop.example.com",
+		contract.Upstreams: "db.shop.svc:5432@9001"})
 	if _, err := inject.Mutate(injected, ns, cfg); err != nil {
 		t.Fatal(err)
 	}
-	missing := pod("slipped", map[string]string{annotations.Inbound: "8443:8080"})
-	optedOut := pod("batch", map[string]string{annotations.Inject: "false"})
-	secretName := injected.Annotations[annotations.ExternalSecret]
+	missing := pod("slipped", map[string]string{contract.Inbound: "8443:8080"})
+	optedOut := pod("batch", map[string]string{contract.Inject: "false"})
+	secretName := injected.Annotations[contract.ExternalSecret]
 	ext := acmestatus.External{Hosts: []string{"shop.example.com"}, Serial: "0a", CertIssuer: "CN=Pebble Intermediate",
 		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(90 * 24 * time.Hour), RenewAt: now.Add(60 * 24 * time.Hour),
 		LastError: "rate limited", Failures: 1}

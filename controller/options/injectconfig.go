@@ -8,6 +8,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/version"
 
+	"github.com/podtls/podtls/contract"
 	"github.com/podtls/podtls/webhook/inject"
 )
 
@@ -15,7 +16,7 @@ import (
 // with the sidecar mode already resolved and the CA roots the webhook puts in
 // PODTLS_TRUST_ROOTS. The podtls CLI builds its offline `inject` from this very
 // function, so the CLI and the webhook cannot drift apart.
-func InjectConfig(opts Options, mode inject.SidecarMode, version, rootsPEM string) (inject.Config, error) {
+func InjectConfig(opts Options, mode contract.Placement, version, rootsPEM string) (inject.Config, error) {
 	if opts.CAURL == "" {
 		opts.CAURL = fmt.Sprintf("https://%s.%s.svc:8443", opts.ServiceName, opts.Namespace)
 	}
@@ -60,9 +61,9 @@ type ServerVersioner interface {
 
 // SidecarMode resolves the --sidecar-mode flag value: "auto" becomes native
 // from Kubernetes 1.29 (native sidecars on by default), legacy before.
-func SidecarMode(flagValue string, server ServerVersioner) (inject.SidecarMode, error) {
+func SidecarMode(flagValue string, server ServerVersioner) (contract.Placement, error) {
 	if flagValue != "auto" {
-		return inject.SidecarMode(flagValue), nil
+		return contract.Placement(flagValue), nil
 	}
 	v, err := server.ServerVersion()
 	if err != nil {
@@ -72,7 +73,7 @@ func SidecarMode(flagValue string, server ServerVersioner) (inject.SidecarMode, 
 }
 
 // modeForVersion maps a server version ("1", "28+") to a sidecar mode.
-func modeForVersion(major, minor string) inject.SidecarMode {
+func modeForVersion(major, minor string) contract.Placement {
 	trim := func(s string) int {
 		for i, r := range s {
 			if r < '0' || r > '9' {
@@ -84,7 +85,7 @@ func modeForVersion(major, minor string) inject.SidecarMode {
 		return n
 	}
 	if maj := trim(major); maj > 1 || (maj == 1 && trim(minor) >= 29) {
-		return inject.ModeNative
+		return contract.SidecarModeNative
 	}
-	return inject.ModeLegacy
+	return contract.SidecarModeLegacy
 }

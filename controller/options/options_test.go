@@ -7,16 +7,16 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/podtls/podtls/webhook/inject"
+	"github.com/podtls/podtls/contract"
 )
 
 func TestModeForVersion(t *testing.T) {
 	for _, tt := range []struct {
 		major, minor string
-		want         inject.SidecarMode
+		want         contract.Placement
 	}{
-		{"1", "34", inject.ModeNative}, {"1", "29", inject.ModeNative}, {"1", "29+", inject.ModeNative},
-		{"1", "28", inject.ModeLegacy}, {"1", "28+", inject.ModeLegacy}, {"2", "0", inject.ModeNative}, {"", "", inject.ModeLegacy},
+		{"1", "34", contract.SidecarModeNative}, {"1", "29", contract.SidecarModeNative}, {"1", "29+", contract.SidecarModeNative},
+		{"1", "28", contract.SidecarModeLegacy}, {"1", "28+", contract.SidecarModeLegacy}, {"2", "0", contract.SidecarModeNative}, {"", "", contract.SidecarModeLegacy},
 	} {
 		if got := modeForVersion(tt.major, tt.minor); got != tt.want {
 			t.Errorf("%s.%s: got %s, want %s", tt.major, tt.minor, got, tt.want)

@@ -21,8 +21,8 @@ import (
 
 	"github.com/podtls/podtls/acme/issuerconfig"
 	"github.com/podtls/podtls/acme/status"
+	"github.com/podtls/podtls/contract"
 	"github.com/podtls/podtls/internal/poll"
-	"github.com/podtls/podtls/webhook/inject"
 )
 
 // TestACME runs every scenario against one API server, BIND, Pebble and
@@ -49,7 +49,7 @@ func (s *suite) testIssue(t *testing.T) {
 	s.namespace(t, ns)
 	begin := time.Now()
 	pod := s.createPod(t, ns, "web-0", host)
-	name := inject.ExternalSecretName([]string{host})
+	name := contract.ExternalSecretName([]string{host})
 	sec, st := s.waitSecret(t, ns, name, 30*time.Second, "issuance", issued())
 	elapsed := time.Since(begin)
 	t.Logf("end to end: pod created -> certificate in Secret %s: %s", name, elapsed.Round(time.Millisecond))
@@ -103,9 +103,9 @@ func checkMounted(t *testing.T, pod *corev1.Pod, secret string) {
 	if vol == nil || vol.Secret.Optional == nil || !*vol.Secret.Optional {
 		t.Fatalf("pod has no optional volume of Secret %s: %+v", secret, pod.Spec.Volumes)
 	}
-	dir := path.Join(inject.ExternalDir, secret)
+	dir := path.Join(contract.ExternalDir, secret)
 	for _, c := range append(slices.Clone(pod.Spec.InitContainers), pod.Spec.Containers...) {
-		if c.Name != inject.ContainerName {
+		if c.Name != contract.ContainerName {
 			continue
 		}
 		mounted := slices.ContainsFunc(c.VolumeMounts, func(m corev1.VolumeMount) bool { return m.Name == vol.Name && m.MountPath == dir })
@@ -124,7 +124,7 @@ func (s *suite) checkSecret(t *testing.T, sec *corev1.Secret, st status.External
 	if sec.Type != corev1.SecretTypeTLS {
 		t.Errorf("type %s, want %s", sec.Type, corev1.SecretTypeTLS)
 	}
-	if sec.Labels[status.ManagedByLabel] != status.ManagedByValue || sec.Labels[status.ComponentLabel] != status.ComponentExternalCert {
+	if sec.Labels[contract.ManagedByLabel] != contract.ManagedByValue || sec.Labels[contract.ComponentLabel] != status.ComponentExternalCert {
 		t.Errorf("labels %v", sec.Labels)
 	}
 	pair, err := tls.X509KeyPair(sec.Data[corev1.TLSCertKey], sec.Data[corev1.TLSPrivateKeyKey])
@@ -171,7 +171,7 @@ func (s *suite) testWildcard(t *testing.T) {
 	s.namespace(t, ns)
 	begin := time.Now()
 	s.createPod(t, ns, "shop-0", strings.Join(hosts, ","))
-	sec, st := s.waitSecret(t, ns, inject.ExternalSecretName(hosts), 30*time.Second, "issuance", issued())
+	sec, st := s.waitSecret(t, ns, contract.ExternalSecretName(hosts), 30*time.Second, "issuance", issued())
 	t.Logf("wildcard + apex issued in %s", time.Since(begin).Round(time.Millisecond))
 	roots, err := s.acme.Roots(t.Context())
 	if err != nil {
@@ -187,7 +187,7 @@ func (s *suite) testShared(t *testing.T) {
 	ordersBefore := orders(t, "success")
 	a := s.createPod(t, ns, "shared-a", "b.example.test,a.example.test")
 	b := s.createPod(t, ns, "shared-b", "A.example.test,b.example.test")
-	name := inject.ExternalSecretName([]string{"a.example.test", "b.example.test"})
+	name := contract.ExternalSecretName([]string{"a.example.test", "b.example.test"})
 	if a.Annotations["podtls.io/external-secret"] != b.Annotations["podtls.io/external-secret"] {
 		t.Fatalf("pods name different Secrets: %s vs %s", a.Annotations["podtls.io/external-secret"], b.Annotations["podtls.io/external-secret"])
 	}
@@ -222,7 +222,7 @@ func (s *suite) testForcedRenewal(t *testing.T) {
 	const ns, host = "acme-renew", "renew.example.test"
 	s.namespace(t, ns)
 	pod := s.createPod(t, ns, "renew-0", host)
-	name := inject.ExternalSecretName([]string{host})
+	name := contract.ExternalSecretName([]string{host})
 	_, st := s.waitSecret(t, ns, name, 30*time.Second, "issuance", issued())
 	first := st.Serial
 
@@ -283,7 +283,7 @@ func (s *suite) testARI(t *testing.T) {
 	const ns, host = "acme-ari", "ari.example.test"
 	s.namespace(t, ns)
 	pod := s.createPod(t, ns, "ari-0", host)
-	name := inject.ExternalSecretName([]string{host})
+	name := contract.ExternalSecretName([]string{host})
 	sec, st := s.waitSecret(t, ns, name, 30*time.Second, "issuance", issued())
 	first := st.Serial
 	now := time.Now()
@@ -374,7 +374,7 @@ func (s *suite) testDNSDown(t *testing.T) {
 		}
 	})
 	pod := s.createPod(t, ns, "down-0", host)
-	name := inject.ExternalSecretName([]string{host})
+	name := contract.ExternalSecretName([]string{host})
 	sec, st := s.waitSecret(t, ns, name, 30*time.Second, "a failure", failing(1))
 	t.Logf("last error with BIND down: %s", st.LastError)
 	if len(sec.Data[corev1.TLSCertKey]) != 0 || st.Issued() {
@@ -428,7 +428,7 @@ func (s *suite) testWrongTSIG(t *testing.T) {
 	})
 
 	pod := s.createPod(t, ns, "tsig-0", host)
-	name := inject.ExternalSecretName([]string{host})
+	name := contract.ExternalSecretName([]string{host})
 	_, st := s.waitSecret(t, ns, name, 30*time.Second, "a failure", failing(1))
 	t.Logf("last error with a wrong TSIG secret: %s", st.LastError)
 	if msg := strings.ReplaceAll(st.LastError, host, "HOST"); !containsAny(msg, "bad authentication", "NOTAUTH", "BADSIG") {
@@ -462,11 +462,11 @@ func (s *suite) testACMEDown(t *testing.T) {
 	// A certificate first, so the account exists at this Pebble (the next
 	// test needs an account the restarted Pebble does not know).
 	s.createPod(t, ns, "pup-0", "pebbleup.example.test")
-	s.waitSecret(t, ns, inject.ExternalSecretName([]string{"pebbleup.example.test"}), 30*time.Second, "issuance", issued())
+	s.waitSecret(t, ns, contract.ExternalSecretName([]string{"pebbleup.example.test"}), 30*time.Second, "issuance", issued())
 	s.acme.StopACME()
 	t.Cleanup(func() { _ = s.acme.StartACME(context.Background()) })
 	pod := s.createPod(t, ns, "pdown-0", host)
-	name := inject.ExternalSecretName([]string{host})
+	name := contract.ExternalSecretName([]string{host})
 	_, st := s.waitSecret(t, ns, name, 30*time.Second, "a failure", failing(1))
 	t.Logf("last error with Pebble down: %s", st.LastError)
 	if !containsAny(st.LastError, "connection refused") {
@@ -484,7 +484,7 @@ func (s *suite) testACMEDown(t *testing.T) {
 // be issued by the new Pebble.
 func (s *suite) testACMERestarted(t *testing.T) {
 	const ns, host = "acme-pebbledown", "pebbledown.example.test"
-	name := inject.ExternalSecretName([]string{host})
+	name := contract.ExternalSecretName([]string{host})
 	if sec := s.secret(t, ns, name); sec == nil {
 		t.Skip("needs the Secret of the Pebble-down test")
 	}
@@ -528,7 +528,7 @@ func (s *suite) testRestartMidOrder(t *testing.T) {
 	t.Cleanup(func() { s.writeConfig(nil) })
 
 	pod := s.createPod(t, ns, "restart-0", host)
-	name := inject.ExternalSecretName([]string{host})
+	name := contract.ExternalSecretName([]string{host})
 	poll.Eventually(t, 30*time.Second, "the order waiting for DNS propagation", func() (bool, string) {
 		return hole.saw("_acme-challenge." + host + "."), fmt.Sprintf("queries so far: %v", hole.names())
 	})

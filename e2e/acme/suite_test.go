@@ -17,13 +17,12 @@ import (
 
 	"github.com/podtls/podtls/acme/issuerconfig"
 	"github.com/podtls/podtls/acme/status"
+	"github.com/podtls/podtls/contract"
 	"github.com/podtls/podtls/controller/options"
 	"github.com/podtls/podtls/e2e/acmetest"
 	"github.com/podtls/podtls/internal/kubetest"
 	"github.com/podtls/podtls/internal/poll"
 	"github.com/podtls/podtls/internal/testctl"
-	"github.com/podtls/podtls/webhook/annotations"
-	"github.com/podtls/podtls/webhook/inject"
 )
 
 // challengeDelay holds Pebble's challenge responses (see
@@ -183,7 +182,7 @@ func (s *suite) alive(t *testing.T, ns string) {
 	if err != nil {
 		t.Fatalf("mesh pod during the fault: %v", err)
 	}
-	if p.Annotations[annotations.Status] == "" {
+	if p.Annotations[contract.Status] == "" {
 		t.Fatal("mesh pod created during the fault was not injected")
 	}
 }
@@ -191,7 +190,7 @@ func (s *suite) alive(t *testing.T, ns string) {
 // namespace creates a namespace with injection enabled.
 func (s *suite) namespace(t *testing.T, name string) {
 	t.Helper()
-	s.kube.CreateNamespace(t, name, map[string]string{annotations.Inject: annotations.NamespaceEnabled})
+	s.kube.CreateNamespace(t, name, map[string]string{contract.Inject: contract.NamespaceEnabled})
 }
 
 // createPod creates an injected pod asking for hosts and returns it as admitted.
@@ -201,17 +200,17 @@ func (s *suite) createPod(t *testing.T, ns, name, hosts string) *corev1.Pod {
 	if err != nil {
 		t.Fatalf("create pod %s/%s: %v", ns, name, err)
 	}
-	want := inject.ExternalSecretName(strings.Split(hosts, ","))
-	if got := p.Annotations[annotations.ExternalSecret]; got != want {
-		t.Fatalf("pod %s/%s: %s = %q, want %q (annotations %v)", ns, name, annotations.ExternalSecret, got, want, p.Annotations)
+	want := contract.ExternalSecretName(strings.Split(hosts, ","))
+	if got := p.Annotations[contract.ExternalSecret]; got != want {
+		t.Fatalf("pod %s/%s: %s = %q, want %q (annotations %v)", ns, name, contract.ExternalSecret, got, want, p.Annotations)
 	}
 	return p
 }
 
 func newPod(ns, name, hosts string) *corev1.Pod {
-	ann := map[string]string{annotations.Inbound: "8443:8080"}
+	ann := map[string]string{contract.Inbound: "8443:8080"}
 	if hosts != "" {
-		ann[annotations.ExternalHosts] = hosts
+		ann[contract.ExternalHosts] = hosts
 	}
 	return &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, Annotations: ann},
@@ -323,7 +322,7 @@ func (s *suite) waitEvent(t *testing.T, ns, pod, reason string) []string {
 func (s *suite) managedSecrets(t *testing.T, ns string) []corev1.Secret {
 	t.Helper()
 	l, err := s.kube.Clientset.CoreV1().Secrets(ns).List(t.Context(), metav1.ListOptions{
-		LabelSelector: status.ComponentLabel + "=" + status.ComponentExternalCert})
+		LabelSelector: contract.ComponentLabel + "=" + status.ComponentExternalCert})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -45,13 +45,13 @@ import (
 	"github.com/podtls/podtls/cli/check"
 	"github.com/podtls/podtls/cli/output"
 	"github.com/podtls/podtls/cli/status"
+	"github.com/podtls/podtls/contract"
 	"github.com/podtls/podtls/controller"
 	"github.com/podtls/podtls/controller/options"
 	"github.com/podtls/podtls/internal/gobuild"
 	"github.com/podtls/podtls/internal/kubetest"
 	"github.com/podtls/podtls/internal/poll"
 	"github.com/podtls/podtls/internal/testctl"
-	"github.com/podtls/podtls/webhook/annotations"
 	"github.com/podtls/podtls/webhook/inject"
 	"github.com/podtls/podtls/webhook/webhookconfig"
 )
@@ -91,7 +91,7 @@ func TestCLI(t *testing.T) {
 	roots := mat.TrustBundlePEM()
 
 	const appNS = "shop"
-	env.CreateNamespace(t, appNS, map[string]string{annotations.Inject: annotations.NamespaceEnabled})
+	env.CreateNamespace(t, appNS, map[string]string{contract.Inject: contract.NamespaceEnabled})
 	waitBundle(t, env, appNS)
 
 	t.Run("version and help", func(t *testing.T) {
@@ -222,8 +222,8 @@ spec:
 		if d := diff(a, b); d != "" {
 			t.Errorf("offline inject differs from the webhook's pod:\n%s", d)
 		}
-		if stored.Annotations[annotations.Status] != dry.Annotations[annotations.Status] {
-			t.Errorf("status annotation: webhook %s, offline %s", stored.Annotations[annotations.Status], dry.Annotations[annotations.Status])
+		if stored.Annotations[contract.Status] != dry.Annotations[contract.Status] {
+			t.Errorf("status annotation: webhook %s, offline %s", stored.Annotations[contract.Status], dry.Annotations[contract.Status])
 		}
 
 		// uninject reverses it exactly.
@@ -294,7 +294,7 @@ spec:
 		if err != nil {
 			t.Fatal(err)
 		}
-		name := web.Annotations[annotations.ExternalSecret]
+		name := web.Annotations[contract.ExternalSecret]
 		if name == "" {
 			t.Fatal("webhook wrote no external-secret annotation")
 		}
@@ -306,7 +306,7 @@ spec:
 			NextAttempt: now.Add(time.Hour)}
 		sec := &corev1.Secret{
 			ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: appNS, Annotations: ext.Encode(nil),
-				Labels: map[string]string{acmestatus.ManagedByLabel: acmestatus.ManagedByValue, acmestatus.ComponentLabel: acmestatus.ComponentExternalCert}},
+				Labels: map[string]string{contract.ManagedByLabel: contract.ManagedByValue, contract.ComponentLabel: acmestatus.ComponentExternalCert}},
 			Type: corev1.SecretTypeTLS,
 			Data: map[string][]byte{corev1.TLSCertKey: {}, corev1.TLSPrivateKeyKey: {}},
 		}
@@ -403,11 +403,11 @@ spec:
 	})
 
 	t.Run("labelled namespace without its trust bundle", func(t *testing.T) {
-		env.CreateNamespace(t, "bare", map[string]string{annotations.Inject: annotations.NamespaceEnabled})
+		env.CreateNamespace(t, "bare", map[string]string{contract.Inject: contract.NamespaceEnabled})
 		cli.expectRed(t, check.IDTrustBundles, "bare: missing", "distributor")
 		if _, err := env.Clientset.CoreV1().ConfigMaps("bare").Create(ctx, &corev1.ConfigMap{
-			ObjectMeta: metav1.ObjectMeta{Name: inject.TrustBundleConfigMap, Namespace: "bare"},
-			Data:       map[string]string{inject.TrustBundleKey: string(roots)},
+			ObjectMeta: metav1.ObjectMeta{Name: contract.TrustBundleConfigMap, Namespace: "bare"},
+			Data:       map[string]string{contract.TrustBundleKey: string(roots)},
 		}, metav1.CreateOptions{}); err != nil {
 			t.Fatal(err)
 		}
@@ -605,7 +605,7 @@ func createControllerDeployment(t *testing.T, env *kubetest.Env, args []string) 
 func waitBundle(t *testing.T, env *kubetest.Env, ns string) {
 	t.Helper()
 	poll.Eventually(t, time.Minute, "trust bundle in "+ns, func() (bool, string) {
-		_, err := env.Clientset.CoreV1().ConfigMaps(ns).Get(t.Context(), inject.TrustBundleConfigMap, metav1.GetOptions{})
+		_, err := env.Clientset.CoreV1().ConfigMaps(ns).Get(t.Context(), contract.TrustBundleConfigMap, metav1.GetOptions{})
 		return err == nil, fmt.Sprint(err)
 	})
 }
@@ -672,7 +672,7 @@ func emulateKubelet(t *testing.T, env *kubetest.Env, sidecarBin string, mat *ca.
 			t.Fatal(err)
 		}
 	}
-	admin := net.JoinHostPort(ip.String(), fmt.Sprint(inject.AdminPort))
+	admin := net.JoinHostPort(ip.String(), fmt.Sprint(contract.AdminPort))
 	var logs bytes.Buffer
 	cmd := exec.Command(sidecarBin, "--cert-dir", certDir, "--trust-bundle", filepath.Join(dir, "ca.crt"),
 		"--inbound", fmt.Sprintf("127.0.0.1:%d=127.0.0.1:%d", poll.FreePort(t), poll.FreePort(t)), "--admin", admin)
@@ -810,7 +810,7 @@ func goldenCases(t *testing.T, env *kubetest.Env, cli *runner) {
 			if ns != nil {
 				nsName = ns.Name
 			}
-			if nsName != ctrlNS && !slices.Contains(inject.SystemNamespaces, nsName) {
+			if nsName != ctrlNS && !slices.Contains(contract.SystemNamespaces, nsName) {
 				nsName = "g-" + name
 			}
 			if ns != nil {

@@ -25,10 +25,10 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/podtls/podtls/contract"
 	"github.com/podtls/podtls/e2e/acmetest"
 	"github.com/podtls/podtls/e2e/cluster"
 	"github.com/podtls/podtls/internal/gobuild"
-	"github.com/podtls/podtls/webhook/inject"
 )
 
 // Images the demo builds and imports into the node.
@@ -43,7 +43,7 @@ const (
 	systemNS       = "podtls-system"
 	adminPort      = "15000"
 	meshPort       = "8443"
-	sidecarName    = inject.ContainerName
+	sidecarName    = contract.ContainerName
 	waitDeployment = 3 * time.Minute
 )
 
@@ -271,7 +271,7 @@ func Run(ctx context.Context, opts Options, out io.Writer) (res *Result, err err
 		step{StepMeshRot, "Rotating customer's mesh certificate: kubectl -n demo exec deploy/customer -c " + sidecarName + " -- /podtls-sidecar renew", r.meshRotation},
 	)
 	if r.acme != nil {
-		steps = append(steps, step{StepEdgeRot, "Renewing the ACME certificate: kubectl -n demo annotate secret " + inject.ExternalSecretName([]string{PublicHost}) + " " + "podtls.io/force-renew=$(date +%s)", r.edgeRotation})
+		steps = append(steps, step{StepEdgeRot, "Renewing the ACME certificate: kubectl -n demo annotate secret " + contract.ExternalSecretName([]string{PublicHost}) + " " + "podtls.io/force-renew=$(date +%s)", r.edgeRotation})
 	}
 	steps = append(steps, step{StepRestarts, "No pod restarted", r.restarts},
 		step{StepCLI, "What the podtls command line sees: podtls status -n demo --live; podtls check", r.cli})
@@ -534,7 +534,7 @@ func (r *run) summary() {
       kubectl apply -f manifests/examples/demo.yaml                    # set podtls.io/external-hosts to a name of yours
       kubectl -n demo exec deploy/customer -c podtls-sidecar -- /podtls-sidecar renew     # rotate a mesh certificate now
       kubectl -n demo annotate secret %s podtls.io/force-renew=$(date +%%s)   # renew an ACME certificate now
-`, inject.ExternalSecretName([]string{PublicHost}))
+`, contract.ExternalSecretName([]string{PublicHost}))
 }
 
 func (r *run) printKeep() {

@@ -19,9 +19,9 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/podtls/podtls/acme/status"
+	"github.com/podtls/podtls/contract"
 	"github.com/podtls/podtls/e2e/acmetest"
 	"github.com/podtls/podtls/e2e/cluster"
-	"github.com/podtls/podtls/webhook/inject"
 )
 
 const (
@@ -178,7 +178,7 @@ func (r *run) expose(ctx context.Context) error {
 
 // externalSecret returns the Secret the ACME manager keeps customer's certificate in.
 func (r *run) externalSecret(ctx context.Context) (*corev1.Secret, error) {
-	return r.cs.CoreV1().Secrets(ns).Get(ctx, inject.ExternalSecretName([]string{PublicHost}), metav1.GetOptions{})
+	return r.cs.CoreV1().Secrets(ns).Get(ctx, contract.ExternalSecretName([]string{PublicHost}), metav1.GetOptions{})
 }
 
 // waitIssued waits until the external Secret holds a certificate other than notSerial
@@ -206,7 +206,7 @@ func (r *run) waitIssued(ctx context.Context, notSerial string) (string, error) 
 			_ = r.kubectl(ctx, "get", "events", "-n", ns, "--field-selector", "involvedObject.kind=Pod")
 			_ = r.kubectl(ctx, "logs", "-n", systemNS, "-l", "app.kubernetes.io/name=podtls", "--tail", "30", "--prefix")
 		}
-		return "", fmt.Errorf("no certificate for %s in Secret %s (%s): %w", PublicHost, inject.ExternalSecretName([]string{PublicHost}), last, err)
+		return "", fmt.Errorf("no certificate for %s in Secret %s (%s): %w", PublicHost, contract.ExternalSecretName([]string{PublicHost}), last, err)
 	}
 	return serial, nil
 }
@@ -216,7 +216,7 @@ func (r *run) edge(ctx context.Context) error {
 	if err := r.expose(ctx); err != nil {
 		return err
 	}
-	name := inject.ExternalSecretName([]string{PublicHost})
+	name := contract.ExternalSecretName([]string{PublicHost})
 	r.printf("    waiting for the ACME certificate (DNS-01 on BIND, issued by Pebble) in Secret %s/%s ...\n", ns, name)
 	serial, err := r.waitIssued(ctx, "")
 	if err != nil {
@@ -299,7 +299,7 @@ func (r *run) edgeRotation(ctx context.Context) error {
 	before := r.res.EdgeRotation.Before
 	r.printf("    openssl s_client -servername %s: serial %s\n", PublicHost, short(before))
 	t := time.Now()
-	name := inject.ExternalSecretName([]string{PublicHost})
+	name := contract.ExternalSecretName([]string{PublicHost})
 	if err := r.kubectl(ctx, "annotate", "secret", "-n", ns, name, status.ForceRenew+"="+strconv.FormatInt(time.Now().Unix(), 10)); err != nil {
 		return err
 	}

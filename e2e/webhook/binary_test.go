@@ -15,10 +15,10 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/podtls/podtls/contract"
 	"github.com/podtls/podtls/internal/gobuild"
 	"github.com/podtls/podtls/internal/kubetest"
 	"github.com/podtls/podtls/internal/poll"
-	"github.com/podtls/podtls/webhook/annotations"
 	"github.com/podtls/podtls/webhook/webhookconfig"
 )
 
@@ -90,10 +90,10 @@ func TestBinary(t *testing.T) {
 	})
 
 	// An admission through the binary's webhook shows up in its metrics.
-	env.CreateNamespace(t, "bin-labelled", map[string]string{annotations.Inject: annotations.NamespaceEnabled})
+	env.CreateNamespace(t, "bin-labelled", map[string]string{contract.Inject: contract.NamespaceEnabled})
 	poll.Eventually(t, time.Minute, "admission", func() (bool, string) {
 		p, err := env.Clientset.CoreV1().Pods("bin-labelled").Create(t.Context(), pod("bin-labelled", "app",
-			map[string]string{annotations.Inbound: "8443:8080"}), metav1.CreateOptions{})
+			map[string]string{contract.Inbound: "8443:8080"}), metav1.CreateOptions{})
 		if err != nil {
 			return false, err.Error()
 		}

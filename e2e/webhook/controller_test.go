@@ -21,12 +21,11 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/podtls/podtls/ca/signapi"
+	"github.com/podtls/podtls/contract"
 	"github.com/podtls/podtls/internal/kubetest"
 	"github.com/podtls/podtls/internal/poll"
 	"github.com/podtls/podtls/internal/testctl"
-	"github.com/podtls/podtls/webhook/annotations"
 	"github.com/podtls/podtls/webhook/audit"
-	"github.com/podtls/podtls/webhook/inject"
 )
 
 // TestController runs the whole podtls-controller in-process against a real
@@ -75,11 +74,11 @@ func TestController(t *testing.T) {
 	})
 
 	t.Run("labelled namespace: injected with the current roots, trust bundle distributed", func(t *testing.T) {
-		env.CreateNamespace(t, "ctl-labelled", map[string]string{annotations.Inject: annotations.NamespaceEnabled})
+		env.CreateNamespace(t, "ctl-labelled", map[string]string{contract.Inject: contract.NamespaceEnabled})
 		var p *corev1.Pod
 		poll.Eventually(t, time.Minute, "admission through the patched configuration", func() (bool, string) {
 			var err error
-			p, err = env.Clientset.CoreV1().Pods("ctl-labelled").Create(ctx, pod("ctl-labelled", "app", map[string]string{annotations.Inbound: "8443:8080"}), metav1.CreateOptions{})
+			p, err = env.Clientset.CoreV1().Pods("ctl-labelled").Create(ctx, pod("ctl-labelled", "app", map[string]string{contract.Inbound: "8443:8080"}), metav1.CreateOptions{})
 			if err != nil {
 				return false, err.Error()
 			}
@@ -88,7 +87,7 @@ func TestController(t *testing.T) {
 		if sidecars(p) != 1 {
 			t.Fatalf("not injected: %+v", p.Spec.InitContainers)
 		}
-		if !containsEnv(p.Spec.InitContainers[0].Env, inject.EnvTrustRoots, string(roots)) {
+		if !containsEnv(p.Spec.InitContainers[0].Env, contract.EnvTrustRoots, string(roots)) {
 			t.Error("PODTLS_TRUST_ROOTS is not the CA's roots")
 		}
 		waitBundle(t, env, "ctl-labelled", roots)
@@ -96,7 +95,7 @@ func TestController(t *testing.T) {
 
 	t.Run("annotated pod in an unlabelled namespace: bundle follows the pod", func(t *testing.T) {
 		env.CreateNamespace(t, "ctl-optin", nil)
-		p, err := env.Clientset.CoreV1().Pods("ctl-optin").Create(ctx, pod("ctl-optin", "app", map[string]string{annotations.Inject: "true", annotations.Upstreams: "preference.ctl-labelled.svc:8443@9001"}), metav1.CreateOptions{})
+		p, err := env.Clientset.CoreV1().Pods("ctl-optin").Create(ctx, pod("ctl-optin", "app", map[string]string{contract.Inject: "true", contract.Upstreams: "preference.ctl-labelled.svc:8443@9001"}), metav1.CreateOptions{})
 		if err != nil || sidecars(p) != 1 {
 			t.Fatalf("not injected: %v", err)
 		}
@@ -105,7 +104,7 @@ func TestController(t *testing.T) {
 
 	t.Run("pod that missed injection gets a Warning event", func(t *testing.T) {
 		env.CreateNamespace(t, "ctl-late", nil)
-		if _, err := env.Clientset.CoreV1().Pods("ctl-late").Create(ctx, pod("ctl-late", "early", map[string]string{annotations.Inbound: "8443:8080"}), metav1.CreateOptions{}); err != nil {
+		if _, err := env.Clientset.CoreV1().Pods("ctl-late").Create(ctx, pod("ctl-late", "early", map[string]string{contract.Inbound: "8443:8080"}), metav1.CreateOptions{}); err != nil {
 			t.Fatal(err)
 		}
 		// Labelling the namespace afterwards leaves an uninjected pod behind.
@@ -113,7 +112,7 @@ func TestController(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		ns.Labels[annotations.Inject] = annotations.NamespaceEnabled
+		ns.Labels[contract.Inject] = contract.NamespaceEnabled
 		if _, err := env.Clientset.CoreV1().Namespaces().Update(ctx, ns, metav1.UpdateOptions{}); err != nil {
 			t.Fatal(err)
 		}
@@ -144,7 +143,7 @@ func TestController(t *testing.T) {
 		if _, err := env.Clientset.CoreV1().Services(ns).Create(ctx, svc, metav1.CreateOptions{}); err != nil {
 			t.Fatal(err)
 		}
-		p := pod(ns, "preference-0", map[string]string{annotations.Inbound: "8443:8080"})
+		p := pod(ns, "preference-0", map[string]string{contract.Inbound: "8443:8080"})
 		p.Labels = map[string]string{"app": "preference"}
 		p, err := env.Clientset.CoreV1().Pods(ns).Create(ctx, p, metav1.CreateOptions{})
 		if err != nil {
@@ -207,7 +206,7 @@ func TestController(t *testing.T) {
 	t.Run("pod admitted while the controller was down is reported after restart", func(t *testing.T) {
 		// failurePolicy Ignore admits the opt-in pod without a sidecar...
 		p, err := env.Clientset.CoreV1().Pods("ctl-optin").Create(ctx, pod("ctl-optin", "while-down",
-			map[string]string{annotations.Inject: "true", annotations.Inbound: "8443:8080"}), metav1.CreateOptions{})
+			map[string]string{contract.Inject: "true", contract.Inbound: "8443:8080"}), metav1.CreateOptions{})
 		if err != nil || sidecars(p) != 0 {
 			t.Fatalf("want an uninjected pod admitted: %v", err)
 		}
@@ -242,11 +241,11 @@ func waitEvent(t *testing.T, env *kubetest.Env, ns, podName string) {
 func waitBundle(t *testing.T, env *kubetest.Env, ns string, roots []byte) {
 	t.Helper()
 	poll.Eventually(t, time.Minute, "trust bundle in "+ns, func() (bool, string) {
-		cm, err := env.Clientset.CoreV1().ConfigMaps(ns).Get(t.Context(), inject.TrustBundleConfigMap, metav1.GetOptions{})
+		cm, err := env.Clientset.CoreV1().ConfigMaps(ns).Get(t.Context(), contract.TrustBundleConfigMap, metav1.GetOptions{})
 		if err != nil {
 			return false, err.Error()
 		}
-		return cm.Data[inject.TrustBundleKey] == string(roots), "ca.crt differs from the CA's roots"
+		return cm.Data[contract.TrustBundleKey] == string(roots), "ca.crt differs from the CA's roots"
 	})
 }
 

@@ -9,10 +9,10 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/podtls/podtls/contract"
 	"github.com/podtls/podtls/controller/options"
 	"github.com/podtls/podtls/internal/kubetest"
 	"github.com/podtls/podtls/internal/testctl"
-	"github.com/podtls/podtls/webhook/annotations"
 )
 
 // TestTwoReplicas starts two controllers at the same moment, as a Deployment
@@ -74,6 +74,6 @@ func TestTwoReplicas(t *testing.T) {
 	if err := replicas[0].ctl.Stop(); err != nil {
 		t.Errorf("controller.Run: %v", err)
 	}
-	env.CreateNamespace(t, "ha-labelled", map[string]string{annotations.Inject: annotations.NamespaceEnabled})
+	env.CreateNamespace(t, "ha-labelled", map[string]string{contract.Inject: contract.NamespaceEnabled})
 	waitBundle(t, env, "ha-labelled", roots)
 }

@@ -21,10 +21,10 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 	ctrlwebhook "sigs.k8s.io/controller-runtime/pkg/webhook"
 
+	"github.com/podtls/podtls/contract"
 	"github.com/podtls/podtls/internal/kubetest"
 	"github.com/podtls/podtls/internal/poll"
 	"github.com/podtls/podtls/webhook"
-	"github.com/podtls/podtls/webhook/annotations"
 	"github.com/podtls/podtls/webhook/inject"
 	"github.com/podtls/podtls/webhook/webhookconfig"
 )
@@ -45,7 +45,7 @@ func pod(ns, name string, ann map[string]string) *corev1.Pod {
 func sidecars(p *corev1.Pod) int {
 	n := 0
 	for _, c := range append(append([]corev1.Container{}, p.Spec.InitContainers...), p.Spec.Containers...) {
-		if c.Name == inject.ContainerName {
+		if c.Name == contract.ContainerName {
 			n++
 		}
 	}
@@ -138,7 +138,7 @@ func TestAdmission(t *testing.T) {
 	opts := webhookconfig.DefaultOptions()
 	env := kubetest.Start(t, kubetest.WithMutatingWebhooks(webhookconfig.MutatingWebhookConfiguration(opts)))
 	ctx := t.Context()
-	env.CreateNamespace(t, labelledNS, map[string]string{annotations.Inject: annotations.NamespaceEnabled})
+	env.CreateNamespace(t, labelledNS, map[string]string{contract.Inject: contract.NamespaceEnabled})
 	env.CreateNamespace(t, unlabelledNS, nil)
 	if _, err := env.Clientset.CoreV1().ServiceAccounts("kube-system").Create(ctx,
 		&corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "default"}}, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
@@ -149,14 +149,14 @@ func TestAdmission(t *testing.T) {
 
 	t.Run("labelled namespace, client-go: injected once despite reinvocation", func(t *testing.T) {
 		before := admissionsCount(t, webhook.ResultSkipped, string(inject.ReasonAlreadyInjected))
-		p, err := pods.Pods(labelledNS).Create(ctx, pod(labelledNS, "client-go", map[string]string{annotations.Inbound: "8443:8080"}), metav1.CreateOptions{})
+		p, err := pods.Pods(labelledNS).Create(ctx, pod(labelledNS, "client-go", map[string]string{contract.Inbound: "8443:8080"}), metav1.CreateOptions{})
 		if err != nil {
 			t.Fatalf("create: %v", err)
 		}
-		if n := sidecars(p); n != 1 || p.Spec.InitContainers[0].Name != inject.ContainerName {
+		if n := sidecars(p); n != 1 || p.Spec.InitContainers[0].Name != contract.ContainerName {
 			t.Fatalf("want exactly one native sidecar first, got %d: %+v", n, p.Spec.InitContainers)
 		}
-		if p.Annotations[annotations.Status] == "" {
+		if p.Annotations[contract.Status] == "" {
 			t.Error("no status annotation")
 		}
 		// The ServiceAccount plugin mounted its token into our sidecar too, which
@@ -198,7 +198,7 @@ spec:
 		}
 		got, err := env.Kubectl(ctx, "get", "pod", "-n", labelledNS, "kubectl", "-o",
 			"jsonpath={.spec.initContainers[*].name}/{.spec.initContainers[0].restartPolicy}")
-		if err != nil || got != inject.ContainerName+"/Always" {
+		if err != nil || got != contract.ContainerName+"/Always" {
 			t.Errorf("kubectl get: %q, %v", got, err)
 		}
 	})
@@ -218,15 +218,15 @@ spec:
 	})
 
 	t.Run("labelled namespace, pod opts out", func(t *testing.T) {
-		p, err := pods.Pods(labelledNS).Create(ctx, pod(labelledNS, "opt-out", map[string]string{annotations.Inject: "false"}), metav1.CreateOptions{})
-		if err != nil || sidecars(p) != 0 || p.Annotations[annotations.Status] != "" {
+		p, err := pods.Pods(labelledNS).Create(ctx, pod(labelledNS, "opt-out", map[string]string{contract.Inject: "false"}), metav1.CreateOptions{})
+		if err != nil || sidecars(p) != 0 || p.Annotations[contract.Status] != "" {
 			t.Fatalf("want untouched pod: err=%v sidecars=%d", err, sidecars(p))
 		}
 	})
 
 	t.Run("unlabelled namespace, pod opts in", func(t *testing.T) {
 		p, err := pods.Pods(unlabelledNS).Create(ctx, pod(unlabelledNS, "opt-in",
-			map[string]string{annotations.Inject: "true", annotations.Upstreams: "preference.demo.svc:8443@9001"}), metav1.CreateOptions{})
+			map[string]string{contract.Inject: "true", contract.Upstreams: "preference.demo.svc:8443@9001"}), metav1.CreateOptions{})
 		if err != nil || sidecars(p) != 1 {
 			t.Fatalf("want injected pod: err=%v sidecars=%d", err, sidecars(p))
 		}
@@ -241,37 +241,37 @@ spec:
 
 	t.Run("legacy mode accepted by the API server", func(t *testing.T) {
 		p, err := pods.Pods(labelledNS).Create(ctx, pod(labelledNS, "legacy", map[string]string{
-			annotations.SidecarMode: annotations.SidecarModeLegacy, annotations.Inbound: "8443:8080"}), metav1.CreateOptions{})
+			contract.SidecarMode: string(contract.SidecarModeLegacy), contract.Inbound: "8443:8080"}), metav1.CreateOptions{})
 		if err != nil {
 			t.Fatalf("create: %v", err)
 		}
-		if sidecars(p) != 1 || p.Spec.Containers[0].Name != inject.ContainerName || p.Spec.Containers[0].Lifecycle == nil ||
-			p.Annotations[annotations.DefaultContainer] != "app" {
+		if sidecars(p) != 1 || p.Spec.Containers[0].Name != contract.ContainerName || p.Spec.Containers[0].Lifecycle == nil ||
+			p.Annotations[contract.DefaultContainer] != "app" {
 			t.Fatalf("want the sidecar as first container with a postStart hook: %+v", p.Spec.Containers)
 		}
 	})
 
 	t.Run("external hosts: optional Secret volume", func(t *testing.T) {
 		p, err := pods.Pods(labelledNS).Create(ctx, pod(labelledNS, "external", map[string]string{
-			annotations.ExternalHosts: "shop.example.com", annotations.Inbound: "8443:8080"}), metav1.CreateOptions{})
+			contract.ExternalHosts: "shop.example.com", contract.Inbound: "8443:8080"}), metav1.CreateOptions{})
 		if err != nil {
 			t.Fatalf("create: %v", err)
 		}
-		want := inject.ExternalSecretName([]string{"shop.example.com"})
-		if p.Annotations[annotations.ExternalSecret] != want {
-			t.Errorf("external secret annotation %q, want %q", p.Annotations[annotations.ExternalSecret], want)
+		want := contract.ExternalSecretName([]string{"shop.example.com"})
+		if p.Annotations[contract.ExternalSecret] != want {
+			t.Errorf("external secret annotation %q, want %q", p.Annotations[contract.ExternalSecret], want)
 		}
 	})
 
 	t.Run("system namespace untouched", func(t *testing.T) {
-		p, err := pods.Pods("kube-system").Create(ctx, pod("kube-system", "system", map[string]string{annotations.Inject: "true"}), metav1.CreateOptions{})
+		p, err := pods.Pods("kube-system").Create(ctx, pod("kube-system", "system", map[string]string{contract.Inject: "true"}), metav1.CreateOptions{})
 		if err != nil || sidecars(p) != 0 {
 			t.Fatalf("want untouched pod: err=%v sidecars=%d", err, sidecars(p))
 		}
 	})
 
 	t.Run("bad annotation denied with the annotation named", func(t *testing.T) {
-		_, err := pods.Pods(labelledNS).Create(ctx, pod(labelledNS, "bad", map[string]string{annotations.Upstreams: "preference.demo.svc@9001"}), metav1.CreateOptions{})
+		_, err := pods.Pods(labelledNS).Create(ctx, pod(labelledNS, "bad", map[string]string{contract.Upstreams: "preference.demo.svc@9001"}), metav1.CreateOptions{})
 		if err == nil || !strings.Contains(err.Error(), "annotation podtls.io/upstreams") || !strings.Contains(err.Error(), "HOST:PORT@LOCALPORT") {
 			t.Fatalf("want denial naming podtls.io/upstreams, got %v", err)
 		}
@@ -287,12 +287,12 @@ spec:
 
 	t.Run("controller down: labelled namespace refuses, others admit", func(t *testing.T) {
 		stop()
-		_, err := pods.Pods(labelledNS).Create(ctx, pod(labelledNS, "while-down", map[string]string{annotations.Inbound: "8443:8080"}), metav1.CreateOptions{})
+		_, err := pods.Pods(labelledNS).Create(ctx, pod(labelledNS, "while-down", map[string]string{contract.Inbound: "8443:8080"}), metav1.CreateOptions{})
 		if err == nil || !strings.Contains(err.Error(), webhookconfig.LabelledWebhook) {
 			t.Fatalf("labelled namespace admitted a pod without the webhook: %v", err)
 		}
 		p, err := pods.Pods(unlabelledNS).Create(ctx, pod(unlabelledNS, "while-down",
-			map[string]string{annotations.Inject: "true", annotations.Inbound: "8443:8080"}), metav1.CreateOptions{})
+			map[string]string{contract.Inject: "true", contract.Inbound: "8443:8080"}), metav1.CreateOptions{})
 		if err != nil {
 			t.Fatalf("failurePolicy Ignore should admit: %v", err)
 		}

@@ -10,11 +10,13 @@ const module = "github.com/podtls/podtls"
 
 // rules: no package matched by pkgs may depend, directly or not, on a
 // forbidden package: an import path, or a tree written "path/...".
-var rules = []struct {
+type rule struct {
 	name      string
 	pkgs      string
 	forbidden []string
-}{
+}
+
+var rules = []rule{
 	{
 		// The CLI runs on laptops: it must not link the controller's manager,
 		// lego's DNS providers or cloud SDKs (issue #12: 4m20s cold build).
@@ -45,6 +47,19 @@ var rules = []struct {
 			"sigs.k8s.io/controller-runtime/...",
 		},
 	},
+}
+
+// rooms: the packages below the composition root never import the webhook,
+// the controller or the CLI; the shared nouns import no room at all.
+func init() {
+	up := []string{module + "/webhook/...", module + "/controller/...", module + "/cli/..."}
+	for _, room := range []string{"/ca/...", "/acme/...", "/sidecar/..."} {
+		rules = append(rules, rule{room + " points down", module + room, up})
+	}
+	for _, noun := range []string{"/contract/...", "/identity/...", "/ca/signapi/..."} {
+		rules = append(rules, rule{noun + " is a shared noun", module + noun, append([]string{module + "/ca",
+			module + "/ca/server/...", module + "/acme/...", module + "/sidecar/...", "k8s.io/...", "sigs.k8s.io/..."}, up...)})
+	}
 }
 
 func TestImportRules(t *testing.T) {

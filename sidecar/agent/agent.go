@@ -34,12 +34,9 @@ import (
 	"github.com/podtls/podtls/sidecar/tlsconfig"
 )
 
-// EnvTrustRoots names the environment variable with extra PEM roots used to
-// verify the CA's HTTPS endpoint (the webhook injects the current roots, so a
-// pod can bootstrap before the trust-bundle ConfigMap reaches its namespace).
-const EnvTrustRoots = "PODTLS_TRUST_ROOTS"
-
-// ParseEnvRoots parses the value of EnvTrustRoots; empty means none.
+// ParseEnvRoots parses the value of contract.EnvTrustRoots (extra PEM roots the
+// webhook injects so the agent can verify the CA before the trust-bundle
+// ConfigMap reaches the namespace); empty means none.
 func ParseEnvRoots(s string) ([]*x509.Certificate, error) {
 	if strings.TrimSpace(s) == "" {
 		return nil, nil

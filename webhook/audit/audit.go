@@ -23,12 +23,12 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
-	"github.com/podtls/podtls/webhook/annotations"
+	"github.com/podtls/podtls/contract"
 	"github.com/podtls/podtls/webhook/inject"
 )
 
 // EventReason is the reason of the Warning Event on an uninjected pod.
-const EventReason = annotations.EventNotInjected
+const EventReason = contract.EventNotInjected
 
 var notInjected = prometheus.NewGauge(prometheus.GaugeOpts{
 	Name: "podtls_pods_not_injected",
@@ -68,7 +68,7 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 	labelChanged := predicate.Funcs{
 		CreateFunc: func(event.CreateEvent) bool { return false },
 		UpdateFunc: func(e event.UpdateEvent) bool {
-			return e.ObjectOld.GetLabels()[annotations.Inject] != e.ObjectNew.GetLabels()[annotations.Inject]
+			return e.ObjectOld.GetLabels()[contract.Inject] != e.ObjectNew.GetLabels()[contract.Inject]
 		},
 		DeleteFunc:  func(event.DeleteEvent) bool { return false },
 		GenericFunc: func(event.GenericEvent) bool { return false },

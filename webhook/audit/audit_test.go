@@ -14,23 +14,23 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
-	"github.com/podtls/podtls/webhook/annotations"
+	"github.com/podtls/podtls/contract"
 	"github.com/podtls/podtls/webhook/inject"
 )
 
 func TestReconcile(t *testing.T) {
-	labelled := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "demo", Labels: map[string]string{annotations.Inject: "enabled"}}}
+	labelled := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "demo", Labels: map[string]string{contract.Inject: "enabled"}}}
 	plain := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "plain"}}
 	pod := func(ns, name string, ann map[string]string, init ...corev1.Container) *corev1.Pod {
 		return &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, Annotations: ann},
 			Spec: corev1.PodSpec{InitContainers: init, Containers: []corev1.Container{{Name: "app"}}}}
 	}
-	listens := map[string]string{annotations.Inbound: "8443:8080"}
+	listens := map[string]string{contract.Inbound: "8443:8080"}
 	missed := pod("demo", "missed", listens)
-	optInMissed := pod("plain", "optin", map[string]string{annotations.Inject: "true", annotations.Upstreams: "a.b.svc:1@2"})
+	optInMissed := pod("plain", "optin", map[string]string{contract.Inject: "true", contract.Upstreams: "a.b.svc:1@2"})
 	noListeners := pod("demo", "idle", nil) // not injectable: nothing to report
-	injected := pod("demo", "ok", nil, corev1.Container{Name: inject.ContainerName})
-	optOut := pod("demo", "out", map[string]string{annotations.Inject: "false"})
+	injected := pod("demo", "ok", nil, corev1.Container{Name: contract.ContainerName})
+	optOut := pod("demo", "out", map[string]string{contract.Inject: "false"})
 	done := pod("demo", "done", nil)
 	done.Status.Phase = corev1.PodSucceeded
 

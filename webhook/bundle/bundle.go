@@ -23,23 +23,20 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
-	"github.com/podtls/podtls/webhook/annotations"
-	"github.com/podtls/podtls/webhook/inject"
+	"github.com/podtls/podtls/contract"
 )
 
 // Resync is how often every namespace is checked again, which also spreads a
 // rotated root (the Bundle function's new value) without a watch on the CA.
 const Resync = 5 * time.Minute
 
-// ManagedByLabel marks the ConfigMaps this distributor owns.
-const ManagedByLabel = "app.kubernetes.io/managed-by"
-
 // Distributor is the reconciler. RBAC: namespaces get/list/watch; pods
 // list/watch; configmaps get/list/watch/create/update.
 type Distributor struct {
 	Client client.Client
 	// APIReader reads around the cache, which only holds ConfigMaps carrying
-	// ManagedByLabel: a same-named ConfigMap made by hand is adopted through it.
+	// contract.ManagedByLabel: a same-named ConfigMap made by hand (or labelled
+	// by an older podtls) is adopted through it.
 	APIReader client.Reader
 	// Bundle returns the current roots PEM.
 	Bundle func() []byte
@@ -58,14 +55,14 @@ func (d *Distributor) SetupWithManager(mgr ctrl.Manager) error {
 	// updates (frequent) and deletions (the ConfigMap stays) cannot.
 	injected := predicate.Funcs{
 		CreateFunc: func(e event.CreateEvent) bool {
-			_, ok := e.Object.GetAnnotations()[annotations.Status]
+			_, ok := e.Object.GetAnnotations()[contract.Status]
 			return ok
 		},
 		UpdateFunc:  func(event.UpdateEvent) bool { return false },
 		DeleteFunc:  func(event.DeleteEvent) bool { return false },
 		GenericFunc: func(event.GenericEvent) bool { return false },
 	}
-	ours := predicate.NewPredicateFuncs(func(o client.Object) bool { return o.GetName() == inject.TrustBundleConfigMap })
+	ours := predicate.NewPredicateFuncs(func(o client.Object) bool { return o.GetName() == contract.TrustBundleConfigMap })
 	return ctrl.NewControllerManagedBy(mgr).
 		Named("trust-bundle").
 		For(&corev1.Namespace{}).
@@ -98,13 +95,13 @@ func (d *Distributor) Reconcile(ctx context.Context, req reconcile.Request) (rec
 		return reconcile.Result{RequeueAfter: 10 * time.Second}, nil
 	}
 	cm := &corev1.ConfigMap{}
-	key := types.NamespacedName{Namespace: ns.Name, Name: inject.TrustBundleConfigMap}
+	key := types.NamespacedName{Namespace: ns.Name, Name: contract.TrustBundleConfigMap}
 	switch err := d.Client.Get(ctx, key, cm); {
 	case apierrors.IsNotFound(err):
 		cm = &corev1.ConfigMap{
-			ObjectMeta: metav1.ObjectMeta{Namespace: ns.Name, Name: inject.TrustBundleConfigMap,
-				Labels: map[string]string{ManagedByLabel: "podtls"}},
-			Data: map[string]string{inject.TrustBundleKey: string(bundle)},
+			ObjectMeta: metav1.ObjectMeta{Namespace: ns.Name, Name: contract.TrustBundleConfigMap,
+				Labels: map[string]string{contract.ManagedByLabel: contract.ManagedByValue}},
+			Data: map[string]string{contract.TrustBundleKey: string(bundle)},
 		}
 		err := d.Client.Create(ctx, cm)
 		if apierrors.IsAlreadyExists(err) && d.APIReader != nil {
@@ -116,11 +113,11 @@ func (d *Distributor) Reconcile(ctx context.Context, req reconcile.Request) (rec
 		log.Info("trust bundle created", "namespace", ns.Name)
 	case err != nil:
 		return reconcile.Result{}, fmt.Errorf("get trust bundle in %s: %w", ns.Name, err)
-	case !bytes.Equal([]byte(cm.Data[inject.TrustBundleKey]), bundle):
+	case !bytes.Equal([]byte(cm.Data[contract.TrustBundleKey]), bundle):
 		if cm.Data == nil {
 			cm.Data = map[string]string{}
 		}
-		cm.Data[inject.TrustBundleKey] = string(bundle)
+		cm.Data[contract.TrustBundleKey] = string(bundle)
 		if err := d.Client.Update(ctx, cm); err != nil {
 			return reconcile.Result{}, fmt.Errorf("update trust bundle in %s: %w", ns.Name, err)
 		}
@@ -138,11 +135,11 @@ func (d *Distributor) adopt(ctx context.Context, key types.NamespacedName, bundl
 	if cm.Labels == nil {
 		cm.Labels = map[string]string{}
 	}
-	cm.Labels[ManagedByLabel] = "podtls"
+	cm.Labels[contract.ManagedByLabel] = contract.ManagedByValue
 	if cm.Data == nil {
 		cm.Data = map[string]string{}
 	}
-	cm.Data[inject.TrustBundleKey] = string(bundle)
+	cm.Data[contract.TrustBundleKey] = string(bundle)
 	if err := d.Client.Update(ctx, cm); err != nil {
 		return fmt.Errorf("adopt trust bundle %s: %w", key, err)
 	}
@@ -152,7 +149,7 @@ func (d *Distributor) adopt(ctx context.Context, key types.NamespacedName, bundl
 
 // wanted: the namespace is labelled enabled or holds at least one injected pod.
 func (d *Distributor) wanted(ctx context.Context, ns *corev1.Namespace) (bool, error) {
-	if ns.Labels[annotations.Inject] == annotations.NamespaceEnabled {
+	if ns.Labels[contract.Inject] == contract.NamespaceEnabled {
 		return true, nil
 	}
 	// Full pods, from the same informer the injection audit uses.
@@ -161,7 +158,7 @@ func (d *Distributor) wanted(ctx context.Context, ns *corev1.Namespace) (bool, e
 		return false, fmt.Errorf("list pods of %s: %w", ns.Name, err)
 	}
 	return slices.ContainsFunc(pods.Items, func(p corev1.Pod) bool {
-		_, ok := p.Annotations[annotations.Status]
+		_, ok := p.Annotations[contract.Status]
 		return ok
 	}), nil
 }

@@ -11,48 +11,9 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/podtls/podtls/ca/signapi"
+	"github.com/podtls/podtls/contract"
 	"github.com/podtls/podtls/identity"
 )
-
-// SidecarMode says how the sidecar container is placed in the pod.
-type SidecarMode string
-
-// The sidecar modes. Native needs Kubernetes >= 1.29.
-const (
-	ModeNative SidecarMode = "native"
-	ModeLegacy SidecarMode = "legacy"
-)
-
-// Names and paths of the pod layout the webhook renders. The sidecar and the docs
-// rely on them; changing one is a breaking change.
-const (
-	ContainerName = "podtls-sidecar"
-
-	CertsVolume          = "podtls-certs"
-	TrustVolume          = "podtls-trust"
-	TokenVolume          = "podtls-token"
-	CertsDir             = "/var/run/podtls/certs"
-	TrustDir             = "/var/run/podtls/trust"
-	TrustFile            = TrustDir + "/ca.crt"
-	TokenDir             = "/var/run/secrets/podtls/token"
-	TokenFile            = TokenDir + "/token"
-	ExternalDir          = "/var/run/podtls/external"
-	TrustBundleConfigMap = "podtls-trust-bundle"
-	TrustBundleKey       = "ca.crt"
-
-	// TokenExpirationSeconds is the lifetime of the projected token; kubelet
-	// refreshes it at 80 %.
-	TokenExpirationSeconds = 3600
-
-	AdminPort = 15000
-
-	// EnvTrustRoots carries the current roots PEM so a pod can verify the CA
-	// before the trust-bundle ConfigMap reaches its namespace.
-	EnvTrustRoots = "PODTLS_TRUST_ROOTS"
-)
-
-// SystemNamespaces never get a sidecar, whatever their labels say.
-var SystemNamespaces = []string{"kube-system", "kube-public", "kube-node-lease"}
 
 // Config is everything Inject needs besides the pod. It holds no secrets.
 type Config struct {
@@ -69,7 +30,7 @@ type Config struct {
 	// TrustRootsPEM is the current roots bundle, injected as env PODTLS_TRUST_ROOTS.
 	TrustRootsPEM string
 	// SidecarMode is the default mode; a pod annotation may override it.
-	SidecarMode SidecarMode
+	SidecarMode contract.Placement
 	// Template is the sidecar container as data: image, pull policy, resources and
 	// security context. Inject fills in name, args, env, ports, probes and mounts.
 	Template corev1.Container
@@ -77,6 +38,11 @@ type Config struct {
 	// block until the sidecar's /readyz answers 200 (kubelet starts the next
 	// container only after the hook returns).
 	LegacyWaitCommand []string
+}
+
+// Defaults are the parts of the config contract.Parse needs.
+func (c Config) Defaults() contract.Defaults {
+	return contract.Defaults{TrustDomain: c.TrustDomain, ClusterDomain: c.ClusterDomain, SidecarMode: c.SidecarMode}
 }
 
 // DefaultConfig returns the defaults the controller's flags start from.
@@ -87,10 +53,10 @@ func DefaultConfig() Config {
 		TrustDomain:         identity.DefaultTrustDomain,
 		ClusterDomain:       identity.DefaultClusterDomain,
 		CAURL:               "https://podtls-controller.podtls-system.svc:8443",
-		SidecarMode:         ModeNative,
+		SidecarMode:         contract.SidecarModeNative,
 		Template:            DefaultTemplate("ghcr.io/podtls/podtls-sidecar:dev"),
 		LegacyWaitCommand: []string{"/podtls-sidecar", "wait-ready",
-			"--admin", fmt.Sprintf("127.0.0.1:%d", AdminPort), "--timeout", "120s"},
+			"--admin", fmt.Sprintf("127.0.0.1:%d", contract.AdminPort), "--timeout", "120s"},
 	}
 }
 
@@ -133,11 +99,11 @@ func (c Config) Validate() error {
 		return fmt.Errorf("inject config: CA URL is empty")
 	}
 	switch c.SidecarMode {
-	case ModeNative, ModeLegacy:
+	case contract.SidecarModeNative, contract.SidecarModeLegacy:
 	default:
 		return fmt.Errorf("inject config: sidecar mode %q: want native or legacy", c.SidecarMode)
 	}
-	if c.SidecarMode == ModeLegacy && len(c.LegacyWaitCommand) == 0 {
+	if c.SidecarMode == contract.SidecarModeLegacy && len(c.LegacyWaitCommand) == 0 {
 		return fmt.Errorf("inject config: legacy mode needs a wait command")
 	}
 	return nil

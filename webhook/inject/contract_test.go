@@ -4,8 +4,8 @@ import (
 	"io"
 	"testing"
 
+	"github.com/podtls/podtls/contract"
 	sidecarconfig "github.com/podtls/podtls/sidecar/options"
-	"github.com/podtls/podtls/webhook/annotations"
 )
 
 // TestArgsParseBySidecar feeds the rendered command lines to the sidecar's own
@@ -13,16 +13,16 @@ import (
 func TestArgsParseBySidecar(t *testing.T) {
 	cfg := testConfig()
 	for name, ann := range map[string]map[string]string{
-		"inbound only":  {annotations.Inbound: "8443:8080"},
-		"outbound only": {annotations.Upstreams: "a.demo.svc:8443@9001"},
+		"inbound only":  {contract.Inbound: "8443:8080"},
+		"outbound only": {contract.Upstreams: "a.demo.svc:8443@9001"},
 		"everything": {
-			annotations.Inbound:       "8443:8080,9443:9090",
-			annotations.Upstreams:     "a.demo.svc:8443@9001#spiffe://cluster.local/ns/demo/sa/a,b.other.svc:443@9002",
-			annotations.ExternalHosts: "shop.example.com,*.shop.example.com",
-			annotations.Allow:         "spiffe://cluster.local/ns/demo/sa/c,spiffe://cluster.local/ns/ops/*",
-			annotations.DNSNames:      "a.demo.svc",
-			annotations.Mode:          "http",
-			annotations.CertTTL:       "36h",
+			contract.Inbound:       "8443:8080,9443:9090",
+			contract.Upstreams:     "a.demo.svc:8443@9001#spiffe://cluster.local/ns/demo/sa/a,b.other.svc:443@9002",
+			contract.ExternalHosts: "shop.example.com,*.shop.example.com",
+			contract.Allow:         "spiffe://cluster.local/ns/demo/sa/c,spiffe://cluster.local/ns/ops/*",
+			contract.DNSNames:      "a.demo.svc",
+			contract.Mode:          "http",
+			contract.CertTTL:       "36h",
 		},
 	} {
 		t.Run(name, func(t *testing.T) {

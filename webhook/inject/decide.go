@@ -3,10 +3,11 @@ package inject
 import (
 	"fmt"
 	"slices"
+	"strconv"
 
 	corev1 "k8s.io/api/core/v1"
 
-	"github.com/podtls/podtls/webhook/annotations"
+	"github.com/podtls/podtls/contract"
 )
 
 // ReasonCode is a stable, machine-readable reason for a decision. The same codes
@@ -65,7 +66,7 @@ func Decide(pod *corev1.Pod, ns *corev1.Namespace, cfg Config) Decision {
 		nsName = ns.Name
 		nsLabels = ns.Labels
 	}
-	if slices.Contains(SystemNamespaces, nsName) {
+	if slices.Contains(contract.SystemNamespaces, nsName) {
 		return Decision{Reasons: []ReasonCode{ReasonSystemNamespace}}
 	}
 	if nsName != "" && nsName == cfg.ControllerNamespace {
@@ -81,24 +82,24 @@ func Decide(pod *corev1.Pod, ns *corev1.Namespace, cfg Config) Decision {
 	}
 
 	var d Decision
-	switch v, set := pod.Annotations[annotations.Inject]; {
+	switch v, set := pod.Annotations[contract.Inject]; {
 	case !set:
-		switch nv := nsLabels[annotations.Inject]; nv {
-		case annotations.NamespaceEnabled:
+		switch nv := nsLabels[contract.Inject]; nv {
+		case contract.NamespaceEnabled:
 			d = Decision{Inject: true, Reasons: []ReasonCode{ReasonNamespaceEnabled}}
-		case annotations.NamespaceDisabled:
+		case contract.NamespaceDisabled:
 			d = Decision{Reasons: []ReasonCode{ReasonNamespaceDisabled}}
 		case "":
 			d = Decision{Reasons: []ReasonCode{ReasonNotEnabled}}
 		default:
 			// A typo on the namespace must not break every pod in it: skip and warn.
 			d = Decision{Reasons: []ReasonCode{ReasonInvalidNamespaceVal},
-				Warnings: []string{"namespace label " + annotations.Inject + "=" + nv +
+				Warnings: []string{"namespace label " + contract.Inject + "=" + nv +
 					" is neither \"enabled\" nor \"disabled\": pod not injected"}}
 		}
-	case v == annotations.PodEnabled:
+	case v == contract.PodEnabled:
 		d = Decision{Inject: true, Reasons: []ReasonCode{ReasonPodEnabled}}
-	case v == annotations.PodDisabled:
+	case v == contract.PodDisabled:
 		d = Decision{Reasons: []ReasonCode{ReasonPodDisabled}}
 	default:
 		return Decision{Invalid: true, Reasons: []ReasonCode{ReasonInvalidInject}}
@@ -111,28 +112,28 @@ func Decide(pod *corev1.Pod, ns *corev1.Namespace, cfg Config) Decision {
 	if d.Inject && pod.Spec.HostNetwork {
 		return Decision{Reasons: []ReasonCode{ReasonHostNetwork},
 			Warnings: []string{"podtls: pod uses hostNetwork; the sidecar is not injected " +
-				"(its ports would bind on the node). Set " + annotations.Inject + ": \"false\" to silence this warning"}}
+				"(its ports would bind on the node). Set " + contract.Inject + ": \"false\" to silence this warning"}}
 	}
 	// The sidecar's certificate is only usable through its listeners (the app
 	// never sees it), and podtls-sidecar refuses to start without one.
-	if d.Inject && len(splitList(pod.Annotations[annotations.Inbound])) == 0 && len(splitList(pod.Annotations[annotations.Upstreams])) == 0 {
+	if d.Inject && len(contract.SplitList(pod.Annotations[contract.Inbound])) == 0 && len(contract.SplitList(pod.Annotations[contract.Upstreams])) == 0 {
 		return Decision{Reasons: []ReasonCode{ReasonNoListeners},
 			Warnings: []string{fmt.Sprintf("podtls: pod not injected: set %s and/or %s to say which traffic the sidecar handles",
-				annotations.Inbound, annotations.Upstreams)}}
+				contract.Inbound, contract.Upstreams)}}
 	}
 	return d
 }
 
 // InvalidInjectMessage is the denial message for an unknown podtls.io/inject value.
 func InvalidInjectMessage(pod *corev1.Pod) string {
-	return "annotation " + annotations.Inject + ": got " + quote(pod.Annotations[annotations.Inject]) +
+	return "annotation " + contract.Inject + ": got " + strconv.Quote(pod.Annotations[contract.Inject]) +
 		`, want "true" or "false"`
 }
 
 // HasSidecar reports whether the pod already has the podtls sidecar, as a native
 // sidecar or as a legacy container.
 func HasSidecar(pod *corev1.Pod) bool {
-	isOurs := func(c corev1.Container) bool { return c.Name == ContainerName }
+	isOurs := func(c corev1.Container) bool { return c.Name == contract.ContainerName }
 	return slices.ContainsFunc(pod.Spec.InitContainers, isOurs) || slices.ContainsFunc(pod.Spec.Containers, isOurs)
 }
 

@@ -14,13 +14,13 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/utils/ptr"
 
-	"github.com/podtls/podtls/webhook/annotations"
+	"github.com/podtls/podtls/contract"
 )
 
 // Status is the JSON value of the podtls.io/status annotation.
 type Status struct {
-	Version string      `json:"version"`
-	Mode    SidecarMode `json:"mode"`
+	Version string             `json:"version"`
+	Mode    contract.Placement `json:"mode"`
 	// Hash covers the spec and the configuration that shaped the sidecar, so a
 	// status command can tell pods injected from an older configuration.
 	Hash string `json:"hash"`
@@ -29,7 +29,7 @@ type Status struct {
 // Inject adds the sidecar described by spec to pod, in place. The caller has
 // called Decide (Inject true) and Parse. It fails without touching the pod when
 // the pod already uses one of podtls's volume names.
-func Inject(pod *corev1.Pod, spec Spec, cfg Config) error {
+func Inject(pod *corev1.Pod, spec contract.Spec, cfg Config) error {
 	mode := spec.SidecarMode
 	if mode == "" {
 		mode = cfg.SidecarMode
@@ -46,7 +46,7 @@ func Inject(pod *corev1.Pod, spec Spec, cfg Config) error {
 	}
 	status, err := json.Marshal(Status{Version: cfg.Version, Mode: mode, Hash: hash})
 	if err != nil {
-		return fmt.Errorf("encode %s: %w", annotations.Status, err)
+		return fmt.Errorf("encode %s: %w", contract.Status, err)
 	}
 
 	c := sidecar(spec, cfg)
@@ -55,14 +55,14 @@ func Inject(pod *corev1.Pod, spec Spec, cfg Config) error {
 		pod.Annotations = map[string]string{}
 	}
 	switch mode {
-	case ModeLegacy:
+	case contract.SidecarModeLegacy:
 		// kubelet starts regular containers in order and runs each postStart hook
 		// before starting the next container: the hook blocks until /readyz.
 		c.Lifecycle = &corev1.Lifecycle{PostStart: &corev1.LifecycleHandler{
 			Exec: &corev1.ExecAction{Command: slices.Clone(cfg.LegacyWaitCommand)},
 		}}
-		if _, set := pod.Annotations[annotations.DefaultContainer]; !set && len(pod.Spec.Containers) > 0 {
-			pod.Annotations[annotations.DefaultContainer] = pod.Spec.Containers[0].Name
+		if _, set := pod.Annotations[contract.DefaultContainer]; !set && len(pod.Spec.Containers) > 0 {
+			pod.Annotations[contract.DefaultContainer] = pod.Spec.Containers[0].Name
 		}
 		pod.Spec.Containers = append([]corev1.Container{c}, pod.Spec.Containers...)
 	default:
@@ -71,17 +71,17 @@ func Inject(pod *corev1.Pod, spec Spec, cfg Config) error {
 		c.RestartPolicy = ptr.To(corev1.ContainerRestartPolicyAlways)
 		pod.Spec.InitContainers = append([]corev1.Container{c}, pod.Spec.InitContainers...)
 	}
-	pod.Annotations[annotations.Status] = string(status)
+	pod.Annotations[contract.Status] = string(status)
 	if spec.ExternalSecret != "" {
-		pod.Annotations[annotations.ExternalSecret] = spec.ExternalSecret
+		pod.Annotations[contract.ExternalSecret] = spec.ExternalSecret
 	}
 	return nil
 }
 
 // sidecar renders the container from the template in cfg.
-func sidecar(spec Spec, cfg Config) corev1.Container {
+func sidecar(spec contract.Spec, cfg Config) corev1.Container {
 	c := *cfg.Template.DeepCopy()
-	c.Name = ContainerName
+	c.Name = contract.ContainerName
 	c.Args = Args(spec, cfg)
 	c.Env = append(c.Env,
 		fieldEnv("POD_NAME", "metadata.name"),
@@ -89,21 +89,21 @@ func sidecar(spec Spec, cfg Config) corev1.Container {
 		fieldEnv("POD_SERVICE_ACCOUNT", "spec.serviceAccountName"),
 	)
 	if cfg.TrustRootsPEM != "" {
-		c.Env = append(c.Env, corev1.EnvVar{Name: EnvTrustRoots, Value: cfg.TrustRootsPEM})
+		c.Env = append(c.Env, corev1.EnvVar{Name: contract.EnvTrustRoots, Value: cfg.TrustRootsPEM})
 	}
-	c.Ports = append(c.Ports, corev1.ContainerPort{Name: "podtls-admin", ContainerPort: AdminPort, Protocol: corev1.ProtocolTCP})
+	c.Ports = append(c.Ports, corev1.ContainerPort{Name: "podtls-admin", ContainerPort: contract.AdminPort, Protocol: corev1.ProtocolTCP})
 	for _, m := range spec.Inbound {
 		c.Ports = append(c.Ports, corev1.ContainerPort{
 			Name: "tls-" + strconv.Itoa(int(m.Listen)), ContainerPort: m.Listen, Protocol: corev1.ProtocolTCP})
 	}
 	c.VolumeMounts = append(c.VolumeMounts,
-		corev1.VolumeMount{Name: CertsVolume, MountPath: CertsDir},
-		corev1.VolumeMount{Name: TrustVolume, MountPath: TrustDir, ReadOnly: true},
-		corev1.VolumeMount{Name: TokenVolume, MountPath: TokenDir, ReadOnly: true},
+		corev1.VolumeMount{Name: contract.CertsVolume, MountPath: contract.CertsDir},
+		corev1.VolumeMount{Name: contract.TrustVolume, MountPath: contract.TrustDir, ReadOnly: true},
+		corev1.VolumeMount{Name: contract.TokenVolume, MountPath: contract.TokenDir, ReadOnly: true},
 	)
 	if spec.ExternalSecret != "" {
 		c.VolumeMounts = append(c.VolumeMounts, corev1.VolumeMount{
-			Name: spec.ExternalSecret, MountPath: path.Join(ExternalDir, spec.ExternalSecret), ReadOnly: true})
+			Name: spec.ExternalSecret, MountPath: path.Join(contract.ExternalDir, spec.ExternalSecret), ReadOnly: true})
 	}
 	c.StartupProbe = probe("/readyz", 1, 120)
 	c.ReadinessProbe = probe("/readyz", 5, 3)
@@ -113,13 +113,13 @@ func sidecar(spec Spec, cfg Config) corev1.Container {
 
 // Args renders the podtls-sidecar command line for spec. The order is fixed so
 // the output is stable for golden files and hashes.
-func Args(spec Spec, cfg Config) []string {
+func Args(spec contract.Spec, cfg Config) []string {
 	args := []string{
-		"--admin", ":" + strconv.Itoa(AdminPort),
-		"--cert-dir", CertsDir,
-		"--trust-bundle", TrustFile,
+		"--admin", ":" + strconv.Itoa(contract.AdminPort),
+		"--cert-dir", contract.CertsDir,
+		"--trust-bundle", contract.TrustFile,
 		"--ca-url", cfg.CAURL,
-		"--token-file", TokenFile,
+		"--token-file", contract.TokenFile,
 		"--trust-domain", cfg.TrustDomain,
 		"--mode", spec.Mode,
 	}
@@ -140,7 +140,7 @@ func Args(spec Spec, cfg Config) []string {
 		args = append(args, "--outbound", target)
 	}
 	if spec.ExternalSecret != "" {
-		args = append(args, "--external-cert-dir", path.Join(ExternalDir, spec.ExternalSecret))
+		args = append(args, "--external-cert-dir", path.Join(contract.ExternalDir, spec.ExternalSecret))
 	}
 	for _, p := range spec.Allow {
 		args = append(args, "--allow", p)
@@ -148,17 +148,17 @@ func Args(spec Spec, cfg Config) []string {
 	return args
 }
 
-func volumes(spec Spec) []corev1.Volume {
+func volumes(spec contract.Spec) []corev1.Volume {
 	vols := []corev1.Volume{
-		{Name: CertsVolume, VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{
+		{Name: contract.CertsVolume, VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{
 			Medium: corev1.StorageMediumMemory, SizeLimit: ptr.To(resource.MustParse("1Mi"))}}},
-		{Name: TrustVolume, VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{
-			LocalObjectReference: corev1.LocalObjectReference{Name: TrustBundleConfigMap},
-			Items:                []corev1.KeyToPath{{Key: TrustBundleKey, Path: "ca.crt"}},
+		{Name: contract.TrustVolume, VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{
+			LocalObjectReference: corev1.LocalObjectReference{Name: contract.TrustBundleConfigMap},
+			Items:                []corev1.KeyToPath{{Key: contract.TrustBundleKey, Path: "ca.crt"}},
 			Optional:             ptr.To(true)}}},
-		{Name: TokenVolume, VolumeSource: corev1.VolumeSource{Projected: &corev1.ProjectedVolumeSource{
+		{Name: contract.TokenVolume, VolumeSource: corev1.VolumeSource{Projected: &corev1.ProjectedVolumeSource{
 			Sources: []corev1.VolumeProjection{{ServiceAccountToken: &corev1.ServiceAccountTokenProjection{
-				Audience: tokenAudience, ExpirationSeconds: ptr.To[int64](TokenExpirationSeconds), Path: "token"}}}}}},
+				Audience: tokenAudience, ExpirationSeconds: ptr.To[int64](contract.TokenExpirationSeconds), Path: "token"}}}}}},
 	}
 	if spec.ExternalSecret != "" {
 		vols = append(vols, corev1.Volume{Name: spec.ExternalSecret, VolumeSource: corev1.VolumeSource{
@@ -170,7 +170,7 @@ func volumes(spec Spec) []corev1.Volume {
 func probe(p string, period, failures int32) *corev1.Probe {
 	return &corev1.Probe{
 		ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{
-			Path: p, Port: intstr.FromInt32(AdminPort), Scheme: corev1.URISchemeHTTP}},
+			Path: p, Port: intstr.FromInt32(contract.AdminPort), Scheme: corev1.URISchemeHTTP}},
 		PeriodSeconds:    period,
 		FailureThreshold: failures,
 		TimeoutSeconds:   1,
@@ -186,10 +186,10 @@ func fieldEnv(name, field string) corev1.EnvVar {
 // specHash is the first 16 hex digits of SHA-256 over the spec and the parts of
 // the configuration that shape the container. The trust roots are left out: they
 // rotate without the sidecar needing a change.
-func specHash(spec Spec, cfg Config, mode SidecarMode) (string, error) {
+func specHash(spec contract.Spec, cfg Config, mode contract.Placement) (string, error) {
 	b, err := json.Marshal(struct {
-		Spec        Spec
-		Mode        SidecarMode
+		Spec        contract.Spec
+		Mode        contract.Placement
 		Template    corev1.Container
 		CAURL       string
 		TrustDomain string

@@ -10,8 +10,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/podtls/podtls/contract"
 	sidecarconfig "github.com/podtls/podtls/sidecar/options"
-	"github.com/podtls/podtls/webhook/annotations"
 )
 
 func podWith(ann map[string]string) *corev1.Pod {
@@ -24,53 +24,53 @@ func TestParse(t *testing.T) {
 	tests := []struct {
 		name    string
 		ann     map[string]string
-		want    Spec
+		want    contract.Spec
 		wantErr []string // substrings, each must appear
 	}{
-		{name: "defaults", ann: nil, want: Spec{Mode: "tcp", SidecarMode: ModeNative}},
-		{name: "inbound list with blanks", ann: map[string]string{annotations.Inbound: " 8443:8080 ,, 9443:9090"},
-			want: Spec{Mode: "tcp", SidecarMode: ModeNative, Inbound: []PortMapping{{8443, 8080}, {9443, 9090}}}},
-		{name: "inbound port 0", ann: map[string]string{annotations.Inbound: "0:8080"},
-			wantErr: []string{annotations.Inbound, `"8443:8080,9443:9090"`}},
-		{name: "inbound same port twice", ann: map[string]string{annotations.Inbound: "8443:8080,8443:9090"},
-			wantErr: []string{annotations.Inbound, "already an inbound port"}},
-		{name: "inbound on admin port", ann: map[string]string{annotations.Inbound: "15000:8080"},
+		{name: "defaults", ann: nil, want: contract.Spec{Mode: "tcp", SidecarMode: contract.SidecarModeNative}},
+		{name: "inbound list with blanks", ann: map[string]string{contract.Inbound: " 8443:8080 ,, 9443:9090"},
+			want: contract.Spec{Mode: "tcp", SidecarMode: contract.SidecarModeNative, Inbound: []contract.PortMapping{{Listen: 8443, Target: 8080}, {Listen: 9443, Target: 9090}}}},
+		{name: "inbound port 0", ann: map[string]string{contract.Inbound: "0:8080"},
+			wantErr: []string{contract.Inbound, `"8443:8080,9443:9090"`}},
+		{name: "inbound same port twice", ann: map[string]string{contract.Inbound: "8443:8080,8443:9090"},
+			wantErr: []string{contract.Inbound, "already an inbound port"}},
+		{name: "inbound on admin port", ann: map[string]string{contract.Inbound: "15000:8080"},
 			wantErr: []string{"admin port"}},
-		{name: "inbound listen equals target", ann: map[string]string{annotations.Inbound: "8080:8080"},
+		{name: "inbound listen equals target", ann: map[string]string{contract.Inbound: "8080:8080"},
 			wantErr: []string{"app's own port"}},
-		{name: "upstream with id", ann: map[string]string{annotations.Upstreams: "Preference.demo.svc:8443@9001#spiffe://cluster.local/ns/demo/sa/preference"},
-			want: Spec{Mode: "tcp", SidecarMode: ModeNative, Upstreams: []Upstream{{Host: "preference.demo.svc", Port: 8443, LocalPort: 9001, ID: "spiffe://cluster.local/ns/demo/sa/preference"}}}},
-		{name: "upstream bad id", ann: map[string]string{annotations.Upstreams: "a.demo.svc:8443@9001#spiffe://x/y"},
-			wantErr: []string{annotations.Upstreams, "HOST:PORT@LOCALPORT"}},
-		{name: "upstream local port clash with inbound", ann: map[string]string{annotations.Inbound: "9001:8080", annotations.Upstreams: "a.demo.svc:8443@9001"},
-			wantErr: []string{annotations.Upstreams, "local port 9001"}},
-		{name: "external hosts normalised", ann: map[string]string{annotations.ExternalHosts: "B.example.com,a.example.com.,b.example.com"},
-			want: Spec{Mode: "tcp", SidecarMode: ModeNative, ExternalHosts: []string{"a.example.com", "b.example.com"},
-				ExternalSecret: ExternalSecretName([]string{"b.example.com", "a.example.com"})}},
-		{name: "external host single label", ann: map[string]string{annotations.ExternalHosts: "localhost"},
-			wantErr: []string{annotations.ExternalHosts, "fully qualified"}},
-		{name: "dns name of another namespace", ann: map[string]string{annotations.DNSNames: "x.other.svc"},
-			wantErr: []string{annotations.DNSNames, `namespace "demo"`}},
-		{name: "dns name wildcard", ann: map[string]string{annotations.DNSNames: "*.demo.svc"},
-			wantErr: []string{annotations.DNSNames}},
-		{name: "allow", ann: map[string]string{annotations.Allow: "spiffe://cluster.local/ns/demo/*"},
-			want: Spec{Mode: "tcp", SidecarMode: ModeNative, Allow: []string{"spiffe://cluster.local/ns/demo/*"}}},
-		{name: "allow bad", ann: map[string]string{annotations.Allow: "demo/customer"},
-			wantErr: []string{annotations.Allow, "spiffe://"}},
-		{name: "mode http", ann: map[string]string{annotations.Mode: "http"},
-			want: Spec{Mode: "http", SidecarMode: ModeNative}},
-		{name: "mode bad", ann: map[string]string{annotations.Mode: "HTTP"}, wantErr: []string{annotations.Mode, `"tcp" or "http"`}},
-		{name: "ttl", ann: map[string]string{annotations.CertTTL: "36h"},
-			want: Spec{Mode: "tcp", SidecarMode: ModeNative, CertTTL: 36 * time.Hour}},
-		{name: "ttl too short", ann: map[string]string{annotations.CertTTL: "59m"}, wantErr: []string{annotations.CertTTL, "between 1h and 168h"}},
-		{name: "ttl too long", ann: map[string]string{annotations.CertTTL: "169h"}, wantErr: []string{annotations.CertTTL}},
-		{name: "ttl garbage", ann: map[string]string{annotations.CertTTL: "1 day"}, wantErr: []string{annotations.CertTTL, "not a duration"}},
-		{name: "sidecar mode legacy", ann: map[string]string{annotations.SidecarMode: "legacy"},
-			want: Spec{Mode: "tcp", SidecarMode: ModeLegacy}},
-		{name: "too long", ann: map[string]string{annotations.Allow: strings.Repeat("a", maxAnnotationLen+1)},
-			wantErr: []string{annotations.Allow, "bytes"}},
-		{name: "all errors reported", ann: map[string]string{annotations.Mode: "x", annotations.CertTTL: "x"},
-			wantErr: []string{annotations.Mode, annotations.CertTTL}},
+		{name: "upstream with id", ann: map[string]string{contract.Upstreams: "Preference.demo.svc:8443@9001#spiffe://cluster.local/ns/demo/sa/preference"},
+			want: contract.Spec{Mode: "tcp", SidecarMode: contract.SidecarModeNative, Upstreams: []contract.Upstream{{Host: "preference.demo.svc", Port: 8443, LocalPort: 9001, ID: "spiffe://cluster.local/ns/demo/sa/preference"}}}},
+		{name: "upstream bad id", ann: map[string]string{contract.Upstreams: "a.demo.svc:8443@9001#spiffe://x/y"},
+			wantErr: []string{contract.Upstreams, "HOST:PORT@LOCALPORT"}},
+		{name: "upstream local port clash with inbound", ann: map[string]string{contract.Inbound: "9001:8080", contract.Upstreams: "a.demo.svc:8443@9001"},
+			wantErr: []string{contract.Upstreams, "local port 9001"}},
+		{name: "external hosts normalised", ann: map[string]string{contract.ExternalHosts: "B.example.com,a.example.com.,b.example.com"},
+			want: contract.Spec{Mode: "tcp", SidecarMode: contract.SidecarModeNative, ExternalHosts: []string{"a.example.com", "b.example.com"},
+				ExternalSecret: contract.ExternalSecretName([]string{"b.example.com", "a.example.com"})}},
+		{name: "external host single label", ann: map[string]string{contract.ExternalHosts: "localhost"},
+			wantErr: []string{contract.ExternalHosts, "fully qualified"}},
+		{name: "dns name of another namespace", ann: map[string]string{contract.DNSNames: "x.other.svc"},
+			wantErr: []string{contract.DNSNames, `namespace "demo"`}},
+		{name: "dns name wildcard", ann: map[string]string{contract.DNSNames: "*.demo.svc"},
+			wantErr: []string{contract.DNSNames}},
+		{name: "allow", ann: map[string]string{contract.Allow: "spiffe://cluster.local/ns/demo/*"},
+			want: contract.Spec{Mode: "tcp", SidecarMode: contract.SidecarModeNative, Allow: []string{"spiffe://cluster.local/ns/demo/*"}}},
+		{name: "allow bad", ann: map[string]string{contract.Allow: "demo/customer"},
+			wantErr: []string{contract.Allow, "spiffe://"}},
+		{name: "mode http", ann: map[string]string{contract.Mode: "http"},
+			want: contract.Spec{Mode: "http", SidecarMode: contract.SidecarModeNative}},
+		{name: "mode bad", ann: map[string]string{contract.Mode: "HTTP"}, wantErr: []string{contract.Mode, `"tcp" or "http"`}},
+		{name: "ttl", ann: map[string]string{contract.CertTTL: "36h"},
+			want: contract.Spec{Mode: "tcp", SidecarMode: contract.SidecarModeNative, CertTTL: 36 * time.Hour}},
+		{name: "ttl too short", ann: map[string]string{contract.CertTTL: "59m"}, wantErr: []string{contract.CertTTL, "between 1h and 168h"}},
+		{name: "ttl too long", ann: map[string]string{contract.CertTTL: "169h"}, wantErr: []string{contract.CertTTL}},
+		{name: "ttl garbage", ann: map[string]string{contract.CertTTL: "1 day"}, wantErr: []string{contract.CertTTL, "not a duration"}},
+		{name: "sidecar mode legacy", ann: map[string]string{contract.SidecarMode: "legacy"},
+			want: contract.Spec{Mode: "tcp", SidecarMode: contract.SidecarModeLegacy}},
+		{name: "too long", ann: map[string]string{contract.Allow: strings.Repeat("a", contract.MaxAnnotationLen+1)},
+			wantErr: []string{contract.Allow, "bytes"}},
+		{name: "all errors reported", ann: map[string]string{contract.Mode: "x", contract.CertTTL: "x"},
+			wantErr: []string{contract.Mode, contract.CertTTL}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -102,12 +102,12 @@ func TestParse(t *testing.T) {
 }
 
 func TestExternalSecretName(t *testing.T) {
-	a := ExternalSecretName([]string{"b.example.com", "A.example.com."})
-	b := ExternalSecretName([]string{"a.example.com", "b.example.com", "b.example.com"})
+	a := contract.ExternalSecretName([]string{"b.example.com", "A.example.com."})
+	b := contract.ExternalSecretName([]string{"a.example.com", "b.example.com", "b.example.com"})
 	if a != b {
 		t.Errorf("same host set, different names: %s %s", a, b)
 	}
-	if c := ExternalSecretName([]string{"a.example.com"}); c == a {
+	if c := contract.ExternalSecretName([]string{"a.example.com"}); c == a {
 		t.Errorf("different host sets share %s", c)
 	}
 	if !strings.HasPrefix(a, "podtls-ext-") || len(a) != len("podtls-ext-")+16 {
@@ -120,7 +120,7 @@ func TestDecide(t *testing.T) {
 	ns := func(name, label string) *corev1.Namespace {
 		n := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}
 		if label != "" {
-			n.Labels = map[string]string{annotations.Inject: label}
+			n.Labels = map[string]string{contract.Inject: label}
 		}
 		return n
 	}
@@ -153,14 +153,14 @@ func TestDecide(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			pod := podWith(map[string]string{annotations.Inbound: "8443:8080"})
+			pod := podWith(map[string]string{contract.Inbound: "8443:8080"})
 			if tt.podAnn == "windows" {
 				pod.Spec.NodeSelector = map[string]string{"kubernetes.io/os": "windows"}
 			} else if tt.podAnn != "" {
-				pod.Annotations[annotations.Inject] = tt.podAnn
+				pod.Annotations[contract.Inject] = tt.podAnn
 			}
 			if tt.reason == ReasonNoListeners {
-				delete(pod.Annotations, annotations.Inbound)
+				delete(pod.Annotations, contract.Inbound)
 			}
 			pod.Spec.HostNetwork = tt.hostNet
 			d := Decide(pod, tt.ns, cfg)
@@ -183,12 +183,12 @@ func FuzzParse(f *testing.F) {
 	cfg := testConfig()
 	f.Fuzz(func(t *testing.T, inbound, upstreams, hosts, allow, dns, mode, ttl string) {
 		pod := podWith(map[string]string{
-			annotations.Inbound: inbound, annotations.Upstreams: upstreams, annotations.ExternalHosts: hosts,
-			annotations.Allow: allow, annotations.DNSNames: dns, annotations.Mode: mode, annotations.CertTTL: ttl,
+			contract.Inbound: inbound, contract.Upstreams: upstreams, contract.ExternalHosts: hosts,
+			contract.Allow: allow, contract.DNSNames: dns, contract.Mode: mode, contract.CertTTL: ttl,
 		})
 		spec, _, err := Parse(pod, "demo", cfg)
 		if err != nil {
-			if !strings.Contains(err.Error(), "annotation "+annotations.Prefix) {
+			if !strings.Contains(err.Error(), "annotation "+contract.Prefix) {
 				t.Fatalf("error does not name an annotation: %v", err)
 			}
 			return

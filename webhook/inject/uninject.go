@@ -7,7 +7,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 
-	"github.com/podtls/podtls/webhook/annotations"
+	"github.com/podtls/podtls/contract"
 )
 
 // Uninject returns a copy of pod without what Inject added: the sidecar
@@ -23,29 +23,29 @@ func Uninject(pod *corev1.Pod) (*corev1.Pod, error) {
 		return out, nil
 	}
 	var st Status
-	if raw, ok := pod.Annotations[annotations.Status]; ok {
+	if raw, ok := pod.Annotations[contract.Status]; ok {
 		if err := json.Unmarshal([]byte(raw), &st); err != nil {
-			return nil, fmt.Errorf("annotation %s: %w", annotations.Status, err)
+			return nil, fmt.Errorf("annotation %s: %w", contract.Status, err)
 		}
 	}
-	isOurs := func(c corev1.Container) bool { return c.Name == ContainerName }
+	isOurs := func(c corev1.Container) bool { return c.Name == contract.ContainerName }
 	legacy := slices.ContainsFunc(out.Spec.Containers, isOurs)
 	out.Spec.InitContainers = nilIfEmpty(slices.DeleteFunc(out.Spec.InitContainers, isOurs))
 	out.Spec.Containers = slices.DeleteFunc(out.Spec.Containers, isOurs)
 
-	reserved := []string{CertsVolume, TrustVolume, TokenVolume}
-	if s := pod.Annotations[annotations.ExternalSecret]; s != "" {
+	reserved := []string{contract.CertsVolume, contract.TrustVolume, contract.TokenVolume}
+	if s := pod.Annotations[contract.ExternalSecret]; s != "" {
 		reserved = append(reserved, s)
 	}
 	out.Spec.Volumes = nilIfEmpty(slices.DeleteFunc(out.Spec.Volumes, func(v corev1.Volume) bool {
 		return slices.Contains(reserved, v.Name)
 	}))
 
-	delete(out.Annotations, annotations.Status)
-	delete(out.Annotations, annotations.ExternalSecret)
-	if legacy || st.Mode == ModeLegacy {
-		if len(out.Spec.Containers) > 0 && out.Annotations[annotations.DefaultContainer] == out.Spec.Containers[0].Name {
-			delete(out.Annotations, annotations.DefaultContainer)
+	delete(out.Annotations, contract.Status)
+	delete(out.Annotations, contract.ExternalSecret)
+	if legacy || st.Mode == contract.SidecarModeLegacy {
+		if len(out.Spec.Containers) > 0 && out.Annotations[contract.DefaultContainer] == out.Spec.Containers[0].Name {
+			delete(out.Annotations, contract.DefaultContainer)
 		}
 	}
 	if len(out.Annotations) == 0 {

@@ -9,7 +9,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/podtls/podtls/webhook/annotations"
+	"github.com/podtls/podtls/contract"
 )
 
 // TestUninjectRoundTrip: for every golden case, Uninject(Mutate(p)) == p, and
@@ -19,7 +19,7 @@ func TestUninjectRoundTrip(t *testing.T) {
 	if err != nil || len(inputs) == 0 {
 		t.Fatalf("no golden inputs: %v", err)
 	}
-	for _, mode := range []SidecarMode{ModeNative, ModeLegacy} {
+	for _, mode := range []contract.Placement{contract.SidecarModeNative, contract.SidecarModeLegacy} {
 		cfg := testConfig()
 		cfg.SidecarMode = mode
 		for _, in := range inputs {
@@ -53,11 +53,11 @@ func TestUninjectRoundTrip(t *testing.T) {
 
 func TestUninjectKeepsUserDefaultContainer(t *testing.T) {
 	cfg := testConfig()
-	cfg.SidecarMode = ModeLegacy
+	cfg.SidecarMode = contract.SidecarModeLegacy
 	pod := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Name: "p", Namespace: "demo", Annotations: map[string]string{
-			annotations.Inject: "true", annotations.Inbound: "8443:8080",
-			annotations.DefaultContainer: "sidecar-of-user"}},
+			contract.Inject: "true", contract.Inbound: "8443:8080",
+			contract.DefaultContainer: "sidecar-of-user"}},
 		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "app"}, {Name: "sidecar-of-user"}}},
 	}
 	orig := pod.DeepCopy()
@@ -75,8 +75,8 @@ func TestUninjectKeepsUserDefaultContainer(t *testing.T) {
 
 func TestUninjectBadStatus(t *testing.T) {
 	pod := &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Annotations: map[string]string{annotations.Status: "{"}},
-		Spec:       corev1.PodSpec{InitContainers: []corev1.Container{{Name: ContainerName}}},
+		ObjectMeta: metav1.ObjectMeta{Annotations: map[string]string{contract.Status: "{"}},
+		Spec:       corev1.PodSpec{InitContainers: []corev1.Container{{Name: contract.ContainerName}}},
 	}
 	if _, err := Uninject(pod); err == nil {
 		t.Error("want an error for a malformed status annotation")
@@ -91,12 +91,12 @@ func FuzzUninject(f *testing.F) {
 	f.Add(`{`, true, "")
 	f.Fuzz(func(t *testing.T, status string, native bool, external string) {
 		pod := &corev1.Pod{
-			ObjectMeta: metav1.ObjectMeta{Annotations: map[string]string{annotations.Status: status,
-				annotations.ExternalSecret: external, annotations.DefaultContainer: "app"}},
+			ObjectMeta: metav1.ObjectMeta{Annotations: map[string]string{contract.Status: status,
+				contract.ExternalSecret: external, contract.DefaultContainer: "app"}},
 			Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "app"}},
-				Volumes: []corev1.Volume{{Name: CertsVolume}, {Name: external}, {Name: "data"}}},
+				Volumes: []corev1.Volume{{Name: contract.CertsVolume}, {Name: external}, {Name: "data"}}},
 		}
-		sc := corev1.Container{Name: ContainerName}
+		sc := corev1.Container{Name: contract.ContainerName}
 		if native {
 			pod.Spec.InitContainers = []corev1.Container{sc}
 		} else {
@@ -114,7 +114,7 @@ func FuzzUninject(f *testing.F) {
 			t.Fatalf("sidecar left: %+v", out.Spec)
 		}
 		for _, v := range out.Spec.Volumes {
-			if v.Name == CertsVolume || (external != "" && v.Name == external) {
+			if v.Name == contract.CertsVolume || (external != "" && v.Name == external) {
 				t.Fatalf("volume %s left", v.Name)
 			}
 		}

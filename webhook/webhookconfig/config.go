@@ -10,8 +10,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 
-	"github.com/podtls/podtls/webhook/annotations"
-	"github.com/podtls/podtls/webhook/inject"
+	"github.com/podtls/podtls/contract"
 )
 
 // Names of the two webhooks inside the configuration.
@@ -58,7 +57,7 @@ func DefaultOptions() Options {
 // ExcludedNamespaces are never sent to the webhook: the system namespaces and the
 // controller's own (so the controller can always start, even without itself).
 func ExcludedNamespaces(controllerNamespace string) []string {
-	ns := slices.Clone(inject.SystemNamespaces)
+	ns := slices.Clone(contract.SystemNamespaces)
 	if controllerNamespace != "" && !slices.Contains(ns, controllerNamespace) {
 		ns = append(ns, controllerNamespace)
 	}
@@ -74,7 +73,7 @@ func MutatingWebhookConfiguration(o Options) *admissionregistrationv1.MutatingWe
 		Key: "kubernetes.io/metadata.name", Operator: metav1.LabelSelectorOpNotIn, Values: ExcludedNamespaces(o.Namespace),
 	}
 	labelled := metav1.LabelSelectorRequirement{
-		Key: annotations.Inject, Operator: metav1.LabelSelectorOpIn, Values: []string{annotations.NamespaceEnabled},
+		Key: contract.Inject, Operator: metav1.LabelSelectorOpIn, Values: []string{contract.NamespaceEnabled},
 	}
 	notLabelled := labelled
 	notLabelled.Operator = metav1.LabelSelectorOpNotIn

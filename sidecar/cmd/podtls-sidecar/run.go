@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/podtls/podtls/contract"
 	"github.com/podtls/podtls/sidecar/admin"
 	"github.com/podtls/podtls/sidecar/agent"
 	"github.com/podtls/podtls/sidecar/certs"
@@ -46,9 +47,9 @@ func run(ctx context.Context, cfg *options.Config, log *slog.Logger) error {
 
 	var ag *agent.Agent
 	if cfg.AgentMode() {
-		envRoots, err := agent.ParseEnvRoots(os.Getenv(agent.EnvTrustRoots))
+		envRoots, err := agent.ParseEnvRoots(os.Getenv(contract.EnvTrustRoots))
 		if err != nil {
-			return fmt.Errorf("env %s: %w", agent.EnvTrustRoots, err)
+			return fmt.Errorf("env %s: %w", contract.EnvTrustRoots, err)
 		}
 		ag, err = agent.New(agent.Config{
 			CAURL: cfg.CAURL, TokenFile: cfg.TokenFile, DNSNames: cfg.DNSNames, TTL: cfg.CertTTL,

@@ -1,4 +1,4 @@
-package annotations
+package contract
 
 import (
 	"go/ast"
@@ -14,7 +14,7 @@ import (
 // TestKeysDocumented checks that every podtls.io/ key declared in this package
 // appears in docs/annotations.md, and that every key has a doc comment.
 func TestKeysDocumented(t *testing.T) {
-	doc, err := os.ReadFile(filepath.Join("..", "..", "docs", "annotations.md"))
+	doc, err := os.ReadFile(filepath.Join("..", "docs", "annotations.md"))
 	if err != nil {
 		t.Fatal(err)
 	}

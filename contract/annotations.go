@@ -1,9 +1,9 @@
-// Package annotations is the single list of every label and annotation key podtls
+// Package contract is the single list of every label and annotation key podtls
 // reads or writes on pods and namespaces. All keys share the prefix "podtls.io/".
 // The namespace label sets the default; a pod annotation always wins.
 //
 // docs/annotations.md is the user-facing version of this file: keep them in step.
-package annotations
+package contract
 
 // Prefix is the common prefix of every podtls key.
 const Prefix = "podtls.io/"
@@ -60,10 +60,14 @@ const CertTTL = Prefix + "cert-ttl"
 // Default: the controller's --sidecar-mode, which by default follows the API server version.
 const SidecarMode = Prefix + "sidecar-mode"
 
-// Values of SidecarMode.
+// Placement is a value of SidecarMode: how the sidecar container is placed in
+// the pod.
+type Placement string
+
+// Values of SidecarMode. Native needs Kubernetes >= 1.29.
 const (
-	SidecarModeNative = "native"
-	SidecarModeLegacy = "legacy"
+	SidecarModeNative Placement = "native"
+	SidecarModeLegacy Placement = "legacy"
 )
 
 // Status is written by the webhook onto every injected pod: a small JSON object
@@ -79,6 +83,19 @@ const ExternalSecret = Prefix + "external-secret"
 // "kubectl logs/exec" pick by default. The webhook sets it in legacy mode, where the
 // sidecar would otherwise be the first container.
 const DefaultContainer = "kubectl.kubernetes.io/default-container"
+
+// Labels on every object podtls-controller owns: the trust-bundle ConfigMaps,
+// the external-certificate and ACME-account Secrets. The controller's caches
+// select on them; a same-named object without them is adopted, never trusted.
+const (
+	ManagedByLabel = "app.kubernetes.io/managed-by"
+	ManagedByValue = "podtls-controller"
+	ComponentLabel = Prefix + "component"
+)
+
+// CAGenerated is set on the CA Secret when podtls-controller generated the CA
+// itself (as opposed to a CA the user provided).
+const CAGenerated = Prefix + "ca-generated"
 
 // EventNotInjected is the reason of the Warning Event the controller's
 // injection audit puts on a pod that asked for podtls but runs without its
