@@ -2,7 +2,6 @@ package acme
 
 import (
 	"context"
-	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"net"
@@ -10,6 +9,7 @@ import (
 	"time"
 
 	"github.com/podtls/podtls/acme/issuerconfig"
+	"github.com/podtls/podtls/tlsconfig"
 )
 
 // newHTTPClient returns the base client for the ACME server: the given one,
@@ -18,14 +18,14 @@ func newHTTPClient(cfg issuerconfig.Config, given *http.Client) (*http.Client, e
 	if given != nil {
 		return given, nil
 	}
-	tlsConfig := &tls.Config{MinVersion: tls.VersionTLS12}
+	var roots *x509.CertPool // nil: the system's
 	if cfg.CABundle != "" {
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM([]byte(cfg.CABundle)) {
+		roots = x509.NewCertPool()
+		if !roots.AppendCertsFromPEM([]byte(cfg.CABundle)) {
 			return nil, errors.New("acme issuer: caBundle holds no certificate")
 		}
-		tlsConfig.RootCAs = pool
 	}
+	tlsConfig := tlsconfig.PublicClient(roots, "", tlsconfig.Options{})
 	return &http.Client{
 		Timeout: 2 * time.Minute, // one request, including a slow finalize
 		Transport: &http.Transport{

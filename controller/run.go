@@ -37,6 +37,7 @@ import (
 	caserver "github.com/podtls/podtls/ca/server"
 	"github.com/podtls/podtls/contract"
 	"github.com/podtls/podtls/controller/options"
+	"github.com/podtls/podtls/tlsconfig"
 	"github.com/podtls/podtls/webhook"
 	"github.com/podtls/podtls/webhook/audit"
 	"github.com/podtls/podtls/webhook/bundle"
@@ -110,7 +111,7 @@ func Run(ctx context.Context, opts options.Options, restCfg *rest.Config) error 
 		WebhookServer: ctrlwebhook.NewServer(ctrlwebhook.Options{
 			Host: whHost, Port: whPort,
 			TLSOpts: []func(*tls.Config){func(c *tls.Config) {
-				c.MinVersion = tls.VersionTLS12
+				tlsconfig.Harden(c, tlsconfig.Options{})
 				c.GetCertificate = serving.GetCertificate
 			}},
 		}),

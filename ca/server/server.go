@@ -45,6 +45,7 @@ import (
 	"github.com/podtls/podtls/ca"
 	"github.com/podtls/podtls/ca/signapi"
 	"github.com/podtls/podtls/identity"
+	"github.com/podtls/podtls/tlsconfig"
 )
 
 // TrustBundlePath serves the PEM roots (public data, no authentication).
@@ -149,13 +150,11 @@ func New(opts Options) (*Server, error) {
 	}, nil
 }
 
-// TLSConfig is the server's TLS configuration: TLS 1.2 at least (1.3 is
-// negotiated whenever the client has it), certificate from the renewing source.
+// TLSConfig is the server's TLS configuration (tlsconfig.WebServer: TLS 1.2
+// at least, 1.3 whenever the client has it), certificate from the renewing
+// source.
 func (s *Server) TLSConfig() *tls.Config {
-	return &tls.Config{
-		MinVersion:     tls.VersionTLS12,
-		GetCertificate: s.serving.GetCertificate,
-	}
+	return tlsconfig.WebServer(s.serving.GetCertificate, tlsconfig.Options{})
 }
 
 // ServingSource is the server's own renewing certificate; call its Renew

@@ -32,6 +32,7 @@ import (
 	"github.com/podtls/podtls/cli/output"
 	"github.com/podtls/podtls/contract"
 	"github.com/podtls/podtls/controller/options"
+	"github.com/podtls/podtls/tlsconfig"
 	"github.com/podtls/podtls/webhook/inject"
 	"github.com/podtls/podtls/webhook/webhookconfig"
 )
@@ -375,7 +376,7 @@ func (r *runner) servingCert(ctx context.Context, hooks []admissionWebhook) {
 	pool := x509.NewCertPool()
 	pool.AppendCertsFromPEM(r.mat.TrustBundlePEM())
 	dialer := &tls.Dialer{NetDialer: &net.Dialer{Timeout: r.opts.DialTimeout},
-		Config: &tls.Config{RootCAs: pool, ServerName: u.Hostname(), MinVersion: tls.VersionTLS12, Time: r.opts.Now}}
+		Config: tlsconfig.PublicClient(pool, u.Hostname(), tlsconfig.Options{Now: r.opts.Now})}
 	dctx, cancel := context.WithTimeout(ctx, r.opts.DialTimeout)
 	defer cancel()
 	conn, err := dialer.DialContext(dctx, "tcp", host)

@@ -394,7 +394,7 @@ func TestWebhookMatchesBuilder(t *testing.T) {
 	}
 
 	t.Run("rendered webhook.yaml", func(t *testing.T) {
-		data, err := os.ReadFile(filepath.Join(root, "webhook", "config", "webhook.yaml"))
+		data, err := os.ReadFile(filepath.Join(root, "webhook", "webhookconfig", "webhook.yaml"))
 		if err != nil {
 			t.Fatal(err)
 		}

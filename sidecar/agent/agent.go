@@ -31,7 +31,7 @@ import (
 	"github.com/podtls/podtls/ca/signapi"
 	"github.com/podtls/podtls/sidecar/certs"
 	"github.com/podtls/podtls/sidecar/metrics"
-	"github.com/podtls/podtls/sidecar/tlsconfig"
+	"github.com/podtls/podtls/tlsconfig"
 )
 
 // ParseEnvRoots parses the value of contract.EnvTrustRoots (extra PEM roots the

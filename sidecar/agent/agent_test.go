@@ -11,8 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/podtls/podtls/internal/testpki"
 	"github.com/podtls/podtls/sidecar/certs"
-	"github.com/podtls/podtls/sidecar/internal/testpki"
 )
 
 const id = "spiffe://cluster.local/ns/demo/sa/web"

@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/podtls/podtls/sidecar/internal/testpki"
+	"github.com/podtls/podtls/internal/testpki"
 	"github.com/podtls/podtls/sidecar/metrics"
 )
 

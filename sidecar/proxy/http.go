@@ -11,7 +11,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/podtls/podtls/sidecar/tlsconfig"
+	"github.com/podtls/podtls/tlsconfig"
 )
 
 // ClientIDHeader carries the verified client SPIFFE ID to the app in HTTP

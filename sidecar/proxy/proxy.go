@@ -17,7 +17,7 @@ import (
 	"time"
 
 	"github.com/podtls/podtls/sidecar/metrics"
-	"github.com/podtls/podtls/sidecar/tlsconfig"
+	"github.com/podtls/podtls/tlsconfig"
 )
 
 // Modes.

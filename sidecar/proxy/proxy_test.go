@@ -12,9 +12,9 @@ import (
 	"time"
 
 	"github.com/podtls/podtls/identity"
-	"github.com/podtls/podtls/sidecar/internal/testpki"
+	"github.com/podtls/podtls/internal/testpki"
 	"github.com/podtls/podtls/sidecar/metrics"
-	"github.com/podtls/podtls/sidecar/tlsconfig"
+	"github.com/podtls/podtls/tlsconfig"
 )
 
 var noDeadline time.Time

@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/podtls/podtls/sidecar/internal/testpki"
+	"github.com/podtls/podtls/internal/testpki"
 )
 
 // TestAgentMode: the sidecar requests its certificate from a CA speaking the

@@ -19,7 +19,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/podtls/podtls/sidecar/internal/testpki"
+	"github.com/podtls/podtls/internal/testpki"
 )
 
 // binary is the real podtls-sidecar, built once by TestMain.

@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/podtls/podtls/sidecar/internal/testpki"
+	"github.com/podtls/podtls/internal/testpki"
 )
 
 // TestHTTPMode: h2 and HTTP/1.1 by ALPN, forwarding headers set by the

@@ -8,8 +8,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/podtls/podtls/internal/testpki"
 	"github.com/podtls/podtls/sidecar/certs"
-	"github.com/podtls/podtls/sidecar/internal/testpki"
 )
 
 // TestRenewCommand: "podtls-sidecar renew" makes a running agent-mode sidecar

@@ -17,7 +17,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/podtls/podtls/sidecar/internal/testpki"
+	"github.com/podtls/podtls/internal/testpki"
 )
 
 // TestRotationUnderLoad replaces the served certificate 20+ times with

@@ -19,7 +19,7 @@ import (
 	"github.com/podtls/podtls/sidecar/metrics"
 	"github.com/podtls/podtls/sidecar/options"
 	"github.com/podtls/podtls/sidecar/proxy"
-	"github.com/podtls/podtls/sidecar/tlsconfig"
+	"github.com/podtls/podtls/tlsconfig"
 )
 
 func newLogger(cfg *options.Config) *slog.Logger {

@@ -5,12 +5,13 @@ import (
 	"crypto/x509"
 	"errors"
 	"net"
+	"slices"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/podtls/podtls/identity"
-	"github.com/podtls/podtls/sidecar/internal/testpki"
+	"github.com/podtls/podtls/internal/testpki"
 )
 
 const (
@@ -217,5 +218,51 @@ func TestServerClientHandshake(t *testing.T) {
 	empty := Server(&source{roots: pool(ca)}, allow, Options{})
 	if _, serr, _ := handshake(t, empty, client); !errors.Is(serr, ErrNoCertificate) {
 		t.Fatalf("no certificate: %v", serr)
+	}
+}
+
+// TestEveryBuilderSharesTheRules: one rule for versions and key exchange,
+// whichever binary builds the config.
+func TestEveryBuilderSharesTheRules(t *testing.T) {
+	getCert := func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return nil, ErrNoCertificate }
+	for _, pq := range []bool{false, true} {
+		o := Options{PostQuantum: pq}
+		wantCurves := []tls.CurveID{tls.X25519, tls.CurveP256}
+		if pq {
+			wantCurves = append([]tls.CurveID{tls.X25519MLKEM768}, wantCurves...)
+		}
+		hardened := &tls.Config{MinVersion: tls.VersionTLS10, NextProtos: []string{"http/1.1"}}
+		Harden(hardened, o)
+		for name, c := range map[string]*tls.Config{
+			"Server":       Server(nil, nil, o),
+			"Client":       Client(nil, "a.b.svc", "", o),
+			"HTTPSClient":  HTTPSClient(nil, o),
+			"WebServer":    WebServer(getCert, o),
+			"PublicClient": PublicClient(nil, "", o),
+			"Harden":       hardened,
+		} {
+			if c.MinVersion != tls.VersionTLS12 {
+				t.Errorf("%s (pq=%v): MinVersion %x, want TLS 1.2", name, pq, c.MinVersion)
+			}
+			if !slices.Equal(c.CurvePreferences, wantCurves) {
+				t.Errorf("%s (pq=%v): curves %v, want %v", name, pq, c.CurvePreferences, wantCurves)
+			}
+		}
+		if !slices.Equal(hardened.NextProtos, []string{"http/1.1"}) {
+			t.Errorf("Harden without NextProtos replaced the caller's ALPN list: %v", hardened.NextProtos)
+		}
+	}
+}
+
+func TestRootsOfTheClients(t *testing.T) {
+	if c := HTTPSClient(nil, Options{}); c.RootCAs == nil {
+		t.Error("HTTPSClient with nil roots trusts the system roots; want nothing")
+	}
+	if c := PublicClient(nil, "", Options{}); c.RootCAs != nil {
+		t.Error("PublicClient with nil roots does not use the system roots")
+	}
+	now := func() time.Time { return time.Unix(1e9, 0) }
+	if c := PublicClient(x509.NewCertPool(), "acme.example", Options{Now: now}); c.ServerName != "acme.example" || c.Time == nil || !c.Time().Equal(now()) {
+		t.Errorf("PublicClient ignores its server name or clock: %q", c.ServerName)
 	}
 }

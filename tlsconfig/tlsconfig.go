@@ -1,7 +1,10 @@
-// Package tlsconfig is the one place where the sidecar builds a *tls.Config:
-// protocol versions, key exchange, client authentication and peer checks live
-// here and nowhere else. Configs point at a Source, so certificates and the
-// trust pool can change without rebuilding them.
+// Package tlsconfig is the one place where podtls builds a *tls.Config, for
+// every binary: the sidecar's mTLS listeners and dialers, the controller's
+// HTTPS servers (CA sign API, admission webhook), the agent's and the CLI's
+// HTTPS clients and the ACME client. Protocol versions, key exchange, client
+// authentication and peer checks live here and nowhere else. Configs point at
+// a Source or a GetCertificate function, so certificates and the trust pool
+// can change without rebuilding them.
 package tlsconfig
 
 import (
@@ -53,16 +56,49 @@ func (o Options) now() time.Time {
 
 // base holds the settings shared by every config.
 func base(o Options) *tls.Config {
-	c := &tls.Config{
-		MinVersion: tls.VersionTLS12,
-		// X25519 first: fastest and what nearly every client offers. P-256 for
-		// FIPS-minded peers. The post-quantum hybrid is opt-in (see Options).
-		CurvePreferences: []tls.CurveID{tls.X25519, tls.CurveP256},
-		NextProtos:       o.NextProtos,
-	}
+	c := &tls.Config{}
+	Harden(c, o)
+	return c
+}
+
+// Harden applies the settings every podtls TLS endpoint shares to c: TLS 1.2
+// at least (1.3 whenever the peer has it), the key exchanges, the ALPN list
+// when o names one, and o's clock. It is for configs another library makes,
+// such as controller-runtime's webhook server; everything else starts from
+// the builders below, which call it.
+func Harden(c *tls.Config, o Options) {
+	c.MinVersion = tls.VersionTLS12
+	// X25519 first: fastest and what nearly every client offers. P-256 for
+	// FIPS-minded peers. The post-quantum hybrid is opt-in (see Options).
+	c.CurvePreferences = []tls.CurveID{tls.X25519, tls.CurveP256}
 	if o.PostQuantum {
 		c.CurvePreferences = []tls.CurveID{tls.X25519MLKEM768, tls.X25519, tls.CurveP256}
 	}
+	if len(o.NextProtos) > 0 {
+		c.NextProtos = o.NextProtos
+	}
+	if o.Now != nil {
+		c.Time = o.Now
+	}
+}
+
+// WebServer builds the config of an HTTPS server whose clients authenticate
+// by other means than a certificate (the CA's sign API takes tokens, the
+// webhook is called by the API server): server certificate from
+// getCertificate, no client certificate asked for.
+func WebServer(getCertificate func(*tls.ClientHelloInfo) (*tls.Certificate, error), o Options) *tls.Config {
+	c := base(o)
+	c.GetCertificate = getCertificate
+	return c
+}
+
+// PublicClient builds the config of a client of a server outside the mesh,
+// such as an ACME directory: roots verify the server, nil roots mean the
+// system's. serverName overrides the name checked (empty: the dialled host).
+func PublicClient(roots *x509.CertPool, serverName string, o Options) *tls.Config {
+	c := base(o)
+	c.RootCAs = roots
+	c.ServerName = serverName
 	return c
 }
 
@@ -136,7 +172,8 @@ func Client(src Source, serverName, pinnedID string, o Options) *tls.Config {
 }
 
 // HTTPSClient builds the config the agent uses to reach the CA: ordinary
-// server verification against roots.
+// server verification against roots; nil roots trust nothing (never the
+// system's: the CA is ours).
 func HTTPSClient(roots *x509.CertPool, o Options) *tls.Config {
 	c := base(o)
 	if roots == nil {
