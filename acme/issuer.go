@@ -26,6 +26,7 @@ import (
 
 	"github.com/podtls/podtls/acme/issuerconfig"
 	"github.com/podtls/podtls/acme/providers"
+	"github.com/podtls/podtls/renewal"
 )
 
 // IssuerOptions are the runtime dependencies of an Issuer.
@@ -44,6 +45,9 @@ type IssuerOptions struct {
 	Logger *slog.Logger
 	// Now is the clock (default time.Now).
 	Now func() time.Time
+	// Rand draws in [0,1) where a renewal window leaves a choice (default
+	// renewal.Draw).
+	Rand func() float64
 	// UserAgent is sent to the ACME server (default "podtls/<module
 	// version>"; the controller should pass "podtls/<its version>").
 	UserAgent string
@@ -89,6 +93,9 @@ func NewIssuer(ctx context.Context, cfg issuerconfig.Config, opts IssuerOptions)
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.Rand == nil {
+		opts.Rand = renewal.Draw
 	}
 	if opts.Now == nil {
 		opts.Now = time.Now

@@ -26,6 +26,7 @@ import (
 	"github.com/podtls/podtls/acme/issuerconfig"
 	"github.com/podtls/podtls/acme/status"
 	"github.com/podtls/podtls/contract"
+	"github.com/podtls/podtls/renewal"
 )
 
 func testLeaf(t *testing.T, key *ecdsa.PrivateKey, notBefore, notAfter time.Time, names ...string) ([]byte, *x509.Certificate) {
@@ -74,7 +75,7 @@ func TestARIRenewal(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			for range 20 { // random point: check it stays inside
-				r := ariRenewal(tt.w, tt.retry, leaf, now)
+				r := ariRenewal(tt.w, tt.retry, leaf, now, renewal.Draw())
 				if r.Source != status.RenewalARI || r.At.Before(tt.lo) || r.At.After(tt.hi) || r.RecheckAfter != tt.wantRecheck {
 					t.Fatalf("ariRenewal = %+v, want At in [%s, %s], recheck %s", r, tt.lo, tt.hi, tt.wantRecheck)
 				}

@@ -2,13 +2,11 @@ package acme
 
 import (
 	"context"
-	"crypto/rand"
 	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"math/big"
 	"net/http"
 	"strings"
 	"time"
@@ -18,6 +16,7 @@ import (
 	"github.com/go-acme/lego/v4/certificate"
 
 	"github.com/podtls/podtls/acme/status"
+	"github.com/podtls/podtls/renewal"
 )
 
 // Bounds on how soon to ask the ARI endpoint again (RFC 9773 section 4.3.2
@@ -55,7 +54,7 @@ func (i *Issuer) RenewalTime(ctx context.Context, leaf *x509.Certificate) (Renew
 		byLifetime.RecheckAfter = ariErrorRecheck
 		return byLifetime, nil
 	}
-	return ariRenewal(win, retryAfter, leaf, i.opts.Now()), nil
+	return ariRenewal(win, retryAfter, leaf, i.opts.Now(), i.opts.Rand()), nil
 }
 
 // window is an ARI suggested renewal window.
@@ -107,21 +106,11 @@ func (i *Issuer) renewalInfo(ctx context.Context, leaf *x509.Certificate) (windo
 	return w, retryAfter, nil
 }
 
-// ariRenewal picks a uniformly random time in the window (RFC 9773 section
-// 4.2), or now when the window has begun, never after NotAfter.
-func ariRenewal(w window, retryAfter time.Duration, leaf *x509.Certificate, now time.Time) Renewal {
-	at := w.Start
-	if span := w.End.Sub(w.Start); span > 0 {
-		if n, err := rand.Int(rand.Reader, big.NewInt(int64(span))); err == nil {
-			at = at.Add(time.Duration(n.Int64()))
-		}
-	}
-	if at.Before(now) {
-		at = now
-	}
-	if at.After(leaf.NotAfter) {
-		at = leaf.NotAfter
-	}
+// ariRenewal picks the time in the window that draw in [0,1) gives
+// (renewal.InWindow: uniformly at random, RFC 9773 section 4.2), or now when
+// the window has begun, never after NotAfter.
+func ariRenewal(w window, retryAfter time.Duration, leaf *x509.Certificate, now time.Time, draw float64) Renewal {
+	at := renewal.InWindow(w.Start, w.End, now, leaf.NotAfter, draw)
 	switch {
 	case retryAfter <= 0:
 		retryAfter = ariDefaultRecheck
@@ -133,8 +122,8 @@ func ariRenewal(w window, retryAfter time.Duration, leaf *x509.Certificate, now 
 	return Renewal{At: at.UTC(), Source: status.RenewalARI, RecheckAfter: retryAfter}
 }
 
-// LifetimeRenewal is NotBefore + fraction of the validity period.
+// LifetimeRenewal is NotBefore + fraction of the validity period
+// (renewal.Fraction), in UTC.
 func LifetimeRenewal(leaf *x509.Certificate, fraction float64) time.Time {
-	life := leaf.NotAfter.Sub(leaf.NotBefore)
-	return leaf.NotBefore.Add(time.Duration(float64(life) * fraction)).UTC()
+	return renewal.Fraction(fraction).At(leaf.NotBefore, leaf.NotAfter, 0).UTC()
 }

@@ -9,6 +9,8 @@ import (
 	"net"
 	"sync/atomic"
 	"time"
+
+	"github.com/podtls/podtls/renewal"
 )
 
 // ServingSource is a TLS serving certificate issued by the Authority for the
@@ -54,7 +56,7 @@ func (s *ServingSource) NeedLeaderElection() bool { return false }
 // every 30 seconds; the old certificate keeps being served meanwhile.
 func (s *ServingSource) Start(ctx context.Context) error {
 	for {
-		wait := RenewAt(s.cur.Load().Leaf.NotBefore, s.cur.Load().Leaf.NotAfter).Sub(s.now())
+		wait := renewal.Serving.At(s.cur.Load().Leaf.NotBefore, s.cur.Load().Leaf.NotAfter, 0).Sub(s.now())
 		t := time.NewTimer(max(wait, 0))
 		select {
 		case <-ctx.Done():
@@ -92,12 +94,6 @@ func (s *ServingSource) renew() error {
 	s.cur.Store(c)
 	s.log.Info("issued serving certificate", "dns_names", s.dnsNames, "not_after", c.Leaf.NotAfter)
 	return nil
-}
-
-// RenewAt is when a certificate valid from notBefore to notAfter should be
-// renewed: at two thirds of its lifetime.
-func RenewAt(notBefore, notAfter time.Time) time.Time {
-	return notBefore.Add(notAfter.Sub(notBefore) * 2 / 3)
 }
 
 // String describes the source for logs.

@@ -8,14 +8,16 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
+
+	"github.com/podtls/podtls/renewal"
 )
 
 func TestRenewAt(t *testing.T) {
 	nb := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	if got, want := RenewAt(nb, nb.Add(24*time.Hour)), nb.Add(16*time.Hour); !got.Equal(want) {
+	if got, want := renewal.Serving.At(nb, nb.Add(24*time.Hour), 0), nb.Add(16*time.Hour); !got.Equal(want) {
 		t.Errorf("RenewAt 24h = %s, want %s", got, want)
 	}
-	if got, want := RenewAt(nb, nb.Add(3*time.Second)), nb.Add(2*time.Second); !got.Equal(want) {
+	if got, want := renewal.Serving.At(nb, nb.Add(3*time.Second), 0), nb.Add(2*time.Second); !got.Equal(want) {
 		t.Errorf("RenewAt 3s = %s, want %s", got, want)
 	}
 }
@@ -49,7 +51,7 @@ func TestServingSourceRenews(t *testing.T) {
 			t.Fatalf("GetCertificate = %v, %v", c, err)
 		}
 		if c.Leaf.SerialNumber.Cmp(first.SerialNumber) != 0 {
-			if time.Now().Before(RenewAt(first.NotBefore, first.NotAfter)) {
+			if time.Now().Before(renewal.Serving.At(first.NotBefore, first.NotAfter, 0)) {
 				t.Error("renewed before two thirds of the lifetime")
 			}
 			return

@@ -10,6 +10,7 @@ import (
 
 	"github.com/podtls/podtls/acme/issuerconfig"
 	"github.com/podtls/podtls/acme/status"
+	"github.com/podtls/podtls/renewal"
 )
 
 // Defaults for zero fields of issuerconfig.Renewal and issuerconfig.Config (the config
@@ -133,8 +134,7 @@ func renewAt(leaf *x509.Certificate, st status.External, p policy) time.Time {
 }
 
 func lifetimeRenewal(leaf *x509.Certificate, p policy) time.Time {
-	life := leaf.NotAfter.Sub(leaf.NotBefore)
-	return leaf.NotBefore.Add(time.Duration(float64(life) * p.LifetimeFraction))
+	return renewal.Fraction(p.LifetimeFraction).At(leaf.NotBefore, leaf.NotAfter, 0)
 }
 
 // sameNames reports whether the leaf's DNS SANs are exactly hosts (sorted, lower-case).

@@ -56,7 +56,7 @@ func init() {
 	for _, room := range []string{"/ca/...", "/acme/...", "/sidecar/..."} {
 		rules = append(rules, rule{room + " points down", module + room, up})
 	}
-	for _, noun := range []string{"/contract/...", "/identity/...", "/ca/signapi/..."} {
+	for _, noun := range []string{"/contract/...", "/identity/...", "/ca/signapi/...", "/renewal/...", "/tlsconfig/..."} {
 		rules = append(rules, rule{noun + " is a shared noun", module + noun, append([]string{module + "/ca",
 			module + "/ca/server/...", module + "/acme/...", module + "/sidecar/...", "k8s.io/...", "sigs.k8s.io/..."}, up...)})
 	}

@@ -20,7 +20,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"math/big"
 	"net/http"
 	"os"
 	"strconv"
@@ -29,6 +28,7 @@ import (
 	"time"
 
 	"github.com/podtls/podtls/ca/signapi"
+	"github.com/podtls/podtls/renewal"
 	"github.com/podtls/podtls/sidecar/certs"
 	"github.com/podtls/podtls/sidecar/metrics"
 	"github.com/podtls/podtls/tlsconfig"
@@ -113,7 +113,7 @@ func New(c Config) (*Agent, error) {
 		c.Now = time.Now
 	}
 	if c.Rand == nil {
-		c.Rand = randFloat
+		c.Rand = renewal.Draw
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
@@ -125,18 +125,6 @@ func New(c Config) (*Agent, error) {
 		c: c, log: c.Logger.With("component", "agent"),
 		requests: c.Registry.NewCounterVec("podtls_sidecar_agent_sign_requests_total", "Sign requests to the CA by result (success, transient, permanent).", "result"),
 	}, nil
-}
-
-// RenewAt is when a certificate valid from notBefore to notAfter should be
-// renewed: between 60% and 70% of its lifetime, spread by jitter in [0,1) so
-// that pods started together do not renew together.
-func RenewAt(notBefore, notAfter time.Time, jitter float64) time.Time {
-	life := notAfter.Sub(notBefore)
-	if life <= 0 {
-		return notBefore
-	}
-	jitter = min(max(jitter, 0), 1)
-	return notBefore.Add(time.Duration(float64(life) * (0.6 + 0.1*jitter)))
 }
 
 // Backoff is the wait after the attempt-th consecutive failure (1-based):
@@ -203,7 +191,7 @@ func (a *Agent) untilRenewal() time.Duration {
 	serial := cur.Leaf.SerialNumber.Text(16)
 	if serial != a.renewSerial {
 		a.renewSerial = serial
-		a.renewTime = RenewAt(cur.Leaf.NotBefore, cur.Leaf.NotAfter, a.c.Rand())
+		a.renewTime = renewal.Mesh.At(cur.Leaf.NotBefore, cur.Leaf.NotAfter, a.c.Rand())
 		a.log.Info("renewal scheduled", "serial", serial, "renew_at", a.renewTime.UTC().Format(time.RFC3339))
 	}
 	return a.renewTime.Sub(a.c.Now())
@@ -397,12 +385,4 @@ func (a *Agent) check(resp *signapi.SignResponse, key *ecdsa.PrivateKey) (chainP
 		return nil, nil, err
 	}
 	return []byte(resp.CertificateChain), []byte(resp.TrustBundle), nil
-}
-
-func randFloat() float64 {
-	n, err := rand.Int(rand.Reader, big.NewInt(1<<53))
-	if err != nil {
-		return 0.5
-	}
-	return float64(n.Int64()) / (1 << 53)
 }

@@ -17,31 +17,6 @@ import (
 
 const id = "spiffe://cluster.local/ns/demo/sa/web"
 
-func TestRenewAt(t *testing.T) {
-	nb := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	cases := []struct {
-		name     string
-		notAfter time.Time
-		jitter   float64
-		want     time.Time
-	}{
-		{"24h-no-jitter", nb.Add(24 * time.Hour), 0, nb.Add(time.Duration(0.6 * float64(24*time.Hour)))},
-		{"24h-half", nb.Add(24 * time.Hour), 0.5, nb.Add(time.Duration(0.65 * float64(24*time.Hour)))},
-		{"24h-max", nb.Add(24 * time.Hour), 1, nb.Add(time.Duration(0.7 * float64(24*time.Hour)))},
-		{"jitter-clamped-high", nb.Add(time.Hour), 7, nb.Add(42 * time.Minute)},
-		{"jitter-clamped-low", nb.Add(time.Hour), -3, nb.Add(36 * time.Minute)},
-		{"zero-life", nb, 0.5, nb},
-		{"negative-life", nb.Add(-time.Hour), 0.5, nb},
-	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			if got := RenewAt(nb, tc.notAfter, tc.jitter); !got.Equal(tc.want) {
-				t.Fatalf("RenewAt = %s, want %s", got, tc.want)
-			}
-		})
-	}
-}
-
 func TestBackoff(t *testing.T) {
 	cases := []struct {
 		attempt int

@@ -252,7 +252,7 @@ func TestDependencies(t *testing.T) {
 	if err != nil {
 		t.Fatalf("go list: %v", err)
 	}
-	allowed := []string{"github.com/podtls/podtls/sidecar/", "github.com/podtls/podtls/identity", "github.com/podtls/podtls/contract", "github.com/podtls/podtls/tlsconfig", "github.com/podtls/podtls/ca/signapi",
+	allowed := []string{"github.com/podtls/podtls/sidecar/", "github.com/podtls/podtls/identity", "github.com/podtls/podtls/contract", "github.com/podtls/podtls/tlsconfig", "github.com/podtls/podtls/renewal", "github.com/podtls/podtls/ca/signapi",
 		"github.com/fsnotify/fsnotify", "golang.org/x/sys/"}
 	for _, pkg := range strings.Fields(string(out)) {
 		ok := false
