@@ -62,16 +62,15 @@ func TestServingSourceRenews(t *testing.T) {
 }
 
 func TestMatchingServices(t *testing.T) {
-	svc := func(name string, sel map[string]string) any {
-		return &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: corev1.ServiceSpec{Selector: sel}}
+	svc := func(name string, sel map[string]string) corev1.Service {
+		return corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: corev1.ServiceSpec{Selector: sel}}
 	}
-	objs := []any{
+	objs := []corev1.Service{
 		svc("web", map[string]string{"app": "web"}),
 		svc("canary", map[string]string{"app": "web", "track": "canary"}),
 		svc("all", map[string]string{}), // no selector: endpoints managed by hand, never matched
 		svc("db", map[string]string{"app": "db"}),
 		svc("api", map[string]string{"tier": "front"}),
-		"not a service",
 	}
 	for _, tc := range []struct {
 		labels labels.Set

@@ -69,7 +69,7 @@ func Run(ctx context.Context, opts options.Options, restCfg *rest.Config) error 
 		return fmt.Errorf("load CA: %w", err)
 	}
 	// The Services lister reads the manager's cache; it is set once the manager exists.
-	services := &serviceLister{}
+	services := &ca.CachedServices{}
 	authority, err := ca.New(material, ca.Config{TrustDomain: opts.TrustDomain, ClusterDomain: opts.ClusterDomain, Services: services})
 	if err != nil {
 		return fmt.Errorf("CA: %w", err)
@@ -131,7 +131,7 @@ func Run(ctx context.Context, opts options.Options, restCfg *rest.Config) error 
 		return fmt.Errorf("manager: %w", err)
 	}
 
-	services.cache, services.api = mgr.GetCache(), mgr.GetAPIReader()
+	services.Cache, services.API = mgr.GetCache(), mgr.GetAPIReader()
 
 	injectCfg, err := options.InjectConfig(opts, mode, options.Version, string(authority.TrustBundlePEM()))
 	if err != nil {

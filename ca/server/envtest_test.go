@@ -21,7 +21,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/metadata"
+	crcache "sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/podtls/podtls/ca"
 	"github.com/podtls/podtls/ca/signapi"
@@ -104,7 +105,7 @@ func testService(ns, name string, selector map[string]string) *corev1.Service {
 
 // TestSignEnvtest runs the sign API against a real kube-apiserver: real
 // TokenReview, real bound tokens from the TokenRequest API, and Service names
-// from the informer-backed index.
+// from the controller's cache-backed lister.
 func TestSignEnvtest(t *testing.T) {
 	saKey, keyFile, pubFile := saSigningKey(t)
 	env := kubetest.Start(t,
@@ -134,18 +135,29 @@ func TestSignEnvtest(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	md, err := metadata.NewForConfig(env.Config)
+	// The controller's lister: Services and pods from a controller-runtime
+	// cache, as the manager's shared cache holds them.
+	cached, err := crcache.New(env.Config, crcache.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	index := ca.NewServiceIndex(kube, md)
-	idxCtx, stopIndex := context.WithCancel(context.Background())
-	idxDone := make(chan error, 1)
-	go func() { idxDone <- index.Start(idxCtx) }()
+	for _, obj := range []client.Object{&corev1.Pod{}, &corev1.Service{}} {
+		if _, err := cached.GetInformer(ctx, obj); err != nil {
+			t.Fatal(err)
+		}
+	}
+	api, err := client.New(env.Config, client.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	index := &ca.CachedServices{Cache: cached, API: api}
+	cacheCtx, stopCache := context.WithCancel(context.Background())
+	cacheDone := make(chan error, 1)
+	go func() { cacheDone <- cached.Start(cacheCtx) }()
 	t.Cleanup(func() {
-		stopIndex()
-		if err := <-idxDone; err != nil {
-			t.Errorf("service index: %v", err)
+		stopCache()
+		if err := <-cacheDone; err != nil {
+			t.Errorf("cache: %v", err)
 		}
 	})
 
@@ -162,8 +174,12 @@ func TestSignEnvtest(t *testing.T) {
 		Authenticator: NewTokenReviewAuthenticator(kube.AuthenticationV1().TokenReviews(), TokenReviewOptions{}),
 	})
 
-	t.Run("503 while the service index has not synced", func(t *testing.T) {
-		unsynced, err := ca.New(mat, ca.Config{Services: ca.NewServiceIndex(kube, md)}) // never started
+	t.Run("503 while the cache has not started", func(t *testing.T) {
+		notStarted, err := crcache.New(env.Config, crcache.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		unsynced, err := ca.New(mat, ca.Config{Services: &ca.CachedServices{Cache: notStarted, API: api}})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -176,12 +192,10 @@ func TestSignEnvtest(t *testing.T) {
 			t.Errorf("status %d, want 503: %s", status, body)
 		}
 	})
-	deadline := time.Now().Add(30 * time.Second)
-	for !index.Synced() {
-		if time.Now().After(deadline) {
-			t.Fatal("service index did not sync in 30s")
-		}
-		time.Sleep(20 * time.Millisecond)
+	syncCtx, cancelSync := context.WithTimeout(ctx, 30*time.Second)
+	defer cancelSync()
+	if !cached.WaitForCacheSync(syncCtx) {
+		t.Fatal("cache did not sync in 30s")
 	}
 
 	t.Run("bound token gets SPIFFE ID and Service names", func(t *testing.T) {

@@ -6,8 +6,8 @@
 // replica (no leader election). Wiring, in the controller's main:
 //
 //	mat, err := ca.LoadOrCreate(ctx, kube, ca.SecretOptions{Namespace: ns})
-//	index := ca.NewServiceIndex(kube, metadataClient)
-//	authority, err := ca.New(mat, ca.Config{TrustDomain: td, Services: index})
+//	services := &ca.CachedServices{Cache: mgr.GetCache(), API: mgr.GetAPIReader()}
+//	authority, err := ca.New(mat, ca.Config{TrustDomain: td, Services: services})
 //	srv, err := server.New(server.Options{
 //		Addr:          ":8443",
 //		Authority:     authority,
@@ -17,11 +17,10 @@
 //	})
 //	refresher := &ca.Refresher{Authority: authority, Kube: kube, Secret: ca.SecretOptions{Namespace: ns},
 //		OnChange: func(*ca.Material) { _ = srv.ServingSource().Renew() }}
-//	mgr.Add(index); mgr.Add(srv); mgr.Add(refresher)
+//	mgr.Add(srv); mgr.Add(refresher)
 //	mgr.AddReadyzCheck("ca", func(*http.Request) error { return srv.Ready() })
 //
-// Any ca.ServiceLister can replace the ServiceIndex, e.g. one over the
-// manager's own cache.
+// Any ca.ServiceLister can replace ca.CachedServices.
 package server
 
 import (
