@@ -12,6 +12,7 @@ import (
 
 	"github.com/podtls/podtls/acme"
 	"github.com/podtls/podtls/acme/issuerconfig"
+	"github.com/podtls/podtls/acme/providers"
 	"github.com/podtls/podtls/acme/status"
 	"github.com/podtls/podtls/e2e/acmetest"
 	"github.com/podtls/podtls/internal/kubetest"
@@ -62,7 +63,7 @@ func TestPebbleEAB(t *testing.T) {
 			c.ExternalAccountBinding = &issuerconfig.ExternalAccountBinding{KeyID: keyID,
 				HMACKeySecretRef: issuerconfig.SecretKeyRef{Name: secretName, Key: secretKey}}
 		}
-		parsed, err := issuerconfig.Parse(mustJSON(t, c))
+		parsed, err := issuerconfig.Parse(mustJSON(t, c), providers.Catalog)
 		if err != nil {
 			t.Fatalf("test config does not parse: %v", err)
 		}

@@ -82,7 +82,7 @@ type Issuer struct {
 // applyGlobalDNSSettings). It does not contact the ACME server.
 func NewIssuer(ctx context.Context, cfg issuerconfig.Config, opts IssuerOptions) (*Issuer, error) {
 	cfg = cfg.WithDefaults()
-	if err := cfg.Validate(); err != nil {
+	if err := cfg.Validate(providers.Catalog); err != nil {
 		return nil, err
 	}
 	if opts.Kube == nil {

@@ -21,6 +21,7 @@ import (
 
 	"github.com/podtls/podtls/acme"
 	"github.com/podtls/podtls/acme/issuerconfig"
+	"github.com/podtls/podtls/acme/providers"
 	"github.com/podtls/podtls/acme/status"
 	"github.com/podtls/podtls/contract"
 	"github.com/podtls/podtls/e2e/acmetest"
@@ -55,7 +56,7 @@ func TestPebble(t *testing.T) {
 			PollingInterval:      issuerconfig.Duration{Duration: 100 * time.Millisecond},
 		},
 	}
-	if _, err := issuerconfig.Parse(mustJSON(t, cfg)); err != nil {
+	if _, err := issuerconfig.Parse(mustJSON(t, cfg), providers.Catalog); err != nil {
 		t.Fatalf("test config does not parse: %v", err)
 	}
 	opts := acme.IssuerOptions{Namespace: ns, Kube: kube.Clientset, HTTPClient: fastPebbleClient(pebble.HTTPClient()),

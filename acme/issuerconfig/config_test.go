@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/podtls/podtls/acme/providers"
 )
 
 const example = `
@@ -30,7 +32,7 @@ allow: [{namespaces: [demo], hosts: ["*.demo.example.test", "demo.example.test"]
 `
 
 func TestParseExample(t *testing.T) {
-	c, err := Parse([]byte(example))
+	c, err := Parse([]byte(example), providers.Catalog)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -59,7 +61,7 @@ func TestParseExample(t *testing.T) {
 }
 
 func TestParseDefaults(t *testing.T) {
-	c, err := Parse([]byte(`{"dns": {"provider": "cloudflare"}}`)) // JSON works too
+	c, err := Parse([]byte(`{"dns": {"provider": "cloudflare"}}`), providers.Catalog) // JSON works too
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -119,7 +121,7 @@ func TestParseErrors(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, err := Parse([]byte(tt.doc))
+			_, err := Parse([]byte(tt.doc), providers.Catalog)
 			if err == nil || !strings.Contains(err.Error(), tt.want) {
 				t.Fatalf("Parse error = %v, want it to contain %q", err, tt.want)
 			}
@@ -131,7 +133,7 @@ func TestValidateReportsAllProblems(t *testing.T) {
 	c := Default()
 	c.KeyType = "dsa"
 	c.Renewal.LifetimeFraction = 2
-	err := c.Validate()
+	err := c.Validate(providers.Catalog)
 	if err == nil {
 		t.Fatal("invalid config accepted")
 	}
@@ -144,7 +146,7 @@ func TestValidateReportsAllProblems(t *testing.T) {
 
 func TestParseDocumentMarkers(t *testing.T) {
 	for _, doc := range []string{"---\ndns: {provider: cloudflare}\n", "# c\n---\ndns: {provider: cloudflare}\n...\n", "dns: {provider: cloudflare}\n---\n"} {
-		if _, err := Parse([]byte(doc)); err != nil {
+		if _, err := Parse([]byte(doc), providers.Catalog); err != nil {
 			t.Errorf("Parse(%q): %v", doc, err)
 		}
 	}
@@ -196,7 +198,7 @@ func TestAllowed(t *testing.T) {
 }
 
 func TestHash(t *testing.T) {
-	a, err := Parse([]byte(example))
+	a, err := Parse([]byte(example), providers.Catalog)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -205,7 +207,7 @@ func TestHash(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := Parse(js)
+	b, err := Parse(js, providers.Catalog)
 	if err != nil {
 		t.Fatalf("re-parse own JSON: %v", err)
 	}
@@ -247,16 +249,16 @@ func TestLoad(t *testing.T) {
 	if err := os.WriteFile(path, []byte(example), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := Load(path); err != nil {
+	if _, err := Load(path, providers.Catalog); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := Load(filepath.Join(dir, "missing.yaml")); err == nil {
+	if _, err := Load(filepath.Join(dir, "missing.yaml"), providers.Catalog); err == nil {
 		t.Error("missing file accepted")
 	}
 	if err := os.WriteFile(path, []byte("dns: {provider: nope}"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := Load(path); err == nil || !strings.Contains(err.Error(), path) {
+	if _, err := Load(path, providers.Catalog); err == nil || !strings.Contains(err.Error(), path) {
 		t.Errorf("Load error %v does not name the file", err)
 	}
 }
@@ -267,12 +269,12 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte("dns: {provider: rfc2136, config: {RFC2136_NAMESERVER: x}}\nallow: [{hosts: ['*.a.b']}]"))
 	f.Add([]byte("renewal: {lifetimeFraction: .nan}"))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		c, err := Parse(data)
+		c, err := Parse(data, providers.Catalog)
 		if err != nil {
 			return
 		}
 		// What Parse accepts is valid, defaulted, and survives a round trip.
-		if err := c.Validate(); err != nil {
+		if err := c.Validate(providers.Catalog); err != nil {
 			t.Fatalf("Parse accepted an invalid config: %v", err)
 		}
 		if c.WithDefaults().Hash() != c.Hash() {
@@ -282,7 +284,7 @@ func FuzzParse(f *testing.F) {
 		if err != nil {
 			t.Fatalf("marshal: %v", err)
 		}
-		c2, err := Parse(js)
+		c2, err := Parse(js, providers.Catalog)
 		if err != nil {
 			t.Fatalf("re-parse of %s: %v", js, err)
 		}
@@ -291,4 +293,22 @@ func FuzzParse(f *testing.F) {
 		}
 		_ = c.Allowed("demo", "a.example.com")
 	})
+}
+
+// TestParseWithoutCatalog: a reader that does not run the providers (the
+// podtls CLI) gets every check but the provider's own.
+func TestParseWithoutCatalog(t *testing.T) {
+	c, err := Parse([]byte("dns:\n  provider: not-compiled-in\n  config: {ANY_KEY: x}\n"), nil)
+	if err != nil {
+		t.Fatalf("Parse(nil catalog): %v", err)
+	}
+	if c.DNS.Provider != "not-compiled-in" || c.AccountSecret != DefaultAccountSecret || c.DirectoryURL == "" {
+		t.Errorf("defaults not applied: %+v", c)
+	}
+	if _, err := Parse([]byte("email: a@b.c\n"), nil); err == nil || !strings.Contains(err.Error(), "dns.provider: required") {
+		t.Errorf("no provider: got %v, want dns.provider: required", err)
+	}
+	if _, err := Parse([]byte("dns: {provider: x}\ndirectoryURL: ftp://x\n"), nil); err == nil || !strings.Contains(err.Error(), "directoryURL") {
+		t.Errorf("bad directory: got %v", err)
+	}
 }

@@ -20,8 +20,6 @@ import (
 	"k8s.io/apimachinery/pkg/util/validation"
 	kjson "sigs.k8s.io/json"
 	"sigs.k8s.io/yaml"
-
-	"github.com/podtls/podtls/acme/providers"
 )
 
 // Defaults of the fields Default fills in.
@@ -112,10 +110,21 @@ func (c Config) WithDefaults() Config {
 
 func ptr[T any](v T) *T { return &v }
 
+// Catalog is what validation needs to know of the DNS providers compiled into
+// the binary that will use the configuration: acme/providers.Catalog in the
+// controller. The package does not import the providers itself, so that a
+// binary that only reads configurations (the podtls CLI) links no lego.
+type Catalog interface {
+	Names() []string
+	Known(name string) bool
+	CheckConfig(name string, config map[string]string) error
+}
+
 // Parse decodes a YAML or JSON configuration, fills in the defaults and
-// validates the result. Unknown fields are errors (a typo must not silently
-// fall back to a default such as the staging directory).
-func Parse(data []byte) (Config, error) {
+// validates the result against the providers of cat (nil: any provider name,
+// its settings unchecked). Unknown fields are errors (a typo must not
+// silently fall back to a default such as the staging directory).
+func Parse(data []byte, cat Catalog) (Config, error) {
 	if multipleDocuments(data) {
 		return Config{}, errors.New("acme config: more than one YAML document")
 	}
@@ -143,7 +152,7 @@ func Parse(data []byte) (Config, error) {
 		}
 	}
 	c = c.WithDefaults()
-	if err := c.Validate(); err != nil {
+	if err := c.Validate(cat); err != nil {
 		return Config{}, err
 	}
 	return c, nil
@@ -178,13 +187,13 @@ func describeDecodeError(err error) error {
 	return err
 }
 
-// Load reads and parses the configuration file at path.
-func Load(path string) (Config, error) {
+// Load reads and parses the configuration file at path (see Parse).
+func Load(path string, cat Catalog) (Config, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return Config{}, fmt.Errorf("acme config: %w", err)
 	}
-	c, err := Parse(data)
+	c, err := Parse(data, cat)
 	if err != nil {
 		return Config{}, fmt.Errorf("%s: %w", path, err)
 	}
@@ -205,8 +214,9 @@ func (c Config) Hash() string {
 }
 
 // Validate checks a configuration with defaults applied (see WithDefaults)
-// and reports every problem found, one per line.
-func (c Config) Validate() error {
+// against the providers of cat (see Parse) and reports every problem found,
+// one per line.
+func (c Config) Validate(cat Catalog) error {
 	var errs []error
 	bad := func(field, format string, args ...any) {
 		errs = append(errs, fmt.Errorf("%s: %s", field, fmt.Sprintf(format, args...)))
@@ -238,7 +248,7 @@ func (c Config) Validate() error {
 		checkSecretRef(bad, "externalAccountBinding.hmacKeySecretRef", eab.HMACKeySecretRef.Name, eab.HMACKeySecretRef.Key, true)
 	}
 	checkSecretRef(bad, "accountSecret", c.AccountSecret, "", false)
-	c.DNS.validate(bad)
+	c.DNS.validate(cat, bad)
 	c.Renewal.validate(bad)
 	if c.SecretGracePeriod.Duration < 0 {
 		bad("secretGracePeriod", "must not be negative")
@@ -265,14 +275,17 @@ func (c Config) Validate() error {
 	return nil
 }
 
-func (d DNS) validate(bad func(field, format string, args ...any)) {
+func (d DNS) validate(cat Catalog, bad func(field, format string, args ...any)) {
 	switch {
+	case d.Provider == "" && cat == nil:
+		bad("dns.provider", "required")
 	case d.Provider == "":
-		bad("dns.provider", "required; compiled in: %s", strings.Join(providers.Names(), ", "))
-	case !providers.Known(d.Provider):
-		bad("dns.provider", "%q is not compiled in; available: %s", d.Provider, strings.Join(providers.Names(), ", "))
+		bad("dns.provider", "required; compiled in: %s", strings.Join(cat.Names(), ", "))
+	case cat == nil:
+	case !cat.Known(d.Provider):
+		bad("dns.provider", "%q is not compiled in; available: %s", d.Provider, strings.Join(cat.Names(), ", "))
 	default:
-		if err := providers.CheckConfig(d.Provider, d.Config); err != nil {
+		if err := cat.CheckConfig(d.Provider, d.Config); err != nil {
 			bad("dns.config", "%v", err)
 		}
 	}

@@ -58,6 +58,18 @@ var registry = map[string]*provider{}
 
 func register(name string, p *provider) { registry[name] = p }
 
+// Catalog is the compiled-in providers, as acme/issuerconfig validates
+// configurations against them (issuerconfig.Parse(data, providers.Catalog)).
+var Catalog catalog
+
+type catalog struct{}
+
+func (catalog) Names() []string        { return Names() }
+func (catalog) Known(name string) bool { return Known(name) }
+func (catalog) CheckConfig(name string, config map[string]string) error {
+	return CheckConfig(name, config)
+}
+
 // Names returns the compiled-in provider names, sorted.
 func Names() []string {
 	names := make([]string, 0, len(registry))

@@ -16,6 +16,7 @@ import (
 
 	"github.com/podtls/podtls/acme"
 	"github.com/podtls/podtls/acme/issuerconfig"
+	"github.com/podtls/podtls/acme/providers"
 	"github.com/podtls/podtls/acme/status"
 	"github.com/podtls/podtls/contract"
 	"github.com/podtls/podtls/e2e/acmetest"
@@ -58,7 +59,7 @@ func TestPebble(t *testing.T) {
 		t.Fatal(err)
 	}
 	runManager(t, env, Options{
-		ConfigFile: cfgFile, ParseConfig: issuerconfig.Parse, ConfigPollInterval: time.Second,
+		ConfigFile: cfgFile, ParseConfig: func(b []byte) (issuerconfig.Config, error) { return issuerconfig.Parse(b, providers.Catalog) }, ConfigPollInterval: time.Second,
 		NewIssuer: func(ctx context.Context, c issuerconfig.Config) (Issuer, error) {
 			iss, err := acme.NewIssuer(ctx, c, acme.IssuerOptions{Namespace: ctrlNS, Kube: env.Clientset,
 				Logger: slog.New(slog.DiscardHandler)})

@@ -24,8 +24,8 @@ import (
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/client-go/kubernetes"
-	"sigs.k8s.io/yaml"
 
+	"github.com/podtls/podtls/acme/issuerconfig"
 	"github.com/podtls/podtls/acme/status"
 	"github.com/podtls/podtls/ca"
 	"github.com/podtls/podtls/cli/injectconfig"
@@ -58,10 +58,8 @@ const (
 
 // ACMEConfigMap and ACMEConfigKey hold the issuer configuration the chart renders.
 const (
-	ACMEConfigMap        = "podtls-acme"
-	ACMEConfigKey        = "config.yaml"
-	DefaultAccountSecret = "podtls-acme-account"
-	DefaultACMEDirectory = "https://acme-staging-v02.api.letsencrypt.org/directory"
+	ACMEConfigMap = "podtls-acme"
+	ACMEConfigKey = "config.yaml"
 )
 
 // Result is one line of the report.
@@ -452,17 +450,6 @@ func (r *runner) trustBundles(ctx context.Context) {
 	r.add(IDTrustBundles, output.OK, fmt.Sprintf("trust bundle current in %s", plural(n, "labelled namespace")), "")
 }
 
-// acmeConfig is the part of the issuer configuration the checks need. It is
-// decoded leniently here rather than with acme/issuerconfig.Parse, which links
-// lego's DNS providers into whatever imports it.
-type acmeConfig struct {
-	DirectoryURL  string `json:"directoryURL"`
-	AccountSecret string `json:"accountSecret"`
-	DNS           struct {
-		Provider string `json:"provider"`
-	} `json:"dns"`
-}
-
 func (r *runner) acme(ctx context.Context) {
 	r.acmeChecks(ctx)
 	if !slices.ContainsFunc(r.res, func(c Result) bool { return c.ID == IDACMEAccount }) {
@@ -482,23 +469,16 @@ func (r *runner) acmeChecks(ctx context.Context) {
 		return
 	}
 	raw, ok := cm.Data[ACMEConfigKey]
-	var c acmeConfig
 	if !ok {
 		r.add(IDACMEIssuer, output.Fail, fmt.Sprintf("ConfigMap %s/%s has no key %s", ns, ACMEConfigMap, ACMEConfigKey), "set acme.* in the Helm values")
 		return
 	}
-	if err := yaml.Unmarshal([]byte(raw), &c); err != nil {
-		r.add(IDACMEIssuer, output.Fail, fmt.Sprintf("ConfigMap %s/%s: %v", ns, ACMEConfigMap, err), "fix acme.* in the Helm values")
-		return
-	}
-	if c.DirectoryURL == "" {
-		c.DirectoryURL = DefaultACMEDirectory
-	}
-	if c.AccountSecret == "" {
-		c.AccountSecret = DefaultAccountSecret
-	}
-	if c.DNS.Provider == "" {
-		r.add(IDACMEIssuer, output.Fail, "ACME issuer has no dns.provider", "set acme.dns.provider in the Helm values")
+	// The controller's own parser and defaults; the providers compiled into
+	// the controller are not known here (the CLI links none), so only their
+	// names and settings go unchecked.
+	c, err := issuerconfig.Parse([]byte(raw), nil)
+	if err != nil {
+		r.add(IDACMEIssuer, output.Fail, fmt.Sprintf("ConfigMap %s/%s: %v", ns, ACMEConfigMap, err), "fix acme.* in the Helm values (docs/acme.md)")
 		return
 	}
 	r.add(IDACMEIssuer, output.OK, fmt.Sprintf("ACME issuer %s, DNS-01 via %s", c.DirectoryURL, c.DNS.Provider), "")

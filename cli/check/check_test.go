@@ -15,6 +15,7 @@ import (
 	"k8s.io/client-go/kubernetes/fake"
 	"k8s.io/utils/ptr"
 
+	"github.com/podtls/podtls/acme/issuerconfig"
 	"github.com/podtls/podtls/acme/status"
 	"github.com/podtls/podtls/ca"
 	"github.com/podtls/podtls/cli/output"
@@ -73,7 +74,7 @@ func TestRun(t *testing.T) {
 	acmeCM := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: ACMEConfigMap, Namespace: "podtls-system"},
 		Data: map[string]string{ACMEConfigKey: "directoryURL: https://acme.example/dir\ndns: {provider: rfc2136}\n"}}
 	account := func(dir string) *corev1.Secret {
-		return &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: DefaultAccountSecret, Namespace: "podtls-system",
+		return &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: issuerconfig.DefaultAccountSecret, Namespace: "podtls-system",
 			Annotations: status.Account{Directory: dir, URI: "https://acme.example/acct/1"}.Encode(nil)}}
 	}
 	for _, tc := range []struct {

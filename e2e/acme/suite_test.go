@@ -16,6 +16,7 @@ import (
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	"github.com/podtls/podtls/acme/issuerconfig"
+	"github.com/podtls/podtls/acme/providers"
 	"github.com/podtls/podtls/acme/status"
 	"github.com/podtls/podtls/contract"
 	"github.com/podtls/podtls/controller/options"
@@ -121,7 +122,7 @@ func (s *suite) writeConfig(edit func(*issuerconfig.Config)) {
 	if err != nil {
 		s.t.Fatal(err)
 	}
-	if _, err := issuerconfig.Parse(b); err != nil {
+	if _, err := issuerconfig.Parse(b, providers.Catalog); err != nil {
 		s.t.Fatalf("test config does not parse: %v\n%s", err, b)
 	}
 	// Replace atomically, as kubelet does: the controller never reads half a file.

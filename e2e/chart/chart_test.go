@@ -26,6 +26,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/podtls/podtls/acme/issuerconfig"
+	"github.com/podtls/podtls/acme/providers"
 	"github.com/podtls/podtls/e2e/mesh"
 	"github.com/podtls/podtls/internal/kubetest"
 	webhookconfig "github.com/podtls/podtls/webhook/webhookconfig"
@@ -274,7 +275,7 @@ func TestRender(t *testing.T) {
 				if err := yaml.UnmarshalStrict(cm.Raw, &m); err != nil {
 					t.Fatal(err)
 				}
-				cfg, err := issuerconfig.Parse([]byte(m.Data["config.yaml"]))
+				cfg, err := issuerconfig.Parse([]byte(m.Data["config.yaml"]), providers.Catalog)
 				if err != nil {
 					t.Errorf("the controller would refuse the rendered issuer configuration: %v\n%s", err, m.Data["config.yaml"])
 				} else if cfg.DNS.Provider == "" {
@@ -671,7 +672,7 @@ func TestHelmInstall(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg, err := issuerconfig.Parse([]byte(cm.Data["config.yaml"]))
+	cfg, err := issuerconfig.Parse([]byte(cm.Data["config.yaml"]), providers.Catalog)
 	if err != nil {
 		t.Fatalf("rendered ACME config: %v", err)
 	}

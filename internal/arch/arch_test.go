@@ -37,6 +37,16 @@ var rules = []rule{
 		},
 	},
 	{
+		// The CLI parses the issuer configuration with the controller's own
+		// parser; the DNS providers (lego) stay out of it.
+		name: "acme issuer configuration is light",
+		pkgs: module + "/acme/issuerconfig",
+		forbidden: []string{
+			module + "/acme/providers/...",
+			"github.com/go-acme/lego/...",
+		},
+	},
+	{
 		// controller/options is what the CLI imports of the controller.
 		name: "controller options are light",
 		pkgs: module + "/controller/options",
