@@ -14,7 +14,7 @@ import (
 	"github.com/podtls/podtls/acme/issuerconfig"
 	"github.com/podtls/podtls/acme/providers"
 	"github.com/podtls/podtls/acme/status"
-	"github.com/podtls/podtls/e2e/acmetest"
+	"github.com/podtls/podtls/internal/acmetest"
 	"github.com/podtls/podtls/internal/kubetest"
 )
 

@@ -3,17 +3,11 @@ package acme_test
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/pem"
 	"fmt"
-	"math/big"
 	"net"
 	"net/http"
-	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -28,6 +22,7 @@ import (
 
 	"github.com/podtls/podtls/internal/gobuild"
 	"github.com/podtls/podtls/internal/poll"
+	"github.com/podtls/podtls/internal/testpki"
 )
 
 // opensslVerify checks a kubernetes.io/tls chain with the real openssl:
@@ -67,7 +62,7 @@ func opensslVerify(t *testing.T, roots, chain []byte, hosts []string) {
 		}
 	}
 	// The same leaf must not verify against another root: the check can fail.
-	other := write("other.pem", throwawayCA(t).certPEM)
+	other := write("other.pem", testpki.NewCA(t, "other root").RootPEM())
 	if out, err := exec.Command("openssl", "verify", "-CAfile", other, "-untrusted", interFile, leafFile).CombinedOutput(); err == nil {
 		t.Fatalf("openssl verified the leaf against an unrelated root:\n%s", out)
 	}
@@ -135,95 +130,6 @@ func leafOf(t *testing.T, chain []byte) *x509.Certificate {
 	return c
 }
 
-// ca is a throwaway CA for the sidecar's mesh certificate.
-type ca struct {
-	cert    *x509.Certificate
-	key     *ecdsa.PrivateKey
-	certPEM []byte
-}
-
-func throwawayCA(t *testing.T) *ca {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "mesh test root"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &ca{cert: c, key: key, certPEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})}
-}
-
-// leaf issues a mesh certificate with a SPIFFE ID and DNS names.
-func (c *ca) leaf(t *testing.T, spiffeID string, dns ...string) (certPEM, keyPEM []byte) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	u, err := url.Parse(spiffeID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(time.Now().UnixNano()), NotBefore: time.Now().Add(-time.Minute),
-		NotAfter: time.Now().Add(time.Hour), URIs: []*url.URL{u}, DNSNames: dns,
-		KeyUsage:    x509.KeyUsageDigitalSignature,
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, c.cert, &key.PublicKey, c.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kder, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder})
-}
-
-// kubeletWrite updates a Secret volume directory the way kubelet does: the
-// files go into a new timestamped directory, a ..data symlink is swapped
-// atomically to it, and the visible names are symlinks through ..data.
-func kubeletWrite(dir string, files map[string][]byte) error {
-	ts := fmt.Sprintf("..%s.%d", time.Now().UTC().Format("2006_01_02_15_04_05"), time.Now().UnixNano())
-	if err := os.MkdirAll(filepath.Join(dir, ts), 0o755); err != nil {
-		return err
-	}
-	for name, data := range files {
-		if err := os.WriteFile(filepath.Join(dir, ts, name), data, 0o600); err != nil {
-			return err
-		}
-	}
-	old, _ := os.Readlink(filepath.Join(dir, "..data"))
-	tmp := filepath.Join(dir, "..data_tmp")
-	_ = os.Remove(tmp)
-	if err := os.Symlink(ts, tmp); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, filepath.Join(dir, "..data")); err != nil {
-		return err
-	}
-	for name := range files {
-		if _, err := os.Lstat(filepath.Join(dir, name)); err == nil {
-			continue
-		}
-		if err := os.Symlink(filepath.Join("..data", name), filepath.Join(dir, name)); err != nil {
-			return err
-		}
-	}
-	if old != "" && old != ts {
-		_ = os.RemoveAll(filepath.Join(dir, old))
-	}
-	return nil
-}
-
 // kubeletSync mirrors Secret ns/name into dir (as a Secret volume) until the
 // test ends, polling every 50 ms; kubelet's own sync period is ~1 min.
 func (s *suite) kubeletSync(t *testing.T, ns, name, dir string) {
@@ -238,7 +144,7 @@ func (s *suite) kubeletSync(t *testing.T, ns, name, dir string) {
 			sec, err := s.kube.Clientset.CoreV1().Secrets(ns).Get(ctx, name, metav1.GetOptions{})
 			if err == nil && sec.ResourceVersion != last {
 				files := map[string][]byte{corev1.TLSCertKey: sec.Data[corev1.TLSCertKey], corev1.TLSPrivateKeyKey: sec.Data[corev1.TLSPrivateKeyKey]}
-				if err := kubeletWrite(dir, files); err == nil {
+				if _, err := testpki.KubeletWriteE(dir, files); err == nil {
 					last = sec.ResourceVersion
 				}
 			}
@@ -295,14 +201,12 @@ func startSidecar(t *testing.T, inbound, extDir string) *sidecar {
 	t.Helper()
 	bin := sidecarBinary(t)
 	dir := t.TempDir()
-	mesh := throwawayCA(t)
-	certPEM, keyPEM := mesh.leaf(t, "spiffe://cluster.local/ns/acme-renew/sa/default", "shop.acme-renew.svc")
+	mesh := testpki.NewCA(t, "mesh test root")
+	leaf := mesh.Issue(t, testpki.LeafOptions{SPIFFEID: "spiffe://cluster.local/ns/acme-renew/sa/default", DNSNames: []string{"shop.acme-renew.svc"}})
 	meshDir := filepath.Join(dir, "mesh")
-	if err := kubeletWrite(meshDir, map[string][]byte{"tls.crt": certPEM, "tls.key": keyPEM}); err != nil {
-		t.Fatal(err)
-	}
+	testpki.KubeletWrite(t, meshDir, map[string][]byte{"tls.crt": leaf.ChainPEM, "tls.key": leaf.KeyPEM})
 	bundle := filepath.Join(dir, "bundle.pem")
-	if err := os.WriteFile(bundle, mesh.certPEM, 0o600); err != nil {
+	if err := os.WriteFile(bundle, mesh.RootPEM(), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	app := newApp(t)

@@ -26,7 +26,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/podtls/podtls/contract"
-	"github.com/podtls/podtls/e2e/acmetest"
+	"github.com/podtls/podtls/internal/acmetest"
 	"github.com/podtls/podtls/e2e/cluster"
 	"github.com/podtls/podtls/internal/gobuild"
 )

@@ -20,7 +20,7 @@ import (
 
 	"github.com/podtls/podtls/acme/status"
 	"github.com/podtls/podtls/contract"
-	"github.com/podtls/podtls/e2e/acmetest"
+	"github.com/podtls/podtls/internal/acmetest"
 	"github.com/podtls/podtls/e2e/cluster"
 )
 

@@ -8,7 +8,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/podtls/podtls/e2e/acmetest"
+	"github.com/podtls/podtls/internal/acmetest"
 	"github.com/podtls/podtls/e2e/cluster"
 )
 
