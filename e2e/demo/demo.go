@@ -26,8 +26,8 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/podtls/podtls/contract"
-	"github.com/podtls/podtls/internal/acmetest"
 	"github.com/podtls/podtls/e2e/cluster"
+	"github.com/podtls/podtls/internal/acmetest"
 	"github.com/podtls/podtls/internal/gobuild"
 )
 

@@ -10,8 +10,8 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 
-	"github.com/podtls/podtls/internal/acmetest"
 	"github.com/podtls/podtls/e2e/cluster"
+	"github.com/podtls/podtls/internal/acmetest"
 )
 
 // TestDemo runs exactly what `make demo` runs and checks what it showed. Like the

@@ -20,8 +20,8 @@ import (
 
 	"github.com/podtls/podtls/acme/status"
 	"github.com/podtls/podtls/contract"
-	"github.com/podtls/podtls/internal/acmetest"
 	"github.com/podtls/podtls/e2e/cluster"
+	"github.com/podtls/podtls/internal/acmetest"
 )
 
 const (

@@ -8,8 +8,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/podtls/podtls/internal/acmetest"
 	"github.com/podtls/podtls/e2e/cluster"
+	"github.com/podtls/podtls/internal/acmetest"
 )
 
 // TestChartValues renders the chart with the values the demo installs it with, so a
