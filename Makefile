@@ -44,10 +44,10 @@ images: build ## OCI image tarballs of every binary in bin/images (no Docker nee
 lint: ## gofmt and go vet
 	@out="$$(gofmt -l $$(git ls-files -co --exclude-standard '*.go'))"; \
 	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
-	CGO_ENABLED=0 $(GO) vet $(GOBUILD_FLAGS) ./...
+	$(STEP) vet "go vet ./... (compiles every package and its dependencies)" "~2 min" env CGO_ENABLED=0 $(GO) vet $(GOBUILD_FLAGS) ./...
 
 test: lint test-deps envtest-assets acme-assets helm manifests-check ## unit + integration tests (real kube-apiserver via envtest, Pebble + BIND9, helm), with -race; installs what they need
-	@echo "==> [$$(( $$(date +%s) - $(PODTLS_T0) ))s] go test -race ./... (first time: ~15 min on 2 cores)"
+	$(STEP) --announce "go test -race ./... (unit + integration: envtest, Pebble + BIND9, helm)" "~10 min on 2 cores"
 	PODTLS_REQUIRE_ENVTEST=1 PODTLS_REQUIRE_ACME=1 PODTLS_REQUIRE_TOOLS=1 $(GO) test -race -count=1 -timeout 30m ./...
 
 unit: ## unit tests only (skips anything needing the API server)
@@ -65,8 +65,8 @@ bench-sidecar: test-deps ## sidecar vs direct vs nginx (wrk, fortio), handshakes
 	@if [ -d bench/cmd/podtls-bench ]; then $(GO) run ./bench/cmd/podtls-bench; else echo "bench-sidecar: not yet (bench/cmd/podtls-bench missing)"; fi
 
 node-assets: ## Debian packages and binaries of the real single-node cluster (root)
-	$(STEP) node-deps "Debian packages of the local node (containerd, runc, CNI plugins, iptables)" "~1 min" bash hack/node-deps.sh
-	$(STEP) k8s "Kubernetes $(K8S_VERSION) (kube-apiserver, controller-manager, scheduler, kube-proxy, kubelet, kubectl) and etcd, compiled from the Go module proxy" "~13 min on 2 cores" bash hack/k8s-binaries.sh all
+	$(STEP) node-deps "Debian packages of the local node (containerd, runc, CNI plugins, iptables)" "under a minute" bash hack/node-deps.sh
+	$(STEP) k8s "Kubernetes $(K8S_VERSION) (kube-apiserver, controller-manager, scheduler, kube-proxy, kubelet, kubectl) and etcd, compiled from the Go module proxy" "~8 min on 2 cores" bash hack/k8s-binaries.sh all
 	$(STEP) coredns "CoreDNS with the local cluster's plugins, compiled from the Go module proxy" "~2 min" bash hack/coredns.sh
 
 e2e: node-assets acme-assets helm test-deps ## end-to-end suites under e2e/, including the real single-node cluster (root)
@@ -77,10 +77,10 @@ demo: node-assets acme-assets helm ## customer -> preference -> recommendation o
 	$(BIN)/demo $(DEMO_FLAGS)
 
 acme-assets: ## BIND9 (Debian) and Pebble (Go module proxy) for the ACME tests (root for apt)
-	$(STEP) acme "BIND9 (Debian) and Pebble (compiled from the Go module proxy), the DNS and ACME servers of the tests and demo" "~1 min" bash hack/acme-deps.sh
+	$(STEP) acme "BIND9 (Debian) and Pebble (compiled from the Go module proxy), the DNS and ACME servers of the tests and demo" "under a minute" bash hack/acme-deps.sh
 
 helm: ## build helm from the Go module proxy into bin/tools/helm (cached)
-	$(STEP) helm "helm, compiled from the Go module proxy" "~1.5 min" bash hack/helm.sh
+	$(STEP) helm "helm, compiled from the Go module proxy" "~2 min" bash hack/helm.sh
 
 manifests: ## regenerate manifests/install.yaml from charts/podtls
 	bash hack/manifests.sh
@@ -92,7 +92,7 @@ envtest-assets: ## build etcd, kube-apiserver, kubectl $(K8S_VERSION) from the G
 	$(STEP) envtest "Kubernetes $(K8S_VERSION) kube-apiserver and kubectl, and etcd, for envtest, compiled from the Go module proxy" "~10 min on 2 cores" bash hack/k8s-binaries.sh
 
 test-deps: ## install Debian packages and Go tools the tests and benches use (root)
-	$(STEP) test-deps "Debian packages (openssl, curl, nginx, wrk) and fortio that the tests and benches run" "~1 min" bash hack/install-test-deps.sh
+	$(STEP) test-deps "Debian packages (openssl, curl, nginx, wrk) and fortio that the tests and benches run" "under a minute" bash hack/install-test-deps.sh
 
 clean: ## remove built binaries (keeps the machine-level cache)
 	rm -rf $(BIN)

@@ -5,21 +5,28 @@
 # lines are printed. PODTLS_VERBOSE=1 prints everything instead.
 #
 # Usage: hack/step.sh NAME "TITLE" "FIRST-TIME ESTIMATE" CMD [ARG...]
+#        hack/step.sh --announce "TITLE" "FIRST-TIME ESTIMATE"   (only the line before; for
+#        steps whose own output people should see, such as go test)
 # Environment: PODTLS_T0 (epoch seconds when make started; the Makefile exports it).
 set -uo pipefail
 
 # shellcheck source=hack/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-[ "$#" -ge 4 ] || die "usage: $0 NAME TITLE ESTIMATE CMD [ARG...]"
-name="$1" title="$2" estimate="$3"
-shift 3
-
 t0="${PODTLS_T0:-$(now_s)}"
 fmt() { # fmt SECONDS -> 1m05s
   local s="$1"
   if [ "$s" -ge 60 ]; then printf '%dm%02ds' $((s / 60)) $((s % 60)); else printf '%ds' "$s"; fi
 }
+
+if [ "${1:-}" = --announce ]; then
+  [ "$#" -eq 3 ] || die "usage: $0 --announce TITLE ESTIMATE"
+  printf '==> [%6s] %s (first time: %s)\n' "$(fmt $(($(now_s) - t0)))" "$2" "$3"
+  exit 0
+fi
+[ "$#" -ge 4 ] || die "usage: $0 NAME TITLE ESTIMATE CMD [ARG...]"
+name="$1" title="$2" estimate="$3"
+shift 3
 
 logdir="$(repo_root)/bin/logs"
 mkdir -p "$logdir"

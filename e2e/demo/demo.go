@@ -202,7 +202,7 @@ func Run(ctx context.Context, opts Options, out io.Writer) (res *Result, err err
 	defer os.RemoveAll(r.dir)
 
 	var images []string
-	if err := r.step(StepBuild, "Building the binaries (controller, sidecar, demo app, podtls CLI; first time ~4 min, then seconds) and their images without Docker (OCI tarballs for containerd)", func() error {
+	if err := r.step(StepBuild, "Building the binaries (controller, sidecar, demo app, podtls CLI; first time ~2 min, then seconds) and their images without Docker (OCI tarballs for containerd)", func() error {
 		images, err = r.buildImages(ctx, r.dir)
 		return err
 	}); err != nil {
