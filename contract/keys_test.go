@@ -18,7 +18,7 @@ func TestKeysDocumented(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f, err := parser.ParseFile(token.NewFileSet(), "annotations.go", nil, parser.ParseComments)
+	f, err := parser.ParseFile(token.NewFileSet(), "keys.go", nil, parser.ParseComments)
 	if err != nil {
 		t.Fatal(err)
 	}

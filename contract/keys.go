@@ -1,8 +1,12 @@
-// Package contract is the single list of every label and annotation key podtls
-// reads or writes on pods and namespaces. All keys share the prefix "podtls.io/".
-// The namespace label sets the default; a pod annotation always wins.
+// Package contract is the pod contract of podtls: every label and annotation
+// key it reads or writes (keys.go; all share the prefix "podtls.io/"), the pod
+// layout the webhook renders and the sidecar reads (layout.go), and Parse,
+// which turns a pod's annotations into a typed Spec (spec.go). The webhook,
+// the ACME manager, the sidecar and the CLI import it; it imports none of
+// them. The namespace label sets the default; a pod annotation always wins.
 //
-// docs/annotations.md is the user-facing version of this file: keep them in step.
+// docs/annotations.md is the user-facing version of this package: keep them
+// in step (TestKeysDocumented checks).
 package contract
 
 // Prefix is the common prefix of every podtls key.
