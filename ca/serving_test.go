@@ -9,6 +9,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 
+	"github.com/podtls/podtls/internal/poll"
 	"github.com/podtls/podtls/renewal"
 )
 
@@ -44,21 +45,19 @@ func TestServingSourceRenews(t *testing.T) {
 			t.Errorf("Start: %v", err)
 		}
 	}()
-	deadline := first.NotAfter
-	for time.Now().Before(deadline) {
+	poll.Eventually(t, time.Until(first.NotAfter), "the certificate to be renewed before it expires", func() (bool, string) {
 		c, err := src.GetCertificate(nil)
 		if err != nil || c == nil {
 			t.Fatalf("GetCertificate = %v, %v", c, err)
 		}
-		if c.Leaf.SerialNumber.Cmp(first.SerialNumber) != 0 {
-			if time.Now().Before(renewal.Serving.At(first.NotBefore, first.NotAfter, 0)) {
-				t.Error("renewed before two thirds of the lifetime")
-			}
-			return
+		if c.Leaf.SerialNumber.Cmp(first.SerialNumber) == 0 {
+			return false, "still serving the first certificate"
 		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	t.Fatal("certificate not renewed before it expired")
+		if time.Now().Before(renewal.Serving.At(first.NotBefore, first.NotAfter, 0)) {
+			t.Error("renewed before two thirds of the lifetime")
+		}
+		return true, ""
+	})
 }
 
 func TestMatchingServices(t *testing.T) {

@@ -28,6 +28,7 @@ import (
 	ctrlwebhook "sigs.k8s.io/controller-runtime/pkg/webhook"
 
 	"github.com/podtls/podtls/contract"
+	"github.com/podtls/podtls/internal/poll"
 )
 
 // servingCert writes a self-signed ECDSA certificate for 127.0.0.1 into dir as
@@ -113,13 +114,12 @@ func BenchmarkAdmissionHTTPS(b *testing.B) {
 		}
 		return nil
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for post() != nil { // wait for the server
-		if time.Now().After(deadline) {
-			b.Fatal("webhook server did not start")
+	poll.Eventually(b, 10*time.Second, "the webhook server to start", func() (bool, string) {
+		if err := post(); err != nil {
+			return false, err.Error()
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return true, ""
+	})
 
 	const clients = 8
 	var wg sync.WaitGroup

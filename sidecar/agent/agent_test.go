@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/podtls/podtls/internal/poll"
 	"github.com/podtls/podtls/internal/testpki"
 	"github.com/podtls/podtls/sidecar/certs"
 )
@@ -112,13 +113,9 @@ func TestIssueWriteAndRenew(t *testing.T) {
 		t.Fatal(err)
 	}
 	first := e.serial()
-	deadline := time.Now().Add(5 * time.Second)
-	for e.serial() == first {
-		if time.Now().After(deadline) {
-			t.Fatal("no renewal within 5s of a 3s certificate")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	poll.Eventually(t, 5*time.Second, "a renewal of the 3s certificate", func() (bool, string) {
+		return e.serial() != first, "still serial " + first
+	})
 	toks := e.srv.Tokens()
 	if toks[0] != "token-1" || toks[len(toks)-1] != "token-2" {
 		t.Fatalf("tokens %v: want the file re-read on each call", toks)

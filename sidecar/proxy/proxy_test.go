@@ -5,13 +5,16 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/podtls/podtls/identity"
+	"github.com/podtls/podtls/internal/poll"
 	"github.com/podtls/podtls/internal/testpki"
 	"github.com/podtls/podtls/sidecar/metrics"
 	"github.com/podtls/podtls/tlsconfig"
@@ -131,13 +134,9 @@ func TestMaxConnections(t *testing.T) {
 	r := newRig(t, echoServer(t), func(c *Config) { c.MaxConnections = 1 })
 	first := r.dial(t)
 	defer first.Close()
-	deadline := time.Now().Add(2 * time.Second)
-	for r.p.Open() != 1 {
-		if time.Now().After(deadline) {
-			t.Fatal("first connection not counted")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	poll.Eventually(t, 10*time.Second, "the first connection to be counted", func() (bool, string) {
+		return r.p.Open() == 1, fmt.Sprintf("%d open", r.p.Open())
+	})
 	c, err := tls.Dial("tcp", r.addr, r.client)
 	if err == nil {
 		_ = c.SetDeadline(time.Now().Add(2 * time.Second))
@@ -155,15 +154,22 @@ func TestMaxConnections(t *testing.T) {
 }
 
 func TestIdleTimeout(t *testing.T) {
-	r := newRig(t, echoServer(t), func(c *Config) { c.IdleTimeout = 300 * time.Millisecond })
+	const idle = 300 * time.Millisecond
+	app, received := sinkServer(t)
+	r := newRig(t, app, func(c *Config) { c.IdleTimeout = idle })
 	c := r.dial(t)
 	defer c.Close()
-	// Keep it busy past the idle timeout: activity keeps it open.
-	for range 5 {
+	// Keep it busy past the idle timeout: activity keeps it open. Each ping
+	// is sent once the app has received the previous one, so the gaps stay
+	// well below the idle timeout, for more than the timeout in all.
+	for busy := time.Now(); time.Since(busy) < idle+200*time.Millisecond; {
+		want := received.Load() + int64(len("ping"))
 		if _, err := io.WriteString(c, "ping"); err != nil {
 			t.Fatalf("connection closed while active: %v", err)
 		}
-		time.Sleep(100 * time.Millisecond)
+		poll.Eventually(t, 10*time.Second, "the ping to reach the app", func() (bool, string) {
+			return received.Load() >= want, fmt.Sprintf("app received %d bytes, want %d", received.Load(), want)
+		})
 	}
 	start := time.Now()
 	_, err := io.ReadAll(c) // silent now: the proxy must close it
@@ -182,13 +188,9 @@ func TestShutdownForcesAfterDeadline(t *testing.T) {
 	if _, err := io.WriteString(c, "held open"); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(2 * time.Second)
-	for r.p.Open() != 1 {
-		if time.Now().After(deadline) {
-			t.Fatal("connection not open")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	poll.Eventually(t, 10*time.Second, "the connection to be open", func() (bool, string) {
+		return r.p.Open() == 1, fmt.Sprintf("%d open", r.p.Open())
+	})
 	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 	defer cancel()
 	start := time.Now()
@@ -223,14 +225,26 @@ func TestClientResetClosesAppConnection(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	appClosed := make(chan struct{})
+	appGot, appClosed := make(chan struct{}), make(chan struct{})
 	go func() {
 		c, err := ln.Accept()
 		if err != nil {
 			return
 		}
 		defer c.Close()
-		_, _ = io.Copy(io.Discard, c) // an idle keep-alive app: reads until closed
+		// An idle keep-alive app: reads until closed, telling the test when
+		// the request has arrived.
+		buf, got := make([]byte, 512), false
+		for {
+			n, err := c.Read(buf)
+			if n > 0 && !got {
+				got = true
+				close(appGot)
+			}
+			if err != nil {
+				break
+			}
+		}
 		close(appClosed)
 	}()
 	r := newRig(t, ln.Addr().String(), nil)
@@ -245,7 +259,11 @@ func TestClientResetClosesAppConnection(t *testing.T) {
 	if _, err := io.WriteString(c, "GET / HTTP/1.1\r\n"); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(100 * time.Millisecond)
+	select { // the proxy has dialed the app and forwarded the request
+	case <-appGot:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the request never reached the app")
+	}
 	_ = raw.(*net.TCPConn).SetLinger(0)
 	raw.Close() // RST, no close_notify
 	select {
@@ -253,11 +271,38 @@ func TestClientResetClosesAppConnection(t *testing.T) {
 	case <-time.After(2 * time.Second):
 		t.Fatal("app connection still open after the client reset")
 	}
-	deadline := time.Now().Add(time.Second)
-	for r.p.Open() != 0 {
-		if time.Now().After(deadline) {
-			t.Fatalf("%d connections still counted", r.p.Open())
-		}
-		time.Sleep(5 * time.Millisecond)
+	poll.Eventually(t, time.Second, "the connection to be uncounted", func() (bool, string) {
+		return r.p.Open() == 0, fmt.Sprintf("%d connections still counted", r.p.Open())
+	})
+}
+
+// sinkServer is an app that reads and counts every byte and never answers.
+func sinkServer(t testing.TB) (string, *atomic.Int64) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
 	}
+	t.Cleanup(func() { ln.Close() })
+	var n atomic.Int64
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				buf := make([]byte, 512)
+				for {
+					k, err := c.Read(buf)
+					n.Add(int64(k))
+					if err != nil {
+						return
+					}
+				}
+			}()
+		}
+	}()
+	return ln.Addr().String(), &n
 }
