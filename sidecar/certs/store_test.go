@@ -2,11 +2,16 @@ package certs
 
 import (
 	"crypto/x509"
+	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/podtls/podtls/internal/poll"
 	"github.com/podtls/podtls/internal/testpki"
 	"github.com/podtls/podtls/sidecar/metrics"
 )
@@ -20,11 +25,30 @@ type fixture struct {
 	store   *Store
 	reg     *metrics.Registry
 	options Options
+	logs    *logBuffer // the store's debug log, where tests see it act
+}
+
+// logBuffer collects log output safely across goroutines.
+type logBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
 
 func newFixture(t *testing.T, mutate func(*Options)) *fixture {
 	t.Helper()
-	f := &fixture{ca: testpki.NewCA(t, "mesh root"), reg: metrics.NewRegistry()}
+	f := &fixture{ca: testpki.NewCA(t, "mesh root"), reg: metrics.NewRegistry(), logs: &logBuffer{}}
 	root := t.TempDir()
 	f.dir = filepath.Join(root, "certs")
 	trustDir := filepath.Join(root, "trust")
@@ -35,7 +59,8 @@ func newFixture(t *testing.T, mutate func(*Options)) *fixture {
 	}
 	f.trust = filepath.Join(trustDir, "ca.crt")
 	testpki.KubeletWrite(t, trustDir, map[string][]byte{"ca.crt": f.ca.RootPEM()})
-	f.options = Options{CertDir: f.dir, TrustBundle: f.trust, Registry: f.reg, PollInterval: -1, Debounce: 20 * time.Millisecond}
+	f.options = Options{CertDir: f.dir, TrustBundle: f.trust, Registry: f.reg, PollInterval: -1, Debounce: 20 * time.Millisecond,
+		Logger: slog.New(slog.NewTextHandler(f.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))}
 	if mutate != nil {
 		mutate(&f.options)
 	}
@@ -50,6 +75,38 @@ func newFixture(t *testing.T, mutate func(*Options)) *fixture {
 func (f *fixture) writeLeaf(t *testing.T, l *testpki.Leaf) {
 	t.Helper()
 	testpki.KubeletWrite(t, f.dir, map[string][]byte{CertFile: l.ChainPEM, KeyFile: l.KeyPEM})
+}
+
+// waitWatching waits until Run's file watcher reports events in dir: it
+// touches a probe file there until the store logs a file event for it.
+func (f *fixture) waitWatching(t *testing.T, dir string) {
+	t.Helper()
+	probe := filepath.Join(dir, "..probe")
+	i := 0
+	poll.Eventually(t, 10*time.Second, "the file watcher on "+dir, func() (bool, string) {
+		if f.logged(`msg="file event"`, "name="+probe+" ") {
+			return true, ""
+		}
+		i++
+		if err := os.WriteFile(probe, []byte{byte(i)}, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return false, "no file event logged for " + probe
+	})
+}
+
+// logged reports whether one line of the store's log contains every part.
+func (f *fixture) logged(parts ...string) bool {
+	for line := range strings.Lines(f.logs.String()) {
+		found := true
+		for _, p := range parts {
+			found = found && strings.Contains(line, p)
+		}
+		if found {
+			return true
+		}
+	}
+	return false
 }
 
 func (f *fixture) serial() string {
@@ -174,12 +231,14 @@ func TestWatchKubeletSwap(t *testing.T) {
 	}
 	ctx := t.Context()
 	go f.store.Run(ctx)
-	time.Sleep(50 * time.Millisecond) // let the watcher register
+	f.waitWatching(t, f.dir)
 	for i := range 5 {
 		l := f.ca.Issue(t, testpki.LeafOptions{SPIFFEID: meshID})
 		f.writeLeaf(t, l)
 		want := l.Cert.SerialNumber.Text(16)
-		waitFor(t, time.Second, func() bool { return f.serial() == want }, "swap %d: serial %s", i, want)
+		poll.Eventually(t, time.Second, fmt.Sprintf("swap %d: serial %s", i, want), func() (bool, string) {
+			return f.serial() == want, "serving " + f.serial()
+		})
 	}
 }
 
@@ -193,7 +252,9 @@ func TestPollBackstop(t *testing.T) {
 	l := f.ca.Issue(t, testpki.LeafOptions{SPIFFEID: meshID})
 	f.writeLeaf(t, l)
 	want := l.Cert.SerialNumber.Text(16)
-	waitFor(t, time.Second, func() bool { return f.serial() == want }, "poll picks up %s", want)
+	poll.Eventually(t, time.Second, "the poll to pick up "+want, func() (bool, string) {
+		return f.serial() == want, "serving " + f.serial()
+	})
 }
 
 func TestTrustBundleReload(t *testing.T) {
@@ -299,17 +360,6 @@ func mustPair(t *testing.T, c, k []byte) *tlsCert {
 	return p
 }
 
-func waitFor(t *testing.T, d time.Duration, cond func() bool, format string, args ...any) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timeout: "+format, args...)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 func TestWatchDirectoryCreatedLater(t *testing.T) {
 	f := newFixture(t, func(o *Options) { o.PollInterval = 50 * time.Millisecond })
 	f.writeLeaf(t, f.ca.Issue(t, testpki.LeafOptions{SPIFFEID: meshID}))
@@ -321,15 +371,19 @@ func TestWatchDirectoryCreatedLater(t *testing.T) {
 	f.store.o.ExternalDirs = []string{late}
 	f.store.o.SystemRoots = x509.NewCertPool()
 	go f.store.Run(t.Context())
-	time.Sleep(100 * time.Millisecond)
+	poll.Eventually(t, 10*time.Second, "Run to try to watch the missing directory", func() (bool, string) {
+		return f.logged(`msg="cannot watch directory yet, polling it"`, "dir="+late+" "), "not logged yet"
+	})
 	if err := os.MkdirAll(late, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(150 * time.Millisecond) // a poll adds the watch
+	f.waitWatching(t, late) // a poll adds the watch
 	inter := testpki.NewCA(t, "public").Intermediate(t, "inter")
 	l := inter.Issue(t, testpki.LeafOptions{DNSNames: []string{"late.example.com"}})
 	testpki.KubeletWrite(t, late, map[string][]byte{CertFile: l.ChainPEM, KeyFile: l.KeyPEM})
-	waitFor(t, time.Second, func() bool { return f.store.ExternalCertificate("late.example.com") != nil }, "late external certificate")
+	poll.Eventually(t, time.Second, "late external certificate", func() (bool, string) {
+		return f.store.ExternalCertificate("late.example.com") != nil, "not served"
+	})
 }
 
 func TestReloadDespiteContinuousEvents(t *testing.T) {
@@ -339,7 +393,7 @@ func TestReloadDespiteContinuousEvents(t *testing.T) {
 		t.Fatal(err)
 	}
 	go f.store.Run(t.Context())
-	time.Sleep(50 * time.Millisecond)
+	f.waitWatching(t, f.dir)
 	l := f.ca.Issue(t, testpki.LeafOptions{SPIFFEID: meshID})
 	f.writeLeaf(t, l)
 	// Unrelated churn every 5ms, faster than the debounce.
@@ -356,7 +410,9 @@ func TestReloadDespiteContinuousEvents(t *testing.T) {
 		}
 	}()
 	want := l.Cert.SerialNumber.Text(16)
-	waitFor(t, time.Second, func() bool { return f.serial() == want }, "reload under continuous events")
+	poll.Eventually(t, time.Second, "reload under continuous events", func() (bool, string) {
+		return f.serial() == want, "serving " + f.serial()
+	})
 }
 
 // The ACME manager creates the Secret with empty files before the first
@@ -382,5 +438,7 @@ func TestExternalEmptyUntilIssued(t *testing.T) {
 	inter := testpki.NewCA(t, "public").Intermediate(t, "inter")
 	l := inter.Issue(t, testpki.LeafOptions{DNSNames: []string{"shop.example.com"}})
 	testpki.KubeletWrite(t, dir, map[string][]byte{CertFile: l.ChainPEM, KeyFile: l.KeyPEM})
-	waitFor(t, 2*time.Second, func() bool { return f.store.ExternalCertificate("shop.example.com") != nil }, "issued external certificate")
+	poll.Eventually(t, 2*time.Second, "issued external certificate", func() (bool, string) {
+		return f.store.ExternalCertificate("shop.example.com") != nil, "not served"
+	})
 }
