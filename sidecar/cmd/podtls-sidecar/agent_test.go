@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/podtls/podtls/internal/poll"
 	"github.com/podtls/podtls/internal/testpki"
 )
 
@@ -29,7 +30,11 @@ func TestAgentMode(t *testing.T) {
 	sc := launch(t, []string{"PODTLS_TRUST_ROOTS=" + string(ca.RootPEM())},
 		"--inbound", inbound+"="+app.addr, "--cert-dir", certDir,
 		"--ca-url", ca.URL, "--token-file", token, "--dns-name", "server.demo.svc", "--cert-ttl", "1h")
-	time.Sleep(500 * time.Millisecond)
+	// The agent has asked the CA and failed.
+	poll.Eventually(t, 15*time.Second, "a failed sign request", func() (bool, string) {
+		sc.failIfExited(t)
+		return sc.metric(t, `podtls_sidecar_agent_sign_requests_total{result="transient"}`) != "", "none counted yet"
+	})
 	if code, _ := sc.get("/readyz"); code != http.StatusServiceUnavailable {
 		t.Fatalf("/readyz %d while the CA fails, want 503", code)
 	}

@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -19,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/podtls/podtls/internal/poll"
 	"github.com/podtls/podtls/internal/testpki"
 )
 
@@ -222,22 +224,40 @@ func launch(t *testing.T, env []string, args ...string) *sidecar {
 
 func (s *sidecar) waitReady(t *testing.T) {
 	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		select {
-		case err := <-s.done:
-			s.done <- err
-			t.Fatalf("sidecar exited early: %v\n%s", err, s.stderr.String())
-		default:
-		}
-		if code, _ := s.get("/readyz"); code == http.StatusOK {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("sidecar not ready in time\n%s", s.stderr.String())
-		}
-		time.Sleep(20 * time.Millisecond)
+	poll.Eventually(t, 15*time.Second, "the sidecar to be ready", func() (bool, string) {
+		s.failIfExited(t)
+		code, body := s.get("/readyz")
+		return code == http.StatusOK, fmt.Sprintf("/readyz %d %s\n%s", code, body, s.stderr.String())
+	})
+}
+
+// failIfExited fails t at once if the process has exited.
+func (s *sidecar) failIfExited(t *testing.T) {
+	t.Helper()
+	select {
+	case err := <-s.done:
+		s.done <- err
+		t.Fatalf("sidecar exited early: %v\n%s", err, s.stderr.String())
+	default:
 	}
+}
+
+// waitLog waits until the sidecar has logged a line containing every part.
+func (s *sidecar) waitLog(t *testing.T, parts ...string) {
+	t.Helper()
+	poll.Eventually(t, 15*time.Second, fmt.Sprintf("a log line with %q", parts), func() (bool, string) {
+		for line := range strings.Lines(s.stderr.String()) {
+			found := true
+			for _, p := range parts {
+				found = found && strings.Contains(line, p)
+			}
+			if found {
+				return true, ""
+			}
+		}
+		s.failIfExited(t)
+		return false, "not logged yet"
+	})
 }
 
 func (s *sidecar) get(path string) (int, string) {
@@ -263,6 +283,36 @@ func (s *sidecar) stop(t *testing.T) {
 		_ = s.cmd.Process.Kill()
 		t.Errorf("sidecar did not stop on SIGTERM")
 	}
+}
+
+// counter is the sum of the values of the metric lines starting with prefix
+// (0 when there are none).
+func (s *sidecar) counter(t *testing.T, prefix string) float64 {
+	t.Helper()
+	var sum float64
+	for line := range strings.Lines(s.metric(t, prefix)) {
+		f := strings.Fields(line)
+		v, err := strconv.ParseFloat(f[len(f)-1], 64)
+		if err != nil {
+			t.Fatalf("metric line %q: %v", line, err)
+		}
+		sum += v
+	}
+	return sum
+}
+
+// inboundTotal is the number of inbound connections the sidecar accepted.
+const inboundTotal = `podtls_sidecar_connections_total{direction="inbound"}`
+
+// waitHandled waits until the sidecar has accepted more inbound
+// connections than before and closed every one of them: whatever it was
+// going to do with a refused client (such as dial the app) is done.
+func (s *sidecar) waitHandled(t *testing.T, before float64) {
+	t.Helper()
+	poll.Eventually(t, 15*time.Second, "the sidecar to handle and close the connection", func() (bool, string) {
+		total, active := s.counter(t, inboundTotal), s.counter(t, `podtls_sidecar_connections_active{direction="inbound"}`)
+		return total > before && active == 0, fmt.Sprintf("%v inbound connections accepted (%v before), %v open", total, before, active)
+	})
 }
 
 func (s *sidecar) metric(t *testing.T, prefix string) string {
@@ -332,17 +382,10 @@ func needTool(t *testing.T, name string) {
 // that every connection, refused or served, was accounted and closed.
 func (s *sidecar) waitNoActive(t *testing.T) {
 	t.Helper()
-	deadline := time.Now().Add(3 * time.Second)
-	for {
+	poll.Eventually(t, 3*time.Second, "no open connections", func() (bool, string) {
 		m := s.metric(t, "podtls_sidecar_connections_active{")
-		if !strings.Contains(m, "} ") || allZero(m) {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("connections still open: %s", m)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return !strings.Contains(m, "} ") || allZero(m), "connections still open: " + m
+	})
 }
 
 func allZero(m string) bool {

@@ -6,7 +6,6 @@ import (
 	"strconv"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/podtls/podtls/internal/testpki"
 )
@@ -70,12 +69,12 @@ func TestHTTPMode(t *testing.T) {
 		})
 	}
 	t.Run("refused-no-bytes", func(t *testing.T) {
-		before := app.bytes.Load()
+		before, accepted := app.bytes.Load(), sc.counter(t, inboundTotal)
 		out, err := runCmd(t, "", "curl", "-sS", "--max-time", "5", "--cacert", p.caFile, "--resolve", "server.demo.svc:"+port+":127.0.0.1", "https://server.demo.svc:"+port+"/")
 		if err == nil || strings.Contains(out, "hello") {
 			t.Fatalf("no client certificate accepted: %s", out)
 		}
-		time.Sleep(50 * time.Millisecond)
+		sc.waitHandled(t, accepted)
 		if app.bytes.Load() != before {
 			t.Fatal("app received bytes from a refused client")
 		}
@@ -89,7 +88,7 @@ func TestIdleRSS(t *testing.T) {
 	p := newPKI(t)
 	sc := startSidecar(t, nil, "--inbound", freeAddr(t)+"=127.0.0.1:1", "--outbound", freeAddr(t)+"=localhost:1",
 		"--cert-dir", p.certDir(t, "server", p.serverLeaf(t)), "--trust-bundle", p.caFile)
-	time.Sleep(300 * time.Millisecond)
+	sc.waitLog(t, `"msg":"serving"`) // the last step of the start-up
 	status, err := os.ReadFile("/proc/" + strconv.Itoa(sc.cmd.Process.Pid) + "/status")
 	if err != nil {
 		t.Skipf("no /proc: %v", err)

@@ -79,7 +79,7 @@ func TestInboundRealClients(t *testing.T) {
 				name = "no-cert"
 			}
 			t.Run(client+"/"+name, func(t *testing.T) {
-				bytesBefore, connsBefore := app.bytes.Load(), app.conns.Load()
+				bytesBefore, connsBefore, accepted := app.bytes.Load(), app.conns.Load(), sc.counter(t, inboundTotal)
 				out, err := clients[client](t, tc.cert)
 				if tc.ok {
 					if err != nil || !strings.Contains(out, "hello from backend") {
@@ -90,7 +90,7 @@ func TestInboundRealClients(t *testing.T) {
 				if strings.Contains(out, "hello from backend") {
 					t.Fatalf("refused client got a response: %s", out)
 				}
-				time.Sleep(50 * time.Millisecond)
+				sc.waitHandled(t, accepted)
 				if b, c := app.bytes.Load()-bytesBefore, app.conns.Load()-connsBefore; b != 0 || c != 0 {
 					t.Fatalf("app received %d bytes on %d connections from a refused client", b, c)
 				}

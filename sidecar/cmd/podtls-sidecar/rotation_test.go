@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/podtls/podtls/internal/poll"
 	"github.com/podtls/podtls/internal/testpki"
 )
 
@@ -104,20 +105,24 @@ func TestRotationUnderLoad(t *testing.T) {
 		// A handshake that starts within 1s of the swap must show the new
 		// serial (measured at the start: on a loaded machine the handshake
 		// itself can take a while).
-		for {
+		poll.Eventually(t, 30*time.Second, fmt.Sprintf("swap %d: serial %s served", swaps, want), func() (bool, string) {
 			probeStart := time.Now()
 			_, serial, err := httpGet(ctx, inbound, cfg)
 			if err == nil && serial == want {
 				worst = max(worst, probeStart.Sub(start))
-				break
+				return true, ""
 			}
 			if probeStart.Sub(start) > time.Second {
 				t.Fatalf("swap %d: a handshake started %s after the swap still showed serial %s, not %s (err %v)", swaps, probeStart.Sub(start).Round(time.Millisecond), serial, want, err)
 			}
-			time.Sleep(5 * time.Millisecond)
-		}
+			return false, fmt.Sprintf("serial %s, err %v", serial, err)
+		})
 		swaps++
-		time.Sleep(20 * time.Millisecond)
+		// Let the load use the new certificate before the next swap.
+		served := okCount.Load()
+		poll.Eventually(t, 30*time.Second, "requests after the swap", func() (bool, string) {
+			return okCount.Load() > served || failCount.Load() > 0, "no request completed since the swap"
+		})
 	}
 	cancel()
 	wg.Wait()
@@ -171,7 +176,12 @@ func TestCorruptFilesKeepServing(t *testing.T) {
 	for i, u := range updates {
 		t.Run(u.name, func(t *testing.T) {
 			u.apply(t)
-			time.Sleep(500 * time.Millisecond) // past the debounce and two polls
+			// The sidecar has read the update (after the debounce or a poll)
+			// once it counts the failed reload.
+			poll.Eventually(t, 15*time.Second, "the failed reload to be counted", func() (bool, string) {
+				n := sc.counter(t, `podtls_sidecar_cert_reloads_total{cert="mesh",result="failure"}`)
+				return n >= float64(i+1), fmt.Sprintf("%v failed reloads counted, want %d", n, i+1)
+			})
 			body, serial, err := httpGet(context.Background(), inbound, cfg)
 			if err != nil || !strings.Contains(body, "hello from backend") {
 				t.Fatalf("request after corrupt update: %v %q", err, body)
@@ -224,14 +234,20 @@ func TestDrainOnSIGTERM(t *testing.T) {
 	if err := sc.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(200 * time.Millisecond)
+	// The sidecar logs "draining" once it has stopped reporting ready; it
+	// closes the listeners right after.
+	sc.waitLog(t, `"msg":"draining"`)
 	if code, _ := sc.get("/readyz"); code == 200 {
 		t.Error("/readyz still 200 while draining")
 	}
-	if c, err := net.DialTimeout("tcp", inbound, time.Second); err == nil {
-		c.Close()
-		t.Error("listener still accepts after SIGTERM")
-	}
+	poll.Eventually(t, 200*time.Millisecond, "the listener to be closed after SIGTERM", func() (bool, string) {
+		c, err := net.DialTimeout("tcp", inbound, time.Second)
+		if err == nil {
+			c.Close()
+			return false, "listener still accepts after SIGTERM"
+		}
+		return true, ""
+	})
 	if err := roundTrip(); err != nil {
 		t.Fatalf("open connection broken during drain: %v", err)
 	}
