@@ -27,6 +27,7 @@ import (
 	"github.com/podtls/podtls/ca"
 	"github.com/podtls/podtls/ca/signapi"
 	"github.com/podtls/podtls/internal/kubetest"
+	"github.com/podtls/podtls/internal/poll"
 )
 
 // testIssuer is the service-account token issuer the test API server uses;
@@ -284,20 +285,15 @@ func TestSignEnvtest(t *testing.T) {
 			}
 			// The API server learns of the deletion through its own cache;
 			// wait until it invalidates the token.
-			for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+			poll.Eventually(t, 15*time.Second, "the API server to reject the token of a deleted pod", func() (bool, string) {
 				r, err := kube.AuthenticationV1().TokenReviews().Create(ctx, &authnv1.TokenReview{
 					Spec: authnv1.TokenReviewSpec{Token: tok, Audiences: []string{signapi.Audience}},
 				}, metav1.CreateOptions{})
 				if err != nil {
 					t.Fatal(err)
 				}
-				if !r.Status.Authenticated {
-					break
-				}
-				if time.Now().After(deadline) {
-					t.Fatal("API server still accepts the token of a deleted pod after 15s")
-				}
-			}
+				return !r.Status.Authenticated, "the token is still authenticated"
+			})
 			return tok
 		}, newCSR(t), http.StatusUnauthorized},
 		{"DNS name of another namespace", func(t *testing.T) string {

@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/podtls/podtls/internal/poll"
 )
 
 const reaperChildEnv = "KUBETEST_REAPER_CHILD"
@@ -63,9 +65,14 @@ func TestReaperStopsOrphanedControlPlane(t *testing.T) {
 		t.Fatalf("child reported pids %v dirs %v, want etcd and kube-apiserver; output:\n%s%s", pids, dirs, out, stderr.String())
 	}
 
-	deadline := time.Now().Add(45 * time.Second)
-	for {
-		var alive []int
+	var alive []int
+	t.Cleanup(func() {
+		for _, p := range alive {
+			_ = syscall.Kill(p, syscall.SIGKILL) // don't leak them from this test either
+		}
+	})
+	poll.Eventually(t, 45*time.Second, "the orphaned control plane to be reaped", func() (bool, string) {
+		alive = nil
 		for _, p := range pids {
 			if running(p) {
 				alive = append(alive, p)
@@ -77,17 +84,8 @@ func TestReaperStopsOrphanedControlPlane(t *testing.T) {
 				left = append(left, d)
 			}
 		}
-		if len(alive) == 0 && len(left) == 0 {
-			return
-		}
-		if time.Now().After(deadline) {
-			for _, p := range alive {
-				_ = syscall.Kill(p, syscall.SIGKILL) // don't leak them from this test either
-			}
-			t.Fatalf("orphaned control plane not reaped: processes %v, directories %v", alive, left)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+		return len(alive) == 0 && len(left) == 0, fmt.Sprintf("processes %v, directories %v left", alive, left)
+	})
 }
 
 // reaperChild launches a control plane, reports it, and exits without Stop.
