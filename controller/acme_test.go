@@ -60,13 +60,14 @@ func TestRunWithBadACMEConfig(t *testing.T) {
 		}
 	})
 
-	waitFor(t, "readyz with a bad ACME config", done, func() bool {
+	poll.Eventually(t, time.Minute, "readyz with a bad ACME config", func() (bool, string) {
+		failIfExited(t, done)
 		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/readyz", healthPort))
 		if err != nil {
-			return false
+			return false, err.Error()
 		}
 		_ = resp.Body.Close()
-		return resp.StatusCode == http.StatusOK
+		return resp.StatusCode == http.StatusOK, resp.Status
 	})
 
 	hosts := "shop.example.test"
@@ -78,18 +79,19 @@ func TestRunWithBadACMEConfig(t *testing.T) {
 		t.Fatal(err)
 	}
 	var msg string
-	waitFor(t, "ExternalCertNoIssuer event", done, func() bool {
+	poll.Eventually(t, time.Minute, "ExternalCertNoIssuer event", func() (bool, string) {
+		failIfExited(t, done)
 		evs := &corev1.EventList{}
 		if err := env.Client.List(ctx, evs); err != nil {
-			return false
+			return false, err.Error()
 		}
 		for _, e := range evs.Items {
 			if e.InvolvedObject.Name == "web" && e.Reason == status.EventNotConfigured {
 				msg = e.Message
-				return true
+				return true, ""
 			}
 		}
-		return false
+		return false, "no such Event yet"
 	})
 	if !strings.Contains(msg, "directoryURL") {
 		t.Errorf("event does not say what is wrong with the config: %q", msg)
@@ -100,15 +102,13 @@ func TestRunWithBadACMEConfig(t *testing.T) {
 	}
 }
 
-// waitFor polls cond like poll.Eventually, failing t at once if Run returns.
-func waitFor(t *testing.T, what string, done <-chan error, cond func() bool) {
+// failIfExited fails t at once if Run has returned (for use in a
+// poll.Eventually condition).
+func failIfExited(t *testing.T, done <-chan error) {
 	t.Helper()
-	poll.Eventually(t, time.Minute, what, func() (bool, string) {
-		select {
-		case err := <-done:
-			t.Fatalf("controller exited while waiting for %s: %v", what, err)
-		default:
-		}
-		return cond(), "not yet"
-	})
+	select {
+	case err := <-done:
+		t.Fatalf("controller exited: %v", err)
+	default:
+	}
 }
