@@ -148,6 +148,13 @@ type Options struct {
 	Recorder record.EventRecorder
 	// Logger (default: the manager's).
 	Logger logr.Logger
+
+	// Test seams, nil in production, so a test can wait for the manager to
+	// have processed a trigger instead of sleeping. resyncing is called when
+	// a resync pass starts, before it queues any key. reconciling is called
+	// when a reconcile of key starts; the func it returns, when it returns.
+	resyncing   func()
+	reconciling func(key types.NamespacedName) (done func())
 }
 
 // Manager is the reconciler. Create it with New and register it with

@@ -21,6 +21,7 @@ import (
 	"github.com/podtls/podtls/contract"
 	"github.com/podtls/podtls/internal/acmetest"
 	"github.com/podtls/podtls/internal/kubetest"
+	"github.com/podtls/podtls/internal/poll"
 )
 
 // TestPebble drives the manager with the real lego issuer against Pebble,
@@ -89,7 +90,7 @@ func TestPebble(t *testing.T) {
 		e, _ := status.Decode(s.Annotations)
 		return s, e
 	}
-	eventuallyWithin(t, time.Minute, "certificate from Pebble", func() bool { _, e := get(); return e.Issued() })
+	poll.Eventually(t, time.Minute, "certificate from Pebble", func() (bool, string) { _, e := get(); return e.Issued(), "not yet" })
 	t.Logf("pod created -> certificate in its Secret: %s", time.Since(start).Round(time.Millisecond))
 
 	roots, inters, err := pebble.Chain(ctx)
@@ -125,7 +126,7 @@ func TestPebble(t *testing.T) {
 		t.Fatal(err)
 	}
 	start = time.Now()
-	eventuallyWithin(t, time.Minute, "forced renewal", func() bool { _, e := get(); return e.Serial != old && e.ForceRenew == "" })
+	poll.Eventually(t, time.Minute, "forced renewal", func() (bool, string) { _, e := get(); return e.Serial != old && e.ForceRenew == "", "not yet" })
 	t.Logf("forced renewal: %s", time.Since(start).Round(time.Millisecond))
 	s, e = get()
 	verify(s)
@@ -139,23 +140,23 @@ func TestPebble(t *testing.T) {
 	if err := env.Client.Update(ctx, s); err != nil {
 		t.Fatal(err)
 	}
-	eventuallyWithin(t, time.Minute, "failure recorded", func() bool { _, e := get(); return e.Failures > 0 })
+	poll.Eventually(t, time.Minute, "failure recorded", func() (bool, string) { _, e := get(); return e.Failures > 0, "not yet" })
 	s, e = get()
 	if string(s.Data[corev1.TLSCertKey]) != crt || e.Serial != serial || e.LastError == "" || !e.NextAttempt.After(e.LastAttempt) {
 		t.Errorf("after a failure: data kept %v, status %+v", string(s.Data[corev1.TLSCertKey]) == crt, e)
 	}
 	t.Logf("last-error with Pebble down: %s", e.LastError)
-	waitEvent(t, env.Client, &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "web-1"}}, status.EventFailed)
+	poll.Eventually(t, 30*time.Second, "event "+status.EventFailed+" on web-1", hasEvent(env.Client, &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "web-1"}}, status.EventFailed))
 	if err := pebble.StartACME(ctx); err != nil {
 		t.Fatal(err)
 	}
 	start = time.Now()
-	eventuallyWithin(t, time.Minute, "recovered", func() bool {
+	poll.Eventually(t, time.Minute, "recovered", func() (bool, string) {
 		_, e := get()
 		if e.Serial != serial && !e.Failing() {
-			return true
+			return true, ""
 		}
-		return false
+		return false, "not yet"
 	})
 	t.Logf("ACME server back (new account needed) -> renewed: %s", time.Since(start).Round(time.Millisecond))
 	roots, inters, err = pebble.Chain(ctx)

@@ -25,6 +25,7 @@ import (
 	"github.com/podtls/podtls/acme/issuerconfig"
 	"github.com/podtls/podtls/acme/status"
 	"github.com/podtls/podtls/contract"
+	"github.com/podtls/podtls/internal/poll"
 )
 
 // fixture is a manager on a fake client with a fake clock: for the paths an
@@ -133,7 +134,7 @@ func TestIssuedCertificateWrittenAfterCancel(t *testing.T) {
 	f.reconcile(t, ctx)
 	// Written at once, or by the background finish when the reconcile saw
 	// the cancellation first.
-	eventually(t, "certificate written after the cancellation", func() bool { _, e := f.secret(t); return e.Issued() })
+	poll.Eventually(t, 30*time.Second, "certificate written after the cancellation", func() (bool, string) { _, e := f.secret(t); return e.Issued(), "not yet" })
 }
 
 // blockingIssuer ignores cancellation until released, like lego's DNS
@@ -163,7 +164,7 @@ func TestShutdownDoesNotWaitForTheOrder(t *testing.T) {
 		t.Fatalf("before the order finished: %+v", e)
 	}
 	close(release) // the order completes after all: its certificate is kept
-	eventually(t, "certificate of the finished order written", func() bool { _, e := f.secret(t); return e.Issued() })
+	poll.Eventually(t, 30*time.Second, "certificate of the finished order written", func() (bool, string) { _, e := f.secret(t); return e.Issued(), "not yet" })
 }
 
 func TestOrderCapAndBackoff(t *testing.T) {

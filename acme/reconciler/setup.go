@@ -99,13 +99,25 @@ func (m *Manager) SetupWithManager(mgr ctrl.Manager) error {
 		Watches(&corev1.Pod{}, podToSecret).
 		WatchesRawSource(fromChannel).
 		WithOptions(controller.Options{MaxConcurrentReconciles: m.opts.MaxConcurrentReconciles}).
-		Complete(m); err != nil {
+		Complete(m.reconciler()); err != nil {
 		return fmt.Errorf("acme controller: %w", err)
 	}
 	if err := mgr.Add(m.config); err != nil {
 		return fmt.Errorf("acme config watcher: %w", err)
 	}
 	return mgr.Add(&resyncer{m: m})
+}
+
+// reconciler is m, or m reporting each reconcile to the reconciling test
+// seam when one is set.
+func (m *Manager) reconciler() reconcile.Reconciler {
+	if m.opts.reconciling == nil {
+		return m
+	}
+	return reconcile.Func(func(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
+		defer m.opts.reconciling(req.NamespacedName)()
+		return m.Reconcile(ctx, req)
+	})
 }
 
 // noDeletes passes every event but deletions: a deleted pod needs no notice.
@@ -148,6 +160,9 @@ func (r *resyncer) Start(ctx context.Context) error {
 			return nil
 		case <-t.C:
 		case <-r.m.kick:
+		}
+		if r.m.opts.resyncing != nil {
+			r.m.opts.resyncing()
 		}
 		if err := r.m.enqueueAll(ctx); err != nil {
 			r.m.log.Error(err, "resync")
