@@ -3,7 +3,7 @@ SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
 GO ?= go
 BIN := $(CURDIR)/bin
-export K8S_VERSION ?= v1.34.4
+export K8S_VERSION ?= v1.37.2
 FUZZTIME ?= 10s
 # make test already runs the envtest suites under e2e/; CI narrows this to the node suites.
 E2E_PKGS ?= ./e2e/...

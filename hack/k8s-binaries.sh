@@ -15,14 +15,14 @@
 # matches. A machine-level cache in ${PODTLS_CACHE_DIR:-$HOME/.cache/podtls} survives fresh
 # clones: binaries are copied from it when present and stored into it after a build.
 #
-# Environment: K8S_VERSION (default v1.34.4), ETCD_VERSION (default v3.6.4), PODTLS_CACHE_DIR.
+# Environment: K8S_VERSION (default v1.37.2), ETCD_VERSION (default v3.7.3), PODTLS_CACHE_DIR.
 set -euo pipefail
 
 # shellcheck source=hack/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-K8S_VERSION="${K8S_VERSION:-v1.34.4}"
-ETCD_VERSION="${ETCD_VERSION:-v3.6.4}"
+K8S_VERSION="${K8S_VERSION:-v1.37.2}"
+ETCD_VERSION="${ETCD_VERSION:-v3.7.3}"
 # Bump when the build recipe (flags, stamping) changes, to invalidate existing stamps.
 RECIPE=1
 
@@ -213,7 +213,7 @@ check_version() {
     kubectl) got="$("$bin" version --client 2>&1 || true)" ;;
     *) got="$("$bin" --version 2>&1 || true)" ;;
   esac
-  # etcd prints "etcd Version: 3.6.4", Kubernetes binaries "Kubernetes v1.34.4".
+  # etcd prints "etcd Version: 3.7.3", Kubernetes binaries "Kubernetes v1.37.2".
   case "$got" in
     *"$want"* | *"${want#v}"*) log "$name reports: $(printf '%s' "$got" | head -n 1)" ;;
     *) die "$bin does not report version $want: $(printf '%s' "$got" | head -n 3)" ;;

@@ -125,7 +125,7 @@ func TestConfigsStayPrivate(t *testing.T) {
 		t.Fatal(err)
 	}
 	for key, want := range map[string]any{
-		"cgroupDriver": "cgroupfs", "failSwapOn": false, "syncFrequency": "2s",
+		"cgroupDriver": "cgroupfs", "failSwapOn": false, "failCgroupV1": false, "syncFrequency": "2s",
 		"imageGCHighThresholdPercent": float64(100), "podLogsDir": "/base/run-x/pod-logs",
 		"containerRuntimeEndpoint": "unix:///base/run-x/containerd/containerd.sock",
 	} {

@@ -158,6 +158,9 @@ func kubeletConfig(p paths, pki pkiFiles) ([]byte, error) {
 		"cgroupRoot":               cgroupRoot,
 		"containerRuntimeEndpoint": "unix://" + p.socket,
 		"failSwapOn":               false,
+		// These build hosts run cgroup v1 (hybrid); kubelet >= 1.35 refuses to start there
+		// unless told otherwise (the field exists since 1.31; cgroup v2 hosts ignore it).
+		"failCgroupV1": false,
 		// Secret and ConfigMap volumes are refreshed every sync: ~1-2 s instead of ~1 min.
 		"syncFrequency":               "2s",
 		"fileCheckFrequency":          "5s",
