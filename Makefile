@@ -44,10 +44,10 @@ images: build ## OCI image tarballs of every binary in bin/images (no Docker nee
 lint: ## gofmt and go vet
 	@out="$$(gofmt -l $$(git ls-files -co --exclude-standard '*.go'))"; \
 	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
-	$(STEP) vet "go vet ./... (compiles every package and its dependencies)" "~2 min" env CGO_ENABLED=0 $(GO) vet $(GOBUILD_FLAGS) ./...
+	$(STEP) vet "go vet ./... (downloads the Go modules and compiles every package)" "~4 min" env CGO_ENABLED=0 $(GO) vet $(GOBUILD_FLAGS) ./...
 
 test: lint test-deps envtest-assets acme-assets helm manifests-check ## unit + integration tests (real kube-apiserver via envtest, Pebble + BIND9, helm), with -race; installs what they need
-	$(STEP) --announce "go test -race ./... (unit + integration: envtest, Pebble + BIND9, helm)" "~10 min on 2 cores"
+	$(STEP) --announce "go test -race ./... (unit + integration: envtest, Pebble + BIND9, helm)" "~8 min on 2 cores"
 	PODTLS_REQUIRE_ENVTEST=1 PODTLS_REQUIRE_ACME=1 PODTLS_REQUIRE_TOOLS=1 $(GO) test -race -count=1 -timeout 30m ./...
 
 unit: ## unit tests only (skips anything needing the API server)
@@ -89,7 +89,7 @@ manifests-check: ## fail if manifests/install.yaml is stale
 	bash hack/manifests.sh --check
 
 envtest-assets: ## build etcd, kube-apiserver, kubectl $(K8S_VERSION) from the Go module proxy into bin/k8s
-	$(STEP) envtest "Kubernetes $(K8S_VERSION) kube-apiserver and kubectl, and etcd, for envtest, compiled from the Go module proxy" "~10 min on 2 cores" bash hack/k8s-binaries.sh
+	$(STEP) envtest "Kubernetes $(K8S_VERSION) kube-apiserver and kubectl, and etcd, for envtest, compiled from the Go module proxy" "~7 min on 2 cores" bash hack/k8s-binaries.sh
 
 test-deps: ## install Debian packages and Go tools the tests and benches use (root)
 	$(STEP) test-deps "Debian packages (openssl, curl, nginx, wrk) and fortio that the tests and benches run" "under a minute" bash hack/install-test-deps.sh

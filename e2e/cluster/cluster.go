@@ -141,24 +141,8 @@ func (o *Options) defaults() error {
 	return nil
 }
 
-// RepoRoot finds the podtls checkout from the working directory upwards.
-func RepoRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", fmt.Errorf("working directory: %w", err)
-	}
-	for {
-		data, err := os.ReadFile(filepath.Join(dir, "go.mod"))
-		if err == nil && strings.Contains(string(data), "module github.com/podtls/podtls\n") {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("podtls repository root not found above the working directory")
-		}
-		dir = parent
-	}
-}
+// RepoRoot finds the podtls checkout (gobuild.RepoRoot).
+func RepoRoot() (string, error) { return gobuild.RepoRoot() }
 
 // Up brings up a single-node cluster and waits until the node is Ready, the default
 // ServiceAccount exists, CoreDNS answers and kube-proxy has synced. On error everything

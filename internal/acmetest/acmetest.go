@@ -36,6 +36,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/podtls/podtls/internal/gobuild"
 )
 
 // RequireEnv makes StartT fail instead of skip when the assets are missing (CI sets it).
@@ -343,7 +345,7 @@ func findAssets() (named, nsupdate, pebble string, err error) {
 	named, nsupdate = look("named"), look("nsupdate")
 	pebble = os.Getenv(PebbleEnv)
 	if pebble == "" {
-		root, rerr := repoRoot()
+		root, rerr := gobuild.RepoRoot()
 		if rerr != nil {
 			return "", "", "", fmt.Errorf("%w: %v", ErrAssetsMissing, rerr)
 		}
@@ -356,22 +358,6 @@ func findAssets() (named, nsupdate, pebble string, err error) {
 		return "", "", "", fmt.Errorf("%w: %s not found", ErrAssetsMissing, strings.Join(missing, ", "))
 	}
 	return named, nsupdate, pebble, nil
-}
-
-// repoRoot walks up from the working directory to the directory holding go.mod.
-func repoRoot() (string, error) {
-	wd, err := os.Getwd()
-	if err != nil {
-		return "", fmt.Errorf("working directory: %w", err)
-	}
-	for dir := wd; ; dir = filepath.Dir(dir) {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir, nil
-		}
-		if filepath.Dir(dir) == dir {
-			return "", fmt.Errorf("no go.mod in %s or any parent directory", wd)
-		}
-	}
 }
 
 func newSecret() (string, error) {

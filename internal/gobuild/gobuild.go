@@ -59,3 +59,25 @@ func tail(b []byte, n int) string {
 	}
 	return s
 }
+
+// Module is the import path of the podtls module.
+const Module = "github.com/podtls/podtls"
+
+// RepoRoot finds the podtls checkout from the working directory upwards (a
+// package directory under `go test`): the first directory whose go.mod
+// declares Module. Nested modules (hack/tools/pebble) are skipped.
+func RepoRoot() (string, error) {
+	wd, err := os.Getwd()
+	if err != nil {
+		return "", fmt.Errorf("working directory: %w", err)
+	}
+	for dir := wd; ; dir = filepath.Dir(dir) {
+		data, err := os.ReadFile(filepath.Join(dir, "go.mod"))
+		if err == nil && strings.Contains(string(data), "module "+Module+"\n") {
+			return dir, nil
+		}
+		if filepath.Dir(dir) == dir {
+			return "", fmt.Errorf("no go.mod of %s in %s or any parent directory: run from inside the podtls repository", Module, wd)
+		}
+	}
+}

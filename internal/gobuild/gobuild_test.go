@@ -60,3 +60,21 @@ func TestBinariesReportsCompileErrors(t *testing.T) {
 		t.Fatalf("got %v, want the compiler's error", err)
 	}
 }
+
+func TestRepoRoot(t *testing.T) {
+	root, err := RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(root, "internal", "gobuild", "gobuild.go")); err != nil {
+		t.Errorf("RepoRoot() = %s, which does not hold this package: %v", root, err)
+	}
+	t.Chdir(filepath.Join(root, "hack", "tools", "pebble")) // a nested module
+	if got, err := RepoRoot(); err != nil || got != root {
+		t.Errorf("from a nested module: RepoRoot() = %q, %v; want %s", got, err, root)
+	}
+	t.Chdir(t.TempDir())
+	if _, err := RepoRoot(); err == nil {
+		t.Error("outside the repository: no error")
+	}
+}

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/podtls/podtls/internal/gobuild"
 )
 
 func missingAssets(t testing.TB, err error) {
@@ -43,22 +45,8 @@ func AssetsDir() (string, error) {
 	return dir, nil
 }
 
-// RepoRoot walks up from the working directory (a package dir under `go test`) to the
-// directory containing go.mod.
-func RepoRoot() (string, error) {
-	wd, err := os.Getwd()
-	if err != nil {
-		return "", fmt.Errorf("working directory: %w", err)
-	}
-	for dir := wd; ; dir = filepath.Dir(dir) {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir, nil
-		}
-		if filepath.Dir(dir) == dir {
-			return "", fmt.Errorf("no go.mod in %s or any parent directory", wd)
-		}
-	}
-}
+// RepoRoot finds the podtls checkout (gobuild.RepoRoot).
+func RepoRoot() (string, error) { return gobuild.RepoRoot() }
 
 var noFsync sync.Map // etcd path -> bool
 

@@ -16,12 +16,12 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"strconv"
 	"syscall"
 	"time"
 
 	"github.com/podtls/podtls/bench/harness"
+	"github.com/podtls/podtls/internal/gobuild"
 )
 
 func main() {
@@ -71,7 +71,7 @@ func benchCmd(ctx context.Context, args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	root, err := repoRoot()
+	root, err := gobuild.RepoRoot()
 	if err != nil {
 		return err
 	}
@@ -98,22 +98,6 @@ func handshakeCmd(ctx context.Context, args []string) error {
 		return errors.New("handshake: -addr, -server-name and -ca are required")
 	}
 	return harness.HandshakeMain(ctx, *addr, *name, *ca, *cert, *key, *workers, *d, os.Stdout)
-}
-
-// repoRoot walks up from the working directory to the go.mod.
-func repoRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", fmt.Errorf("working directory: %w", err)
-	}
-	for d := dir; ; d = filepath.Dir(d) {
-		if _, err := os.Stat(filepath.Join(d, "go.mod")); err == nil {
-			return d, nil
-		}
-		if filepath.Dir(d) == d {
-			return "", fmt.Errorf("no go.mod above %s: run from inside the podtls repository", dir)
-		}
-	}
 }
 
 func envDuration(key string, def time.Duration) time.Duration {
