@@ -35,6 +35,7 @@ import (
 	"github.com/podtls/podtls/acme/reconciler"
 	"github.com/podtls/podtls/ca"
 	caserver "github.com/podtls/podtls/ca/server"
+	"github.com/podtls/podtls/ca/services"
 	"github.com/podtls/podtls/contract"
 	"github.com/podtls/podtls/controller/options"
 	"github.com/podtls/podtls/tlsconfig"
@@ -69,8 +70,8 @@ func Run(ctx context.Context, opts options.Options, restCfg *rest.Config) error 
 		return fmt.Errorf("load CA: %w", err)
 	}
 	// The Services lister reads the manager's cache; it is set once the manager exists.
-	services := &ca.CachedServices{}
-	authority, err := ca.New(material, ca.Config{TrustDomain: opts.TrustDomain, ClusterDomain: opts.ClusterDomain, Services: services})
+	lister := &services.Lister{}
+	authority, err := ca.New(material, ca.Config{TrustDomain: opts.TrustDomain, ClusterDomain: opts.ClusterDomain, Services: lister})
 	if err != nil {
 		return fmt.Errorf("CA: %w", err)
 	}
@@ -131,7 +132,7 @@ func Run(ctx context.Context, opts options.Options, restCfg *rest.Config) error 
 		return fmt.Errorf("manager: %w", err)
 	}
 
-	services.Cache, services.API = mgr.GetCache(), mgr.GetAPIReader()
+	lister.Cache, lister.API = mgr.GetCache(), mgr.GetAPIReader()
 
 	injectCfg, err := options.InjectConfig(opts, mode, options.Version, string(authority.TrustBundlePEM()))
 	if err != nil {

@@ -25,6 +25,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/podtls/podtls/ca"
+	"github.com/podtls/podtls/ca/services"
 	"github.com/podtls/podtls/ca/signapi"
 	"github.com/podtls/podtls/internal/kubetest"
 	"github.com/podtls/podtls/internal/poll"
@@ -151,7 +152,7 @@ func TestSignEnvtest(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	index := &ca.CachedServices{Cache: cached, API: api}
+	index := &services.Lister{Cache: cached, API: api}
 	cacheCtx, stopCache := context.WithCancel(context.Background())
 	cacheDone := make(chan error, 1)
 	go func() { cacheDone <- cached.Start(cacheCtx) }()
@@ -180,7 +181,7 @@ func TestSignEnvtest(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		unsynced, err := ca.New(mat, ca.Config{Services: &ca.CachedServices{Cache: notStarted, API: api}})
+		unsynced, err := ca.New(mat, ca.Config{Services: &services.Lister{Cache: notStarted, API: api}})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -6,8 +6,8 @@
 // replica (no leader election). Wiring, in the controller's main:
 //
 //	mat, err := ca.LoadOrCreate(ctx, kube, ca.SecretOptions{Namespace: ns})
-//	services := &ca.CachedServices{Cache: mgr.GetCache(), API: mgr.GetAPIReader()}
-//	authority, err := ca.New(mat, ca.Config{TrustDomain: td, Services: services})
+//	lister := &services.Lister{Cache: mgr.GetCache(), API: mgr.GetAPIReader()}
+//	authority, err := ca.New(mat, ca.Config{TrustDomain: td, Services: lister})
 //	srv, err := server.New(server.Options{
 //		Addr:          ":8443",
 //		Authority:     authority,
@@ -20,7 +20,7 @@
 //	mgr.Add(srv); mgr.Add(refresher)
 //	mgr.AddReadyzCheck("ca", func(*http.Request) error { return srv.Ready() })
 //
-// Any ca.ServiceLister can replace ca.CachedServices.
+// Any ca.ServiceLister can replace services.Lister.
 package server
 
 import (

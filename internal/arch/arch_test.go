@@ -33,7 +33,7 @@ var rules = []rule{
 			"cloud.google.com/...",
 			"google.golang.org/api/...",
 			"github.com/Azure/...",
-			"sigs.k8s.io/controller-runtime/pkg/manager/...",
+			"sigs.k8s.io/controller-runtime/...",
 		},
 	},
 	{

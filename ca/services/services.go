@@ -1,4 +1,8 @@
-package ca
+// Package services finds the Services that select a pod, for the CA's DNS
+// names, from a controller-runtime cache. It is its own package so that the
+// CA core (and the podtls CLI, which reads CA material) links no
+// controller-runtime.
+package services
 
 import (
 	"context"
@@ -12,26 +16,28 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/podtls/podtls/ca"
 )
 
-// CachedServices is the ServiceLister over a controller-runtime cache: in
+// Lister is the ca.ServiceLister over a controller-runtime cache: in
 // podtls-controller the manager's shared cache, whose pod informer the
 // injection audit and the trust-bundle distributor already use, so the
 // controller holds one copy of every pod. Finding the Services of a calling
 // pod costs no API call, except one GET for a pod too new for the cache.
 //
 // RBAC: list and watch services and pods, get pods.
-type CachedServices struct {
+type Lister struct {
 	// Cache holds Services and pods.
 	Cache client.Reader
 	// API reads a pod too new for the cache.
 	API client.Reader
 }
 
-var _ ServiceLister = (*CachedServices)(nil)
+var _ ca.ServiceLister = (*Lister)(nil)
 
 // ServicesForPod returns the Services of namespace whose selector matches the pod.
-func (s *CachedServices) ServicesForPod(ctx context.Context, namespace, podName, podUID string) ([]string, error) {
+func (s *Lister) ServicesForPod(ctx context.Context, namespace, podName, podUID string) ([]string, error) {
 	pod := &corev1.Pod{}
 	key := types.NamespacedName{Namespace: namespace, Name: podName}
 	err := s.Cache.Get(ctx, key, pod)
@@ -65,11 +71,11 @@ func matchingServices(svcs []corev1.Service, podLabels labels.Set) []string {
 	return names
 }
 
-// notReady marks cache start-up errors as ErrNotReady, so the CA answers 503.
+// notReady marks cache start-up errors as ca.ErrNotReady, so the CA answers 503.
 func notReady(err error) error {
 	var notStarted *cache.ErrCacheNotStarted
 	if errors.As(err, &notStarted) {
-		return fmt.Errorf("%w: %w", ErrNotReady, err)
+		return fmt.Errorf("%w: %w", ca.ErrNotReady, err)
 	}
 	return err
 }
