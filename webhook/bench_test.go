@@ -29,6 +29,7 @@ import (
 
 	"github.com/podtls/podtls/contract"
 	"github.com/podtls/podtls/internal/poll"
+	"github.com/podtls/podtls/webhook/webhookconfig"
 )
 
 // servingCert writes a self-signed ECDSA certificate for 127.0.0.1 into dir as
@@ -98,7 +99,7 @@ func BenchmarkAdmissionHTTPS(b *testing.B) {
 	client := &http.Client{Transport: &http.Transport{
 		TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}, MaxIdleConnsPerHost: 64}}
 	b.Cleanup(client.CloseIdleConnections) // registered last, runs before the server stops
-	url := "https://127.0.0.1:" + strconv.Itoa(port) + PathLabelled
+	url := "https://127.0.0.1:" + strconv.Itoa(port) + webhookconfig.PathLabelled
 	post := func() error {
 		resp, err := client.Post(url, "application/json", bytes.NewReader(body))
 		if err != nil {

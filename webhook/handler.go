@@ -24,14 +24,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	"github.com/podtls/podtls/webhook/inject"
-	"github.com/podtls/podtls/webhook/webhookconfig"
-)
-
-// Paths the two webhooks of the MutatingWebhookConfiguration call; the
-// configuration (webhook/webhookconfig) owns them.
-const (
-	PathLabelled = webhookconfig.PathLabelled
-	PathOptIn    = webhookconfig.PathOptIn
 )
 
 // Results of an admission, the "result" label of the admissions metric.

@@ -20,6 +20,7 @@ import (
 
 	"github.com/podtls/podtls/contract"
 	"github.com/podtls/podtls/webhook/inject"
+	"github.com/podtls/podtls/webhook/webhookconfig"
 )
 
 func testHandler(t testing.TB) *Handler {
@@ -188,7 +189,7 @@ func FuzzAdmissionReview(f *testing.F) {
 	wh := &admission.Webhook{Handler: h}
 	f.Fuzz(func(t *testing.T, body []byte) {
 		rec := httptest.NewRecorder()
-		r := httptest.NewRequest(http.MethodPost, PathLabelled, bytes.NewReader(body))
+		r := httptest.NewRequest(http.MethodPost, webhookconfig.PathLabelled, bytes.NewReader(body))
 		r.Header.Set("Content-Type", "application/json")
 		wh.ServeHTTP(rec, r)
 		var review admissionv1.AdmissionReview

@@ -6,15 +6,16 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	"github.com/podtls/podtls/contract"
+	"github.com/podtls/podtls/webhook/webhookconfig"
 )
 
 // Register serves both webhook paths on srv. namespaces should be backed by an
 // informer cache (the manager's), so admissions make no API calls.
 func Register(srv ctrlwebhook.Server, namespaces client.Reader, cfg *ConfigSource) {
-	srv.Register(PathLabelled, &admission.Webhook{Handler: &Handler{
+	srv.Register(webhookconfig.PathLabelled, &admission.Webhook{Handler: &Handler{
 		Namespaces:     namespaces,
 		Config:         cfg,
 		FallbackLabels: map[string]string{contract.Inject: contract.NamespaceEnabled},
 	}})
-	srv.Register(PathOptIn, &admission.Webhook{Handler: &Handler{Namespaces: namespaces, Config: cfg}})
+	srv.Register(webhookconfig.PathOptIn, &admission.Webhook{Handler: &Handler{Namespaces: namespaces, Config: cfg}})
 }

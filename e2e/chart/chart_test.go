@@ -28,6 +28,7 @@ import (
 	"github.com/podtls/podtls/acme/issuerconfig"
 	"github.com/podtls/podtls/acme/providers"
 	"github.com/podtls/podtls/e2e/mesh"
+	"github.com/podtls/podtls/internal/gobuild"
 	"github.com/podtls/podtls/internal/kubetest"
 	webhookconfig "github.com/podtls/podtls/webhook/webhookconfig"
 )
@@ -104,7 +105,7 @@ func (v valueSet) args(root string) []string {
 
 func repoRoot(t testing.TB) string {
 	t.Helper()
-	root, err := kubetest.RepoRoot()
+	root, err := gobuild.RepoRoot()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -553,7 +553,7 @@ func assertFits(t *testing.T, what, out string) {
 
 func build(t *testing.T, pkgs ...string) []string {
 	t.Helper()
-	root, err := kubetest.RepoRoot()
+	root, err := gobuild.RepoRoot()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -773,7 +773,7 @@ func diff(a, b any) string {
 // (a dry-run create) and through `podtls inject --from-cluster`, then creates
 // the offline pod the same way: both stored pods must be equal, or both refused.
 func goldenCases(t *testing.T, env *kubetest.Env, cli *runner) {
-	root, err := kubetest.RepoRoot()
+	root, err := gobuild.RepoRoot()
 	if err != nil {
 		t.Fatal(err)
 	}

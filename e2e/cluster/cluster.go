@@ -120,7 +120,7 @@ func isExecutable(path string) bool {
 
 func (o *Options) defaults() error {
 	if o.RepoRoot == "" {
-		root, err := RepoRoot()
+		root, err := gobuild.RepoRoot()
 		if err != nil {
 			return err
 		}
@@ -140,9 +140,6 @@ func (o *Options) defaults() error {
 	}
 	return nil
 }
-
-// RepoRoot finds the podtls checkout (gobuild.RepoRoot).
-func RepoRoot() (string, error) { return gobuild.RepoRoot() }
 
 // Up brings up a single-node cluster and waits until the node is Ready, the default
 // ServiceAccount exists, CoreDNS answers and kube-proxy has synced. On error everything

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/podtls/podtls/internal/gobuild"
 	"k8s.io/client-go/tools/clientcmd"
 )
 
@@ -219,7 +220,7 @@ func TestUpRequiresRoot(t *testing.T) {
 }
 
 func TestRepoRoot(t *testing.T) {
-	root, err := RepoRoot()
+	root, err := gobuild.RepoRoot()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -176,7 +176,7 @@ type run struct {
 func Run(ctx context.Context, opts Options, out io.Writer) (res *Result, err error) {
 	r := &run{opts: opts, out: out, res: &Result{Restarts: map[string]int32{}}, start: time.Now()}
 	if r.opts.RepoRoot == "" {
-		if r.opts.RepoRoot, err = cluster.RepoRoot(); err != nil {
+		if r.opts.RepoRoot, err = gobuild.RepoRoot(); err != nil {
 			return nil, err
 		}
 	}

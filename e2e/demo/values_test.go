@@ -8,15 +8,15 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/podtls/podtls/e2e/cluster"
 	"github.com/podtls/podtls/internal/acmetest"
+	"github.com/podtls/podtls/internal/gobuild"
 )
 
 // TestChartValues renders the chart with the values the demo installs it with, so a
 // chart or schema change that breaks `make demo` fails here in seconds, without the
 // node. It needs helm (hack/helm.sh).
 func TestChartValues(t *testing.T) {
-	root, err := cluster.RepoRoot()
+	root, err := gobuild.RepoRoot()
 	if err != nil {
 		t.Fatal(err)
 	}

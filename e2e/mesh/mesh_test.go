@@ -29,6 +29,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/podtls/podtls/e2e/cluster"
+	"github.com/podtls/podtls/internal/gobuild"
 )
 
 const (
@@ -56,7 +57,7 @@ func TestMesh(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
-	root, err := cluster.RepoRoot()
+	root, err := gobuild.RepoRoot()
 	if err != nil {
 		t.Fatal(err)
 	}

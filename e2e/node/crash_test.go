@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/podtls/podtls/e2e/cluster"
+	"github.com/podtls/podtls/internal/gobuild"
 )
 
 // crashChildEnv makes TestCrashChild bring up a cluster with a running pod and block: the
@@ -39,7 +40,7 @@ func TestNodeCrashRecovery(t *testing.T) {
 	cluster.Require(t, "node")
 	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
 	defer cancel()
-	root, err := cluster.RepoRoot()
+	root, err := gobuild.RepoRoot()
 	if err != nil {
 		t.Fatal(err)
 	}

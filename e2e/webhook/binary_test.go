@@ -27,7 +27,7 @@ import (
 // JSON without any PEM material, and exit 0 on SIGTERM.
 func TestBinary(t *testing.T) {
 	env := kubetest.Start(t)
-	root, err := kubetest.RepoRoot()
+	root, err := gobuild.RepoRoot()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -27,7 +27,7 @@ func missingAssets(t testing.TB, err error) {
 func AssetsDir() (string, error) {
 	dir := os.Getenv(AssetsEnv)
 	if dir == "" {
-		root, err := RepoRoot()
+		root, err := gobuild.RepoRoot()
 		if err != nil {
 			return "", err
 		}
@@ -44,9 +44,6 @@ func AssetsDir() (string, error) {
 	}
 	return dir, nil
 }
-
-// RepoRoot finds the podtls checkout (gobuild.RepoRoot).
-func RepoRoot() (string, error) { return gobuild.RepoRoot() }
 
 var noFsync sync.Map // etcd path -> bool
 

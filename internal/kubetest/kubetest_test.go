@@ -19,6 +19,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	"github.com/podtls/podtls/ca/signapi"
+	"github.com/podtls/podtls/internal/gobuild"
 	"github.com/podtls/podtls/internal/kubetest"
 )
 
@@ -254,7 +255,7 @@ func TestMissingAssets(t *testing.T) {
 }
 
 func TestRepoRoot(t *testing.T) {
-	root, err := kubetest.RepoRoot()
+	root, err := gobuild.RepoRoot()
 	if err != nil {
 		t.Fatal(err)
 	}
