@@ -16,13 +16,13 @@ import (
 	"strings"
 )
 
-// Flags are the go build flags of every podtls binary (the Makefile spells
+// flags are the go build flags of every podtls binary (the Makefile spells
 // the same ones; its build stamps a version on top with -X, which changes
 // only the link).
-var Flags = []string{"-trimpath", "-ldflags=-s -w"}
+var flags = []string{"-trimpath", "-ldflags=-s -w"}
 
-// Env is the environment of every podtls build: static binaries.
-const Env = "CGO_ENABLED=0"
+// env is the environment of every podtls build: static binaries.
+const env = "CGO_ENABLED=0"
 
 // Binaries compiles the main packages pkgs (import paths, or paths relative
 // to dir's module root repoRoot) into outDir with one go build: the go command
@@ -32,11 +32,11 @@ func Binaries(ctx context.Context, repoRoot, outDir string, pkgs ...string) erro
 	if len(pkgs) == 0 {
 		return nil
 	}
-	args := append([]string{"build"}, Flags...)
+	args := append([]string{"build"}, flags...)
 	args = append(args, "-o", outDir+string(filepath.Separator))
 	cmd := exec.CommandContext(ctx, "go", append(args, pkgs...)...)
 	cmd.Dir = repoRoot
-	cmd.Env = append(os.Environ(), Env)
+	cmd.Env = append(os.Environ(), env)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("go build %s: %w: %s", strings.Join(pkgs, " "), err, tail(out, 2000))
 	}
