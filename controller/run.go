@@ -46,8 +46,9 @@ import (
 	"github.com/podtls/podtls/webhook/webhookconfig"
 )
 
-// Run starts everything and blocks until ctx ends (SIGTERM), then shuts down
-// gracefully within opts.ShutdownTimeout. It logs through slog.Default (see
+// Run starts everything and blocks until ctx ends (SIGTERM), then drains for
+// opts.ShutdownDelay (see drainer) and shuts down gracefully within
+// opts.ShutdownTimeout. It logs through slog.Default (see
 // SetupLogging) and may run more than once per process.
 func Run(ctx context.Context, opts options.Options, restCfg *rest.Config) error {
 	if err := opts.Validate(); err != nil {
@@ -95,6 +96,9 @@ func Run(ctx context.Context, opts options.Options, restCfg *rest.Config) error 
 		return fmt.Errorf("webhook serving certificate: %w", err)
 	}
 	whHost, whPort, _ := options.SplitAddr(opts.WebhookAddr)
+	drain := &drainer{}
+	serveCtx, stopServing := drain.serveUntil(ctx, opts.ShutdownDelay, log)
+	defer stopServing()
 	metricsAddr := opts.MetricsAddr
 
 	mgr, err := ctrl.NewManager(restCfg, ctrl.Options{
@@ -147,7 +151,7 @@ func Run(ctx context.Context, opts options.Options, restCfg *rest.Config) error 
 			return fmt.Errorf("informer %T: %w", obj, err)
 		}
 	}
-	webhook.Register(mgr.GetWebhookServer(), mgr.GetCache(), cfgSrc)
+	webhook.Register(drainingServer{Server: mgr.GetWebhookServer(), d: drain}, mgr.GetCache(), cfgSrc)
 
 	// The patcher polls the roots every minute; injected pods get the same
 	// roots in PODTLS_TRUST_ROOTS, so refresh the injection config there too.
@@ -195,6 +199,7 @@ func Run(ctx context.Context, opts options.Options, restCfg *rest.Config) error 
 		"webhook":  mgr.GetWebhookServer().StartedChecker(),
 		"ca":       func(*http.Request) error { return caSrv.Ready() },
 		"cabundle": func(*http.Request) error { return patcher.Ready() },
+		"draining": drain.ready,
 	}
 	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
 		return err
@@ -208,7 +213,7 @@ func Run(ctx context.Context, opts options.Options, restCfg *rest.Config) error 
 	log.Info("starting", "version", options.Version, "namespace", opts.Namespace, "trust_domain", opts.TrustDomain,
 		"sidecar_mode", mode, "webhook_addr", opts.WebhookAddr, "ca_addr", opts.CAAddr, "leader_elect", opts.LeaderElect,
 		"acme_config", opts.ACMEConfig)
-	if err := mgr.Start(ctx); err != nil {
+	if err := mgr.Start(serveCtx); err != nil {
 		return fmt.Errorf("manager: %w", err)
 	}
 	log.Info("stopped")

@@ -44,6 +44,9 @@ type Options struct {
 	LeaderElect       bool
 	LogLevel          string
 	ShutdownTimeout   time.Duration
+	// ShutdownDelay is how long a stopping replica keeps serving, draining, before its
+	// servers stop.
+	ShutdownDelay time.Duration
 	// ACMEConfig is the ACME issuer configuration file; empty: ACME off.
 	ACMEConfig string
 }
@@ -69,6 +72,7 @@ func DefaultOptions() Options {
 		SidecarMemoryMax:  "64Mi",
 		LogLevel:          "info",
 		ShutdownTimeout:   30 * time.Second,
+		ShutdownDelay:     5 * time.Second,
 	}
 }
 
@@ -95,7 +99,8 @@ func (o *Options) BindFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.SidecarMemoryMax, "sidecar-memory-limit", o.SidecarMemoryMax, "memory limit of the sidecar")
 	fs.BoolVar(&o.LeaderElect, "leader-elect", o.LeaderElect, "elect a leader for the reconcilers (trust-bundle distributor, injection audit, ACME manager); webhook and CA run on every replica")
 	fs.StringVar(&o.LogLevel, "log-level", o.LogLevel, `"info", or "debug" to log every admission decision with its reason codes`)
-	fs.DurationVar(&o.ShutdownTimeout, "shutdown-timeout", o.ShutdownTimeout, "how long in-flight requests may finish after SIGTERM")
+	fs.DurationVar(&o.ShutdownDelay, "shutdown-delay", o.ShutdownDelay, "after SIGTERM, how long to keep serving with readiness failing and connections closed after each response, so Services and the API server move to another replica before the servers stop")
+	fs.DurationVar(&o.ShutdownTimeout, "shutdown-timeout", o.ShutdownTimeout, "how long in-flight requests may finish once the servers stop (after --shutdown-delay)")
 	fs.StringVar(&o.ACMEConfig, "acme-config", o.ACMEConfig, "ACME issuer configuration file (YAML, see docs/acme.md), re-read when its content changes; empty: no external certificates (pods asking for them get an Event)")
 }
 
@@ -106,6 +111,9 @@ func (o *Options) Validate() error {
 	}
 	if o.Namespace == "" {
 		return fmt.Errorf("--namespace is empty")
+	}
+	if o.ShutdownDelay < 0 || o.ShutdownTimeout < 0 {
+		return fmt.Errorf("--shutdown-delay %s and --shutdown-timeout %s must not be negative", o.ShutdownDelay, o.ShutdownTimeout)
 	}
 	for flagName, v := range map[string]string{"--webhook-addr": o.WebhookAddr, "--ca-addr": o.CAAddr} {
 		if _, _, err := SplitAddr(v); err != nil {

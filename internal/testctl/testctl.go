@@ -57,6 +57,7 @@ func Options(t testing.TB, namespace string) options.Options {
 	opts.MetricsAddr = "0"
 	opts.WebhookURL = "https://" + opts.WebhookAddr
 	opts.ShutdownTimeout = 5 * time.Second
+	opts.ShutdownDelay = 0
 	return opts
 }
 
