@@ -7,6 +7,7 @@ export K8S_VERSION ?= v1.37.2
 FUZZTIME ?= 10s
 # make test already runs the envtest suites under e2e/; CI narrows this to the node suites.
 E2E_PKGS ?= ./e2e/...
+E2E_COUNT ?= 1
 # Integration tests start a real kube-apiserver + etcd from these assets.
 export KUBEBUILDER_ASSETS ?= $(BIN)/k8s
 # Every podtls build is static and -trimpath (internal/gobuild), so vet, make build, the
@@ -22,7 +23,7 @@ CMDS = $(shell $(GO) list ./... | grep '/cmd/')
 # The podtls CLI runs on the user's machine, not in the cluster: no image.
 IMAGE_CMDS = $(filter-out %/cli/cmd/podtls,$(CMDS))
 
-.PHONY: help all build images test unit lint fuzz bench bench-go bench-sidecar e2e node-assets demo envtest-assets acme-assets helm manifests manifests-check test-deps clean clean-cache clean-go-cache
+.PHONY: help all build images test unit lint fuzz bench bench-go bench-sidecar e2e e2e-multinode node-assets demo envtest-assets acme-assets helm manifests manifests-check test-deps clean clean-cache clean-go-cache
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -71,6 +72,9 @@ node-assets: ## Debian packages and binaries of the real single-node cluster (ro
 
 e2e: node-assets acme-assets helm test-deps ## end-to-end suites under e2e/, including the real single-node cluster (root)
 	PODTLS_REQUIRE_ENVTEST=1 PODTLS_REQUIRE_NODE=1 PODTLS_REQUIRE_ACME=1 $(GO) test -race -count=1 -timeout 40m $(E2E_PKGS)
+
+e2e-multinode: node-assets helm test-deps ## the two-node suite alone: cross-node mTLS, controller spread, drains held by the PDB, leader failover (root); E2E_COUNT=3 runs it three times
+	PODTLS_REQUIRE_NODE=1 $(GO) test -count=$(E2E_COUNT) -timeout 60m -run '^TestMultiNode$$' -v ./e2e/mesh/
 
 demo: node-assets acme-assets helm ## customer -> preference -> recommendation over mTLS on a real local node (root); DEMO_FLAGS=-keep keeps it up
 	$(STEP) demo-build "the demo program (it then builds podtls's binaries and images before starting the node)" "~1 min" env CGO_ENABLED=0 $(GO) build $(GOBUILD_FLAGS) -o $(BIN)/demo ./hack/demo

@@ -37,7 +37,7 @@ const (
 // a clean Down.
 func Leftovers(base string) []string {
 	var out []string
-	for _, pid := range procsMatching(base, "", cgroupDirs()) {
+	for _, pid := range procsMatching(base, nil, cgroupDirs()) {
 		out = append(out, fmt.Sprintf("process %d (%s)", pid, cmdline(pid)))
 	}
 	for _, m := range mountsUnder(base) {
@@ -59,13 +59,20 @@ func Leftovers(base string) []string {
 	return out
 }
 
-// cleanRun removes everything one run left behind, whether it crashed or was stopped:
-// processes, mounts, cgroups, its network namespace, CNI cache entries, log links and its
-// directory. The caller holds the base lock, so no live cluster owns any of it.
-func cleanRun(dir, netns string, logf func(string, ...any)) error {
+// cleanRun removes everything run id (in directory dir) left behind, whether it crashed
+// or was stopped: processes, mounts, cgroups, its network namespaces, CNI cache entries,
+// log links and its directory. The caller holds the base lock, so no live cluster owns any
+// of it.
+func cleanRun(dir, id string, logf func(string, ...any)) error {
 	var errs []error
-	nsIno := inode(filepath.Join(netnsDir, netns))
-	if err := killAll(func() []int { return procsMatching(dir, nsIno, cgroupDirs()) }); err != nil {
+	namespaces := runNetns(id)
+	inodes := map[string]bool{}
+	for _, ns := range namespaces {
+		if ino := inode(filepath.Join(netnsDir, ns)); ino != "" {
+			inodes[ino] = true
+		}
+	}
+	if err := killAll(func() []int { return procsMatching(dir, inodes, cgroupDirs()) }); err != nil {
 		errs = append(errs, err)
 	}
 	for _, m := range mountsUnder(dir) {
@@ -76,11 +83,9 @@ func cleanRun(dir, netns string, logf func(string, ...any)) error {
 	if err := removeCgroups(); err != nil {
 		errs = append(errs, err)
 	}
-	if netns != "" {
-		if _, err := os.Stat(filepath.Join(netnsDir, netns)); err == nil {
-			if out, err := exec.Command("ip", "netns", "delete", netns).CombinedOutput(); err != nil {
-				errs = append(errs, fmt.Errorf("ip netns delete %s: %w: %s", netns, err, bytes.TrimSpace(out)))
-			}
+	for _, ns := range namespaces {
+		if out, err := exec.Command("ip", "netns", "delete", ns).CombinedOutput(); err != nil {
+			errs = append(errs, fmt.Errorf("ip netns delete %s: %w: %s", ns, err, bytes.TrimSpace(out)))
 		}
 	}
 	removeLinksInto(containerLogLinks, dir)
@@ -92,6 +97,24 @@ func cleanRun(dir, netns string, logf func(string, ...any)) error {
 		logf("cleaned %s", dir)
 	}
 	return errors.Join(errs...)
+}
+
+// runNetns lists the network namespaces of run id: the first node's (podtls-e2e-ID), the
+// other nodes' and the LAN's (podtls-e2e-ID-*).
+func runNetns(id string) []string {
+	var out []string
+	for _, ns := range staleNetns() {
+		if ns == netnsPrefix+id || strings.HasPrefix(ns, netnsPrefix+id+"-") {
+			out = append(out, ns)
+		}
+	}
+	return out
+}
+
+// runOfNetns is the run ID a podtls-e2e-* namespace belongs to.
+func runOfNetns(ns string) string {
+	id, _, _ := strings.Cut(strings.TrimPrefix(ns, netnsPrefix), "-")
+	return id
 }
 
 // cleanStale removes every earlier run under base and every podtls-e2e-* namespace.
@@ -107,13 +130,14 @@ func cleanStale(base string, logf func(string, ...any)) error {
 			continue
 		}
 		logf("cleaning stale run %s", id)
-		if err := cleanRun(filepath.Join(base, e.Name()), netnsPrefix+id, logf); err != nil {
+		if err := cleanRun(filepath.Join(base, e.Name()), id, logf); err != nil {
 			errs = append(errs, err)
 		}
 	}
 	// Namespaces whose run directory is gone, and cgroups of a run killed mid-way.
 	for _, ns := range staleNetns() {
-		if err := cleanRun(filepath.Join(base, "run-"+strings.TrimPrefix(ns, netnsPrefix)), ns, logf); err != nil {
+		id := runOfNetns(ns)
+		if err := cleanRun(filepath.Join(base, "run-"+id), id, logf); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -124,9 +148,9 @@ func cleanStale(base string, logf func(string, ...any)) error {
 	return errors.Join(errs...)
 }
 
-// procsMatching returns the PIDs whose command line mentions dir, that live in the network
-// namespace with inode nsIno, or that sit in one of cgroups.
-func procsMatching(dir, nsIno string, cgroups []string) []int {
+// procsMatching returns the PIDs whose command line mentions dir, that live in one of the
+// network namespaces with inodes netns, or that sit in one of cgroups.
+func procsMatching(dir string, netns map[string]bool, cgroups []string) []int {
 	seen := map[int]bool{}
 	self := os.Getpid()
 	entries, _ := os.ReadDir("/proc")
@@ -139,7 +163,7 @@ func procsMatching(dir, nsIno string, cgroups []string) []int {
 			seen[pid] = true
 			continue
 		}
-		if nsIno != "" && inode(fmt.Sprintf("/proc/%d/ns/net", pid)) == nsIno {
+		if len(netns) > 0 && netns[inode(fmt.Sprintf("/proc/%d/ns/net", pid))] {
 			seen[pid] = true
 		}
 	}
@@ -245,14 +269,18 @@ func unescapeOctal(s string) string {
 	return b.String()
 }
 
-// cgroupDirs lists the node's cgroups (the kubelet's cgroupRoot and below, in every
-// hierarchy), deepest first.
-func cgroupDirs() []string {
+// cgroupDirs lists the cluster's cgroups (the kubelets' shared cgroup root and below, in
+// every hierarchy), deepest first.
+func cgroupDirs() []string { return cgroupDirsUnder(cgroupRoot) }
+
+// cgroupDirsUnder lists root (a cgroup path like /podtls-e2e) and its descendants in every
+// hierarchy, deepest first.
+func cgroupDirsUnder(root string) []string {
 	var out []string
 	hierarchies, _ := os.ReadDir(cgroupFS)
-	roots := []string{filepath.Join(cgroupFS, cgroupRoot)}
+	roots := []string{filepath.Join(cgroupFS, root)}
 	for _, h := range hierarchies {
-		roots = append(roots, filepath.Join(cgroupFS, h.Name(), cgroupRoot))
+		roots = append(roots, filepath.Join(cgroupFS, h.Name(), root))
 	}
 	for _, root := range roots {
 		if _, err := os.Stat(filepath.Join(root, "cgroup.procs")); err != nil {
@@ -314,8 +342,8 @@ func removeLinksInto(linkDir, target string) {
 // (each shim records its address in its bundle) and libcni's result cache entries
 // (<network>-<sandbox id>-<interface>). Only entries named by the run's own state go.
 func removeContainerdLeftovers(dir string) {
-	bundles, _ := filepath.Glob(filepath.Join(dir, "containerd", "state", "io.containerd.runtime.v2.task", "*", "*"))
-	sandboxes, _ := filepath.Glob(filepath.Join(dir, "containerd", "root", "io.containerd.grpc.v1.cri", "sandboxes", "*"))
+	bundles, _ := filepath.Glob(filepath.Join(dir, "nodes", "*", "containerd", "state", "io.containerd.runtime.v2.task", "*", "*"))
+	sandboxes, _ := filepath.Glob(filepath.Join(dir, "nodes", "*", "containerd", "root", "io.containerd.grpc.v1.cri", "sandboxes", "*"))
 	for _, b := range bundles {
 		if data, err := os.ReadFile(filepath.Join(b, "address")); err == nil {
 			sock := strings.TrimPrefix(strings.TrimSpace(string(data)), "unix://")
@@ -344,34 +372,44 @@ func pruneOldLogs(dir string, age time.Duration) {
 	}
 }
 
-// createCgroupRoot makes the kubelet's cgroupRoot in every mounted hierarchy (the kubelet
-// refuses a root that does not exist). A new cpuset cgroup starts with no CPUs or memory
-// nodes, so it inherits its parent's.
-func createCgroupRoot() error {
+// createCgroupRoot makes a kubelet's cgroupRoot (a path below the shared cgroupRoot) in
+// every mounted hierarchy, parents first (the kubelet refuses a root that does not exist).
+// A new cpuset cgroup starts with no CPUs or memory nodes, so each inherits its parent's.
+func createCgroupRoot(root string) error {
 	hierarchies, err := os.ReadDir(cgroupFS)
 	if err != nil {
 		return fmt.Errorf("read %s: %w", cgroupFS, err)
 	}
-	dirs := []string{filepath.Join(cgroupFS, cgroupRoot)}
+	bases := []string{cgroupFS}
 	if _, err := os.Stat(filepath.Join(cgroupFS, "cgroup.controllers")); err != nil {
-		dirs = dirs[:0] // not a pure cgroup v2 mount: one directory per hierarchy
+		bases = bases[:0] // not a pure cgroup v2 mount: one directory per hierarchy
 		for _, h := range hierarchies {
 			if _, err := os.Stat(filepath.Join(cgroupFS, h.Name(), "cgroup.procs")); err == nil {
-				dirs = append(dirs, filepath.Join(cgroupFS, h.Name(), cgroupRoot))
+				bases = append(bases, filepath.Join(cgroupFS, h.Name()))
 			}
 		}
 	}
-	for _, dir := range dirs {
-		if err := os.Mkdir(dir, 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
-			return fmt.Errorf("create cgroup %s: %w", dir, err)
-		}
-		for _, f := range []string{"cpuset.cpus", "cpuset.mems"} {
-			parent, err := os.ReadFile(filepath.Join(filepath.Dir(dir), f))
-			if err != nil {
-				continue // not the cpuset hierarchy
+	var levels []string
+	for p := filepath.Clean(root); p != "/" && p != "."; p = filepath.Dir(p) {
+		levels = append([]string{p}, levels...)
+	}
+	for _, base := range bases {
+		for _, level := range levels {
+			dir := filepath.Join(base, level)
+			if err := os.Mkdir(dir, 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
+				return fmt.Errorf("create cgroup %s: %w", dir, err)
 			}
-			if err := os.WriteFile(filepath.Join(dir, f), parent, 0o644); err != nil {
-				return fmt.Errorf("inherit %s in %s: %w", f, dir, err)
+			for _, f := range []string{"cpuset.cpus", "cpuset.mems"} {
+				parent, err := os.ReadFile(filepath.Join(filepath.Dir(dir), f))
+				if err != nil {
+					continue // not the cpuset hierarchy
+				}
+				if cur, err := os.ReadFile(filepath.Join(dir, f)); err == nil && len(bytes.TrimSpace(cur)) > 0 {
+					continue // already set (an existing parent)
+				}
+				if err := os.WriteFile(filepath.Join(dir, f), parent, 0o644); err != nil {
+					return fmt.Errorf("inherit %s in %s: %w", f, dir, err)
+				}
 			}
 		}
 	}

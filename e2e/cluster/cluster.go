@@ -1,7 +1,8 @@
-// Package cluster runs a real single-node Kubernetes for end-to-end tests and the demo:
-// etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kube-proxy (iptables),
-// CoreDNS, containerd + runc and a kubelet, all inside a network namespace of their own, with
-// private directories for every piece of state. Images come from OCI tarballs (see
+// Package cluster runs a real Kubernetes of one or more nodes for end-to-end tests and the
+// demo: etcd, kube-apiserver, kube-controller-manager, kube-scheduler and CoreDNS beside the
+// first node, and on every node containerd + runc, a kubelet and kube-proxy (iptables), each
+// node inside a network namespace of its own joined to the others by a bridge, with private
+// directories for every piece of state. Images come from OCI tarballs (see
 // hack/ociimage), so no registry and no Docker engine are involved.
 //
 // Up needs root (network namespaces, mounts, cgroups) and the binaries of
@@ -48,13 +49,15 @@ type Options struct {
 	CNIBinDir string
 	// BaseDir holds run state and logs (default DefaultBaseDir).
 	BaseDir string
-	// Images are OCI tarballs imported into containerd before Up returns.
+	// Images are OCI tarballs imported into every node's containerd before Up returns.
 	Images []string
+	// Nodes is the number of nodes (default 1, at most MaxNodes).
+	Nodes int
 	// Logger receives progress (default: discard).
 	Logger *slog.Logger
 }
 
-// Cluster is a running single-node cluster.
+// Cluster is a running cluster.
 type Cluster struct {
 	// Client talks to the API server as a cluster admin (system:masters).
 	Client kubernetes.Interface
@@ -69,7 +72,9 @@ type Cluster struct {
 	ID string
 
 	opts    Options
-	netns   string
+	netns   string // the first node's namespace, where the control plane runs
+	lan     string // the namespace of the bridge joining the nodes
+	nodes   []*Node
 	paths   paths
 	pki     pkiFiles
 	log     *slog.Logger
@@ -135,13 +140,19 @@ func (o *Options) defaults() error {
 	if o.BaseDir == "" {
 		o.BaseDir = DefaultBaseDir
 	}
+	if o.Nodes == 0 {
+		o.Nodes = 1
+	}
+	if o.Nodes < 0 || o.Nodes > MaxNodes {
+		return fmt.Errorf("cluster: %d nodes asked for, want 1 to %d", o.Nodes, MaxNodes)
+	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 	return nil
 }
 
-// Up brings up a single-node cluster and waits until the node is Ready, the default
+// Up brings up the cluster and waits until every node is Ready, the default
 // ServiceAccount exists, CoreDNS answers and kube-proxy has synced. On error everything
 // started so far is torn down again; the logs stay in LogDir for inspection.
 func Up(ctx context.Context, opts Options) (*Cluster, error) {
@@ -195,16 +206,32 @@ func (c *Cluster) up(ctx context.Context) error {
 	}
 	c.ID = hex.EncodeToString(id)
 	c.netns = netnsPrefix + c.ID
+	c.lan = netnsPrefix + c.ID + "-lan"
 	c.paths = newPaths(filepath.Join(c.opts.BaseDir, "run-"+c.ID), filepath.Join(c.opts.BaseDir, "logs", c.ID))
-	for _, d := range []string{c.paths.logs, c.paths.pki, c.paths.etcd, c.paths.apiserver, c.paths.containerd,
-		c.paths.cniConf, c.paths.cniData, c.paths.kubelet, c.paths.podLogs, c.paths.coredns, c.paths.controlFiles} {
+	dirs := []string{c.paths.logs, c.paths.pki, c.paths.etcd, c.paths.apiserver, c.paths.coredns, c.paths.controlFiles}
+	for i := range c.opts.Nodes {
+		n := newNode(i, c.paths.run, c.ID)
+		c.nodes = append(c.nodes, n)
+		dirs = append(dirs, n.paths.all()...)
+	}
+	for _, d := range dirs {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			return fmt.Errorf("create %s: %w", d, err)
 		}
 	}
-	c.logf("run %s: state %s, logs %s", c.ID, c.paths.run, c.paths.logs)
-	if err := createNetns(ctx, c.netns); err != nil {
+	c.logf("run %s: %d node(s), state %s, logs %s", c.ID, len(c.nodes), c.paths.run, c.paths.logs)
+	if err := createLAN(ctx, c.lan); err != nil {
 		return err
+	}
+	for _, n := range c.nodes {
+		if err := createNodeNetns(ctx, n, c.lan); err != nil {
+			return err
+		}
+	}
+	for _, n := range c.nodes {
+		if err := routePods(ctx, n, c.nodes); err != nil {
+			return err
+		}
 	}
 	if err := c.writeConfig(); err != nil {
 		return err
@@ -221,8 +248,10 @@ func (c *Cluster) up(ctx context.Context) error {
 		return err
 	}
 	c.logf("control plane up after %s", time.Since(t0).Round(time.Millisecond))
-	if err := c.startContainerd(ctx); err != nil {
-		return err
+	for _, n := range c.nodes {
+		if err := c.startNodeRuntime(ctx, n); err != nil {
+			return err
+		}
 	}
 	// Images are imported while the kubelet registers the node; no pod can be scheduled
 	// before Up returns, so none can miss an image.
@@ -240,7 +269,7 @@ func (c *Cluster) up(ctx context.Context) error {
 		}
 		imported <- nil
 	}()
-	if err := c.startNode(ctx); err != nil {
+	if err := c.startNodes(ctx); err != nil {
 		return errors.Join(err, <-imported)
 	}
 	if err := c.waitReady(ctx); err != nil {
@@ -275,7 +304,11 @@ func (c *Cluster) bin(name string) string { return filepath.Join(c.opts.BinDir, 
 
 func (c *Cluster) writeConfig() error {
 	server := fmt.Sprintf("https://%s", net.JoinHostPort(NodeIP, fmt.Sprint(apiserverPort)))
-	pki, err := writePKI(c.paths.pki, server, NodeName,
+	names := make([]string, len(c.nodes))
+	for i, n := range c.nodes {
+		names[i] = n.Name
+	}
+	pki, err := writePKI(c.paths.pki, server, names,
 		[]net.IP{net.ParseIP(APIServiceIP), net.ParseIP(NodeIP), net.ParseIP("127.0.0.1")}, time.Now())
 	if err != nil {
 		return err
@@ -284,20 +317,23 @@ func (c *Cluster) writeConfig() error {
 	c.Kubeconfig = kubeconfigPath(c.paths.pki, "admin")
 	c.Kubectl = c.bin("kubectl")
 
+	resolvConf := filepath.Join(c.paths.controlFiles, "resolv.conf")
 	files := map[string][]byte{
-		filepath.Join(c.paths.containerd, "config.toml"): []byte(containerdConfig(c.paths, c.opts.CNIBinDir)),
-		filepath.Join(c.paths.controlFiles, "Corefile"):  []byte(corefile(kubeconfigPath(c.paths.pki, "coredns"))),
+		filepath.Join(c.paths.controlFiles, "Corefile"): []byte(corefile(kubeconfigPath(c.paths.pki, "coredns"))),
 		// Pods with dnsPolicy Default get no nameserver: nothing resolves off the machine.
-		filepath.Join(c.paths.controlFiles, "resolv.conf"): []byte("# podtls e2e node: cluster DNS only\n"),
+		resolvConf: []byte("# podtls e2e node: cluster DNS only\n"),
 	}
-	if files[filepath.Join(c.paths.cniConf, "10-podtls-e2e.conflist")], err = cniConfList(c.paths); err != nil {
-		return err
-	}
-	if files[filepath.Join(c.paths.controlFiles, "kubelet.yaml")], err = kubeletConfig(c.paths, pki); err != nil {
-		return err
-	}
-	if files[filepath.Join(c.paths.controlFiles, "kube-proxy.yaml")], err = kubeProxyConfig(kubeconfigPath(c.paths.pki, "kube-proxy")); err != nil {
-		return err
+	for _, n := range c.nodes {
+		files[filepath.Join(n.paths.containerd, "config.toml")] = []byte(containerdConfig(n.paths, c.opts.CNIBinDir))
+		if files[filepath.Join(n.paths.cniConf, "10-podtls-e2e.conflist")], err = cniConfList(n.paths, n.PodCIDR); err != nil {
+			return err
+		}
+		if files[filepath.Join(n.paths.config, "kubelet.yaml")], err = kubeletConfig(n, pki, resolvConf); err != nil {
+			return err
+		}
+		if files[filepath.Join(n.paths.config, "kube-proxy.yaml")], err = kubeProxyConfig(n, kubeconfigPath(c.paths.pki, "kube-proxy")); err != nil {
+			return err
+		}
 	}
 	for path, data := range files {
 		if err := writeFile(path, data, 0o644); err != nil {
@@ -318,7 +354,7 @@ func (c *Cluster) writeConfig() error {
 	return nil
 }
 
-// Exec runs a command inside the node's network namespace (sharing the machine's file
+// Exec runs a command inside the first node's network namespace (sharing the machine's file
 // system) and returns its combined output.
 func (c *Cluster) Exec(ctx context.Context, name string, args ...string) ([]byte, error) {
 	argv := append([]string{"--net=" + c.netnsPath(), "--", name}, args...)
@@ -334,14 +370,16 @@ func (c *Cluster) RunKubectl(ctx context.Context, args ...string) ([]byte, error
 	return c.Exec(ctx, c.Kubectl, append([]string{"--kubeconfig", c.Kubeconfig}, args...)...)
 }
 
-// ImportImage imports an OCI image tarball into the node's containerd (namespace k8s.io),
-// where pods find it without pulling.
+// ImportImage imports an OCI image tarball into every node's containerd (namespace
+// k8s.io), where pods find it without pulling.
 func (c *Cluster) ImportImage(ctx context.Context, tarball string) error {
 	t0 := time.Now()
-	out, err := exec.CommandContext(ctx, "ctr", "--address", c.paths.socket, "--namespace", "k8s.io",
-		"images", "import", tarball).CombinedOutput()
-	if err != nil {
-		return fmt.Errorf("import image %s: %w: %s", tarball, err, tail(out, 2000))
+	for _, n := range c.nodes {
+		out, err := exec.CommandContext(ctx, "ctr", "--address", n.paths.socket, "--namespace", "k8s.io",
+			"images", "import", tarball).CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("import image %s into node %s: %w: %s", tarball, n.Name, err, tail(out, 2000))
+		}
 	}
 	c.logf("imported %s in %s", filepath.Base(tarball), time.Since(t0).Round(time.Millisecond))
 	return nil

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -21,7 +22,8 @@ import (
 func TestWritePKI(t *testing.T) {
 	dir := t.TempDir()
 	now := time.Now()
-	f, err := writePKI(dir, "https://10.250.0.2:6443", NodeName,
+	nodes := []string{NodeName, NodeName + "-1"}
+	f, err := writePKI(dir, "https://10.250.0.2:6443", nodes,
 		[]net.IP{net.ParseIP(APIServiceIP), net.ParseIP(NodeIP)}, now)
 	if err != nil {
 		t.Fatal(err)
@@ -45,7 +47,13 @@ func TestWritePKI(t *testing.T) {
 		}
 	}
 
-	for _, id := range clusterIdentities(NodeName) {
+	ids := clusterIdentities(nodes)
+	for _, name := range nodes {
+		if !slices.ContainsFunc(ids, func(id identity) bool { return id.user == "system:node:"+name }) {
+			t.Errorf("no kubelet identity for node %s", name)
+		}
+	}
+	for _, id := range ids {
 		t.Run(id.file, func(t *testing.T) {
 			cfg, err := clientcmd.LoadFromFile(kubeconfigPath(dir, id.file))
 			if err != nil {
@@ -99,14 +107,14 @@ func parseCert(t *testing.T, data []byte) *x509.Certificate {
 
 // Every path a component writes to must sit in the run directory.
 func TestConfigsStayPrivate(t *testing.T) {
-	p := newPaths("/base/run-x", "/base/logs/x")
-	toml := containerdConfig(p, "/usr/lib/cni")
+	n := newNode(1, "/base/run-x", "x")
+	toml := containerdConfig(n.paths, "/usr/lib/cni")
 	for _, want := range []string{
-		`root = "/base/run-x/containerd/root"`,
-		`state = "/base/run-x/containerd/state"`,
-		`address = "/base/run-x/containerd/containerd.sock"`,
-		`Root = "/base/run-x/containerd/state/runc"`,
-		`conf_dir = "/base/run-x/cni/net.d"`,
+		`root = "/base/run-x/nodes/podtls-e2e-1/containerd/root"`,
+		`state = "/base/run-x/nodes/podtls-e2e-1/containerd/state"`,
+		`address = "/base/run-x/nodes/podtls-e2e-1/containerd/containerd.sock"`,
+		`Root = "/base/run-x/nodes/podtls-e2e-1/containerd/state/runc"`,
+		`conf_dir = "/base/run-x/nodes/podtls-e2e-1/cni/net.d"`,
 		"restrict_oom_score_adj = true",
 		"netns_mounts_under_state_dir = true",
 		"SystemdCgroup = false",
@@ -118,7 +126,7 @@ func TestConfigsStayPrivate(t *testing.T) {
 	}
 
 	var kubelet map[string]any
-	data, err := kubeletConfig(p, pkiFiles{caCert: "/base/run-x/pki/ca.crt"})
+	data, err := kubeletConfig(n, pkiFiles{caCert: "/base/run-x/pki/ca.crt"}, "/base/run-x/config/resolv.conf")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -127,29 +135,49 @@ func TestConfigsStayPrivate(t *testing.T) {
 	}
 	for key, want := range map[string]any{
 		"cgroupDriver": "cgroupfs", "failSwapOn": false, "failCgroupV1": false, "syncFrequency": "2s",
-		"imageGCHighThresholdPercent": float64(100), "podLogsDir": "/base/run-x/pod-logs",
-		"containerRuntimeEndpoint": "unix:///base/run-x/containerd/containerd.sock",
+		"imageGCHighThresholdPercent": float64(100), "podLogsDir": "/base/run-x/nodes/podtls-e2e-1/pod-logs",
+		"containerRuntimeEndpoint": "unix:///base/run-x/nodes/podtls-e2e-1/containerd/containerd.sock",
+		"cgroupRoot":               "/podtls-e2e/podtls-e2e-1", "address": "10.250.0.3",
 	} {
 		if got := kubelet[key]; !reflect.DeepEqual(got, want) {
 			t.Errorf("kubelet %s = %v, want %v", key, got, want)
 		}
 	}
 
+	var proxy map[string]any
+	if data, err = kubeProxyConfig(n, "/k"); err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(data, &proxy); err != nil {
+		t.Fatal(err)
+	}
+	for key, want := range map[string]any{
+		"hostnameOverride": "podtls-e2e-1", "bindAddress": "10.250.0.3", "clusterCIDR": ClusterCIDR,
+	} {
+		if got := proxy[key]; got != want {
+			t.Errorf("kube-proxy %s = %v, want %v", key, got, want)
+		}
+	}
+
 	var cni struct {
 		Plugins []struct {
 			Type string
-			IPAM struct{ DataDir string }
+			IPAM struct {
+				DataDir string
+				Ranges  [][]struct{ Subnet string }
+			}
 		}
 	}
-	data, err = cniConfList(p)
+	data, err = cniConfList(n.paths, n.PodCIDR)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := json.Unmarshal(data, &cni); err != nil {
 		t.Fatal(err)
 	}
-	if len(cni.Plugins) == 0 || cni.Plugins[0].Type != "bridge" || cni.Plugins[0].IPAM.DataDir != "/base/run-x/cni/data" {
-		t.Errorf("CNI config %s: want a bridge with IPAM state in the run dir", data)
+	if len(cni.Plugins) == 0 || cni.Plugins[0].Type != "bridge" || cni.Plugins[0].IPAM.DataDir != "/base/run-x/nodes/podtls-e2e-1/cni/data" ||
+		len(cni.Plugins[0].IPAM.Ranges) != 1 || cni.Plugins[0].IPAM.Ranges[0][0].Subnet != "10.244.1.0/24" {
+		t.Errorf("CNI config %s: want a bridge on the node's pod range with IPAM state in the run dir", data)
 	}
 
 	core := corefile("/k")
@@ -158,6 +186,41 @@ func TestConfigsStayPrivate(t *testing.T) {
 	}
 	if !strings.Contains(core, "bind "+NodeIP) || !strings.Contains(core, "kubeconfig /k") {
 		t.Errorf("Corefile:\n%s", core)
+	}
+}
+
+// Nodes get distinct names, addresses, pod ranges, namespaces and directories, and the
+// first node keeps the names single-node users (and logs) know.
+func TestNodeAddressing(t *testing.T) {
+	seen := map[string]bool{}
+	for i := range MaxNodes {
+		n := newNode(i, "/base/run-x", "abcd")
+		for _, v := range []string{n.Name, n.IP, n.PodCIDR, n.netns, n.paths.dir, n.cgroupRoot(), n.proc("kubelet")} {
+			if seen[v] {
+				t.Errorf("node %d reuses %q", i, v)
+			}
+			seen[v] = true
+		}
+		if got := runOfNetns(n.netns); got != "abcd" {
+			t.Errorf("node %d namespace %s belongs to run %q, want abcd", i, n.netns, got)
+		}
+		_, cidr, err := net.ParseCIDR(ClusterCIDR)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ip, _, err := net.ParseCIDR(n.PodCIDR); err != nil || !cidr.Contains(ip) {
+			t.Errorf("node %d pod range %s outside %s (%v)", i, n.PodCIDR, ClusterCIDR, err)
+		}
+	}
+	first := newNode(0, "/base/run-x", "abcd")
+	if first.Name != NodeName || first.IP != NodeIP || first.PodCIDR != PodCIDR || first.netns != netnsPrefix+"abcd" || first.proc("kubelet") != "kubelet" {
+		t.Errorf("first node %+v, want %s %s %s", first, NodeName, NodeIP, PodCIDR)
+	}
+	if got := runOfNetns(netnsPrefix + "abcd-lan"); got != "abcd" {
+		t.Errorf("LAN namespace belongs to run %q", got)
+	}
+	if err := (&Options{Nodes: MaxNodes + 1, RepoRoot: "/r"}).defaults(); err == nil {
+		t.Error("more than MaxNodes nodes accepted")
 	}
 }
 

@@ -103,41 +103,15 @@ func (c *Cluster) startControlPlane(ctx context.Context) error {
 	return nil
 }
 
-func (c *Cluster) startContainerd(ctx context.Context) error {
-	containerd, err := c.start("containerd", "containerd", "--config", filepath.Join(c.paths.containerd, "config.toml"))
-	if err != nil {
-		return err
-	}
-	return poll(ctx, componentTimeout, func() (bool, error) {
-		if done, err := containerd.exited(); done {
-			return false, fmt.Errorf("containerd: %w", err)
-		}
-		_, err := c.Exec(ctx, "ctr", "--address", c.paths.socket, "version")
-		return err == nil, nil
-	})
-}
-
-func (c *Cluster) startNode(ctx context.Context) error {
+// startNodes starts every node's kubelet and kube-proxy, and CoreDNS beside the first.
+func (c *Cluster) startNodes(ctx context.Context) error {
 	if err := c.createDNSObjects(ctx); err != nil {
 		return err
 	}
-	if err := createCgroupRoot(); err != nil {
-		return err
-	}
-	if _, err := c.start("kubelet", c.bin("kubelet"),
-		"--config="+filepath.Join(c.paths.controlFiles, "kubelet.yaml"),
-		"--kubeconfig="+kubeconfigPath(c.pki.dir, "kubelet"),
-		"--root-dir="+c.paths.kubelet,
-		"--cert-dir="+filepath.Join(c.paths.kubelet, "pki"),
-		"--hostname-override="+NodeName,
-		"--node-ip="+NodeIP,
-		"--v=1"); err != nil {
-		return err
-	}
-	if _, err := c.start("kube-proxy", c.bin("kube-proxy"),
-		"--config="+filepath.Join(c.paths.controlFiles, "kube-proxy.yaml"),
-		"--v=1"); err != nil {
-		return err
+	for _, n := range c.nodes {
+		if err := c.startKubelet(n); err != nil {
+			return err
+		}
 	}
 	if _, err := c.start("coredns", c.bin("coredns"),
 		"-conf", filepath.Join(c.paths.controlFiles, "Corefile")); err != nil {
@@ -201,31 +175,33 @@ func (c *Cluster) createDNSObjects(ctx context.Context) error {
 	return nil
 }
 
-// waitReady waits for everything a test relies on: node Ready, the default ServiceAccount
-// (pods are rejected without it), CoreDNS serving, kube-proxy synced.
+// waitReady waits for everything a test relies on: CoreDNS serving, every node Ready with
+// its kube-proxy synced, the default ServiceAccount (pods are rejected without it).
 func (c *Cluster) waitReady(ctx context.Context) error {
 	if err := c.waitHTTP(ctx, c.byName["coredns"], fmt.Sprintf("http://%s:%d/ready", NodeIP, corednsReady)); err != nil {
 		return fmt.Errorf("coredns: %w", err)
 	}
-	if err := c.waitHTTP(ctx, c.byName["kube-proxy"], fmt.Sprintf("http://127.0.0.1:%d/healthz", proxyHealth)); err != nil {
-		return fmt.Errorf("kube-proxy: %w", err)
-	}
-	if err := poll(ctx, componentTimeout, func() (bool, error) {
-		if err := c.checkAlive(); err != nil {
-			return false, err
+	for _, n := range c.nodes {
+		if err := c.waitHTTP(ctx, c.byName[n.proc("kube-proxy")], fmt.Sprintf("http://%s:%d/healthz", n.IP, proxyHealth)); err != nil {
+			return fmt.Errorf("kube-proxy of node %s: %w", n.Name, err)
 		}
-		node, err := c.Client.CoreV1().Nodes().Get(ctx, NodeName, metav1.GetOptions{})
-		if err != nil {
-			return false, nil
-		}
-		for _, cond := range node.Status.Conditions {
-			if cond.Type == corev1.NodeReady && cond.Status == corev1.ConditionTrue {
-				return true, nil
+		if err := poll(ctx, componentTimeout, func() (bool, error) {
+			if err := c.checkAlive(); err != nil {
+				return false, err
 			}
+			node, err := c.Client.CoreV1().Nodes().Get(ctx, n.Name, metav1.GetOptions{})
+			if err != nil {
+				return false, nil
+			}
+			for _, cond := range node.Status.Conditions {
+				if cond.Type == corev1.NodeReady && cond.Status == corev1.ConditionTrue {
+					return true, nil
+				}
+			}
+			return false, nil
+		}); err != nil {
+			return fmt.Errorf("node %s Ready: %w", n.Name, err)
 		}
-		return false, nil
-	}); err != nil {
-		return fmt.Errorf("node %s Ready: %w", NodeName, err)
 	}
 	if err := poll(ctx, componentTimeout, func() (bool, error) {
 		if err := c.checkAlive(); err != nil {

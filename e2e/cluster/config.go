@@ -7,12 +7,14 @@ import (
 	"strings"
 )
 
-// Fixed addressing of the node. Everything lives in the node's own network namespace, so
-// these never collide with the machine's networks and nothing routes off the machine.
+// Fixed addressing of the cluster. Every node lives in its own network namespace, so these
+// never collide with the machine's networks and nothing routes off the machine.
 const (
-	// NodeName is the name the kubelet registers and every component refers to.
+	// NodeName is the name the first node's kubelet registers; that node's namespace
+	// also runs the control plane. Further nodes are NodeName-1, NodeName-2, ...
 	NodeName = "podtls-e2e"
-	// NodeIP is the node's InternalIP, on the uplink veth inside the namespace.
+	// NodeIP is the first node's InternalIP, where the API server and CoreDNS listen.
+	// Node i has 10.250.0.(2+i).
 	NodeIP = "10.250.0.2"
 	// ServiceCIDR is the Service IP range; the API server's Service is its first address.
 	ServiceCIDR = "10.96.0.0/16"
@@ -20,23 +22,30 @@ const (
 	APIServiceIP = "10.96.0.1"
 	// DNSServiceIP is the ClusterIP of kube-system/kube-dns, served by CoreDNS.
 	DNSServiceIP = "10.96.0.10"
-	// PodCIDR is the node's pod range (bridge + host-local IPAM).
+	// PodCIDR is the first node's pod range (bridge + host-local IPAM); node i has
+	// 10.244.i.0/24.
 	PodCIDR = "10.244.0.0/24"
+	// ClusterCIDR holds every node's pod range.
+	ClusterCIDR = "10.244.0.0/16"
 	// ClusterDomain is the DNS suffix of Services and pods.
 	ClusterDomain = "cluster.local"
 	// PauseImage is the sandbox image containerd starts for every pod; Up builds and imports it.
 	PauseImage = "localhost/podtls/pause:3.10"
+	// MaxNodes bounds Options.Nodes: the addressing plan has room for more, a 2-core
+	// machine does not.
+	MaxNodes = 8
 
 	apiserverPort = 6443
 	nodePrefixLen = 24
 	uplink        = "podtls0"
-	uplinkPeer    = "podtls1"
+	lanBridge     = "podtlsbr"
 	cniNetwork    = "podtls-e2e"
 	cgroupRoot    = "/podtls-e2e"
 	corednsReady  = 8181
 	corednsHealth = 8180
 	kubeletHealth = 10248
 	proxyHealth   = 10256
+	proxyMetrics  = 10249
 )
 
 // paths are the private directories of one cluster run; nothing is written elsewhere.
@@ -46,16 +55,9 @@ type paths struct {
 	pki          string
 	etcd         string
 	apiserver    string
-	containerd   string // config, root and state
-	socket       string // containerd's gRPC socket
-	cniConf      string
-	cniData      string
-	kubelet      string // kubelet --root-dir
-	podLogs      string
 	coredns      string
-	kubeProxy    string
 	pidFile      string
-	controlFiles string // kubelet/kube-proxy configs, Corefile, resolv.conf
+	controlFiles string // Corefile, resolv.conf
 }
 
 func newPaths(run, logs string) paths {
@@ -65,23 +67,46 @@ func newPaths(run, logs string) paths {
 		pki:          filepath.Join(run, "pki"),
 		etcd:         filepath.Join(run, "etcd"),
 		apiserver:    filepath.Join(run, "apiserver"),
-		containerd:   filepath.Join(run, "containerd"),
-		socket:       filepath.Join(run, "containerd", "containerd.sock"),
-		cniConf:      filepath.Join(run, "cni", "net.d"),
-		cniData:      filepath.Join(run, "cni", "data"),
-		kubelet:      filepath.Join(run, "kubelet"),
-		podLogs:      filepath.Join(run, "pod-logs"),
 		coredns:      filepath.Join(run, "coredns"),
-		kubeProxy:    filepath.Join(run, "kube-proxy"),
 		pidFile:      filepath.Join(run, "pids"),
 		controlFiles: filepath.Join(run, "config"),
 	}
 }
 
+// nodePaths are the private directories of one node of a run, under <run>/nodes/<name>.
+type nodePaths struct {
+	dir        string
+	containerd string // config, root and state
+	socket     string // containerd's gRPC socket
+	cniConf    string
+	cniData    string
+	kubelet    string // kubelet --root-dir
+	podLogs    string
+	config     string // kubelet and kube-proxy configs
+}
+
+func newNodePaths(run, name string) nodePaths {
+	dir := filepath.Join(run, "nodes", name)
+	return nodePaths{
+		dir:        dir,
+		containerd: filepath.Join(dir, "containerd"),
+		socket:     filepath.Join(dir, "containerd", "containerd.sock"),
+		cniConf:    filepath.Join(dir, "cni", "net.d"),
+		cniData:    filepath.Join(dir, "cni", "data"),
+		kubelet:    filepath.Join(dir, "kubelet"),
+		podLogs:    filepath.Join(dir, "pod-logs"),
+		config:     filepath.Join(dir, "config"),
+	}
+}
+
+func (p nodePaths) all() []string {
+	return []string{p.containerd, p.cniConf, p.cniData, p.kubelet, p.podLogs, p.config}
+}
+
 // containerdConfig renders containerd's config (version 2, containerd 1.6/1.7). Every path is
 // private to the run, including runc's state root and the pods' network namespace mounts,
 // so a run never touches (or is confused by) a system containerd.
-func containerdConfig(p paths, cniBinDir string) string {
+func containerdConfig(p nodePaths, cniBinDir string) string {
 	q := func(s string) string { return fmt.Sprintf("%q", s) }
 	var b strings.Builder
 	fmt.Fprintf(&b, "version = 2\n")
@@ -112,7 +137,7 @@ func containerdConfig(p paths, cniBinDir string) string {
 // cniConfList is the pod network: a bridge with host-local IPAM (state kept in the run dir)
 // and portmap for hostPort; containerd adds the loopback plugin by itself. hairpinMode lets a
 // pod reach itself through a Service.
-func cniConfList(p paths) ([]byte, error) {
+func cniConfList(p nodePaths, podCIDR string) ([]byte, error) {
 	conf := map[string]any{
 		"cniVersion": "0.4.0",
 		"name":       cniNetwork,
@@ -126,7 +151,7 @@ func cniConfList(p paths) ([]byte, error) {
 				"ipam": map[string]any{
 					"type":    "host-local",
 					"dataDir": p.cniData,
-					"ranges":  [][]map[string]string{{{"subnet": PodCIDR}}},
+					"ranges":  [][]map[string]string{{{"subnet": podCIDR}}},
 					"routes":  []map[string]string{{"dst": "0.0.0.0/0"}},
 				},
 			},
@@ -142,7 +167,8 @@ func cniConfList(p paths) ([]byte, error) {
 
 // kubeletConfig renders the KubeletConfiguration. JSON is valid YAML, and json.Marshal
 // keeps the field names exact.
-func kubeletConfig(p paths, pki pkiFiles) ([]byte, error) {
+func kubeletConfig(n *Node, pki pkiFiles, resolvConf string) ([]byte, error) {
+	p := n.paths
 	cfg := map[string]any{
 		"apiVersion": "kubelet.config.k8s.io/v1beta1",
 		"kind":       "KubeletConfiguration",
@@ -155,7 +181,7 @@ func kubeletConfig(p paths, pki pkiFiles) ([]byte, error) {
 		},
 		"authorization":            map[string]any{"mode": "Webhook"},
 		"cgroupDriver":             "cgroupfs",
-		"cgroupRoot":               cgroupRoot,
+		"cgroupRoot":               n.cgroupRoot(),
 		"containerRuntimeEndpoint": "unix://" + p.socket,
 		"failSwapOn":               false,
 		// These build hosts run cgroup v1 (hybrid); kubelet >= 1.35 refuses to start there
@@ -172,12 +198,12 @@ func kubeletConfig(p paths, pki pkiFiles) ([]byte, error) {
 		},
 		"clusterDNS":            []string{DNSServiceIP},
 		"clusterDomain":         ClusterDomain,
-		"resolvConf":            filepath.Join(p.controlFiles, "resolv.conf"),
+		"resolvConf":            resolvConf,
 		"podLogsDir":            p.podLogs,
 		"readOnlyPort":          0,
 		"healthzBindAddress":    "127.0.0.1",
 		"healthzPort":           kubeletHealth,
-		"address":               NodeIP,
+		"address":               n.IP,
 		"serializeImagePulls":   false,
 		"protectKernelDefaults": false,
 		"rotateCertificates":    false,
@@ -195,17 +221,18 @@ func kubeletConfig(p paths, pki pkiFiles) ([]byte, error) {
 // kubeProxyConfig renders the KubeProxyConfiguration: iptables mode in the node's namespace.
 // masqueradeAll makes pod -> Service -> pod on the same bridge work without relying on
 // br_netfilter; conntrack zeros leave the (host-wide) conntrack sysctls alone.
-func kubeProxyConfig(kubeconfig string) ([]byte, error) {
+func kubeProxyConfig(n *Node, kubeconfig string) ([]byte, error) {
 	cfg := map[string]any{
-		"apiVersion":         "kubeproxy.config.k8s.io/v1alpha1",
-		"kind":               "KubeProxyConfiguration",
-		"mode":               "iptables",
-		"clientConnection":   map[string]any{"kubeconfig": kubeconfig},
-		"hostnameOverride":   NodeName,
-		"bindAddress":        NodeIP,
-		"clusterCIDR":        PodCIDR,
-		"healthzBindAddress": fmt.Sprintf("127.0.0.1:%d", proxyHealth),
-		"metricsBindAddress": "127.0.0.1:10249",
+		"apiVersion":       "kubeproxy.config.k8s.io/v1alpha1",
+		"kind":             "KubeProxyConfiguration",
+		"mode":             "iptables",
+		"clientConnection": map[string]any{"kubeconfig": kubeconfig},
+		"hostnameOverride": n.Name,
+		"bindAddress":      n.IP,
+		"clusterCIDR":      ClusterCIDR,
+		// On the node's address, so Up checks every node's kube-proxy from the first one.
+		"healthzBindAddress": fmt.Sprintf("%s:%d", n.IP, proxyHealth),
+		"metricsBindAddress": fmt.Sprintf("127.0.0.1:%d", proxyMetrics),
 		"iptables": map[string]any{
 			"masqueradeAll":      true,
 			"localhostNodePorts": false,

@@ -12,8 +12,9 @@ import (
 )
 
 // Down tears the cluster down in order — controllers (so nothing recreates pods), pods,
-// kubelet, containerd and its shims, kube-proxy and CoreDNS, API server, etcd — then removes mounts, cgroups, the
-// network namespace and the run directory, and releases the machine lock. The component
+// kubelets, containerds and their shims, kube-proxies and CoreDNS, API server, etcd — then
+// removes mounts, cgroups, the network namespaces and the run directory, and releases the
+// machine lock. The component
 // logs stay in LogDir. Safe to call more than once.
 func (c *Cluster) Down() error {
 	c.down.Do(func() { c.downErr = c.teardown() })
@@ -40,13 +41,19 @@ func (c *Cluster) teardown() error {
 	}
 	// Every process stops on SIGTERM; containerd leaves its shims running (they are
 	// killed with the containers by cleanRun).
-	order := append(append([]string{}, c.extra...), "kubelet", "containerd", "kube-proxy", "coredns", "kube-apiserver", "etcd")
+	order := append([]string{}, c.extra...)
+	for _, comp := range []string{"kubelet", "containerd", "kube-proxy"} {
+		for _, n := range c.nodes {
+			order = append(order, n.proc(comp))
+		}
+	}
+	order = append(order, "coredns", "kube-apiserver", "etcd")
 	for _, name := range order {
 		if p := c.byName[name]; p != nil {
 			p.stop(10 * time.Second)
 		}
 	}
-	if err := cleanRun(c.paths.run, c.netns, c.logf); err != nil {
+	if err := cleanRun(c.paths.run, c.ID, c.logf); err != nil {
 		errs = append(errs, err)
 	}
 	c.unlock()

@@ -12,35 +12,76 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// netnsPath is the bind mount of the node's network namespace.
+// netnsPath is the bind mount of the first node's network namespace, where the control
+// plane runs.
 func (c *Cluster) netnsPath() string { return netnsDir + "/" + c.netns }
 
-// createNetns makes the node's network namespace: loopback up and a veth pair with both
-// ends inside it as the node's uplink carrying NodeIP, and a route for the Service CIDR
-// over it. There is no default route: pods, Services and the control plane only ever talk
-// to each other, nothing leaves the namespace.
-func createNetns(ctx context.Context, name string) error {
-	steps := [][]string{
+// ipNetns runs ip(8) with args.
+func ipNetns(ctx context.Context, args ...string) error {
+	if out, err := exec.CommandContext(ctx, "ip", args...).CombinedOutput(); err != nil {
+		return fmt.Errorf("ip %v: %w: %s", args, err, bytes.TrimSpace(out))
+	}
+	return nil
+}
+
+// createLAN makes the namespace holding the cluster's LAN: a bridge every node's uplink
+// is a port of. It runs nothing and has no address; nodes talk across it at layer 2.
+func createLAN(ctx context.Context, name string) error {
+	for _, args := range [][]string{
 		{"netns", "add", name},
 		{"-n", name, "link", "set", "lo", "up"},
-		{"-n", name, "link", "add", uplink, "type", "veth", "peer", "name", uplinkPeer},
-		{"-n", name, "addr", "add", fmt.Sprintf("%s/%d", NodeIP, nodePrefixLen), "dev", uplink},
-		{"-n", name, "link", "set", uplink, "up"},
-		{"-n", name, "link", "set", uplinkPeer, "up"},
+		{"-n", name, "link", "add", lanBridge, "type", "bridge"},
+		{"-n", name, "link", "set", lanBridge, "up"},
+	} {
+		if err := ipNetns(ctx, args...); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// createNodeNetns makes a node's network namespace: loopback up and a veth pair whose
+// inner end is the node's uplink carrying its IP, and whose outer end is a port of the
+// LAN bridge; a route for the Service CIDR over the uplink. There is no default route:
+// pods, Services and the control plane only ever talk to each other, nothing leaves the
+// cluster's namespaces.
+func createNodeNetns(ctx context.Context, n *Node, lan string) error {
+	port := fmt.Sprintf("n%d", n.index)
+	for _, args := range [][]string{
+		{"netns", "add", n.netns},
+		{"-n", n.netns, "link", "set", "lo", "up"},
+		{"-n", n.netns, "link", "add", uplink, "type", "veth", "peer", "name", port, "netns", lan},
+		{"-n", n.netns, "addr", "add", fmt.Sprintf("%s/%d", n.IP, nodePrefixLen), "dev", uplink},
+		{"-n", n.netns, "link", "set", uplink, "up"},
+		{"-n", lan, "link", "set", port, "master", lanBridge},
+		{"-n", lan, "link", "set", port, "up"},
 		// Host processes (the API server calling a webhook) connect to ClusterIPs: the
 		// kernel needs a route before kube-proxy's OUTPUT rules DNAT the packet to a pod.
-		// The route ends at the veth, inside the namespace.
-		{"-n", name, "route", "add", ServiceCIDR, "dev", uplink, "src", NodeIP},
-	}
-	for _, args := range steps {
-		if out, err := exec.CommandContext(ctx, "ip", args...).CombinedOutput(); err != nil {
-			return fmt.Errorf("ip %v: %w: %s", args, err, bytes.TrimSpace(out))
+		{"-n", n.netns, "route", "add", ServiceCIDR, "dev", uplink, "src", n.IP},
+	} {
+		if err := ipNetns(ctx, args...); err != nil {
+			return err
 		}
 	}
 	// The bridge plugin enables forwarding itself; br_netfilter's per-namespace switch is
 	// best effort (kube-proxy masquerades everything, so Services work without it).
 	for _, sysctl := range []string{"net.ipv4.ip_forward=1", "net.bridge.bridge-nf-call-iptables=1"} {
-		_ = exec.CommandContext(ctx, "nsenter", "--net="+netnsDir+"/"+name, "--", "sysctl", "-qw", sysctl).Run()
+		_ = exec.CommandContext(ctx, "nsenter", "--net="+n.netnsPath(), "--", "sysctl", "-qw", sysctl).Run()
+	}
+	return nil
+}
+
+// routePods gives n a route to every other node's pod range through that node's IP, as a
+// cloud's route table or a flat-network CNI would: pods reach each other across nodes
+// with their own addresses, no overlay and no NAT.
+func routePods(ctx context.Context, n *Node, nodes []*Node) error {
+	for _, other := range nodes {
+		if other == n {
+			continue
+		}
+		if err := ipNetns(ctx, "-n", n.netns, "route", "add", other.PodCIDR, "via", other.IP, "dev", uplink); err != nil {
+			return err
+		}
 	}
 	return nil
 }

@@ -132,20 +132,32 @@ type identity struct {
 	groups []string
 }
 
-func clusterIdentities(nodeName string) []identity {
-	return []identity{
+func clusterIdentities(nodeNames []string) []identity {
+	ids := []identity{
 		{"admin", "podtls-e2e-admin", []string{"system:masters"}},
 		{"controller-manager", "system:kube-controller-manager", nil},
 		{"scheduler", "system:kube-scheduler", nil},
-		{"kubelet", "system:node:" + nodeName, []string{"system:nodes"}},
 		{"kube-proxy", "system:kube-proxy", nil},
 		{"coredns", "podtls-e2e:coredns", nil},
 	}
+	// One identity per kubelet: the Node authorizer and NodeRestriction confine each to
+	// its own node.
+	for _, name := range nodeNames {
+		ids = append(ids, identity{kubeletIdentity(name), "system:node:" + name, []string{"system:nodes"}})
+	}
+	return ids
 }
 
+// kubeletIdentity names the kubeconfig of the kubelet of node name.
+func kubeletIdentity(name string) string { return "kubelet-" + name }
+
 // writePKI creates the CA, the API server's certificates, the service-account key pair and
-// one kubeconfig per identity in dir; kubeconfigs point at server.
-func writePKI(dir, server, nodeName string, apiserverIPs []net.IP, now time.Time) (pkiFiles, error) {
+// one kubeconfig per identity in dir; kubeconfigs point at server. The first node's name is
+// also one of the API server's names.
+func writePKI(dir, server string, nodeNames []string, apiserverIPs []net.IP, now time.Time) (pkiFiles, error) {
+	if len(nodeNames) == 0 {
+		return pkiFiles{}, fmt.Errorf("cluster PKI: no nodes")
+	}
 	f := pkiFiles{
 		dir:               dir,
 		caCert:            filepath.Join(dir, "ca.crt"),
@@ -170,7 +182,7 @@ func writePKI(dir, server, nodeName string, apiserverIPs []net.IP, now time.Time
 	certPEM, keyPEM, err := ca.issue(leaf{
 		commonName: "kube-apiserver",
 		dnsNames: []string{"kubernetes", "kubernetes.default", "kubernetes.default.svc",
-			"kubernetes.default.svc.cluster.local", "localhost", nodeName},
+			"kubernetes.default.svc.cluster.local", "localhost", nodeNames[0]},
 		ips:    apiserverIPs,
 		server: true,
 	}, now)
@@ -206,7 +218,7 @@ func writePKI(dir, server, nodeName string, apiserverIPs []net.IP, now time.Time
 		return f, err
 	}
 
-	for _, id := range clusterIdentities(nodeName) {
+	for _, id := range clusterIdentities(nodeNames) {
 		certPEM, keyPEM, err := ca.issue(leaf{commonName: id.user, orgs: id.groups, client: true}, now)
 		if err != nil {
 			return f, err

@@ -19,16 +19,22 @@ type process struct {
 	err  error         // exit error, valid after done
 }
 
-// start runs bin with args inside the network namespace (nsenter --net only: every
-// component shares the machine's mount namespace, as kubelet and containerd must), logs to
-// <logs>/<name>.log and records the PID in the run's pid file for crash recovery.
+// start runs bin with args inside the first node's network namespace (see startIn).
 func (c *Cluster) start(name, bin string, args ...string) (*process, error) {
+	return c.startIn(c.netnsPath(), name, bin, args...)
+}
+
+// startIn runs bin with args inside the network namespace bound at netns (nsenter --net
+// only: every component shares the machine's mount namespace, as kubelet and containerd
+// must), logs to <logs>/<name>.log and records the PID in the run's pid file for crash
+// recovery.
+func (c *Cluster) startIn(netns, name, bin string, args ...string) (*process, error) {
 	logPath := filepath.Join(c.paths.logs, name+".log")
 	logFile, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return nil, fmt.Errorf("open log of %s: %w", name, err)
 	}
-	argv := append([]string{"--net=" + c.netnsPath(), "--", bin}, args...)
+	argv := append([]string{"--net=" + netns, "--", bin}, args...)
 	cmd := exec.Command("nsenter", argv...)
 	cmd.Stdout = logFile
 	cmd.Stderr = logFile
@@ -96,6 +102,15 @@ func (p *process) stop(grace time.Duration) {
 	case <-p.done:
 		return
 	case <-time.After(grace):
+	}
+	_ = p.cmd.Process.Kill()
+	<-p.done
+}
+
+// kill SIGKILLs p and waits for it to exit. Safe to call twice.
+func (p *process) kill() {
+	if done, _ := p.exited(); done {
+		return
 	}
 	_ = p.cmd.Process.Kill()
 	<-p.done

@@ -1,22 +1,14 @@
 package mesh
 
 import (
-	"bufio"
 	"context"
-	"crypto/tls"
 	"crypto/x509"
-	"encoding/json"
-	"errors"
-	"fmt"
-	"io"
 	"log/slog"
 	"net"
-	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -25,7 +17,6 @@ import (
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/utils/ptr"
 
 	"github.com/podtls/podtls/e2e/cluster"
@@ -63,20 +54,7 @@ func TestMesh(t *testing.T) {
 	}
 
 	tBuild := time.Now()
-	dir := t.TempDir()
-	var images []string
-	for _, img := range []struct{ pkg, name string }{
-		{"./controller/cmd/podtls-controller", controllerImage},
-		{"./sidecar/cmd/podtls-sidecar", sidecarImage},
-		{"./e2e/apps/echo", echoImage},
-		{"./e2e/mesh/testdata/whoami", whoamiImage},
-	} {
-		out := filepath.Join(dir, filepath.Base(img.pkg)+".tar")
-		if err := cluster.BuildImage(ctx, root, img.pkg, img.name, out); err != nil {
-			t.Fatal(err)
-		}
-		images = append(images, out)
-	}
+	images := buildImages(ctx, t, root)
 	buildTime := time.Since(tBuild)
 
 	tUp := time.Now()
@@ -340,33 +318,7 @@ func TestMesh(t *testing.T) {
 		old := live[0]
 		// Admission is probed with dry-run creations (they go through the webhooks) from
 		// the deletion until a while after the replacement is ready.
-		probeDone := make(chan struct{})
-		var probes int
-		var refusals []string
-		stopProbe := make(chan struct{})
-		go func() {
-			defer close(probeDone)
-			t0 := time.Now()
-			for i := 0; ; i++ {
-				select {
-				case <-stopProbe:
-					return
-				case <-time.After(150 * time.Millisecond):
-				}
-				p := &corev1.Pod{
-					ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("probe-%d", i), Annotations: map[string]string{"podtls.io/upstreams": upstreams}},
-					Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: echoImage, ImagePullPolicy: corev1.PullNever}}},
-				}
-				probes++
-				got, err := cs.CoreV1().Pods(ns).Create(ctx, p, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
-				switch {
-				case err != nil:
-					refusals = append(refusals, fmt.Sprintf("+%s %v", time.Since(t0).Round(time.Millisecond), err))
-				case len(got.Spec.InitContainers) == 0 || got.Spec.InitContainers[0].Name != sidecar:
-					refusals = append(refusals, fmt.Sprintf("+%s admitted without the sidecar", time.Since(t0).Round(time.Millisecond)))
-				}
-			}
-		}()
+		probe := startAdmissionProbe(ctx, cs)
 		t0 := time.Now()
 		if err := cs.CoreV1().Pods(systemNS).Delete(ctx, old.Name, metav1.DeleteOptions{}); err != nil {
 			t.Fatal(err)
@@ -389,8 +341,7 @@ func TestMesh(t *testing.T) {
 			return err != nil
 		})
 		time.Sleep(3 * time.Second) // keep probing while kube-proxy settles on the new endpoints
-		close(stopProbe)
-		<-probeDone
+		probes, refusals := probe.stop()
 		t.Logf("%d dry-run creations during the restart, %d refused or not injected", probes, len(refusals))
 		if len(refusals) > 0 {
 			t.Errorf("with a second replica serving, a controller restart refused pods:\n%s", strings.Join(refusals, "\n"))
@@ -477,296 +428,4 @@ func TestMesh(t *testing.T) {
 		buildTime.Round(time.Millisecond), upTime.Round(time.Millisecond), controllerReady.Round(time.Millisecond),
 		firstCert.Round(time.Millisecond), prefAvailable.Round(time.Millisecond), downTime.Round(time.Millisecond),
 		time.Since(tTest).Round(time.Millisecond), loadAverage())
-}
-
-// runCaller runs a pod under serviceAccount that fetches http://127.0.0.1:9001/ through
-// its sidecar's outbound listener, and returns it once it has finished. With admitWithin
-// > 0 a refused creation (webhook unreachable) is retried that long.
-func runCaller(ctx context.Context, t *testing.T, cs kubernetes.Interface, name, serviceAccount, image, timeout string, admitWithin time.Duration) *corev1.Pod {
-	t.Helper()
-	pod := &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Annotations: map[string]string{"podtls.io/upstreams": upstreams}},
-		Spec: corev1.PodSpec{
-			ServiceAccountName: serviceAccount, RestartPolicy: corev1.RestartPolicyNever,
-			TerminationGracePeriodSeconds: ptr.To[int64](5),
-			Containers: []corev1.Container{{
-				Name: "app", Image: image, ImagePullPolicy: corev1.PullNever,
-				Args: []string{"get", "-timeout", timeout, "http://127.0.0.1:9001/"},
-			}},
-		},
-	}
-	t0 := time.Now()
-	var refusals []string
-	for {
-		_, err := cs.CoreV1().Pods(ns).Create(ctx, pod, metav1.CreateOptions{})
-		if err == nil {
-			break
-		}
-		if time.Since(t0) > admitWithin {
-			t.Fatalf("create pod %s (tried for %s): %v", name, time.Since(t0).Round(time.Millisecond), err)
-		}
-		refusals = append(refusals, fmt.Sprintf("+%s %v", time.Since(t0).Round(time.Millisecond), err))
-		time.Sleep(200 * time.Millisecond)
-	}
-	if len(refusals) > 0 {
-		t.Logf("pod %s admitted after %s; refused before:\n%s", name, time.Since(t0).Round(time.Millisecond), strings.Join(refusals, "\n"))
-	}
-	var got *corev1.Pod
-	waitFor(ctx, t, 2*time.Minute, "pod "+name+" to finish", func() bool {
-		p, err := cs.CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{})
-		if err != nil {
-			return false
-		}
-		got = p
-		return p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed
-	})
-	return got
-}
-
-// controllerPods are the live (not terminating) controller pods.
-func controllerPods(ctx context.Context, t *testing.T, cs kubernetes.Interface) []corev1.Pod {
-	t.Helper()
-	pods, err := cs.CoreV1().Pods(systemNS).List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/component=controller"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var live []corev1.Pod
-	for _, p := range pods.Items {
-		if p.DeletionTimestamp == nil {
-			live = append(live, p)
-		}
-	}
-	if len(live) == 0 {
-		t.Fatal("no live controller pod")
-	}
-	return live
-}
-
-func podReady(p *corev1.Pod) bool {
-	for _, c := range p.Status.Conditions {
-		if c.Type == corev1.PodReady {
-			return c.Status == corev1.ConditionTrue
-		}
-	}
-	return false
-}
-
-// checkNativeSidecar: the sidecar is the first init container with restartPolicy Always,
-// and it was started (startup probe passed) before the app container started.
-func checkNativeSidecar(t *testing.T, pod *corev1.Pod) {
-	t.Helper()
-	if len(pod.Spec.InitContainers) == 0 || pod.Spec.InitContainers[0].Name != sidecar {
-		t.Fatalf("pod %s: first init container is not %s: %v", pod.Name, sidecar, pod.Spec.InitContainers)
-	}
-	if pod.Annotations["podtls.io/status"] == "" {
-		t.Errorf("pod %s: no podtls.io/status annotation recording the injection", pod.Name)
-	}
-	sc := pod.Spec.InitContainers[0]
-	if sc.RestartPolicy == nil || *sc.RestartPolicy != corev1.ContainerRestartPolicyAlways {
-		t.Errorf("pod %s: sidecar restartPolicy %v, want Always (native sidecar)", pod.Name, sc.RestartPolicy)
-	}
-	if sc.StartupProbe == nil {
-		t.Errorf("pod %s: sidecar has no startupProbe", pod.Name)
-	}
-	var side, app *corev1.ContainerStatus
-	for i := range pod.Status.InitContainerStatuses {
-		if pod.Status.InitContainerStatuses[i].Name == sidecar {
-			side = &pod.Status.InitContainerStatuses[i]
-		}
-	}
-	for i := range pod.Status.ContainerStatuses {
-		if pod.Status.ContainerStatuses[i].Name == "app" {
-			app = &pod.Status.ContainerStatuses[i]
-		}
-	}
-	if side == nil || app == nil {
-		t.Fatalf("pod %s: missing statuses (sidecar %v, app %v)", pod.Name, side != nil, app != nil)
-	}
-	sideStart, appStart := startedAt(side.State), startedAt(app.State)
-	if sideStart.IsZero() || appStart.IsZero() {
-		t.Fatalf("pod %s: sidecar %+v, app %+v: both must have started", pod.Name, side.State, app.State)
-	}
-	if appStart.Before(sideStart) {
-		t.Errorf("pod %s: app started %s before its sidecar %s", pod.Name, appStart, sideStart)
-	}
-	if side.RestartCount != 0 {
-		t.Errorf("pod %s: sidecar restarted %d times", pod.Name, side.RestartCount)
-	}
-}
-
-func startedAt(s corev1.ContainerState) time.Time {
-	switch {
-	case s.Running != nil:
-		return s.Running.StartedAt.Time
-	case s.Terminated != nil:
-		return s.Terminated.StartedAt.Time
-	}
-	return time.Time{}
-}
-
-// adminClient reaches pod IPs (the sidecar's admin port) from the test process.
-func adminClient(c *cluster.Cluster) *http.Client {
-	return &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DialContext: c.DialContext}}
-}
-
-type certInfo struct {
-	DNSNames []string `json:"dns_names"`
-	URIs     []string `json:"uris"`
-}
-
-type certSnapshot struct {
-	Ready bool      `json:"ready"`
-	Mesh  *certInfo `json:"mesh"`
-}
-
-func adminGet(ctx context.Context, client *http.Client, podIP, path string) ([]byte, error) {
-	u := "http://" + net.JoinHostPort(podIP, adminPort) + path
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
-	if err != nil {
-		return nil, fmt.Errorf("request %s: %w", u, err)
-	}
-	resp, err := client.Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("get %s: %w", u, err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
-	if err != nil {
-		return nil, fmt.Errorf("read %s: %w", u, err)
-	}
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("get %s: %s", u, resp.Status)
-	}
-	return body, nil
-}
-
-func certsOf(ctx context.Context, client *http.Client, podIP string) (*certSnapshot, error) {
-	body, err := adminGet(ctx, client, podIP, "/certs")
-	if err != nil {
-		return nil, err
-	}
-	var s certSnapshot
-	if err := json.Unmarshal(body, &s); err != nil {
-		return nil, fmt.Errorf("decode /certs: %w", err)
-	}
-	return &s, nil
-}
-
-// metricsOf reads the sidecar's Prometheus text into "name{labels}" -> value.
-func metricsOf(ctx context.Context, client *http.Client, podIP string) (map[string]float64, error) {
-	body, err := adminGet(ctx, client, podIP, "/metrics")
-	if err != nil {
-		return nil, err
-	}
-	m := map[string]float64{}
-	sc := bufio.NewScanner(strings.NewReader(string(body)))
-	for sc.Scan() {
-		line := sc.Text()
-		if line == "" || strings.HasPrefix(line, "#") {
-			continue
-		}
-		i := strings.LastIndexByte(line, ' ')
-		if i < 0 {
-			continue
-		}
-		v, err := strconv.ParseFloat(line[i+1:], 64)
-		if err != nil {
-			continue
-		}
-		m[line[:i]] = v
-	}
-	return m, sc.Err()
-}
-
-// servedChain is the certificate chain a TLS server presents at addr. The client sends
-// no certificate, so an mTLS server refuses the connection afterwards; the chain arrives
-// before that.
-func servedChain(ctx context.Context, c *cluster.Cluster, addr string) ([]*x509.Certificate, error) {
-	raw, err := c.DialContext(ctx, "tcp", addr)
-	if err != nil {
-		return nil, fmt.Errorf("dial %s: %w", addr, err)
-	}
-	defer raw.Close()
-	var chain []*x509.Certificate
-	conn := tls.Client(raw, &tls.Config{
-		InsecureSkipVerify: true, // verified below against the trust bundle
-		ServerName:         prefDNS,
-		MinVersion:         tls.VersionTLS12,
-		VerifyConnection: func(cs tls.ConnectionState) error {
-			chain = cs.PeerCertificates
-			return nil
-		},
-	})
-	hctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	err = conn.HandshakeContext(hctx)
-	if len(chain) == 0 {
-		return nil, fmt.Errorf("handshake with %s gave no server certificate: %w", addr, errors.Join(err, errors.New("no chain")))
-	}
-	return chain, nil
-}
-
-func logsOf(ctx context.Context, cs kubernetes.Interface, pod, container string) string {
-	out, err := cs.CoreV1().Pods(ns).GetLogs(pod, &corev1.PodLogOptions{Container: container}).DoRaw(ctx)
-	if err != nil {
-		return fmt.Sprintf("<logs of %s/%s: %v>", pod, container, err)
-	}
-	return string(out)
-}
-
-// dump writes what a failure needs into the test log: pods, descriptions, events and the
-// logs of every container in the podtls and demo namespaces.
-func dump(t *testing.T, c *cluster.Cluster) {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	run := func(args ...string) {
-		out, err := c.RunKubectl(ctx, args...)
-		if err != nil {
-			t.Logf("kubectl %s: %v", strings.Join(args, " "), err)
-			return
-		}
-		t.Logf("kubectl %s:\n%s", strings.Join(args, " "), out)
-	}
-	run("get", "pods", "-A", "-o", "wide")
-	run("get", "events", "-A", "--sort-by=.lastTimestamp")
-	run("get", "mutatingwebhookconfiguration", webhookName, "-o", "yaml")
-	for _, n := range []string{systemNS, ns} {
-		run("describe", "pods", "-n", n)
-		pods, err := c.Client.CoreV1().Pods(n).List(ctx, metav1.ListOptions{})
-		if err != nil {
-			t.Logf("list pods of %s: %v", n, err)
-			continue
-		}
-		for _, p := range pods.Items {
-			for _, ctr := range append(slices.Clone(p.Spec.InitContainers), p.Spec.Containers...) {
-				run("logs", "-n", n, p.Name, "-c", ctr.Name)
-			}
-		}
-	}
-	t.Logf("component logs: %s", c.LogDir())
-}
-
-// waitFor polls cond every 200 ms until it holds, failing the test after timeout.
-func waitFor(ctx context.Context, t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) || ctx.Err() != nil {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
-}
-
-// loadAverage is the machine's 1/5/15-minute load, to read timings against.
-func loadAverage() string {
-	data, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return "unknown"
-	}
-	f := strings.Fields(string(data))
-	if len(f) < 3 {
-		return "unknown"
-	}
-	return strings.Join(f[:3], " ")
 }
