@@ -70,6 +70,9 @@ type Cluster struct {
 	Kubectl string
 	// ID names this run: the namespace is podtls-e2e-ID.
 	ID string
+	// LockWait is how long Up waited for another run on this machine to end (one
+	// cluster runs at a time); the bring-up proper is the rest of Up's time.
+	LockWait time.Duration
 
 	opts    Options
 	netns   string // the first node's namespace, where the control plane runs
@@ -196,6 +199,10 @@ func (c *Cluster) up(ctx context.Context) error {
 	if err := flockContext(ctx, lock); err != nil {
 		return err
 	}
+	if c.LockWait = time.Since(t0); c.LockWait > time.Second {
+		c.logf("waited %s for another cluster run to end", c.LockWait.Round(time.Millisecond))
+	}
+	t0 = time.Now()
 	if err := cleanStale(c.opts.BaseDir, c.logf); err != nil {
 		return fmt.Errorf("clean stale runs: %w", err)
 	}
