@@ -253,6 +253,21 @@ func (in Install) repoRoot() (string, error) {
 // HelmPath is where hack/helm.sh puts helm, relative to the repository root.
 const HelmPath = "bin/tools/helm"
 
+// DefaultKubeVersion is the Kubernetes version podtls is tested on (the Makefile's
+// K8S_VERSION default).
+const DefaultKubeVersion = "v1.37.2"
+
+// KubeVersion is the version helm commands that ask no cluster (template, lint) must
+// render for, passed as --kube-version: K8S_VERSION when set (`make test
+// K8S_VERSION=v1.35.4`), else DefaultKubeVersion. Helm's own default, v1.20.0, is
+// outside the chart's kubeVersion range and would fail every rendering.
+func KubeVersion() string {
+	if v := os.Getenv("K8S_VERSION"); v != "" {
+		return v
+	}
+	return DefaultKubeVersion
+}
+
 // EnsureHelm returns the path of the repository's helm, building it with hack/helm.sh
 // (cached; about 1.5 minutes the first time) when it is missing.
 func EnsureHelm(ctx context.Context, repoRoot string) (string, error) {
