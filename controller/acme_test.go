@@ -45,6 +45,7 @@ func TestRunWithBadACMEConfig(t *testing.T) {
 	opts.WebhookURL = fmt.Sprintf("https://127.0.0.1:%d", whPort)
 	opts.ACMEConfig = cfgFile
 	opts.ShutdownTimeout = 5 * time.Second
+	opts.ShutdownDelay = 0
 	runCtx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- Run(runCtx, opts, env.Config) }()

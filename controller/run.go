@@ -55,6 +55,9 @@ func Run(ctx context.Context, opts options.Options, restCfg *rest.Config) error 
 	}
 	slogger := slog.Default()
 	log := slogger.With("component", "podtls-controller")
+	// Everything below stops --shutdown-delay after SIGTERM; until then it drains.
+	var d drain
+	ctx = d.after(ctx, opts.ShutdownDelay, log)
 
 	kube, err := kubernetes.NewForConfig(restCfg)
 	if err != nil {
@@ -147,7 +150,7 @@ func Run(ctx context.Context, opts options.Options, restCfg *rest.Config) error 
 			return fmt.Errorf("informer %T: %w", obj, err)
 		}
 	}
-	webhook.Register(mgr.GetWebhookServer(), mgr.GetCache(), cfgSrc)
+	webhook.Register(d.server(mgr.GetWebhookServer()), mgr.GetCache(), cfgSrc)
 
 	// The patcher polls the roots every minute; injected pods get the same
 	// roots in PODTLS_TRUST_ROOTS, so refresh the injection config there too.
@@ -195,6 +198,7 @@ func Run(ctx context.Context, opts options.Options, restCfg *rest.Config) error 
 		"webhook":  mgr.GetWebhookServer().StartedChecker(),
 		"ca":       func(*http.Request) error { return caSrv.Ready() },
 		"cabundle": func(*http.Request) error { return patcher.Ready() },
+		"draining": d.ready,
 	}
 	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
 		return err

@@ -44,6 +44,7 @@ type Options struct {
 	LeaderElect       bool
 	LogLevel          string
 	ShutdownTimeout   time.Duration
+	ShutdownDelay     time.Duration
 	// ACMEConfig is the ACME issuer configuration file; empty: ACME off.
 	ACMEConfig string
 }
@@ -69,6 +70,7 @@ func DefaultOptions() Options {
 		SidecarMemoryMax:  "64Mi",
 		LogLevel:          "info",
 		ShutdownTimeout:   30 * time.Second,
+		ShutdownDelay:     5 * time.Second,
 	}
 }
 
@@ -95,7 +97,8 @@ func (o *Options) BindFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.SidecarMemoryMax, "sidecar-memory-limit", o.SidecarMemoryMax, "memory limit of the sidecar")
 	fs.BoolVar(&o.LeaderElect, "leader-elect", o.LeaderElect, "elect a leader for the reconcilers (trust-bundle distributor, injection audit, ACME manager); webhook and CA run on every replica")
 	fs.StringVar(&o.LogLevel, "log-level", o.LogLevel, `"info", or "debug" to log every admission decision with its reason codes`)
-	fs.DurationVar(&o.ShutdownTimeout, "shutdown-timeout", o.ShutdownTimeout, "how long in-flight requests may finish after SIGTERM")
+	fs.DurationVar(&o.ShutdownDelay, "shutdown-delay", o.ShutdownDelay, "how long the controller keeps serving after SIGTERM, not ready and closing webhook connections after each response, while its endpoints leave the Service (0: stop at once)")
+	fs.DurationVar(&o.ShutdownTimeout, "shutdown-timeout", o.ShutdownTimeout, "how long in-flight requests may finish after the shutdown delay")
 	fs.StringVar(&o.ACMEConfig, "acme-config", o.ACMEConfig, "ACME issuer configuration file (YAML, see docs/acme.md), re-read when its content changes; empty: no external certificates (pods asking for them get an Event)")
 }
 
@@ -137,6 +140,9 @@ func (o *Options) Validate() error {
 		if _, err := resource.ParseQuantity(v); err != nil {
 			return fmt.Errorf("%s %q: %w", flagName, v, err)
 		}
+	}
+	if o.ShutdownDelay < 0 || o.ShutdownTimeout < 0 {
+		return fmt.Errorf("--shutdown-delay %s, --shutdown-timeout %s: want durations >= 0", o.ShutdownDelay, o.ShutdownTimeout)
 	}
 	switch o.LogLevel {
 	case "info", "debug":

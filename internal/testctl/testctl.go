@@ -45,7 +45,7 @@ const (
 // Options returns options.DefaultOptions for namespace with the webhook,
 // the CA and the health endpoints on free loopback ports, the API server
 // calling the webhook by URL (envtest has no Services), metrics off and a
-// short shutdown timeout. Tests change what they exercise on top.
+// short shutdown timeout and no shutdown delay. Tests change what they exercise on top.
 func Options(t testing.TB, namespace string) options.Options {
 	t.Helper()
 	loopback := func() string { return fmt.Sprintf("127.0.0.1:%d", poll.FreePort(t)) }
@@ -57,6 +57,7 @@ func Options(t testing.TB, namespace string) options.Options {
 	opts.MetricsAddr = "0"
 	opts.WebhookURL = "https://" + opts.WebhookAddr
 	opts.ShutdownTimeout = 5 * time.Second
+	opts.ShutdownDelay = 0 // no Service endpoints to leave: stop at once
 	return opts
 }
 
