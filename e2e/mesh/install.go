@@ -61,6 +61,9 @@ type Install struct {
 	// RepoRoot is the podtls checkout holding charts/podtls and bin/tools/helm (default:
 	// found from the working directory upwards).
 	RepoRoot string
+	// Chart is the chart directory (default RepoRoot/charts/podtls), e.g. a previous
+	// release's chart to upgrade from.
+	Chart string
 	// Release name (default podtls).
 	Release string
 }
@@ -170,11 +173,15 @@ func (in Install) Apply(ctx context.Context, cs kubernetes.Interface) error {
 	if err != nil {
 		return fmt.Errorf("encode chart values: %w", err)
 	}
-	root, err := in.repoRoot()
-	if err != nil {
-		return err
+	chart := in.Chart
+	if chart == "" {
+		root, err := in.repoRoot()
+		if err != nil {
+			return err
+		}
+		chart = filepath.Join(root, "charts", "podtls")
 	}
-	_, err = in.Helm(ctx, cs, data, "upgrade", "--install", in.release(), filepath.Join(root, "charts", "podtls"),
+	_, err = in.Helm(ctx, cs, data, "upgrade", "--install", in.release(), chart,
 		"--namespace", in.namespace(), "--create-namespace", "--values", "-", "--timeout", "2m")
 	return err
 }
