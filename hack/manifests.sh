@@ -12,6 +12,10 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 ROOT="$(repo_root)"
 OUT="$ROOT/manifests/install.yaml"
 NAMESPACE=podtls-system
+# helm template asks no cluster, so it renders for a Kubernetes version of its own choosing
+# (v1.20.0), which the chart's kubeVersion refuses: render for the version podtls is tested
+# on (the Makefile's K8S_VERSION). The chart does not depend on the version otherwise.
+KUBE_VERSION="${K8S_VERSION:-v1.37.2}"
 
 check=0
 for arg in "$@"; do
@@ -54,7 +58,8 @@ HEADER
   local cache
   cache="$(mktemp -d "${TMPDIR:-/tmp}/podtls-helm-home.XXXXXX")"
   HELM_CACHE_HOME="$cache/cache" HELM_CONFIG_HOME="$cache/config" HELM_DATA_HOME="$cache/data" \
-    "$HELM" template podtls "$ROOT/charts/podtls" --namespace "$NAMESPACE" --skip-tests
+    "$HELM" template podtls "$ROOT/charts/podtls" --namespace "$NAMESPACE" --skip-tests \
+    --kube-version "$KUBE_VERSION"
   local rc=$?
   rm -rf "$cache"
   return $rc

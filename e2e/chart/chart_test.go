@@ -148,7 +148,8 @@ func helm(t testing.TB, args ...string) (string, error) {
 func render(t testing.TB, ns string, extra ...string) string {
 	t.Helper()
 	root := repoRoot(t)
-	out, err := helm(t, append([]string{"template", "podtls", filepath.Join(root, "charts", "podtls"), "--namespace", ns}, extra...)...)
+	out, err := helm(t, append([]string{"template", "podtls", filepath.Join(root, "charts", "podtls"), "--namespace", ns,
+		"--kube-version", mesh.KubeVersion()}, extra...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -219,7 +220,8 @@ func TestLint(t *testing.T) {
 	root := repoRoot(t)
 	for _, vs := range valueSets {
 		t.Run(vs.name, func(t *testing.T) {
-			out, err := helm(t, append([]string{"lint", "--strict", filepath.Join(root, "charts", "podtls")}, vs.args(root)...)...)
+			out, err := helm(t, append([]string{"lint", "--strict", filepath.Join(root, "charts", "podtls"),
+				"--kube-version", mesh.KubeVersion()}, vs.args(root)...)...)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -341,14 +343,14 @@ func TestRender(t *testing.T) {
 					aa.PodAntiAffinity.PreferredDuringSchedulingIgnoredDuringExecution[0].PodAffinityTerm.TopologyKey != "kubernetes.io/hostname" {
 					t.Errorf("default affinity %+v: want preferred anti-affinity by hostname", aa)
 				}
-				if !hasArg("--sidecar-image=ghcr.io/podtls/podtls-sidecar:0.1.0") {
+				if !hasArg("--sidecar-image=ghcr.io/podtls/podtls-sidecar:" + chartVersion) {
 					t.Errorf("args %v: want the sidecar image of the chart's appVersion", c.Args)
 				}
 			}
 			if vs.name == "everything-else" {
 				for _, a := range []string{"--trust-domain=example.org", "--cluster-domain=k8s.example.org", "--log-level=debug",
 					"--sidecar-mode=native", "--sidecar-cpu-request=20m", "--shutdown-timeout=10s",
-					"--sidecar-image=registry.example.org/podtls/sidecar:0.1.0"} {
+					"--sidecar-image=registry.example.org/podtls/sidecar:" + chartVersion} {
 					if !hasArg(a) {
 						t.Errorf("args %v: want %s", c.Args, a)
 					}
@@ -482,7 +484,7 @@ func TestSchema(t *testing.T) {
 		{[]string{"podDisruptionBudget.minAvailable=half"}, "/podDisruptionBudget/minAvailable"},
 	} {
 		t.Run(strings.Join(tt.set, ","), func(t *testing.T) {
-			args := []string{"template", "podtls", chart, "--namespace", systemNS}
+			args := []string{"template", "podtls", chart, "--namespace", systemNS, "--kube-version", mesh.KubeVersion()}
 			for _, s := range tt.set {
 				args = append(args, "--set", s)
 			}
@@ -503,7 +505,7 @@ func TestSchema(t *testing.T) {
 		{"extraArgs[0]=--webhook-url", "extraArgs[1]=https://10.0.0.1:9443"},
 	} {
 		t.Run("accepts "+strings.Join(set, ","), func(t *testing.T) {
-			args := []string{"template", "podtls", chart, "--namespace", systemNS}
+			args := []string{"template", "podtls", chart, "--namespace", systemNS, "--kube-version", mesh.KubeVersion()}
 			for _, s := range set {
 				args = append(args, "--set", s)
 			}

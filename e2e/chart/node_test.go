@@ -216,8 +216,9 @@ func (n node) controllerPods() []corev1.Pod {
 	return live
 }
 
-// scale sets the controller's replicas and waits until exactly that many pods are live
-// (and, for replicas > 0, the Deployment's rollout is complete).
+// scale sets the controller's replicas and waits until exactly that many pods exist, none
+// of them terminating (a terminating controller drains: it still admits pods for
+// --shutdown-delay), and the Deployment's rollout is complete.
 func (n node) scale(replicas int) {
 	n.t.Helper()
 	if _, err := n.c.RunKubectl(n.ctx, "-n", "podtls-system", "scale", "deployment", "podtls-controller",
@@ -227,7 +228,8 @@ func (n node) scale(replicas int) {
 	deadline := time.Now().Add(3 * time.Minute)
 	for {
 		d, err := n.cs.AppsV1().Deployments("podtls-system").Get(n.ctx, "podtls-controller", metav1.GetOptions{})
-		if err == nil && len(n.controllerPods()) == replicas && int(d.Status.AvailableReplicas) == replicas &&
+		all, lerr := n.cs.CoreV1().Pods("podtls-system").List(n.ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/component=controller"})
+		if err == nil && lerr == nil && len(all.Items) == replicas && len(n.controllerPods()) == replicas && int(d.Status.AvailableReplicas) == replicas &&
 			int(d.Status.UpdatedReplicas) == replicas && d.Status.ObservedGeneration == d.Generation {
 			return
 		}

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/podtls/podtls/e2e/mesh"
 	"github.com/podtls/podtls/internal/acmetest"
 	"github.com/podtls/podtls/internal/gobuild"
 )
@@ -42,7 +43,8 @@ func TestChartValues(t *testing.T) {
 			if err := os.WriteFile(file, values, 0o600); err != nil {
 				t.Fatal(err)
 			}
-			cmd := exec.Command(helm, "template", "podtls", filepath.Join(root, "charts", "podtls"), "-n", systemNS, "-f", file)
+			cmd := exec.Command(helm, "template", "podtls", filepath.Join(root, "charts", "podtls"), "-n", systemNS, "-f", file,
+				"--kube-version", mesh.KubeVersion())
 			home := t.TempDir()
 			cmd.Env = append(os.Environ(), "HELM_CACHE_HOME="+home, "HELM_CONFIG_HOME="+home, "HELM_DATA_HOME="+home)
 			out, err := cmd.CombinedOutput()

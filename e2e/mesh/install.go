@@ -61,6 +61,9 @@ type Install struct {
 	// RepoRoot is the podtls checkout holding charts/podtls and bin/tools/helm (default:
 	// found from the working directory upwards).
 	RepoRoot string
+	// Chart is the chart directory (default RepoRoot/charts/podtls), e.g. a previous
+	// release's chart to upgrade from.
+	Chart string
 	// Release name (default podtls).
 	Release string
 }
@@ -170,11 +173,15 @@ func (in Install) Apply(ctx context.Context, cs kubernetes.Interface) error {
 	if err != nil {
 		return fmt.Errorf("encode chart values: %w", err)
 	}
-	root, err := in.repoRoot()
-	if err != nil {
-		return err
+	chart := in.Chart
+	if chart == "" {
+		root, err := in.repoRoot()
+		if err != nil {
+			return err
+		}
+		chart = filepath.Join(root, "charts", "podtls")
 	}
-	_, err = in.Helm(ctx, cs, data, "upgrade", "--install", in.release(), filepath.Join(root, "charts", "podtls"),
+	_, err = in.Helm(ctx, cs, data, "upgrade", "--install", in.release(), chart,
 		"--namespace", in.namespace(), "--create-namespace", "--values", "-", "--timeout", "2m")
 	return err
 }
@@ -252,6 +259,21 @@ func (in Install) repoRoot() (string, error) {
 
 // HelmPath is where hack/helm.sh puts helm, relative to the repository root.
 const HelmPath = "bin/tools/helm"
+
+// DefaultKubeVersion is the Kubernetes version podtls is tested on (the Makefile's
+// K8S_VERSION default).
+const DefaultKubeVersion = "v1.37.2"
+
+// KubeVersion is the version helm commands that ask no cluster (template, lint) must
+// render for, passed as --kube-version: K8S_VERSION when set (`make test
+// K8S_VERSION=v1.35.4`), else DefaultKubeVersion. Helm's own default, v1.20.0, is
+// outside the chart's kubeVersion range and would fail every rendering.
+func KubeVersion() string {
+	if v := os.Getenv("K8S_VERSION"); v != "" {
+		return v
+	}
+	return DefaultKubeVersion
+}
 
 // EnsureHelm returns the path of the repository's helm, building it with hack/helm.sh
 // (cached; about 1.5 minutes the first time) when it is missing.

@@ -3,6 +3,7 @@ package webhook_test
 import (
 	"bufio"
 	"bytes"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -22,9 +23,13 @@ import (
 	"github.com/podtls/podtls/webhook/webhookconfig"
 )
 
+// drainDelay is the binary's --shutdown-delay here: long enough to check the draining
+// state on a loaded machine.
+const drainDelay = 4 * time.Second
+
 // TestBinary runs the real podtls-controller binary against the API server with
 // --kubeconfig, as a user would outside a cluster: it must become ready, log
-// JSON without any PEM material, and exit 0 on SIGTERM.
+// JSON without any PEM material, and exit 0 on SIGTERM after draining.
 func TestBinary(t *testing.T) {
 	env := kubetest.Start(t)
 	root, err := gobuild.RepoRoot()
@@ -59,6 +64,7 @@ func TestBinary(t *testing.T) {
 		"--leader-elect",
 		"--log-level", "debug",
 		"--shutdown-timeout", "5s",
+		"--shutdown-delay", drainDelay.String(),
 	)
 	var logs bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &logs, &logs
@@ -118,18 +124,48 @@ func TestBinary(t *testing.T) {
 		}
 	}
 
+	// SIGTERM: the controller drains for --shutdown-delay (not ready, still admitting,
+	// closing each webhook connection after its response), then exits 0.
 	start := time.Now()
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
+	}
+	poll.Eventually(t, drainDelay, "readyz failing while draining", func() (bool, string) {
+		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/readyz", healthPort))
+		if err != nil {
+			return false, err.Error()
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode != http.StatusOK, string(b)
+	})
+	p, err := env.Clientset.CoreV1().Pods("bin-labelled").Create(t.Context(), pod("bin-labelled", "app-draining",
+		map[string]string{contract.Inbound: "8443:8080"}), metav1.CreateOptions{})
+	if err != nil || sidecars(p) != 1 {
+		t.Errorf("admission while draining: err %v, injected %v", err, err == nil && sidecars(p) == 1)
+	}
+	insecure := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
+		TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}} // only the Connection header matters here
+	resp, err = insecure.Post(fmt.Sprintf("https://127.0.0.1:%d%s", whPort, webhookconfig.PathLabelled), "application/json", strings.NewReader("{}"))
+	if err != nil {
+		t.Errorf("webhook while draining: %v", err)
+	} else {
+		resp.Body.Close()
+		if !resp.Close {
+			t.Errorf("webhook response while draining keeps the connection open (headers %v)", resp.Header)
+		}
 	}
 	select {
 	case err := <-exited:
 		if err != nil {
 			t.Fatalf("exit after SIGTERM: %v\n%s", err, logs.String())
 		}
-		t.Logf("exited 0 in %s after SIGTERM", time.Since(start).Round(time.Millisecond))
-	case <-time.After(20 * time.Second):
-		t.Fatalf("no exit within 20s of SIGTERM\n%s", logs.String())
+		if took := time.Since(start); took < drainDelay {
+			t.Errorf("exited %s after SIGTERM, before the %s shutdown delay", took.Round(time.Millisecond), drainDelay)
+		}
+		t.Logf("exited 0 in %s after SIGTERM (shutdown delay %s)", time.Since(start).Round(time.Millisecond), drainDelay)
+	case <-time.After(20*time.Second + drainDelay):
+		t.Fatalf("no exit within 20s of the shutdown delay's end\n%s", logs.String())
 	}
 
 	out := logs.String()
