@@ -202,8 +202,8 @@ func specWarnings(spec Spec) []string {
 		w = append(w, fmt.Sprintf("annotation %s: no %s port to serve the external certificate on",
 			ExternalHosts, Inbound))
 	}
-	if spec.Mode == "http" && len(spec.Inbound) == 0 {
-		w = append(w, fmt.Sprintf("annotation %s: \"http\" only affects inbound ports and none are set", Mode))
+	if spec.Mode == "http" && len(spec.Inbound) == 0 && len(spec.Upstreams) == 0 {
+		w = append(w, fmt.Sprintf("annotation %s: \"http\" affects inbound and upstream ports and none are set", Mode))
 	}
 	if len(spec.Allow) > 0 && len(spec.Inbound) == 0 {
 		w = append(w, fmt.Sprintf("annotation %s: no %s port the allow list applies to", Allow, Inbound))

@@ -81,6 +81,7 @@ type proxyMetrics struct {
 	received, sent       *metrics.CounterVec
 	dialFailures         *metrics.CounterVec
 	rejected             *metrics.CounterVec
+	outFailures          *metrics.CounterVec
 }
 
 const (
@@ -137,6 +138,7 @@ func New(cfg Config) (*Proxy, error) {
 		sent:         r.NewCounterVec("podtls_sidecar_sent_bytes_total", "Bytes written to downstream clients, by direction.", "direction"),
 		dialFailures: r.NewCounterVec("podtls_sidecar_upstream_dial_failures_total", "Failed dials to the app (inbound) or the upstream (outbound).", "direction"),
 		rejected:     r.NewCounterVec("podtls_sidecar_connections_rejected_total", "Connections closed at accept, by reason.", "reason"),
+		outFailures:  r.NewCounterVec("podtls_sidecar_outbound_failures_total", "App connections that could not be forwarded to their upstream (dial or TLS failure), by upstream and reason.", "upstream", "reason"),
 	}
 	return p, nil
 }
@@ -299,31 +301,6 @@ func (p *Proxy) handleInbound(l *listener, raw net.Conn) {
 	}
 	defer func() { p.untrack(up); up.Close() }()
 	p.splice(dirInbound, tc, up)
-}
-
-func (p *Proxy) handleOutbound(l *listener, app net.Conn) {
-	defer p.connDone(dirOutbound, app)
-	raw, err := p.dialer.DialContext(p.ctx, "tcp", l.outbound.Upstream)
-	if err != nil {
-		p.m.dialFailures.With(dirOutbound).Inc()
-		p.log.Warn("dial upstream failed", "upstream", l.outbound.Upstream, "error", err)
-		return
-	}
-	if !p.track(raw) {
-		raw.Close()
-		return
-	}
-	defer func() { p.untrack(raw); raw.Close() }()
-	tc := tls.Client(raw, l.clientTLS)
-	_ = raw.SetDeadline(time.Now().Add(p.cfg.HandshakeTimeout))
-	if err := tc.Handshake(); err != nil {
-		p.handshakeFailed(dirOutbound, err, raw.RemoteAddr())
-		p.log.Warn("upstream refused or failed verification", "upstream", l.outbound.Upstream, "reason", tlsconfig.FailureReason(err), "error", err)
-		return
-	}
-	_ = raw.SetDeadline(time.Time{})
-	p.handshakeDone(dirOutbound, tc)
-	p.splice(dirOutbound, app, tc)
 }
 
 func (p *Proxy) track(c net.Conn) bool {
