@@ -32,9 +32,12 @@ const (
 const Inbound = Prefix + "inbound"
 
 // Upstreams lists the services the app calls through the sidecar, comma-separated:
-// "HOST:PORT@LOCALPORT[#SPIFFE-ID]", e.g. "preference.demo.svc:8443@9001". The app
+// "[tls://]HOST:PORT@LOCALPORT[#SPIFFE-ID]", e.g. "preference.demo.svc:8443@9001". The app
 // talks plaintext to 127.0.0.1:LOCALPORT and the sidecar dials HOST:PORT with mTLS,
-// verifying the DNS name and, when given, the exact SPIFFE ID of the upstream.
+// verifying the DNS name and, when given, the exact SPIFFE ID of the upstream. HOST
+// must be a cluster name (InCluster) unless the entry pins a SPIFFE ID. With
+// "tls://" HOST is a service outside the mesh: TLS without a client certificate,
+// verified with the system roots.
 const Upstreams = Prefix + "upstreams"
 
 // ExternalHosts lists public DNS names (wildcards allowed) that get an ACME

@@ -41,12 +41,14 @@ type PortMapping struct {
 	Target int32 `json:"target"`
 }
 
-// Upstream is one outbound listener: plaintext on 127.0.0.1:LocalPort, mTLS to Host:Port.
+// Upstream is one outbound listener: plaintext on 127.0.0.1:LocalPort, mTLS to
+// Host:Port, or, when Public, TLS verified with the system roots.
 type Upstream struct {
 	Host      string `json:"host"`
 	Port      int32  `json:"port"`
 	LocalPort int32  `json:"localPort"`
-	ID        string `json:"id,omitempty"` // pinned SPIFFE ID of the upstream, optional
+	ID        string `json:"id,omitempty"`     // pinned SPIFFE ID of the upstream, optional
+	Public    bool   `json:"public,omitempty"` // "tls://": a service outside the mesh
 }
 
 // Defaults are what Parse needs besides the annotations: the cluster's names
@@ -102,9 +104,9 @@ func Parse(annotations map[string]string, ns string, cfg Defaults) (Spec, []stri
 		}
 	}
 
-	const upstreamForm = `comma-separated HOST:PORT@LOCALPORT[#SPIFFE-ID], e.g. "preference.demo.svc:8443@9001"`
+	const upstreamForm = `comma-separated [tls://]HOST:PORT@LOCALPORT[#SPIFFE-ID], e.g. "preference.demo.svc:8443@9001,tls://api.example.com:443@9002"`
 	for _, item := range SplitList(a[Upstreams]) {
-		u, err := parseUpstream(item)
+		u, err := parseUpstream(item, cfg.ClusterDomain)
 		if err != nil {
 			bad(Upstreams, fmt.Sprintf("%q: %v", item, err), upstreamForm)
 			continue
@@ -227,38 +229,6 @@ func ExternalSecretName(hosts []string) string {
 	slices.Sort(norm)
 	sum := sha256.Sum256([]byte(strings.Join(norm, "\n")))
 	return "podtls-ext-" + hex.EncodeToString(sum[:8])
-}
-
-func parseUpstream(item string) (Upstream, error) {
-	rest, id, hasID := strings.Cut(item, "#")
-	hostPort, local, ok := strings.Cut(rest, "@")
-	if !ok {
-		return Upstream{}, errors.New("missing @LOCALPORT")
-	}
-	i := strings.LastIndex(hostPort, ":")
-	if i < 0 {
-		return Upstream{}, errors.New("missing :PORT after the host")
-	}
-	host := strings.TrimSuffix(strings.ToLower(hostPort[:i]), ".")
-	if err := identity.ValidateDNSName(host); err != nil {
-		return Upstream{}, fmt.Errorf("host %q: %v", host, err)
-	}
-	port, err := parsePort(hostPort[i+1:])
-	if err != nil {
-		return Upstream{}, fmt.Errorf("port: %v", err)
-	}
-	lp, err := parsePort(local)
-	if err != nil {
-		return Upstream{}, fmt.Errorf("local port: %v", err)
-	}
-	u := Upstream{Host: host, Port: port, LocalPort: lp}
-	if hasID {
-		if _, err := identity.Parse(id); err != nil {
-			return Upstream{}, err
-		}
-		u.ID = id
-	}
-	return u, nil
 }
 
 func validateExternalHost(h string) error {

@@ -133,7 +133,11 @@ func Args(spec contract.Spec, cfg Config) []string {
 		args = append(args, "--inbound", fmt.Sprintf(":%d=127.0.0.1:%d", m.Listen, m.Target))
 	}
 	for _, u := range spec.Upstreams {
-		target := fmt.Sprintf("127.0.0.1:%d=%s:%d", u.LocalPort, u.Host, u.Port)
+		scheme := ""
+		if u.Public {
+			scheme = contract.PublicScheme
+		}
+		target := fmt.Sprintf("127.0.0.1:%d=%s%s:%d", u.LocalPort, scheme, u.Host, u.Port)
 		if u.ID != "" {
 			target += "#" + u.ID
 		}
