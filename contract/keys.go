@@ -61,6 +61,19 @@ const Mode = Prefix + "mode"
 // within [1h, 168h] (the CA's policy clamps it again). Default: the CA's default.
 const CertTTL = Prefix + "cert-ttl"
 
+// IdleTimeout closes a proxied connection after this long without bytes in
+// either direction: a Go duration within [1s, 168h]. Default 1h (the
+// sidecar's --idle-timeout). Raise it for pooled database connections that
+// sit idle longer.
+const IdleTimeout = Prefix + "idle-timeout"
+
+// DrainTimeout is how long open connections may finish once the sidecar is
+// told to stop: a Go duration within [1s, 1h]. Default 20s (the sidecar's
+// --drain-timeout). In legacy placement it also bounds the sidecar's preStop
+// hook, which waits for the app's connections to end before the sidecar
+// stops. Keep it below the pod's terminationGracePeriodSeconds.
+const DrainTimeout = Prefix + "drain-timeout"
+
 // SidecarMode forces how the sidecar is injected: "native" (an init container with
 // restartPolicy Always, Kubernetes >= 1.29) or "legacy" (a regular container placed
 // first, with a postStart hook holding the app until the sidecar is ready).

@@ -19,6 +19,17 @@ const (
 	MaxCertTTL = 7 * 24 * time.Hour
 )
 
+// Bounds and defaults of podtls.io/idle-timeout and podtls.io/drain-timeout.
+// The defaults are the sidecar's own (--idle-timeout, --drain-timeout).
+const (
+	MinIdleTimeout      = time.Second
+	MaxIdleTimeout      = 7 * 24 * time.Hour
+	DefaultIdleTimeout  = time.Hour
+	MinDrainTimeout     = time.Second
+	MaxDrainTimeout     = time.Hour
+	DefaultDrainTimeout = 20 * time.Second
+)
+
 // MaxAnnotationLen bounds every podtls annotation value Parse reads.
 const MaxAnnotationLen = 8 << 10
 
@@ -33,6 +44,17 @@ type Spec struct {
 	Mode           string        `json:"mode"` // tcp or http
 	CertTTL        time.Duration `json:"certTTL,omitempty"`
 	SidecarMode    Placement     `json:"sidecarMode"`
+	IdleTimeout    time.Duration `json:"idleTimeout,omitempty"`  // 0: the sidecar's default
+	DrainTimeout   time.Duration `json:"drainTimeout,omitempty"` // 0: the sidecar's default
+}
+
+// Drain is the drain timeout the sidecar runs with: the annotation's, or the
+// default.
+func (s Spec) Drain() time.Duration {
+	if s.DrainTimeout > 0 {
+		return s.DrainTimeout
+	}
+	return DefaultDrainTimeout
 }
 
 // PortMapping is one inbound listener: TLS on Listen, plaintext to 127.0.0.1:Target.
@@ -71,7 +93,7 @@ func Parse(annotations map[string]string, ns string, cfg Defaults) (Spec, []stri
 	// a holds the podtls annotations small enough to parse.
 	a := map[string]string{}
 	for _, key := range []string{Inbound, Upstreams, ExternalHosts,
-		Allow, DNSNames, Mode, CertTTL, SidecarMode} {
+		Allow, DNSNames, Mode, CertTTL, SidecarMode, IdleTimeout, DrainTimeout} {
 		v, ok := annotations[key]
 		if !ok {
 			continue
@@ -181,6 +203,21 @@ func Parse(annotations map[string]string, ns string, cfg Defaults) (Spec, []stri
 		}
 	}
 
+	if v, ok := a[IdleTimeout]; ok {
+		if d, err := parseBoundedDuration(v, MinIdleTimeout, MaxIdleTimeout); err != nil {
+			bad(IdleTimeout, err.Error(), `a Go duration between 1s and 168h, e.g. "4h"`)
+		} else {
+			spec.IdleTimeout = d
+		}
+	}
+	if v, ok := a[DrainTimeout]; ok {
+		if d, err := parseBoundedDuration(v, MinDrainTimeout, MaxDrainTimeout); err != nil {
+			bad(DrainTimeout, err.Error(), `a Go duration between 1s and 1h, e.g. "45s"`)
+		} else {
+			spec.DrainTimeout = d
+		}
+	}
+
 	if v, ok := a[SidecarMode]; ok {
 		switch v = strings.TrimSpace(v); v {
 		case string(SidecarModeNative), string(SidecarModeLegacy):
@@ -229,6 +266,18 @@ func ExternalSecretName(hosts []string) string {
 	slices.Sort(norm)
 	sum := sha256.Sum256([]byte(strings.Join(norm, "\n")))
 	return "podtls-ext-" + hex.EncodeToString(sum[:8])
+}
+
+// parseBoundedDuration parses a Go duration within [lo, hi].
+func parseBoundedDuration(v string, lo, hi time.Duration) (time.Duration, error) {
+	d, err := time.ParseDuration(strings.TrimSpace(v))
+	switch {
+	case err != nil:
+		return 0, fmt.Errorf("%q is not a duration", v)
+	case d < lo || d > hi:
+		return 0, fmt.Errorf("%s is out of range", d)
+	}
+	return d, nil
 }
 
 func validateExternalHost(h string) error {

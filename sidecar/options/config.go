@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/podtls/podtls/contract"
 	"github.com/podtls/podtls/identity"
 	"github.com/podtls/podtls/sidecar/proxy"
 )
@@ -58,9 +59,9 @@ func Default() Config {
 		TrustDomain:      identity.DefaultTrustDomain,
 		Mode:             proxy.ModeTCP,
 		Admin:            "127.0.0.1:15000",
-		DrainTimeout:     20 * time.Second,
+		DrainTimeout:     contract.DefaultDrainTimeout,
 		HandshakeTimeout: 10 * time.Second,
-		IdleTimeout:      time.Hour,
+		IdleTimeout:      contract.DefaultIdleTimeout,
 		DialTimeout:      5 * time.Second,
 		MaxConnections:   16384,
 		PollInterval:     10 * time.Second,

@@ -211,3 +211,21 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+// TestTimeoutsReachTheSidecar: the timeout annotations render into flags the
+// sidecar parses back to the same values.
+func TestTimeoutsReachTheSidecar(t *testing.T) {
+	cfg := testConfig()
+	spec, _, err := Parse(podWith(map[string]string{contract.Upstreams: "a.demo.svc:1@2",
+		contract.IdleTimeout: "90m", contract.DrainTimeout: "1m30s"}), "demo", cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc, err := sidecarconfig.Parse(Args(spec, cfg), io.Discard)
+	if err != nil {
+		t.Fatalf("sidecar rejects %q: %v", Args(spec, cfg), err)
+	}
+	if sc.IdleTimeout != 90*time.Minute || sc.DrainTimeout != 90*time.Second {
+		t.Fatalf("sidecar runs with idle %s drain %s, want 1h30m0s 1m30s", sc.IdleTimeout, sc.DrainTimeout)
+	}
+}

@@ -111,7 +111,7 @@ func run(ctx context.Context, cfg *options.Config, log *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("--admin %s: %w", cfg.Admin, err)
 	}
-	var adminOpts []admin.Option
+	adminOpts := []admin.Option{admin.WithConnections(px.Open)}
 	if ag != nil {
 		adminOpts = append(adminOpts, admin.WithRenewer(ag.RenewNow))
 	}
