@@ -44,6 +44,9 @@ type Config struct {
 
 	Logger   *slog.Logger
 	Registry *metrics.Registry
+
+	// listen binds listeners; tests replace it to simulate a pod without ::1.
+	listen func(ctx context.Context, network, addr string) (net.Listener, error)
 }
 
 // Proxy owns the listeners and the connections they accepted.
@@ -121,6 +124,10 @@ func New(cfg Config) (*Proxy, error) {
 	if cfg.Registry == nil {
 		cfg.Registry = metrics.NewRegistry()
 	}
+	if cfg.listen == nil {
+		var lc net.ListenConfig
+		cfg.listen = lc.Listen
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	p := &Proxy{
 		cfg: cfg, log: cfg.Logger.With("component", "proxy"),
@@ -145,10 +152,10 @@ func New(cfg Config) (*Proxy, error) {
 
 // Listen binds every listener, so address errors surface before serving.
 func (p *Proxy) Listen() error {
-	var lc net.ListenConfig
 	for i := range p.cfg.Inbound {
 		in := &p.cfg.Inbound[i]
-		ln, err := lc.Listen(context.Background(), "tcp", in.Listen)
+		// ":PORT" is one dual-stack socket: every IPv4 and IPv6 address of the pod.
+		ln, err := p.cfg.listen(context.Background(), "tcp", in.Listen)
 		if err != nil {
 			p.closeListeners()
 			return fmt.Errorf("--inbound %s: %w", in, err)
@@ -162,12 +169,15 @@ func (p *Proxy) Listen() error {
 	}
 	for i := range p.cfg.Outbound {
 		o := &p.cfg.Outbound[i]
-		ln, err := lc.Listen(context.Background(), "tcp", o.Listen)
+		lns, err := p.bindOutbound(o)
 		if err != nil {
 			p.closeListeners()
 			return fmt.Errorf("--outbound %s: %w", o, err)
 		}
-		p.listeners = append(p.listeners, &listener{ln: ln, direction: dirOutbound, outbound: o, clientTLS: p.cfg.ClientTLS(*o)})
+		clientTLS := p.cfg.ClientTLS(*o) // one session cache per upstream
+		for _, ln := range lns {
+			p.listeners = append(p.listeners, &listener{ln: ln, direction: dirOutbound, outbound: o, clientTLS: clientTLS})
+		}
 	}
 	return nil
 }
@@ -289,7 +299,7 @@ func (p *Proxy) handleInbound(l *listener, raw net.Conn) {
 	}
 	defer p.connDone(dirInbound, raw)
 	// Only now, with the peer verified, does the app see a connection.
-	up, err := p.dialer.DialContext(p.ctx, "tcp", l.inbound.Target)
+	up, err := p.dialApp(p.ctx, l.inbound.Target)
 	if err != nil {
 		p.m.dialFailures.With(dirInbound).Inc()
 		p.log.Warn("dial app failed", "target", l.inbound.Target, "error", err)

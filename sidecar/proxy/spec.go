@@ -63,7 +63,8 @@ func ParseInbound(s string) (Inbound, error) {
 
 // ParseOutbound parses LISTEN=[tls://]HOST:PORT[#SPIFFE-ID], e.g.
 // "127.0.0.1:9001=preference.demo.svc:8443". LISTEN must be loopback (a bare
-// ":9001" binds 127.0.0.1): anyone reaching it would borrow the pod's identity.
+// ":9001" is "localhost:9001": 127.0.0.1 and, when the pod has it, ::1):
+// anyone reaching it would borrow the pod's identity.
 func ParseOutbound(s string) (Outbound, error) {
 	listen, rest, ok := strings.Cut(s, "=")
 	if !ok {
@@ -85,8 +86,8 @@ func ParseOutbound(s string) (Outbound, error) {
 	}
 	host, port, _ := net.SplitHostPort(listen)
 	switch {
-	case host == "" || host == "localhost":
-		listen = net.JoinHostPort("127.0.0.1", port)
+	case host == "" || host == Loopback:
+		listen = net.JoinHostPort(Loopback, port) // 127.0.0.1 and, when present, ::1
 	default:
 		if ip, err := netip.ParseAddr(host); err != nil || !ip.IsLoopback() {
 			return Outbound{}, fmt.Errorf("%q: listen address %q must be loopback (127.0.0.1 or ::1): a plaintext outbound port on another address lets anyone use this pod's identity", s, listen)

@@ -45,8 +45,8 @@ func TestParseOutbound(t *testing.T) {
 	}{
 		{"127.0.0.1:9001=preference.demo.svc:8443", Outbound{Listen: "127.0.0.1:9001", Upstream: "preference.demo.svc:8443", ServerName: "preference.demo.svc"}, ""},
 		{":9001=preference.demo.svc:8443#spiffe://cluster.local/ns/demo/sa/preference",
-			Outbound{Listen: "127.0.0.1:9001", Upstream: "preference.demo.svc:8443", ServerName: "preference.demo.svc", PinnedID: "spiffe://cluster.local/ns/demo/sa/preference"}, ""},
-		{"localhost:9001=10.0.0.1:8443", Outbound{Listen: "127.0.0.1:9001", Upstream: "10.0.0.1:8443", ServerName: "10.0.0.1"}, ""},
+			Outbound{Listen: "localhost:9001", Upstream: "preference.demo.svc:8443", ServerName: "preference.demo.svc", PinnedID: "spiffe://cluster.local/ns/demo/sa/preference"}, ""},
+		{"localhost:9001=10.0.0.1:8443", Outbound{Listen: "localhost:9001", Upstream: "10.0.0.1:8443", ServerName: "10.0.0.1"}, ""},
 		{"[::1]:9001=a.b:1", Outbound{Listen: "[::1]:9001", Upstream: "a.b:1", ServerName: "a.b"}, ""},
 		{"127.0.0.1:9002=tls://api.stripe.com:443", Outbound{Listen: "127.0.0.1:9002", Upstream: "api.stripe.com:443", ServerName: "api.stripe.com", Public: true}, ""},
 		{"127.0.0.1:9002=tls://api.stripe.com:443#spiffe://cluster.local/ns/a/sa/b", Outbound{}, "no SPIFFE ID"},

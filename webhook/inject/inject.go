@@ -145,14 +145,17 @@ func Args(spec contract.Spec, cfg Config) []string {
 		args = append(args, "--dns-name", n)
 	}
 	for _, m := range spec.Inbound {
-		args = append(args, "--inbound", fmt.Sprintf(":%d=127.0.0.1:%d", m.Listen, m.Target))
+		// ":LISTEN" takes every pod address, IPv4 and IPv6; "localhost" reaches
+		// an app on 127.0.0.1 or ::1.
+		args = append(args, "--inbound", fmt.Sprintf(":%d=localhost:%d", m.Listen, m.Target))
 	}
 	for _, u := range spec.Upstreams {
 		scheme := ""
 		if u.Public {
 			scheme = contract.PublicScheme
 		}
-		target := fmt.Sprintf("127.0.0.1:%d=%s%s:%d", u.LocalPort, scheme, u.Host, u.Port)
+		// "localhost": 127.0.0.1 and, when the pod has it, ::1.
+		target := fmt.Sprintf("localhost:%d=%s%s:%d", u.LocalPort, scheme, u.Host, u.Port)
 		if u.ID != "" {
 			target += "#" + u.ID
 		}
