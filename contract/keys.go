@@ -32,9 +32,12 @@ const (
 const Inbound = Prefix + "inbound"
 
 // Upstreams lists the services the app calls through the sidecar, comma-separated:
-// "HOST:PORT@LOCALPORT[#SPIFFE-ID]", e.g. "preference.demo.svc:8443@9001". The app
+// "[tls://]HOST:PORT@LOCALPORT[#SPIFFE-ID]", e.g. "preference.demo.svc:8443@9001". The app
 // talks plaintext to 127.0.0.1:LOCALPORT and the sidecar dials HOST:PORT with mTLS,
-// verifying the DNS name and, when given, the exact SPIFFE ID of the upstream.
+// verifying the DNS name and, when given, the exact SPIFFE ID of the upstream. HOST
+// must be a cluster name (InCluster) unless the entry pins a SPIFFE ID. With
+// "tls://" HOST is a service outside the mesh: TLS without a client certificate,
+// verified with the system roots.
 const Upstreams = Prefix + "upstreams"
 
 // ExternalHosts lists public DNS names (wildcards allowed) that get an ACME
@@ -57,6 +60,19 @@ const Mode = Prefix + "mode"
 // CertTTL is the lifetime requested for the mesh certificate, a Go duration
 // within [1h, 168h] (the CA's policy clamps it again). Default: the CA's default.
 const CertTTL = Prefix + "cert-ttl"
+
+// IdleTimeout closes a proxied connection after this long without bytes in
+// either direction: a Go duration within [1s, 168h]. Default 1h (the
+// sidecar's --idle-timeout). Raise it for pooled database connections that
+// sit idle longer.
+const IdleTimeout = Prefix + "idle-timeout"
+
+// DrainTimeout is how long open connections may finish once the sidecar is
+// told to stop: a Go duration within [1s, 1h]. Default 20s (the sidecar's
+// --drain-timeout). In legacy placement it also bounds the sidecar's preStop
+// hook, which waits for the app's connections to end before the sidecar
+// stops. Keep it below the pod's terminationGracePeriodSeconds.
+const DrainTimeout = Prefix + "drain-timeout"
 
 // SidecarMode forces how the sidecar is injected: "native" (an init container with
 // restartPolicy Always, Kubernetes >= 1.29) or "legacy" (a regular container placed

@@ -19,6 +19,17 @@ const (
 	MaxCertTTL = 7 * 24 * time.Hour
 )
 
+// Bounds and defaults of podtls.io/idle-timeout and podtls.io/drain-timeout.
+// The defaults are the sidecar's own (--idle-timeout, --drain-timeout).
+const (
+	MinIdleTimeout      = time.Second
+	MaxIdleTimeout      = 7 * 24 * time.Hour
+	DefaultIdleTimeout  = time.Hour
+	MinDrainTimeout     = time.Second
+	MaxDrainTimeout     = time.Hour
+	DefaultDrainTimeout = 20 * time.Second
+)
+
 // MaxAnnotationLen bounds every podtls annotation value Parse reads.
 const MaxAnnotationLen = 8 << 10
 
@@ -33,6 +44,17 @@ type Spec struct {
 	Mode           string        `json:"mode"` // tcp or http
 	CertTTL        time.Duration `json:"certTTL,omitempty"`
 	SidecarMode    Placement     `json:"sidecarMode"`
+	IdleTimeout    time.Duration `json:"idleTimeout,omitempty"`  // 0: the sidecar's default
+	DrainTimeout   time.Duration `json:"drainTimeout,omitempty"` // 0: the sidecar's default
+}
+
+// Drain is the drain timeout the sidecar runs with: the annotation's, or the
+// default.
+func (s Spec) Drain() time.Duration {
+	if s.DrainTimeout > 0 {
+		return s.DrainTimeout
+	}
+	return DefaultDrainTimeout
 }
 
 // PortMapping is one inbound listener: TLS on Listen, plaintext to 127.0.0.1:Target.
@@ -41,12 +63,14 @@ type PortMapping struct {
 	Target int32 `json:"target"`
 }
 
-// Upstream is one outbound listener: plaintext on 127.0.0.1:LocalPort, mTLS to Host:Port.
+// Upstream is one outbound listener: plaintext on 127.0.0.1:LocalPort, mTLS to
+// Host:Port, or, when Public, TLS verified with the system roots.
 type Upstream struct {
 	Host      string `json:"host"`
 	Port      int32  `json:"port"`
 	LocalPort int32  `json:"localPort"`
-	ID        string `json:"id,omitempty"` // pinned SPIFFE ID of the upstream, optional
+	ID        string `json:"id,omitempty"`     // pinned SPIFFE ID of the upstream, optional
+	Public    bool   `json:"public,omitempty"` // "tls://": a service outside the mesh
 }
 
 // Defaults are what Parse needs besides the annotations: the cluster's names
@@ -69,7 +93,7 @@ func Parse(annotations map[string]string, ns string, cfg Defaults) (Spec, []stri
 	// a holds the podtls annotations small enough to parse.
 	a := map[string]string{}
 	for _, key := range []string{Inbound, Upstreams, ExternalHosts,
-		Allow, DNSNames, Mode, CertTTL, SidecarMode} {
+		Allow, DNSNames, Mode, CertTTL, SidecarMode, IdleTimeout, DrainTimeout} {
 		v, ok := annotations[key]
 		if !ok {
 			continue
@@ -102,9 +126,9 @@ func Parse(annotations map[string]string, ns string, cfg Defaults) (Spec, []stri
 		}
 	}
 
-	const upstreamForm = `comma-separated HOST:PORT@LOCALPORT[#SPIFFE-ID], e.g. "preference.demo.svc:8443@9001"`
+	const upstreamForm = `comma-separated [tls://]HOST:PORT@LOCALPORT[#SPIFFE-ID], e.g. "preference.demo.svc:8443@9001,tls://api.example.com:443@9002"`
 	for _, item := range SplitList(a[Upstreams]) {
-		u, err := parseUpstream(item)
+		u, err := parseUpstream(item, cfg.ClusterDomain)
 		if err != nil {
 			bad(Upstreams, fmt.Sprintf("%q: %v", item, err), upstreamForm)
 			continue
@@ -179,6 +203,21 @@ func Parse(annotations map[string]string, ns string, cfg Defaults) (Spec, []stri
 		}
 	}
 
+	if v, ok := a[IdleTimeout]; ok {
+		if d, err := parseBoundedDuration(v, MinIdleTimeout, MaxIdleTimeout); err != nil {
+			bad(IdleTimeout, err.Error(), `a Go duration between 1s and 168h, e.g. "4h"`)
+		} else {
+			spec.IdleTimeout = d
+		}
+	}
+	if v, ok := a[DrainTimeout]; ok {
+		if d, err := parseBoundedDuration(v, MinDrainTimeout, MaxDrainTimeout); err != nil {
+			bad(DrainTimeout, err.Error(), `a Go duration between 1s and 1h, e.g. "45s"`)
+		} else {
+			spec.DrainTimeout = d
+		}
+	}
+
 	if v, ok := a[SidecarMode]; ok {
 		switch v = strings.TrimSpace(v); v {
 		case string(SidecarModeNative), string(SidecarModeLegacy):
@@ -202,8 +241,8 @@ func specWarnings(spec Spec) []string {
 		w = append(w, fmt.Sprintf("annotation %s: no %s port to serve the external certificate on",
 			ExternalHosts, Inbound))
 	}
-	if spec.Mode == "http" && len(spec.Inbound) == 0 {
-		w = append(w, fmt.Sprintf("annotation %s: \"http\" only affects inbound ports and none are set", Mode))
+	if spec.Mode == "http" && len(spec.Inbound) == 0 && len(spec.Upstreams) == 0 {
+		w = append(w, fmt.Sprintf("annotation %s: \"http\" affects inbound and upstream ports and none are set", Mode))
 	}
 	if len(spec.Allow) > 0 && len(spec.Inbound) == 0 {
 		w = append(w, fmt.Sprintf("annotation %s: no %s port the allow list applies to", Allow, Inbound))
@@ -229,36 +268,16 @@ func ExternalSecretName(hosts []string) string {
 	return "podtls-ext-" + hex.EncodeToString(sum[:8])
 }
 
-func parseUpstream(item string) (Upstream, error) {
-	rest, id, hasID := strings.Cut(item, "#")
-	hostPort, local, ok := strings.Cut(rest, "@")
-	if !ok {
-		return Upstream{}, errors.New("missing @LOCALPORT")
+// parseBoundedDuration parses a Go duration within [lo, hi].
+func parseBoundedDuration(v string, lo, hi time.Duration) (time.Duration, error) {
+	d, err := time.ParseDuration(strings.TrimSpace(v))
+	switch {
+	case err != nil:
+		return 0, fmt.Errorf("%q is not a duration", v)
+	case d < lo || d > hi:
+		return 0, fmt.Errorf("%s is out of range", d)
 	}
-	i := strings.LastIndex(hostPort, ":")
-	if i < 0 {
-		return Upstream{}, errors.New("missing :PORT after the host")
-	}
-	host := strings.TrimSuffix(strings.ToLower(hostPort[:i]), ".")
-	if err := identity.ValidateDNSName(host); err != nil {
-		return Upstream{}, fmt.Errorf("host %q: %v", host, err)
-	}
-	port, err := parsePort(hostPort[i+1:])
-	if err != nil {
-		return Upstream{}, fmt.Errorf("port: %v", err)
-	}
-	lp, err := parsePort(local)
-	if err != nil {
-		return Upstream{}, fmt.Errorf("local port: %v", err)
-	}
-	u := Upstream{Host: host, Port: port, LocalPort: lp}
-	if hasID {
-		if _, err := identity.Parse(id); err != nil {
-			return Upstream{}, err
-		}
-		u.ID = id
-	}
-	return u, nil
+	return d, nil
 }
 
 func validateExternalHost(h string) error {

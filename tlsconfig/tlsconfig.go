@@ -171,6 +171,26 @@ func Client(src Source, serverName, pinnedID string, o Options) *tls.Config {
 	return c
 }
 
+// Egress builds the config of a sidecar outbound to a TLS service outside
+// the mesh (tls:// upstreams): no client certificate (the pod's identity
+// stays in the mesh), the server's chain verified against roots (the system
+// roots in the sidecar; nil trusts nothing) and its name against serverName,
+// with the same failure reasons as mesh upstreams. Sessions are cached per
+// config and verified again on resumption.
+func Egress(roots *x509.CertPool, serverName string, o Options) *tls.Config {
+	c := base(o)
+	c.ServerName = serverName
+	// Verified in VerifyConnection, so failures carry a VerifyError reason
+	// (unknown_ca, name_mismatch, expired) like mesh upstreams; nothing is
+	// skipped.
+	c.InsecureSkipVerify = true
+	c.VerifyConnection = func(cs tls.ConnectionState) error {
+		return VerifyServer(roots, serverName, "", cs.PeerCertificates, o.now())
+	}
+	c.ClientSessionCache = tls.NewLRUClientSessionCache(64)
+	return c
+}
+
 // HTTPSClient builds the config the agent uses to reach the CA: ordinary
 // server verification against roots; nil roots trust nothing (never the
 // system's: the CA is ours).

@@ -239,6 +239,7 @@ func TestEveryBuilderSharesTheRules(t *testing.T) {
 			"HTTPSClient":  HTTPSClient(nil, o),
 			"WebServer":    WebServer(getCert, o),
 			"PublicClient": PublicClient(nil, "", o),
+			"Egress":       Egress(nil, "a.example", o),
 			"Harden":       hardened,
 		} {
 			if c.MinVersion != tls.VersionTLS12 {
@@ -264,5 +265,39 @@ func TestRootsOfTheClients(t *testing.T) {
 	now := func() time.Time { return time.Unix(1e9, 0) }
 	if c := PublicClient(x509.NewCertPool(), "acme.example", Options{Now: now}); c.ServerName != "acme.example" || c.Time == nil || !c.Time().Equal(now()) {
 		t.Errorf("PublicClient ignores its server name or clock: %q", c.ServerName)
+	}
+}
+
+// TestEgress: a tls:// outbound verifies the public server against the roots
+// it was given (never the mesh pool), by name, and presents no client
+// certificate, even to a server that asks for one.
+func TestEgress(t *testing.T) {
+	pub, mesh := testpki.NewCA(t, "public"), testpki.NewCA(t, "mesh")
+	leaf := pair(pub.Issue(t, testpki.LeafOptions{DNSNames: []string{"api.example.com"}}))
+	server := WebServer(func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return leaf, nil }, Options{})
+	server.ClientAuth = tls.RequestClientCert
+	var sawClientCert bool
+	server.VerifyConnection = func(cs tls.ConnectionState) error {
+		sawClientCert = len(cs.PeerCertificates) > 0
+		return nil
+	}
+	if _, serr, cerr := handshake(t, server, Egress(pool(pub), "api.example.com", Options{})); serr != nil || cerr != nil {
+		t.Fatalf("egress handshake: server %v client %v", serr, cerr)
+	}
+	if sawClientCert {
+		t.Fatal("egress presented a client certificate")
+	}
+	for name, tc := range map[string]struct {
+		roots  *x509.CertPool
+		server string
+		reason string
+	}{
+		"mesh roots only": {pool(mesh), "api.example.com", ReasonUnknownCA},
+		"nil roots":       {nil, "api.example.com", ReasonUnknownCA},
+		"wrong name":      {pool(pub), "other.example.com", ReasonNameMismatch},
+	} {
+		if _, _, cerr := handshake(t, server, Egress(tc.roots, tc.server, Options{})); FailureReason(cerr) != tc.reason {
+			t.Errorf("%s: client error %v, want %s", name, cerr, tc.reason)
+		}
 	}
 }

@@ -243,7 +243,11 @@ func describe(p *corev1.Pod, ns *corev1.Namespace, cfg inject.Config) Pod {
 		st.Inbound = append(st.Inbound, fmt.Sprintf(":%d -> 127.0.0.1:%d", m.Listen, m.Target))
 	}
 	for _, u := range spec.Upstreams {
-		s := fmt.Sprintf("127.0.0.1:%d -> %s:%d", u.LocalPort, u.Host, u.Port)
+		scheme := ""
+		if u.Public {
+			scheme = contract.PublicScheme
+		}
+		s := fmt.Sprintf("127.0.0.1:%d -> %s%s:%d", u.LocalPort, scheme, u.Host, u.Port)
 		if u.ID != "" {
 			s += " (" + u.ID + ")"
 		}

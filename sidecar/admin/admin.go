@@ -32,6 +32,7 @@ type Renewer func(ctx context.Context) (*x509.Certificate, error)
 type Option func(*options)
 
 type options struct {
+	open          func() int64
 	renew         Renewer
 	renewTimeout  time.Duration
 	renewInterval time.Duration
@@ -46,6 +47,16 @@ const DefaultRenewInterval = 10 * time.Second
 // WithRenewer enables POST /renew. Without it (file mode: certificates come
 // from elsewhere) /renew answers 409.
 func WithRenewer(r Renewer) Option { return func(o *options) { o.renew = r } }
+
+// WithConnections enables GET /connections, answering {"open": N} with N
+// from open: the client connections the proxy holds (the legacy preStop
+// hook, podtls-sidecar wait-idle, polls it).
+func WithConnections(open func() int64) Option { return func(o *options) { o.open = open } }
+
+// ConnectionsResponse is the JSON answer of GET /connections.
+type ConnectionsResponse struct {
+	Open int64 `json:"open"`
+}
 
 // WithRenewInterval overrides DefaultRenewInterval and the clock (tests).
 func WithRenewInterval(d time.Duration, now func() time.Time) Option {
@@ -100,6 +111,14 @@ func Handler(store Snapshotter, reg *metrics.Registry, ready func() bool, log *s
 			log.Debug("write certs", "error", err)
 		}
 	})
+	if o.open != nil {
+		mux.HandleFunc("GET /connections", func(w http.ResponseWriter, _ *http.Request) {
+			w.Header().Set("Content-Type", "application/json")
+			if err := json.NewEncoder(w).Encode(ConnectionsResponse{Open: o.open()}); err != nil {
+				log.Debug("write connections", "error", err)
+			}
+		})
+	}
 	// The admin port listens on the pod IP for kubelet probes, so anything
 	// that changes state is refused unless it comes from inside the pod
 	// (kubectl exec ... podtls-sidecar renew connects over loopback).

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/podtls/podtls/contract"
 	"github.com/podtls/podtls/identity"
 	"github.com/podtls/podtls/sidecar/proxy"
 )
@@ -58,9 +59,9 @@ func Default() Config {
 		TrustDomain:      identity.DefaultTrustDomain,
 		Mode:             proxy.ModeTCP,
 		Admin:            "127.0.0.1:15000",
-		DrainTimeout:     20 * time.Second,
+		DrainTimeout:     contract.DefaultDrainTimeout,
 		HandshakeTimeout: 10 * time.Second,
-		IdleTimeout:      time.Hour,
+		IdleTimeout:      contract.DefaultIdleTimeout,
 		DialTimeout:      5 * time.Second,
 		MaxConnections:   16384,
 		PollInterval:     10 * time.Second,
@@ -80,7 +81,7 @@ func Parse(args []string, out io.Writer) (*Config, error) {
 	}
 	var inbound, outbound []string
 	fs.Func("inbound", "TLS listener on LISTEN forwarding plaintext to the app at TARGET: `LISTEN=TARGET`, e.g. :8443=127.0.0.1:8080 (repeatable)", appendTo(&inbound))
-	fs.Func("outbound", "loopback plaintext listener dialing HOST:PORT with mTLS, verifying its name and, if given, its SPIFFE ID: `LISTEN=HOST:PORT[#SPIFFE-ID]`, e.g. 127.0.0.1:9001=preference.demo.svc:8443 (repeatable)", appendTo(&outbound))
+	fs.Func("outbound", "loopback plaintext listener dialing HOST:PORT with mTLS, verifying its name and, if given, its SPIFFE ID, or with tls:// TLS verified by the system roots: `LISTEN=[tls://]HOST:PORT[#SPIFFE-ID]`, e.g. localhost:9001=preference.demo.svc:8443 (localhost: 127.0.0.1 and ::1 when present; repeatable)", appendTo(&outbound))
 	fs.StringVar(&c.CertDir, "cert-dir", c.CertDir, "`DIR` holding the mesh certificate: tls.crt (leaf + chain), tls.key and optionally ca.crt (required)")
 	fs.StringVar(&c.TrustBundle, "trust-bundle", c.TrustBundle, "PEM `FILE` of trusted mesh roots; may be absent at start (its union with <cert-dir>/ca.crt is trusted)")
 	fs.Func("external-cert-dir", "`DIR` with an externally issued certificate (tls.crt full chain, tls.key) served to clients whose SNI matches it, without client certificates (repeatable)", appendTo(&c.ExternalCertDirs))

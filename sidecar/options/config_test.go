@@ -32,7 +32,7 @@ func TestParse(t *testing.T) {
 			"--ca-url", "https://podtls-controller.podtls-system.svc:8443", "--token-file", "/token", "--dns-name", "web.demo.svc", "--cert-ttl", "12h",
 			"--allow", "spiffe://cluster.local/ns/demo/*", "--mode", "http", "--admin", ":15000", "--drain-timeout", "5s",
 			"--max-connections", "10", "--log-level", "debug", "--pq-key-exchange"), "", func(t *testing.T, c *Config) {
-			if len(c.Outbound) != 2 || c.Outbound[1].Listen != "127.0.0.1:9002" || c.Outbound[0].PinnedID == "" {
+			if len(c.Outbound) != 2 || c.Outbound[1].Listen != "localhost:9002" || c.Outbound[0].PinnedID == "" {
 				t.Fatalf("outbound %+v", c.Outbound)
 			}
 			if !c.AgentMode() || c.CertTTL != 12*time.Hour || len(c.ExternalCertDirs) != 2 || c.Mode != "http" || !c.PostQuantum {

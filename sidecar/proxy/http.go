@@ -24,7 +24,9 @@ const ClientIDHeader = "X-Podtls-Client-Id"
 func (p *Proxy) newHTTPServer(in *Inbound) *http.Server {
 	target := &url.URL{Scheme: "http", Host: in.Target}
 	transport := &http.Transport{
-		DialContext:           (&net.Dialer{Timeout: p.cfg.DialTimeout, KeepAlive: 30 * time.Second}).DialContext,
+		DialContext: func(ctx context.Context, _, addr string) (net.Conn, error) {
+			return p.dialApp(ctx, addr)
+		},
 		MaxIdleConns:          1024,
 		MaxIdleConnsPerHost:   1024, // one app behind us: keep every warm connection
 		IdleConnTimeout:       90 * time.Second,

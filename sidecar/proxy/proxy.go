@@ -44,6 +44,9 @@ type Config struct {
 
 	Logger   *slog.Logger
 	Registry *metrics.Registry
+
+	// listen binds listeners; tests replace it to simulate a pod without ::1.
+	listen func(ctx context.Context, network, addr string) (net.Listener, error)
 }
 
 // Proxy owns the listeners and the connections they accepted.
@@ -81,6 +84,7 @@ type proxyMetrics struct {
 	received, sent       *metrics.CounterVec
 	dialFailures         *metrics.CounterVec
 	rejected             *metrics.CounterVec
+	outFailures          *metrics.CounterVec
 }
 
 const (
@@ -120,6 +124,10 @@ func New(cfg Config) (*Proxy, error) {
 	if cfg.Registry == nil {
 		cfg.Registry = metrics.NewRegistry()
 	}
+	if cfg.listen == nil {
+		var lc net.ListenConfig
+		cfg.listen = lc.Listen
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	p := &Proxy{
 		cfg: cfg, log: cfg.Logger.With("component", "proxy"),
@@ -137,16 +145,17 @@ func New(cfg Config) (*Proxy, error) {
 		sent:         r.NewCounterVec("podtls_sidecar_sent_bytes_total", "Bytes written to downstream clients, by direction.", "direction"),
 		dialFailures: r.NewCounterVec("podtls_sidecar_upstream_dial_failures_total", "Failed dials to the app (inbound) or the upstream (outbound).", "direction"),
 		rejected:     r.NewCounterVec("podtls_sidecar_connections_rejected_total", "Connections closed at accept, by reason.", "reason"),
+		outFailures:  r.NewCounterVec("podtls_sidecar_outbound_failures_total", "App connections that could not be forwarded to their upstream (dial or TLS failure), by upstream and reason.", "upstream", "reason"),
 	}
 	return p, nil
 }
 
 // Listen binds every listener, so address errors surface before serving.
 func (p *Proxy) Listen() error {
-	var lc net.ListenConfig
 	for i := range p.cfg.Inbound {
 		in := &p.cfg.Inbound[i]
-		ln, err := lc.Listen(context.Background(), "tcp", in.Listen)
+		// ":PORT" is one dual-stack socket: every IPv4 and IPv6 address of the pod.
+		ln, err := p.cfg.listen(context.Background(), "tcp", in.Listen)
 		if err != nil {
 			p.closeListeners()
 			return fmt.Errorf("--inbound %s: %w", in, err)
@@ -160,12 +169,15 @@ func (p *Proxy) Listen() error {
 	}
 	for i := range p.cfg.Outbound {
 		o := &p.cfg.Outbound[i]
-		ln, err := lc.Listen(context.Background(), "tcp", o.Listen)
+		lns, err := p.bindOutbound(o)
 		if err != nil {
 			p.closeListeners()
 			return fmt.Errorf("--outbound %s: %w", o, err)
 		}
-		p.listeners = append(p.listeners, &listener{ln: ln, direction: dirOutbound, outbound: o, clientTLS: p.cfg.ClientTLS(*o)})
+		clientTLS := p.cfg.ClientTLS(*o) // one session cache per upstream
+		for _, ln := range lns {
+			p.listeners = append(p.listeners, &listener{ln: ln, direction: dirOutbound, outbound: o, clientTLS: clientTLS})
+		}
 	}
 	return nil
 }
@@ -287,7 +299,7 @@ func (p *Proxy) handleInbound(l *listener, raw net.Conn) {
 	}
 	defer p.connDone(dirInbound, raw)
 	// Only now, with the peer verified, does the app see a connection.
-	up, err := p.dialer.DialContext(p.ctx, "tcp", l.inbound.Target)
+	up, err := p.dialApp(p.ctx, l.inbound.Target)
 	if err != nil {
 		p.m.dialFailures.With(dirInbound).Inc()
 		p.log.Warn("dial app failed", "target", l.inbound.Target, "error", err)
@@ -299,31 +311,6 @@ func (p *Proxy) handleInbound(l *listener, raw net.Conn) {
 	}
 	defer func() { p.untrack(up); up.Close() }()
 	p.splice(dirInbound, tc, up)
-}
-
-func (p *Proxy) handleOutbound(l *listener, app net.Conn) {
-	defer p.connDone(dirOutbound, app)
-	raw, err := p.dialer.DialContext(p.ctx, "tcp", l.outbound.Upstream)
-	if err != nil {
-		p.m.dialFailures.With(dirOutbound).Inc()
-		p.log.Warn("dial upstream failed", "upstream", l.outbound.Upstream, "error", err)
-		return
-	}
-	if !p.track(raw) {
-		raw.Close()
-		return
-	}
-	defer func() { p.untrack(raw); raw.Close() }()
-	tc := tls.Client(raw, l.clientTLS)
-	_ = raw.SetDeadline(time.Now().Add(p.cfg.HandshakeTimeout))
-	if err := tc.Handshake(); err != nil {
-		p.handshakeFailed(dirOutbound, err, raw.RemoteAddr())
-		p.log.Warn("upstream refused or failed verification", "upstream", l.outbound.Upstream, "reason", tlsconfig.FailureReason(err), "error", err)
-		return
-	}
-	_ = raw.SetDeadline(time.Time{})
-	p.handshakeDone(dirOutbound, tc)
-	p.splice(dirOutbound, app, tc)
 }
 
 func (p *Proxy) track(c net.Conn) bool {

@@ -18,22 +18,32 @@ type Inbound struct {
 	Target string // host:port of the app, usually 127.0.0.1:<port>
 }
 
-// Outbound is one --outbound LISTEN=HOST:PORT[#SPIFFE-ID]: a plaintext
-// loopback listener for the app, originating mTLS to the upstream.
+// Outbound is one --outbound LISTEN=[tls://]HOST:PORT[#SPIFFE-ID]: a
+// plaintext loopback listener for the app, originating mTLS to the upstream,
+// or, with tls://, TLS without a client certificate to a service outside the
+// mesh, verified with the system roots.
 type Outbound struct {
 	Listen     string // loopback host:port
 	Upstream   string // host:port dialed
 	ServerName string // host part, verified against the upstream certificate
 	PinnedID   string // optional SPIFFE ID the upstream must present
+	Public     bool   // tls://: outside the mesh
 }
+
+// PublicScheme prefixes the upstream of a Public outbound.
+const PublicScheme = "tls://"
 
 func (in Inbound) String() string { return in.Listen + "=" + in.Target }
 
 func (o Outbound) String() string {
-	if o.PinnedID != "" {
-		return o.Listen + "=" + o.Upstream + "#" + o.PinnedID
+	up := o.Upstream
+	if o.Public {
+		up = PublicScheme + up
 	}
-	return o.Listen + "=" + o.Upstream
+	if o.PinnedID != "" {
+		return o.Listen + "=" + up + "#" + o.PinnedID
+	}
+	return o.Listen + "=" + up
 }
 
 // ParseInbound parses LISTEN=TARGET, e.g. ":8443=127.0.0.1:8080".
@@ -51,22 +61,33 @@ func ParseInbound(s string) (Inbound, error) {
 	return Inbound{Listen: listen, Target: target}, nil
 }
 
-// ParseOutbound parses LISTEN=HOST:PORT[#SPIFFE-ID], e.g.
+// ParseOutbound parses LISTEN=[tls://]HOST:PORT[#SPIFFE-ID], e.g.
 // "127.0.0.1:9001=preference.demo.svc:8443". LISTEN must be loopback (a bare
-// ":9001" binds 127.0.0.1): anyone reaching it would borrow the pod's identity.
+// ":9001" is "localhost:9001": 127.0.0.1 and, when the pod has it, ::1):
+// anyone reaching it would borrow the pod's identity.
 func ParseOutbound(s string) (Outbound, error) {
 	listen, rest, ok := strings.Cut(s, "=")
 	if !ok {
-		return Outbound{}, fmt.Errorf("%q: want LISTEN=HOST:PORT[#SPIFFE-ID], e.g. 127.0.0.1:9001=preference.demo.svc:8443", s)
+		return Outbound{}, fmt.Errorf("%q: want LISTEN=[tls://]HOST:PORT[#SPIFFE-ID], e.g. 127.0.0.1:9001=preference.demo.svc:8443", s)
 	}
 	upstream, pinned, hasPin := strings.Cut(rest, "#")
+	public := false
+	if scheme, after, ok := strings.Cut(upstream, "://"); ok {
+		if scheme+"://" != PublicScheme {
+			return Outbound{}, fmt.Errorf("%q: scheme %q: the only scheme is %s (TLS to a service outside the mesh)", s, scheme, PublicScheme)
+		}
+		if hasPin {
+			return Outbound{}, fmt.Errorf("%q: a %s upstream is outside the mesh and has no SPIFFE ID to pin", s, PublicScheme)
+		}
+		upstream, public = after, true
+	}
 	if err := checkListen(listen); err != nil {
 		return Outbound{}, fmt.Errorf("%q: listen address: %w", s, err)
 	}
 	host, port, _ := net.SplitHostPort(listen)
 	switch {
-	case host == "" || host == "localhost":
-		listen = net.JoinHostPort("127.0.0.1", port)
+	case host == "" || host == Loopback:
+		listen = net.JoinHostPort(Loopback, port) // 127.0.0.1 and, when present, ::1
 	default:
 		if ip, err := netip.ParseAddr(host); err != nil || !ip.IsLoopback() {
 			return Outbound{}, fmt.Errorf("%q: listen address %q must be loopback (127.0.0.1 or ::1): a plaintext outbound port on another address lets anyone use this pod's identity", s, listen)
@@ -81,7 +102,7 @@ func ParseOutbound(s string) (Outbound, error) {
 			return Outbound{}, fmt.Errorf("%q: pinned identity after '#': %w", s, err)
 		}
 	}
-	return Outbound{Listen: listen, Upstream: upstream, ServerName: serverName, PinnedID: pinned}, nil
+	return Outbound{Listen: listen, Upstream: upstream, ServerName: serverName, PinnedID: pinned, Public: public}, nil
 }
 
 func checkListen(addr string) error {

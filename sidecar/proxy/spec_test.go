@@ -45,9 +45,12 @@ func TestParseOutbound(t *testing.T) {
 	}{
 		{"127.0.0.1:9001=preference.demo.svc:8443", Outbound{Listen: "127.0.0.1:9001", Upstream: "preference.demo.svc:8443", ServerName: "preference.demo.svc"}, ""},
 		{":9001=preference.demo.svc:8443#spiffe://cluster.local/ns/demo/sa/preference",
-			Outbound{Listen: "127.0.0.1:9001", Upstream: "preference.demo.svc:8443", ServerName: "preference.demo.svc", PinnedID: "spiffe://cluster.local/ns/demo/sa/preference"}, ""},
-		{"localhost:9001=10.0.0.1:8443", Outbound{Listen: "127.0.0.1:9001", Upstream: "10.0.0.1:8443", ServerName: "10.0.0.1"}, ""},
+			Outbound{Listen: "localhost:9001", Upstream: "preference.demo.svc:8443", ServerName: "preference.demo.svc", PinnedID: "spiffe://cluster.local/ns/demo/sa/preference"}, ""},
+		{"localhost:9001=10.0.0.1:8443", Outbound{Listen: "localhost:9001", Upstream: "10.0.0.1:8443", ServerName: "10.0.0.1"}, ""},
 		{"[::1]:9001=a.b:1", Outbound{Listen: "[::1]:9001", Upstream: "a.b:1", ServerName: "a.b"}, ""},
+		{"127.0.0.1:9002=tls://api.stripe.com:443", Outbound{Listen: "127.0.0.1:9002", Upstream: "api.stripe.com:443", ServerName: "api.stripe.com", Public: true}, ""},
+		{"127.0.0.1:9002=tls://api.stripe.com:443#spiffe://cluster.local/ns/a/sa/b", Outbound{}, "no SPIFFE ID"},
+		{"127.0.0.1:9002=https://api.stripe.com:443", Outbound{}, "tls://"},
 		{"0.0.0.0:9001=a.b:1", Outbound{}, "loopback"},
 		{"10.1.2.3:9001=a.b:1", Outbound{}, "loopback"},
 		{"127.0.0.1:9001=a.b:1#", Outbound{}, "pinned"},
@@ -87,7 +90,7 @@ func FuzzParseInbound(f *testing.F) {
 }
 
 func FuzzParseOutbound(f *testing.F) {
-	for _, s := range []string{"127.0.0.1:9001=preference.demo.svc:8443", ":9001=a.b:1#spiffe://cluster.local/ns/a/sa/b", "[::1]:1=[::1]:2", "=#"} {
+	for _, s := range []string{"127.0.0.1:9001=preference.demo.svc:8443", ":9001=a.b:1#spiffe://cluster.local/ns/a/sa/b", "[::1]:1=[::1]:2", "=#", "127.0.0.1:1=tls://a.b:2", ":1=tls://[::1]:2"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {

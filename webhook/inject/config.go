@@ -38,6 +38,11 @@ type Config struct {
 	// block until the sidecar's /readyz answers 200 (kubelet starts the next
 	// container only after the hook returns).
 	LegacyWaitCommand []string
+	// LegacyDrainCommand is the preStop exec hook of the legacy mode, without
+	// its timeout (Inject appends "--timeout" and the pod's drain timeout): it
+	// must block until the sidecar has no open connection, so the sidecar
+	// outlives the app's last call instead of stopping with it.
+	LegacyDrainCommand []string
 }
 
 // Defaults are the parts of the config contract.Parse needs.
@@ -57,6 +62,8 @@ func DefaultConfig() Config {
 		Template:            DefaultTemplate("ghcr.io/podtls/podtls-sidecar:dev"),
 		LegacyWaitCommand: []string{"/podtls-sidecar", "wait-ready",
 			"--admin", fmt.Sprintf("127.0.0.1:%d", contract.AdminPort), "--timeout", "120s"},
+		LegacyDrainCommand: []string{"/podtls-sidecar", "wait-idle",
+			"--admin", fmt.Sprintf("127.0.0.1:%d", contract.AdminPort)},
 	}
 }
 
@@ -105,6 +112,9 @@ func (c Config) Validate() error {
 	}
 	if c.SidecarMode == contract.SidecarModeLegacy && len(c.LegacyWaitCommand) == 0 {
 		return fmt.Errorf("inject config: legacy mode needs a wait command")
+	}
+	if c.SidecarMode == contract.SidecarModeLegacy && len(c.LegacyDrainCommand) == 0 {
+		return fmt.Errorf("inject config: legacy mode needs a drain command")
 	}
 	return nil
 }

@@ -58,9 +58,18 @@ func Inject(pod *corev1.Pod, spec contract.Spec, cfg Config) error {
 	case contract.SidecarModeLegacy:
 		// kubelet starts regular containers in order and runs each postStart hook
 		// before starting the next container: the hook blocks until /readyz.
-		c.Lifecycle = &corev1.Lifecycle{PostStart: &corev1.LifecycleHandler{
-			Exec: &corev1.ExecAction{Command: slices.Clone(cfg.LegacyWaitCommand)},
-		}}
+		// All containers stop together in this placement: the preStop hook
+		// keeps the sidecar serving until the app's connections have ended
+		// (or the drain timeout), then SIGTERM starts the sidecar's own drain.
+		c.Lifecycle = &corev1.Lifecycle{
+			PostStart: &corev1.LifecycleHandler{
+				Exec: &corev1.ExecAction{Command: slices.Clone(cfg.LegacyWaitCommand)},
+			},
+		}
+		if len(cfg.LegacyDrainCommand) > 0 {
+			c.Lifecycle.PreStop = &corev1.LifecycleHandler{Exec: &corev1.ExecAction{
+				Command: append(slices.Clone(cfg.LegacyDrainCommand), "--timeout", spec.Drain().String())}}
+		}
 		if _, set := pod.Annotations[contract.DefaultContainer]; !set && len(pod.Spec.Containers) > 0 {
 			pod.Annotations[contract.DefaultContainer] = pod.Spec.Containers[0].Name
 		}
@@ -126,14 +135,27 @@ func Args(spec contract.Spec, cfg Config) []string {
 	if spec.CertTTL > 0 {
 		args = append(args, "--cert-ttl", spec.CertTTL.String())
 	}
+	if spec.IdleTimeout > 0 {
+		args = append(args, "--idle-timeout", spec.IdleTimeout.String())
+	}
+	if spec.DrainTimeout > 0 {
+		args = append(args, "--drain-timeout", spec.DrainTimeout.String())
+	}
 	for _, n := range spec.DNSNames {
 		args = append(args, "--dns-name", n)
 	}
 	for _, m := range spec.Inbound {
-		args = append(args, "--inbound", fmt.Sprintf(":%d=127.0.0.1:%d", m.Listen, m.Target))
+		// ":LISTEN" takes every pod address, IPv4 and IPv6; "localhost" reaches
+		// an app on 127.0.0.1 or ::1.
+		args = append(args, "--inbound", fmt.Sprintf(":%d=localhost:%d", m.Listen, m.Target))
 	}
 	for _, u := range spec.Upstreams {
-		target := fmt.Sprintf("127.0.0.1:%d=%s:%d", u.LocalPort, u.Host, u.Port)
+		scheme := ""
+		if u.Public {
+			scheme = contract.PublicScheme
+		}
+		// "localhost": 127.0.0.1 and, when the pod has it, ::1.
+		target := fmt.Sprintf("localhost:%d=%s%s:%d", u.LocalPort, scheme, u.Host, u.Port)
 		if u.ID != "" {
 			target += "#" + u.ID
 		}
@@ -187,6 +209,10 @@ func fieldEnv(name, field string) corev1.EnvVar {
 // the configuration that shape the container. The trust roots are left out: they
 // rotate without the sidecar needing a change.
 func specHash(spec contract.Spec, cfg Config, mode contract.Placement) (string, error) {
+	var drain []string // the legacy preStop hook; omitted in native mode so those hashes stay as they were
+	if mode == contract.SidecarModeLegacy {
+		drain = cfg.LegacyDrainCommand
+	}
 	b, err := json.Marshal(struct {
 		Spec        contract.Spec
 		Mode        contract.Placement
@@ -194,7 +220,8 @@ func specHash(spec contract.Spec, cfg Config, mode contract.Placement) (string, 
 		CAURL       string
 		TrustDomain string
 		Wait        []string
-	}{spec, mode, cfg.Template, cfg.CAURL, cfg.TrustDomain, cfg.LegacyWaitCommand})
+		Drain       []string `json:",omitempty"`
+	}{spec, mode, cfg.Template, cfg.CAURL, cfg.TrustDomain, cfg.LegacyWaitCommand, drain})
 	if err != nil {
 		return "", fmt.Errorf("hash spec: %w", err)
 	}

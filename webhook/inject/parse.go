@@ -2,6 +2,7 @@ package inject
 
 import (
 	"fmt"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 
@@ -32,6 +33,16 @@ func podWarnings(pod *corev1.Pod, spec contract.Spec) []string {
 				}
 			}
 		}
+	}
+	// kubelet kills what still runs at the end of the grace period: a drain
+	// that cannot finish within it is cut short.
+	grace := int64(corev1.DefaultTerminationGracePeriodSeconds)
+	if pod.Spec.TerminationGracePeriodSeconds != nil {
+		grace = *pod.Spec.TerminationGracePeriodSeconds
+	}
+	if d := spec.Drain(); d >= time.Duration(grace)*time.Second {
+		w = append(w, fmt.Sprintf("annotation %s: the drain timeout %s is not below terminationGracePeriodSeconds (%d s); kubelet kills the sidecar before open connections can finish: lower %s or raise terminationGracePeriodSeconds",
+			contract.DrainTimeout, d, grace, contract.DrainTimeout))
 	}
 	return w
 }

@@ -42,6 +42,10 @@ func TestParse(t *testing.T) {
 			want: contract.Spec{Mode: "tcp", SidecarMode: contract.SidecarModeNative, Upstreams: []contract.Upstream{{Host: "preference.demo.svc", Port: 8443, LocalPort: 9001, ID: "spiffe://cluster.local/ns/demo/sa/preference"}}}},
 		{name: "upstream bad id", ann: map[string]string{contract.Upstreams: "a.demo.svc:8443@9001#spiffe://x/y"},
 			wantErr: []string{contract.Upstreams, "HOST:PORT@LOCALPORT"}},
+		{name: "upstream public with tls://", ann: map[string]string{contract.Upstreams: "tls://api.stripe.com:443@9002"},
+			want: contract.Spec{Mode: "tcp", SidecarMode: contract.SidecarModeNative, Upstreams: []contract.Upstream{{Host: "api.stripe.com", Port: 443, LocalPort: 9002, Public: true}}}},
+		{name: "upstream public host without tls://", ann: map[string]string{contract.Upstreams: "api.stripe.com:443@9002"},
+			wantErr: []string{contract.Upstreams, "not a cluster name", `"tls://api.stripe.com:443@9002"`}},
 		{name: "upstream local port clash with inbound", ann: map[string]string{contract.Inbound: "9001:8080", contract.Upstreams: "a.demo.svc:8443@9001"},
 			wantErr: []string{contract.Upstreams, "local port 9001"}},
 		{name: "external hosts normalised", ann: map[string]string{contract.ExternalHosts: "B.example.com,a.example.com.,b.example.com"},
@@ -206,4 +210,22 @@ func FuzzParse(f *testing.F) {
 			t.Fatal("injected pod has no sidecar")
 		}
 	})
+}
+
+// TestTimeoutsReachTheSidecar: the timeout annotations render into flags the
+// sidecar parses back to the same values.
+func TestTimeoutsReachTheSidecar(t *testing.T) {
+	cfg := testConfig()
+	spec, _, err := Parse(podWith(map[string]string{contract.Upstreams: "a.demo.svc:1@2",
+		contract.IdleTimeout: "90m", contract.DrainTimeout: "1m30s"}), "demo", cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc, err := sidecarconfig.Parse(Args(spec, cfg), io.Discard)
+	if err != nil {
+		t.Fatalf("sidecar rejects %q: %v", Args(spec, cfg), err)
+	}
+	if sc.IdleTimeout != 90*time.Minute || sc.DrainTimeout != 90*time.Second {
+		t.Fatalf("sidecar runs with idle %s drain %s, want 1h30m0s 1m30s", sc.IdleTimeout, sc.DrainTimeout)
+	}
 }

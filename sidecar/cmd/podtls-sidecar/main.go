@@ -19,6 +19,8 @@ func main() {
 		switch os.Args[1] {
 		case "wait-ready":
 			os.Exit(waitReadyMain(os.Args[2:], os.Stderr))
+		case "wait-idle":
+			os.Exit(waitIdleMain(os.Args[2:], os.Stderr))
 		case "renew":
 			os.Exit(renewMain(os.Args[2:], os.Stdout, os.Stderr))
 		}

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -24,6 +25,22 @@ import (
 
 func newLogger(cfg *options.Config) *slog.Logger {
 	return slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: cfg.LogLevel}))
+}
+
+// systemRoots loads the system roots when a tls:// outbound needs them
+// (SSL_CERT_FILE and SSL_CERT_DIR override the location, as for any Go
+// program); mesh upstreams never use them.
+func systemRoots(outbound []proxy.Outbound) (*x509.CertPool, error) {
+	for _, o := range outbound {
+		if o.Public {
+			pool, err := x509.SystemCertPool()
+			if err != nil {
+				return nil, fmt.Errorf("--outbound %s: system roots: %w", o, err)
+			}
+			return pool, nil
+		}
+	}
+	return nil, nil
 }
 
 // run wires store, agent, proxy and admin server, serves until ctx ends and
@@ -66,10 +83,17 @@ func run(ctx context.Context, cfg *options.Config, log *slog.Logger) error {
 		serverOpts.NextProtos = []string{"h2", "http/1.1"}
 	}
 	clientOpts := tlsconfig.Options{PostQuantum: cfg.PostQuantum}
+	publicRoots, err := systemRoots(cfg.Outbound)
+	if err != nil {
+		return err
+	}
 	px, err := proxy.New(proxy.Config{
 		Inbound: cfg.Inbound, Outbound: cfg.Outbound, Mode: cfg.Mode,
 		ServerTLS: tlsconfig.Server(store, cfg.Matcher, serverOpts),
 		ClientTLS: func(o proxy.Outbound) *tls.Config {
+			if o.Public {
+				return tlsconfig.Egress(publicRoots, o.ServerName, clientOpts)
+			}
 			return tlsconfig.Client(store, o.ServerName, o.PinnedID, clientOpts)
 		},
 		HandshakeTimeout: cfg.HandshakeTimeout, IdleTimeout: cfg.IdleTimeout, DialTimeout: cfg.DialTimeout,
@@ -87,7 +111,7 @@ func run(ctx context.Context, cfg *options.Config, log *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("--admin %s: %w", cfg.Admin, err)
 	}
-	var adminOpts []admin.Option
+	adminOpts := []admin.Option{admin.WithConnections(px.Open)}
 	if ag != nil {
 		adminOpts = append(adminOpts, admin.WithRenewer(ag.RenewNow))
 	}

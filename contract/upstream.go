@@ -1,0 +1,106 @@
+package contract
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"strconv"
+	"strings"
+
+	"github.com/podtls/podtls/identity"
+)
+
+// PublicScheme marks an upstreams entry as a TLS service outside the mesh:
+// the sidecar originates TLS without a client certificate and verifies the
+// name against the system roots.
+const PublicScheme = "tls://"
+
+// String renders u in the podtls.io/upstreams form.
+func (u Upstream) String() string {
+	s := u.Host + ":" + strconv.Itoa(int(u.Port)) + "@" + strconv.Itoa(int(u.LocalPort))
+	if u.Public {
+		s = PublicScheme + s
+	}
+	if u.ID != "" {
+		s += "#" + u.ID
+	}
+	return s
+}
+
+// InCluster reports whether host is a cluster DNS name a mesh certificate
+// can carry: a Service or a pod behind a headless Service
+// (NAME.NS.svc[.CLUSTER-DOMAIN], HOSTNAME.SUBDOMAIN.NS.svc[...]) or a pod
+// DNS name (A-B-C-D.NS.pod[.CLUSTER-DOMAIN]). An empty clusterDomain means
+// the default.
+func InCluster(host, clusterDomain string) bool {
+	if clusterDomain == "" {
+		clusterDomain = identity.DefaultClusterDomain
+	}
+	host = strings.TrimSuffix(strings.ToLower(host), ".")
+	if _, err := netip.ParseAddr(host); err != nil && strings.HasSuffix(host, "."+clusterDomain) {
+		host = strings.TrimSuffix(host, "."+clusterDomain)
+	}
+	for _, kind := range []string{".svc", ".pod"} {
+		if rest, ok := strings.CutSuffix(host, kind); ok {
+			// At least NAME.NS before the suffix.
+			return strings.Count(rest, ".") >= 1 && !strings.HasPrefix(rest, ".") && !strings.Contains(rest, "..")
+		}
+	}
+	return false
+}
+
+// parseUpstream parses one [tls://]HOST:PORT@LOCALPORT[#SPIFFE-ID] entry. A
+// mesh upstream must be a cluster name (InCluster) or carry a pinned SPIFFE
+// ID (a mesh workload outside the cluster): anything else would be verified
+// against the mesh roots and fail at runtime with unknown_ca.
+func parseUpstream(item, clusterDomain string) (Upstream, error) {
+	rest, id, hasID := strings.Cut(item, "#")
+	public := false
+	if scheme, after, ok := strings.Cut(rest, "://"); ok {
+		if !strings.EqualFold(scheme+"://", PublicScheme) {
+			return Upstream{}, fmt.Errorf("scheme %q: the only scheme is %q (TLS to a service outside the mesh)", scheme, PublicScheme)
+		}
+		rest, public = after, true
+	}
+	hostPort, local, ok := strings.Cut(rest, "@")
+	if !ok {
+		return Upstream{}, errors.New("missing @LOCALPORT")
+	}
+	i := strings.LastIndex(hostPort, ":")
+	if i < 0 {
+		return Upstream{}, errors.New("missing :PORT after the host")
+	}
+	host := strings.TrimSuffix(strings.ToLower(hostPort[:i]), ".")
+	if err := identity.ValidateDNSName(host); err != nil {
+		return Upstream{}, fmt.Errorf("host %q: %v", host, err)
+	}
+	port, err := parsePort(hostPort[i+1:])
+	if err != nil {
+		return Upstream{}, fmt.Errorf("port: %v", err)
+	}
+	lp, err := parsePort(local)
+	if err != nil {
+		return Upstream{}, fmt.Errorf("local port: %v", err)
+	}
+	u := Upstream{Host: host, Port: port, LocalPort: lp, Public: public}
+	if hasID {
+		if public {
+			return Upstream{}, fmt.Errorf("a %s upstream is outside the mesh and has no SPIFFE ID to pin; drop %q", PublicScheme, "#"+id)
+		}
+		if _, err := identity.Parse(id); err != nil {
+			return Upstream{}, err
+		}
+		u.ID = id
+	}
+	if !public && u.ID == "" && !InCluster(host, clusterDomain) {
+		if clusterDomain == "" {
+			clusterDomain = identity.DefaultClusterDomain
+		}
+		pub := u
+		pub.Public = true
+		return Upstream{}, fmt.Errorf("%s is not a cluster name (NAME.NS.svc[.%s] or a pod DNS name) and mesh upstreams are verified against the mesh roots only, so every call would fail; "+
+			"for a TLS service outside the mesh write %q (TLS verified with the system roots, no client certificate); "+
+			"for a mesh workload outside the cluster pin its identity with #SPIFFE-ID", host, clusterDomain, pub.String())
+	}
+	return u, nil
+}
