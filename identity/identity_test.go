@@ -232,3 +232,52 @@ func FuzzNamespaceMayHoldDNSName(f *testing.F) {
 		}
 	})
 }
+
+func TestPodDNSNames(t *testing.T) {
+	got, err := PodDNSNames("web-0", "web", "db", "example.internal")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"web-0.web.db.svc", "web-0.web.db.svc.example.internal"}; strings.Join(got, ",") != strings.Join(want, ",") {
+		t.Errorf("PodDNSNames = %q, want %q", got, want)
+	}
+	for _, bad := range [][2]string{{"", "web"}, {"web-0", ""}, {"a.b", "web"}, {"web-0", "x.web"}, {"Web-0", "web"}, {"web-0", "-web"}} {
+		if got, err := PodDNSNames(bad[0], bad[1], "db", ""); err == nil {
+			t.Errorf("PodDNSNames(%q, %q) = %q, want an error", bad[0], bad[1], got)
+		}
+	}
+}
+
+// FuzzPodDNSNames: whatever hostname and subdomain a pod spec holds, the names
+// are valid DNS names of exactly two labels in front of the namespace's svc
+// suffix, so never a Service name of the namespace nor a name of another.
+func FuzzPodDNSNames(f *testing.F) {
+	f.Add("web-0", "web")
+	f.Add("a.b", "c")
+	f.Add("web-0", "web.other")
+	f.Add("*", "web")
+	f.Fuzz(func(t *testing.T, hostname, subdomain string) {
+		names, err := PodDNSNames(hostname, subdomain, "demo", "")
+		if err != nil {
+			return
+		}
+		if len(names) != 2 {
+			t.Fatalf("%d names: %q", len(names), names)
+		}
+		for _, n := range names {
+			if err := ValidateDNSName(n); err != nil {
+				t.Fatalf("invalid name %q: %v", n, err)
+			}
+			front, ok := strings.CutSuffix(n, ".demo.svc")
+			if !ok {
+				front, ok = strings.CutSuffix(n, ".demo.svc.cluster.local")
+			}
+			if !ok || strings.Count(front, ".") != 1 {
+				t.Fatalf("name %q is not <hostname>.<subdomain>.demo.svc[.cluster.local]", n)
+			}
+			if NamespaceMayHoldDNSName("demo", "", n) {
+				t.Fatalf("pod name %q collides with a Service name", n)
+			}
+		}
+	})
+}
