@@ -228,6 +228,28 @@ func PodDNSNames(hostname, subdomain, ns, clusterDomain string) ([]string, error
 	return ServiceDNSNames(hostname+"."+subdomain, ns, clusterDomain), nil
 }
 
+// ParsePodDNSName reads a name of the PodDNSNames form in namespace ns:
+// <hostname>.<subdomain>.<ns>.svc or the same under clusterDomain (default
+// cluster.local), lower-cased, without a trailing dot. It says nothing about
+// whether such a pod exists.
+func ParsePodDNSName(ns, clusterDomain, name string) (hostname, subdomain string, ok bool) {
+	name = strings.TrimSuffix(strings.ToLower(name), ".")
+	if clusterDomain == "" {
+		clusterDomain = DefaultClusterDomain
+	}
+	for _, suffix := range []string{"." + ns + ".svc", "." + ns + ".svc." + clusterDomain} {
+		front, found := strings.CutSuffix(name, suffix)
+		if !found {
+			continue
+		}
+		h, sub, two := strings.Cut(front, ".")
+		if two && validateDNSLabel(h) == nil && validateDNSLabel(sub) == nil {
+			return h, sub, true
+		}
+	}
+	return "", "", false
+}
+
 // ValidateDNSName checks a DNS name (no wildcard) as RFC 1123 subdomain.
 func ValidateDNSName(name string) error {
 	return validateDNSSubdomain(strings.TrimSuffix(name, "."))

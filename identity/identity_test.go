@@ -281,3 +281,51 @@ func FuzzPodDNSNames(f *testing.F) {
 		}
 	})
 }
+
+func TestParsePodDNSName(t *testing.T) {
+	for _, tc := range []struct {
+		name, host, sub string
+		ok              bool
+	}{
+		{"web-0.web.db.svc", "web-0", "web", true},
+		{"WEB-0.Web.db.svc.cluster.local.", "web-0", "web", true},
+		{"web-0.web.db.svc.example.internal", "", "", false}, // not the configured cluster domain
+		{"web.db.svc", "", "", false},                        // a Service name
+		{"a.web-0.web.db.svc", "", "", false},                // three labels
+		{"web-0.web.other.svc", "", "", false},               // another namespace
+		{"*.web.db.svc", "", "", false},
+		{"web-0..db.svc", "", "", false},
+	} {
+		h, sub, ok := ParsePodDNSName("db", "", tc.name)
+		if h != tc.host || sub != tc.sub || ok != tc.ok {
+			t.Errorf("ParsePodDNSName(%q) = %q, %q, %v; want %q, %q, %v", tc.name, h, sub, ok, tc.host, tc.sub, tc.ok)
+		}
+	}
+}
+
+// FuzzParsePodDNSName: what parses renders back to the same name with
+// PodDNSNames, and is never also a Service name of the namespace.
+func FuzzParsePodDNSName(f *testing.F) {
+	f.Add("db", "web-0.web.db.svc")
+	f.Add("db", "WEB-0.web.db.svc.cluster.local.")
+	f.Add("db", "a.b.c.db.svc")
+	f.Fuzz(func(t *testing.T, ns, name string) {
+		if validateDNSLabel(ns) != nil {
+			return
+		}
+		h, sub, ok := ParsePodDNSName(ns, "", name)
+		if !ok {
+			return
+		}
+		names, err := PodDNSNames(h, sub, ns, "")
+		if err != nil {
+			t.Fatalf("ParsePodDNSName(%q) = %q, %q, which PodDNSNames refuses: %v", name, h, sub, err)
+		}
+		if n := strings.TrimSuffix(strings.ToLower(name), "."); n != names[0] && n != names[1] {
+			t.Fatalf("ParsePodDNSName(%q) = %q, %q, renders as %q", name, h, sub, names)
+		}
+		if NamespaceMayHoldDNSName(ns, "", name) {
+			t.Fatalf("%q is both a pod name and a Service name", name)
+		}
+	})
+}
