@@ -63,21 +63,36 @@ type Config struct {
 	DefaultTTL, MinTTL, MaxTTL time.Duration
 	// Backdate of NotBefore; Backdate if zero.
 	Backdate time.Duration
-	// Services finds the Services selecting the calling pod, whose DNS names
-	// are added to its certificate. Optional.
-	Services ServiceLister
+	// Pods tells what the cluster says about the calling pod: the Services
+	// selecting it and its own hostname, whose DNS names are added to its
+	// certificate. Optional: without it only the CSR's names are checked.
+	Pods PodLookup
 	// Now returns the current time; time.Now if nil.
 	Now func() time.Time
 }
 
-// ServiceLister finds the Services that select a pod. Implementations read
-// from a cache, not from the API server per call.
-type ServiceLister interface {
-	// ServicesForPod returns the names of the Services in namespace whose
-	// selector matches the pod. podUID, if set, guards against a cached pod
-	// of the same name from an earlier incarnation. It returns an error
-	// wrapping ErrNotReady until its cache has synced.
-	ServicesForPod(ctx context.Context, namespace, podName, podUID string) ([]string, error)
+// PodFacts is what the cluster says about a calling pod, as far as its DNS
+// names go. The policy (podDNSNames, leafTemplate) decides from these facts;
+// a PodLookup only reports them.
+type PodFacts struct {
+	// Services are the names of the Services of the pod's namespace whose
+	// selector matches the pod.
+	Services []string
+	// Headless are those of Services that are headless (clusterIP None).
+	Headless []string
+	// Hostname and Subdomain are the pod's spec.hostname and spec.subdomain
+	// (a StatefulSet sets them to the pod's name and its serviceName).
+	Hostname, Subdomain string
+}
+
+// PodLookup finds the PodFacts of a pod. Implementations read from a cache,
+// not from the API server per call.
+type PodLookup interface {
+	// LookupPod returns the facts of pod podName in namespace. podUID, if
+	// set, guards against a cached pod of the same name from an earlier
+	// incarnation. It returns an error wrapping ErrNotReady until its cache
+	// has synced.
+	LookupPod(ctx context.Context, namespace, podName, podUID string) (PodFacts, error)
 }
 
 // Caller is an authenticated workload: a service account, and the pod the
@@ -196,8 +211,9 @@ func (a *Authority) ClusterDomain() string { return a.cfg.ClusterDomain }
 // Sign checks a PEM CSR against the caller's identity and signs it for ttl
 // (0 means the default; the value is clamped to the policy bounds). The
 // certificate gets the caller's SPIFFE ID as its only URI SAN, the CSR's DNS
-// names (each must belong to the caller's namespace) and the names of the
-// Services that select the caller's pod.
+// names (each a Service name of the caller's namespace or the pod's own
+// name), the names of the Services that select the caller's pod and, behind
+// a headless Service, the pod's own <hostname>.<subdomain> names.
 func (a *Authority) Sign(ctx context.Context, caller Caller, csrPEM []byte, ttl time.Duration) (*Issued, error) {
 	id, err := identity.New(a.cfg.TrustDomain, caller.Namespace, caller.ServiceAccount)
 	if err != nil {
@@ -207,15 +223,15 @@ func (a *Authority) Sign(ctx context.Context, caller Caller, csrPEM []byte, ttl 
 	if err != nil {
 		return nil, err
 	}
-	var services []string
-	if a.cfg.Services != nil && caller.PodName != "" {
-		services, err = a.cfg.Services.ServicesForPod(ctx, caller.Namespace, caller.PodName, caller.PodUID)
+	var pod PodFacts
+	if a.cfg.Pods != nil && caller.PodName != "" {
+		pod, err = a.cfg.Pods.LookupPod(ctx, caller.Namespace, caller.PodName, caller.PodUID)
 		if err != nil {
-			return nil, fmt.Errorf("services of pod %s/%s: %w", caller.Namespace, caller.PodName, err)
+			return nil, fmt.Errorf("look up pod %s/%s: %w", caller.Namespace, caller.PodName, err)
 		}
 	}
 	s := a.state.Load()
-	tmpl, err := a.leafTemplate(id, csr, services, ttl, s.m.Intermediate.NotAfter)
+	tmpl, err := a.leafTemplate(id, csr, pod, ttl, s.m.Intermediate.NotAfter)
 	if err != nil {
 		return nil, err
 	}

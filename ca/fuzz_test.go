@@ -3,14 +3,15 @@ package ca
 import (
 	"encoding/pem"
 	"errors"
+	"slices"
 	"testing"
 	"time"
 
 	"github.com/podtls/podtls/identity"
 )
 
-// FuzzSign feeds arbitrary bytes (PEM or raw DER wrapped in PEM) to Sign and
-// checks that whatever it signs obeys the policy.
+// FuzzSign feeds arbitrary bytes (PEM or raw DER wrapped in PEM) to Sign, for
+// a StatefulSet pod, and checks that whatever it signs obeys the policy.
 func FuzzSign(f *testing.F) {
 	valid := makeCSR(f, csrSpec{dns: []string{"web.demo.svc", "web.demo.svc.cluster.local"}, uris: []string{demoID}})
 	f.Add(valid, false)
@@ -22,8 +23,13 @@ func FuzzSign(f *testing.F) {
 	f.Add(b.Bytes, true)
 	f.Add([]byte("-----BEGIN CERTIFICATE REQUEST-----\n-----END CERTIFICATE REQUEST-----\n"), false)
 	f.Add([]byte{}, false)
+	f.Add(makeCSR(f, csrSpec{dns: []string{"web-0.web.demo.svc", "WEB-0.web.demo.svc.cluster.local."}}), false)
+	f.Add(makeCSR(f, csrSpec{dns: []string{"web-1.web.demo.svc"}}), false)
+	f.Add(makeCSR(f, csrSpec{dns: []string{"web-0.web.prod.svc"}}), false)
 
-	a := newTestAuthority(f, Config{Services: &fakeServices{byPod: map[string][]string{"demo/web-0": {"web"}}}})
+	// web-0 of a StatefulSet behind the headless Service web.
+	a := newTestAuthority(f, Config{Pods: &fakePods{byPod: map[string]PodFacts{"demo/web-0": web0}}})
+	own := []string{"web-0.web.demo.svc", "web-0.web.demo.svc.cluster.local"}
 	caller := Caller{Namespace: "demo", ServiceAccount: "web", PodName: "web-0"}
 	f.Fuzz(func(t *testing.T, data []byte, wrap bool) {
 		if wrap {
@@ -44,8 +50,8 @@ func FuzzSign(f *testing.F) {
 			t.Fatalf("IP/email SANs issued: %v %v", leaf.IPAddresses, leaf.EmailAddresses)
 		}
 		for _, n := range leaf.DNSNames {
-			if !identity.NamespaceMayHoldDNSName("demo", identity.DefaultClusterDomain, n) {
-				t.Fatalf("issued DNS name %q outside namespace demo", n)
+			if !identity.NamespaceMayHoldDNSName("demo", identity.DefaultClusterDomain, n) && !slices.Contains(own, n) {
+				t.Fatalf("issued DNS name %q: neither a Service name of namespace demo nor the pod's own", n)
 			}
 		}
 		if d := leaf.NotAfter.Sub(leaf.NotBefore); d < MinTTL || d > MaxTTL+Backdate {

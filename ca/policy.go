@@ -101,11 +101,28 @@ func checkSANTypes(csr *x509.CertificateRequest) error {
 	return nil
 }
 
+// podDNSNames are the pod's own DNS names, <hostname>.<subdomain>.<ns>.svc
+// and the same under clusterDomain, or none. Kubernetes DNS publishes them
+// only when a headless Service named like the subdomain selects the pod, so
+// the CA grants them only then: a hostname and subdomain alone are anyone's
+// to write into a pod spec. p comes from the cluster (the pod and Services of
+// the caller's namespace), never from the request.
+func podDNSNames(p PodFacts, ns, clusterDomain string) []string {
+	if p.Hostname == "" || p.Subdomain == "" || !slices.Contains(p.Headless, p.Subdomain) {
+		return nil
+	}
+	names, err := identity.PodDNSNames(p.Hostname, p.Subdomain, ns, clusterDomain)
+	if err != nil {
+		return nil // Kubernetes validates both as labels; nothing to grant otherwise
+	}
+	return names
+}
+
 // leafTemplate applies the signing policy to a parsed, signature-checked CSR:
-// it decides the SANs and the validity of the leaf. services are the names of
-// the Services selecting the caller's pod. It is pure: all inputs are
-// arguments or configuration.
-func (a *Authority) leafTemplate(id identity.ID, csr *x509.CertificateRequest, services []string, ttl time.Duration, issuerNotAfter time.Time) (*x509.Certificate, error) {
+// it decides the SANs and the validity of the leaf. pod is what the cluster
+// says about the caller's pod (zero for a token not bound to a pod). It is
+// pure: all inputs are arguments or configuration.
+func (a *Authority) leafTemplate(id identity.ID, csr *x509.CertificateRequest, pod PodFacts, ttl time.Duration, issuerNotAfter time.Time) (*x509.Certificate, error) {
 	if len(csr.IPAddresses) > 0 {
 		return nil, fmt.Errorf("%w: IP address SANs are not allowed", ErrForbidden)
 	}
@@ -124,6 +141,7 @@ func (a *Authority) leafTemplate(id identity.ID, csr *x509.CertificateRequest, s
 	}
 
 	ns := id.Namespace
+	own := podDNSNames(pod, ns, a.cfg.ClusterDomain)
 	var dns []string
 	add := func(name string) {
 		if !slices.Contains(dns, name) {
@@ -138,16 +156,19 @@ func (a *Authority) leafTemplate(id identity.ID, csr *x509.CertificateRequest, s
 		if err := identity.ValidateDNSName(n); err != nil {
 			return nil, fmt.Errorf("%w: DNS SAN %q: %w", ErrBadRequest, n, err)
 		}
-		if !identity.NamespaceMayHoldDNSName(ns, a.cfg.ClusterDomain, n) {
-			return nil, fmt.Errorf("%w: DNS SAN %q is outside namespace %q (allowed: <service>.%s.svc and <service>.%s.svc.%s)",
-				ErrForbidden, n, ns, ns, ns, a.cfg.ClusterDomain)
+		if !identity.NamespaceMayHoldDNSName(ns, a.cfg.ClusterDomain, n) && !slices.Contains(own, n) {
+			return nil, fmt.Errorf("%w: DNS SAN %q is neither a Service name of namespace %q (<service>.%s.svc[.%s]) nor the calling pod's own name %q",
+				ErrForbidden, n, ns, ns, a.cfg.ClusterDomain, own)
 		}
 		add(n)
 	}
-	for _, svc := range services {
+	for _, svc := range pod.Services {
 		for _, n := range identity.ServiceDNSNames(svc, ns, a.cfg.ClusterDomain) {
 			add(n)
 		}
+	}
+	for _, n := range own {
+		add(n)
 	}
 	if len(dns) > MaxDNSNames {
 		return nil, fmt.Errorf("%w: %d DNS names, at most %d", ErrBadRequest, len(dns), MaxDNSNames)
@@ -173,8 +194,9 @@ func (a *Authority) leafTemplate(id identity.ID, csr *x509.CertificateRequest, s
 	tmpl := c.GetCertificate()
 
 	// Second, independent check of the final names with smallstep's policy
-	// engine: only the namespace's Service names and the trust domain's URIs.
-	engine, err := a.namesPolicy(ns)
+	// engine: only the namespace's Service names, the pod's own names and the
+	// trust domain's URIs.
+	engine, err := a.namesPolicy(ns, own)
 	if err != nil {
 		return nil, err
 	}
@@ -184,11 +206,13 @@ func (a *Authority) leafTemplate(id identity.ID, csr *x509.CertificateRequest, s
 	return tmpl, nil
 }
 
-// namesPolicy is the name policy of a namespace. Building it is cheap (a few
-// string operations), so it is not cached.
-func (a *Authority) namesPolicy(ns string) (*policy.NamePolicyEngine, error) {
+// namesPolicy is the name policy of a namespace: one label in front of
+// <ns>.svc[.<cluster-domain>] (a "*." domain matches exactly one label), and
+// the pod's own names exactly. Building it is cheap (a few string
+// operations), so it is not cached.
+func (a *Authority) namesPolicy(ns string, podNames []string) (*policy.NamePolicyEngine, error) {
 	e, err := policy.New(
-		policy.WithPermittedDNSDomains("*."+ns+".svc", "*."+ns+".svc."+a.cfg.ClusterDomain),
+		policy.WithPermittedDNSDomains(append([]string{"*." + ns + ".svc", "*." + ns + ".svc." + a.cfg.ClusterDomain}, podNames...)...),
 		policy.WithPermittedURIDomains(a.cfg.TrustDomain),
 		policy.WithSubjectCommonNameVerification(),
 	)

@@ -18,19 +18,22 @@ import (
 
 var testNow = time.Date(2026, 11, 24, 9, 0, 0, 0, time.UTC)
 
-// fakeServices maps "ns/pod" to Service names.
-type fakeServices struct {
-	byPod map[string][]string
+// fakePods maps "ns/pod" to what the cluster says about the pod.
+type fakePods struct {
+	byPod map[string]PodFacts
 	err   error
-	calls int
 }
 
-func (f *fakeServices) ServicesForPod(_ context.Context, ns, pod, _ string) ([]string, error) {
-	f.calls++
+func (f *fakePods) LookupPod(_ context.Context, ns, pod, _ string) (PodFacts, error) {
 	if f.err != nil {
-		return nil, f.err
+		return PodFacts{}, f.err
 	}
 	return f.byPod[ns+"/"+pod], nil
+}
+
+// servicesOf is a fakePods knowing only the Services selecting one pod.
+func servicesOf(nsPod string, services ...string) *fakePods {
+	return &fakePods{byPod: map[string]PodFacts{nsPod: {Services: services}}}
 }
 
 var (
@@ -65,7 +68,7 @@ const demoID = "spiffe://cluster.local/ns/demo/sa/web"
 
 func TestSignPolicy(t *testing.T) {
 	caller := Caller{Namespace: "demo", ServiceAccount: "web", PodName: "web-0", PodUID: "uid-1"}
-	services := &fakeServices{byPod: map[string][]string{"demo/web-0": {"preference", "web"}}}
+	services := servicesOf("demo/web-0", "preference", "web")
 
 	tests := []struct {
 		name     string
@@ -73,7 +76,7 @@ func TestSignPolicy(t *testing.T) {
 		csr      csrSpec
 		rawCSR   []byte // used instead of csr if set
 		ttl      time.Duration
-		services ServiceLister
+		services PodLookup
 		cluster  string
 		wantErr  error
 		wantDNS  []string // nil: don't check
@@ -117,12 +120,12 @@ func TestSignPolicy(t *testing.T) {
 			csr:     csrSpec{dns: []string{"extra.demo.svc"}},
 			wantDNS: []string{"extra.demo.svc", "preference.demo.svc", "preference.demo.svc.cluster.local", "web.demo.svc", "web.demo.svc.cluster.local"}},
 		{name: "no Service names without a bound pod", services: services, caller: &Caller{Namespace: "demo", ServiceAccount: "web"}, wantDNS: []string{}},
-		{name: "service cache not ready", services: &fakeServices{err: fmt.Errorf("%w: syncing", ErrNotReady)}, wantErr: ErrNotReady},
+		{name: "service cache not ready", services: &fakePods{err: fmt.Errorf("%w: syncing", ErrNotReady)}, wantErr: ErrNotReady},
 		{name: "invalid caller namespace", caller: &Caller{Namespace: "Demo", ServiceAccount: "web"}, wantErr: ErrForbidden},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			a := newTestAuthority(t, Config{Services: tc.services, ClusterDomain: tc.cluster})
+			a := newTestAuthority(t, Config{Pods: tc.services, ClusterDomain: tc.cluster})
 			c := caller
 			if tc.caller != nil {
 				c = *tc.caller

@@ -173,6 +173,11 @@ func Parse(annotations map[string]string, ns string, cfg Defaults) (Spec, []stri
 	dnsForm := fmt.Sprintf("comma-separated Service names of namespace %q: NAME.%s.svc or NAME.%s.svc.%s", ns, ns, ns, cfg.ClusterDomain)
 	for _, n := range SplitList(a[DNSNames]) {
 		n = strings.TrimSuffix(strings.ToLower(n), ".")
+		if _, _, isPod := identity.ParsePodDNSName(ns, cfg.ClusterDomain, n); isPod {
+			bad(DNSNames, fmt.Sprintf("%q is a pod's own name (<hostname>.<subdomain>.%s.svc), added to the certificate by the CA when a headless Service named like the pod's subdomain selects it", n, ns),
+				dnsForm+"; leave pod names out")
+			continue
+		}
 		if !identity.NamespaceMayHoldDNSName(ns, cfg.ClusterDomain, n) {
 			bad(DNSNames, fmt.Sprintf("%q is not a Service name of namespace %q", n, ns), dnsForm)
 			continue

@@ -70,9 +70,9 @@ func Run(ctx context.Context, opts options.Options, restCfg *rest.Config) error 
 	if err != nil {
 		return fmt.Errorf("load CA: %w", err)
 	}
-	// The Services lister reads the manager's cache; it is set once the manager exists.
+	// The CA's pod lookup reads the manager's cache; it is set once the manager exists.
 	lister := &services.Lister{}
-	authority, err := ca.New(material, ca.Config{TrustDomain: opts.TrustDomain, ClusterDomain: opts.ClusterDomain, Services: lister})
+	authority, err := ca.New(material, ca.Config{TrustDomain: opts.TrustDomain, ClusterDomain: opts.ClusterDomain, Pods: lister})
 	if err != nil {
 		return fmt.Errorf("CA: %w", err)
 	}

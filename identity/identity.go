@@ -213,6 +213,43 @@ func ServiceDNSNames(service, ns, clusterDomain string) []string {
 	}
 }
 
+// PodDNSNames returns the names Kubernetes DNS publishes for a pod with
+// spec.hostname and spec.subdomain behind the headless Service named like the
+// subdomain: <hostname>.<subdomain>.<ns>.svc and the same under
+// clusterDomain. Hostname and subdomain must each be one DNS label. Whether
+// the pod may hold them is the CA's decision, not this function's.
+func PodDNSNames(hostname, subdomain, ns, clusterDomain string) ([]string, error) {
+	if err := validateDNSLabel(hostname); err != nil {
+		return nil, fmt.Errorf("hostname %q: %w", hostname, err)
+	}
+	if err := validateDNSLabel(subdomain); err != nil {
+		return nil, fmt.Errorf("subdomain %q: %w", subdomain, err)
+	}
+	return ServiceDNSNames(hostname+"."+subdomain, ns, clusterDomain), nil
+}
+
+// ParsePodDNSName reads a name of the PodDNSNames form in namespace ns:
+// <hostname>.<subdomain>.<ns>.svc or the same under clusterDomain (default
+// cluster.local), lower-cased, without a trailing dot. It says nothing about
+// whether such a pod exists.
+func ParsePodDNSName(ns, clusterDomain, name string) (hostname, subdomain string, ok bool) {
+	name = strings.TrimSuffix(strings.ToLower(name), ".")
+	if clusterDomain == "" {
+		clusterDomain = DefaultClusterDomain
+	}
+	for _, suffix := range []string{"." + ns + ".svc", "." + ns + ".svc." + clusterDomain} {
+		front, found := strings.CutSuffix(name, suffix)
+		if !found {
+			continue
+		}
+		h, sub, two := strings.Cut(front, ".")
+		if two && validateDNSLabel(h) == nil && validateDNSLabel(sub) == nil {
+			return h, sub, true
+		}
+	}
+	return "", "", false
+}
+
 // ValidateDNSName checks a DNS name (no wildcard) as RFC 1123 subdomain.
 func ValidateDNSName(name string) error {
 	return validateDNSSubdomain(strings.TrimSuffix(name, "."))

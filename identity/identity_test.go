@@ -232,3 +232,100 @@ func FuzzNamespaceMayHoldDNSName(f *testing.F) {
 		}
 	})
 }
+
+func TestPodDNSNames(t *testing.T) {
+	got, err := PodDNSNames("web-0", "web", "db", "example.internal")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"web-0.web.db.svc", "web-0.web.db.svc.example.internal"}; strings.Join(got, ",") != strings.Join(want, ",") {
+		t.Errorf("PodDNSNames = %q, want %q", got, want)
+	}
+	for _, bad := range [][2]string{{"", "web"}, {"web-0", ""}, {"a.b", "web"}, {"web-0", "x.web"}, {"Web-0", "web"}, {"web-0", "-web"}} {
+		if got, err := PodDNSNames(bad[0], bad[1], "db", ""); err == nil {
+			t.Errorf("PodDNSNames(%q, %q) = %q, want an error", bad[0], bad[1], got)
+		}
+	}
+}
+
+// FuzzPodDNSNames: whatever hostname and subdomain a pod spec holds, the names
+// are valid DNS names of exactly two labels in front of the namespace's svc
+// suffix, so never a Service name of the namespace nor a name of another.
+func FuzzPodDNSNames(f *testing.F) {
+	f.Add("web-0", "web")
+	f.Add("a.b", "c")
+	f.Add("web-0", "web.other")
+	f.Add("*", "web")
+	f.Fuzz(func(t *testing.T, hostname, subdomain string) {
+		names, err := PodDNSNames(hostname, subdomain, "demo", "")
+		if err != nil {
+			return
+		}
+		if len(names) != 2 {
+			t.Fatalf("%d names: %q", len(names), names)
+		}
+		for _, n := range names {
+			if err := ValidateDNSName(n); err != nil {
+				t.Fatalf("invalid name %q: %v", n, err)
+			}
+			front, ok := strings.CutSuffix(n, ".demo.svc")
+			if !ok {
+				front, ok = strings.CutSuffix(n, ".demo.svc.cluster.local")
+			}
+			if !ok || strings.Count(front, ".") != 1 {
+				t.Fatalf("name %q is not <hostname>.<subdomain>.demo.svc[.cluster.local]", n)
+			}
+			if NamespaceMayHoldDNSName("demo", "", n) {
+				t.Fatalf("pod name %q collides with a Service name", n)
+			}
+		}
+	})
+}
+
+func TestParsePodDNSName(t *testing.T) {
+	for _, tc := range []struct {
+		name, host, sub string
+		ok              bool
+	}{
+		{"web-0.web.db.svc", "web-0", "web", true},
+		{"WEB-0.Web.db.svc.cluster.local.", "web-0", "web", true},
+		{"web-0.web.db.svc.example.internal", "", "", false}, // not the configured cluster domain
+		{"web.db.svc", "", "", false},                        // a Service name
+		{"a.web-0.web.db.svc", "", "", false},                // three labels
+		{"web-0.web.other.svc", "", "", false},               // another namespace
+		{"*.web.db.svc", "", "", false},
+		{"web-0..db.svc", "", "", false},
+	} {
+		h, sub, ok := ParsePodDNSName("db", "", tc.name)
+		if h != tc.host || sub != tc.sub || ok != tc.ok {
+			t.Errorf("ParsePodDNSName(%q) = %q, %q, %v; want %q, %q, %v", tc.name, h, sub, ok, tc.host, tc.sub, tc.ok)
+		}
+	}
+}
+
+// FuzzParsePodDNSName: what parses renders back to the same name with
+// PodDNSNames, and is never also a Service name of the namespace.
+func FuzzParsePodDNSName(f *testing.F) {
+	f.Add("db", "web-0.web.db.svc")
+	f.Add("db", "WEB-0.web.db.svc.cluster.local.")
+	f.Add("db", "a.b.c.db.svc")
+	f.Fuzz(func(t *testing.T, ns, name string) {
+		if validateDNSLabel(ns) != nil {
+			return
+		}
+		h, sub, ok := ParsePodDNSName(ns, "", name)
+		if !ok {
+			return
+		}
+		names, err := PodDNSNames(h, sub, ns, "")
+		if err != nil {
+			t.Fatalf("ParsePodDNSName(%q) = %q, %q, which PodDNSNames refuses: %v", name, h, sub, err)
+		}
+		if n := strings.TrimSuffix(strings.ToLower(name), "."); n != names[0] && n != names[1] {
+			t.Fatalf("ParsePodDNSName(%q) = %q, %q, renders as %q", name, h, sub, names)
+		}
+		if NamespaceMayHoldDNSName(ns, "", name) {
+			t.Fatalf("%q is both a pod name and a Service name", name)
+		}
+	})
+}

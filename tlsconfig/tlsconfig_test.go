@@ -112,16 +112,29 @@ func TestVerifyServer(t *testing.T) {
 	now := time.Now()
 	cases := []struct {
 		name, host, pin, reason string
+		statefulPod             bool // verify web2's certificate instead of leaf's
 	}{
-		{"ok", "server.demo.svc", "", ""},
-		{"ok-pinned", "server.demo.svc", serverID, ""},
-		{"wrong-pin", "server.demo.svc", clientID, ReasonPinnedIDMismach},
-		{"wrong-name", "other.demo.svc", "", ReasonNameMismatch},
-		{"ip-not-in-cert", "127.0.0.1", "", ReasonNameMismatch},
+		{"ok", "server.demo.svc", "", "", false},
+		{"ok-pinned", "server.demo.svc", serverID, "", false},
+		{"wrong-pin", "server.demo.svc", clientID, ReasonPinnedIDMismach, false},
+		{"wrong-name", "other.demo.svc", "", ReasonNameMismatch, false},
+		{"ip-not-in-cert", "127.0.0.1", "", ReasonNameMismatch, false},
+		// A StatefulSet pod's certificate: its Service names and its own name.
+		{"statefulset pod by its own name", "web-2.web.db.svc", "", "", true},
+		{"statefulset pod by its own name, cluster domain", "web-2.web.db.svc.cluster.local", "", "", true},
+		{"statefulset pod by the Service name", "web.db.svc", "", "", true},
+		{"statefulset pod by a sibling's name", "web-0.web.db.svc", "", ReasonNameMismatch, true},
+		{"statefulset pod by a wildcard-looking name", "x.web-2.web.db.svc", "", ReasonNameMismatch, true},
 	}
+	web2 := ca.Issue(t, testpki.LeafOptions{SPIFFEID: "spiffe://cluster.local/ns/db/sa/web",
+		DNSNames: []string{"web.db.svc", "web.db.svc.cluster.local", "web-2.web.db.svc", "web-2.web.db.svc.cluster.local"}})
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			err := VerifyServer(pool(ca), tc.host, tc.pin, []*x509.Certificate{leaf.Cert}, now)
+			l := leaf
+			if tc.statefulPod {
+				l = web2
+			}
+			err := VerifyServer(pool(ca), tc.host, tc.pin, []*x509.Certificate{l.Cert}, now)
 			if got := FailureReason(err); got != tc.reason {
 				t.Fatalf("reason %q, want %q (err %v)", got, tc.reason, err)
 			}

@@ -167,7 +167,7 @@ func TestSignEnvtest(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	authority, err := ca.New(mat, ca.Config{Services: index})
+	authority, err := ca.New(mat, ca.Config{Pods: index})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -181,7 +181,7 @@ func TestSignEnvtest(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		unsynced, err := ca.New(mat, ca.Config{Services: &services.Lister{Cache: notStarted, API: api}})
+		unsynced, err := ca.New(mat, ca.Config{Pods: &services.Lister{Cache: notStarted, API: api}})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -7,7 +7,7 @@
 //
 //	mat, err := ca.LoadOrCreate(ctx, kube, ca.SecretOptions{Namespace: ns})
 //	lister := &services.Lister{Cache: mgr.GetCache(), API: mgr.GetAPIReader()}
-//	authority, err := ca.New(mat, ca.Config{TrustDomain: td, Services: lister})
+//	authority, err := ca.New(mat, ca.Config{TrustDomain: td, Pods: lister})
 //	srv, err := server.New(server.Options{
 //		Addr:          ":8443",
 //		Authority:     authority,
@@ -20,7 +20,7 @@
 //	mgr.Add(srv); mgr.Add(refresher)
 //	mgr.AddReadyzCheck("ca", func(*http.Request) error { return srv.Ready() })
 //
-// Any ca.ServiceLister can replace services.Lister.
+// Any ca.PodLookup can replace services.Lister.
 package server
 
 import (

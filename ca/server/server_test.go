@@ -53,8 +53,8 @@ type staticServices struct {
 	err   error
 }
 
-func (s staticServices) ServicesForPod(context.Context, string, string, string) ([]string, error) {
-	return s.names, s.err
+func (s staticServices) LookupPod(context.Context, string, string, string) (ca.PodFacts, error) {
+	return ca.PodFacts{Services: s.names}, s.err
 }
 
 var (
@@ -62,7 +62,7 @@ var (
 	material   *ca.Material
 )
 
-func testAuthority(t testing.TB, services ca.ServiceLister) *ca.Authority {
+func testAuthority(t testing.TB, pods ca.PodLookup) *ca.Authority {
 	t.Helper()
 	materialMu.Lock()
 	defer materialMu.Unlock()
@@ -73,7 +73,7 @@ func testAuthority(t testing.TB, services ca.ServiceLister) *ca.Authority {
 		}
 		material = m
 	}
-	a, err := ca.New(material, ca.Config{Services: services})
+	a, err := ca.New(material, ca.Config{Pods: pods})
 	if err != nil {
 		t.Fatal(err)
 	}

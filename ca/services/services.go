@@ -1,7 +1,9 @@
-// Package services finds the Services that select a pod, for the CA's DNS
-// names, from a controller-runtime cache. It is its own package so that the
-// CA core (and the podtls CLI, which reads CA material) links no
-// controller-runtime.
+// Package services tells the CA what the cluster says about a calling pod
+// (the Services that select it, which of them are headless, its hostname and
+// subdomain), from a controller-runtime cache. It is its own package so that
+// the CA core (and the podtls CLI, which reads CA material) links no
+// controller-runtime. It reports facts only; the CA's policy decides which
+// names they grant.
 package services
 
 import (
@@ -9,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -20,11 +23,11 @@ import (
 	"github.com/podtls/podtls/ca"
 )
 
-// Lister is the ca.ServiceLister over a controller-runtime cache: in
+// Lister is the ca.PodLookup over a controller-runtime cache: in
 // podtls-controller the manager's shared cache, whose pod informer the
 // injection audit and the trust-bundle distributor already use, so the
-// controller holds one copy of every pod. Finding the Services of a calling
-// pod costs no API call, except one GET for a pod too new for the cache.
+// controller holds one copy of every pod. Looking up a calling pod costs no
+// API call, except one GET for a pod too new for the cache.
 //
 // RBAC: list and watch services and pods, get pods.
 type Lister struct {
@@ -34,10 +37,12 @@ type Lister struct {
 	API client.Reader
 }
 
-var _ ca.ServiceLister = (*Lister)(nil)
+var _ ca.PodLookup = (*Lister)(nil)
 
-// ServicesForPod returns the Services of namespace whose selector matches the pod.
-func (s *Lister) ServicesForPod(ctx context.Context, namespace, podName, podUID string) ([]string, error) {
+// LookupPod returns the facts of a pod: the Services of namespace whose
+// selector matches it, which of them are headless, and its hostname and
+// subdomain.
+func (s *Lister) LookupPod(ctx context.Context, namespace, podName, podUID string) (ca.PodFacts, error) {
 	pod := &corev1.Pod{}
 	key := types.NamespacedName{Namespace: namespace, Name: podName}
 	err := s.Cache.Get(ctx, key, pod)
@@ -45,30 +50,42 @@ func (s *Lister) ServicesForPod(ctx context.Context, namespace, podName, podUID 
 		err = s.API.Get(ctx, key, pod) // just created: not in the cache yet
 	}
 	if err != nil {
-		return nil, notReady(fmt.Errorf("get pod %s: %w", key, err))
+		return ca.PodFacts{}, notReady(fmt.Errorf("get pod %s: %w", key, err))
 	}
 	if podUID != "" && string(pod.UID) != podUID {
-		return nil, fmt.Errorf("pod %s has uid %s, the token names %s", key, pod.UID, podUID)
+		return ca.PodFacts{}, fmt.Errorf("pod %s has uid %s, the token names %s", key, pod.UID, podUID)
 	}
 	svcs := &corev1.ServiceList{}
 	if err := s.Cache.List(ctx, svcs, client.InNamespace(namespace)); err != nil {
-		return nil, notReady(fmt.Errorf("list services of %s: %w", namespace, err))
+		return ca.PodFacts{}, notReady(fmt.Errorf("list services of %s: %w", namespace, err))
 	}
-	return matchingServices(svcs.Items, labels.Set(pod.Labels)), nil
+	return podFacts(pod, svcs.Items), nil
 }
 
-// matchingServices returns the sorted names of the Services whose selector
-// matches podLabels. A Service without a selector (endpoints managed by hand)
-// never matches.
-func matchingServices(svcs []corev1.Service, podLabels labels.Set) []string {
-	var names []string
-	for _, svc := range svcs {
-		if len(svc.Spec.Selector) > 0 && labels.SelectorFromValidatedSet(svc.Spec.Selector).Matches(podLabels) {
-			names = append(names, svc.Name)
+// podFacts is what pod and the Services of its namespace say about its names.
+func podFacts(pod *corev1.Pod, svcs []corev1.Service) ca.PodFacts {
+	f := ca.PodFacts{Hostname: pod.Spec.Hostname, Subdomain: pod.Spec.Subdomain}
+	for _, svc := range matchingServices(svcs, labels.Set(pod.Labels)) {
+		f.Services = append(f.Services, svc.Name)
+		if svc.Spec.ClusterIP == corev1.ClusterIPNone {
+			f.Headless = append(f.Headless, svc.Name)
 		}
 	}
-	slices.Sort(names)
-	return names
+	return f
+}
+
+// matchingServices returns the Services whose selector matches podLabels,
+// sorted by name. A Service without a selector (endpoints managed by hand)
+// never matches.
+func matchingServices(svcs []corev1.Service, podLabels labels.Set) []corev1.Service {
+	var out []corev1.Service
+	for _, svc := range svcs {
+		if len(svc.Spec.Selector) > 0 && labels.SelectorFromValidatedSet(svc.Spec.Selector).Matches(podLabels) {
+			out = append(out, svc)
+		}
+	}
+	slices.SortFunc(out, func(a, b corev1.Service) int { return strings.Compare(a.Name, b.Name) })
+	return out
 }
 
 // notReady marks cache start-up errors as ca.ErrNotReady, so the CA answers 503.

@@ -44,6 +44,7 @@ func TestParseOutbound(t *testing.T) {
 		wantErr string
 	}{
 		{"127.0.0.1:9001=preference.demo.svc:8443", Outbound{Listen: "127.0.0.1:9001", Upstream: "preference.demo.svc:8443", ServerName: "preference.demo.svc"}, ""},
+		{"127.0.0.1:9002=web-2.web.db.svc:8443", Outbound{Listen: "127.0.0.1:9002", Upstream: "web-2.web.db.svc:8443", ServerName: "web-2.web.db.svc"}, ""},
 		{":9001=preference.demo.svc:8443#spiffe://cluster.local/ns/demo/sa/preference",
 			Outbound{Listen: "localhost:9001", Upstream: "preference.demo.svc:8443", ServerName: "preference.demo.svc", PinnedID: "spiffe://cluster.local/ns/demo/sa/preference"}, ""},
 		{"localhost:9001=10.0.0.1:8443", Outbound{Listen: "localhost:9001", Upstream: "10.0.0.1:8443", ServerName: "10.0.0.1"}, ""},

@@ -40,6 +40,9 @@ func TestParse(t *testing.T) {
 			wantErr: []string{"app's own port"}},
 		{name: "upstream with id", ann: map[string]string{contract.Upstreams: "Preference.demo.svc:8443@9001#spiffe://cluster.local/ns/demo/sa/preference"},
 			want: contract.Spec{Mode: "tcp", SidecarMode: contract.SidecarModeNative, Upstreams: []contract.Upstream{{Host: "preference.demo.svc", Port: 8443, LocalPort: 9001, ID: "spiffe://cluster.local/ns/demo/sa/preference"}}}},
+		{name: "upstream to one pod of a StatefulSet", ann: map[string]string{contract.Upstreams: "web-2.web.db.svc:8443@9002,WEB-0.web.db.svc.cluster.local.:8443@9003"},
+			want: contract.Spec{Mode: "tcp", SidecarMode: contract.SidecarModeNative, Upstreams: []contract.Upstream{
+				{Host: "web-2.web.db.svc", Port: 8443, LocalPort: 9002}, {Host: "web-0.web.db.svc.cluster.local", Port: 8443, LocalPort: 9003}}}},
 		{name: "upstream bad id", ann: map[string]string{contract.Upstreams: "a.demo.svc:8443@9001#spiffe://x/y"},
 			wantErr: []string{contract.Upstreams, "HOST:PORT@LOCALPORT"}},
 		{name: "upstream public with tls://", ann: map[string]string{contract.Upstreams: "tls://api.stripe.com:443@9002"},
@@ -55,6 +58,8 @@ func TestParse(t *testing.T) {
 			wantErr: []string{contract.ExternalHosts, "fully qualified"}},
 		{name: "dns name of another namespace", ann: map[string]string{contract.DNSNames: "x.other.svc"},
 			wantErr: []string{contract.DNSNames, `namespace "demo"`}},
+		{name: "dns name of a pod is the CA's to add", ann: map[string]string{contract.DNSNames: "web-0.web.demo.svc"},
+			wantErr: []string{contract.DNSNames, "added to the certificate by the CA"}},
 		{name: "dns name wildcard", ann: map[string]string{contract.DNSNames: "*.demo.svc"},
 			wantErr: []string{contract.DNSNames}},
 		{name: "allow", ann: map[string]string{contract.Allow: "spiffe://cluster.local/ns/demo/*"},
