@@ -33,6 +33,8 @@ type Spec struct {
 	Mode           string        `json:"mode"` // tcp or http
 	CertTTL        time.Duration `json:"certTTL,omitempty"`
 	SidecarMode    Placement     `json:"sidecarMode"`
+	// KeepProbes is RewriteProbes "false": the app's probes stay as written.
+	KeepProbes bool `json:"keepProbes,omitempty"`
 }
 
 // PortMapping is one inbound listener: TLS on Listen, plaintext to 127.0.0.1:Target.
@@ -69,7 +71,7 @@ func Parse(annotations map[string]string, ns string, cfg Defaults) (Spec, []stri
 	// a holds the podtls annotations small enough to parse.
 	a := map[string]string{}
 	for _, key := range []string{Inbound, Upstreams, ExternalHosts,
-		Allow, DNSNames, Mode, CertTTL, SidecarMode} {
+		Allow, DNSNames, Mode, CertTTL, SidecarMode, RewriteProbes} {
 		v, ok := annotations[key]
 		if !ok {
 			continue
@@ -185,6 +187,16 @@ func Parse(annotations map[string]string, ns string, cfg Defaults) (Spec, []stri
 			spec.SidecarMode = Placement(v)
 		default:
 			bad(SidecarMode, fmt.Sprintf("got %q", v), `"native" (Kubernetes >= 1.29) or "legacy"`)
+		}
+	}
+
+	if v, ok := a[RewriteProbes]; ok {
+		switch v = strings.TrimSpace(v); v {
+		case "true":
+		case "false":
+			spec.KeepProbes = true
+		default:
+			bad(RewriteProbes, fmt.Sprintf("got %q", v), `"true" (the default) or "false"`)
 		}
 	}
 

@@ -14,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/podtls/podtls/contract"
 	"github.com/podtls/podtls/sidecar/certs"
 	"github.com/podtls/podtls/sidecar/metrics"
 )
@@ -32,6 +33,7 @@ type Renewer func(ctx context.Context) (*x509.Certificate, error)
 type Option func(*options)
 
 type options struct {
+	appProbes     http.Handler
 	renew         Renewer
 	renewTimeout  time.Duration
 	renewInterval time.Duration
@@ -46,6 +48,10 @@ const DefaultRenewInterval = 10 * time.Second
 // WithRenewer enables POST /renew. Without it (file mode: certificates come
 // from elsewhere) /renew answers 409.
 func WithRenewer(r Renewer) Option { return func(o *options) { o.renew = r } }
+
+// WithAppProbes serves the app's rewritten probes (contract.AppHealthPrefix) with h
+// (probe.Prober).
+func WithAppProbes(h http.Handler) Option { return func(o *options) { o.appProbes = h } }
 
 // WithRenewInterval overrides DefaultRenewInterval and the clock (tests).
 func WithRenewInterval(d time.Duration, now func() time.Time) Option {
@@ -86,6 +92,11 @@ func Handler(store Snapshotter, reg *metrics.Registry, ready func() bool, log *s
 			writeText(w, http.StatusOK, "ok\n")
 		}
 	})
+	if o.appProbes != nil {
+		// The kubelet calls these on the pod IP: they only run the probes the
+		// webhook configured, against the app on loopback.
+		mux.Handle("GET "+contract.AppHealthPrefix, o.appProbes)
+	}
 	mux.HandleFunc("GET /metrics", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
 		if err := reg.WriteText(w); err != nil {
