@@ -90,6 +90,19 @@ const (
 	SidecarModeLegacy Placement = "legacy"
 )
 
+// RewriteProbes is "true" (the default) or "false". With it, the webhook points the
+// HTTP, TCP and gRPC probes of the app containers at the sidecar's admin port, which
+// runs each one against the app on loopback and answers with the app's result: the app
+// can listen on 127.0.0.1 only (so nothing bypasses mTLS) and keep its probes. "false"
+// leaves the probes as written.
+const RewriteProbes = Prefix + "rewrite-probes"
+
+// AppProbes is written by the webhook on pods whose probes it rewrote: a JSON object
+// holding each rewritten probe's original handler by container and probe kind, so
+// uninjection restores them exactly. The sidecar reads the resolved form from its
+// EnvAppProbes variable instead.
+const AppProbes = Prefix + "app-probes"
+
 // Status is written by the webhook onto every injected pod: a small JSON object
 // with the controller version, sidecar mode and a hash of what was injected.
 // Its presence together with the sidecar container makes re-invocation a no-op.

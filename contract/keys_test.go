@@ -53,3 +53,22 @@ func TestKeysDocumented(t *testing.T) {
 		t.Fatalf("found only %d keys: parser out of step with annotations.go", keys)
 	}
 }
+
+// FuzzParseAppProbes: whatever the environment variable holds, every probe accepted is
+// runnable: a valid path, one handler, a real port.
+func FuzzParseAppProbes(f *testing.F) {
+	f.Add(`{"/app-health/app/readyz":{"httpGet":{"port":9898,"path":"/readyz","scheme":"HTTP"}}}`)
+	f.Add(`{"/app-health/app/livez":{"grpc":{"port":9999,"service":"podinfo"},"timeoutSeconds":5}}`)
+	f.Add(`{"/app-health/x/startupz":{"tcpSocket":{"port":0}}}`)
+	f.Fuzz(func(t *testing.T, data string) {
+		cfg, err := ParseAppProbes(data)
+		if err != nil {
+			return
+		}
+		for path, p := range cfg {
+			if err := p.validate(path); err != nil {
+				t.Fatalf("accepted %q: %v", path, err)
+			}
+		}
+	})
+}

@@ -46,6 +46,8 @@ type Spec struct {
 	SidecarMode    Placement     `json:"sidecarMode"`
 	IdleTimeout    time.Duration `json:"idleTimeout,omitempty"`  // 0: the sidecar's default
 	DrainTimeout   time.Duration `json:"drainTimeout,omitempty"` // 0: the sidecar's default
+	// KeepProbes is RewriteProbes "false": the app's probes stay as written.
+	KeepProbes bool `json:"keepProbes,omitempty"`
 }
 
 // Drain is the drain timeout the sidecar runs with: the annotation's, or the
@@ -93,7 +95,7 @@ func Parse(annotations map[string]string, ns string, cfg Defaults) (Spec, []stri
 	// a holds the podtls annotations small enough to parse.
 	a := map[string]string{}
 	for _, key := range []string{Inbound, Upstreams, ExternalHosts,
-		Allow, DNSNames, Mode, CertTTL, SidecarMode, IdleTimeout, DrainTimeout} {
+		Allow, DNSNames, Mode, CertTTL, SidecarMode, IdleTimeout, DrainTimeout, RewriteProbes} {
 		v, ok := annotations[key]
 		if !ok {
 			continue
@@ -229,6 +231,16 @@ func Parse(annotations map[string]string, ns string, cfg Defaults) (Spec, []stri
 			spec.SidecarMode = Placement(v)
 		default:
 			bad(SidecarMode, fmt.Sprintf("got %q", v), `"native" (Kubernetes >= 1.29) or "legacy"`)
+		}
+	}
+
+	if v, ok := a[RewriteProbes]; ok {
+		switch v = strings.TrimSpace(v); v {
+		case "true":
+		case "false":
+			spec.KeepProbes = true
+		default:
+			bad(RewriteProbes, fmt.Sprintf("got %q", v), `"true" (the default) or "false"`)
 		}
 	}
 

@@ -203,6 +203,15 @@ func HTTPSClient(roots *x509.CertPool, o Options) *tls.Config {
 	return c
 }
 
+// ProbeClient builds the config of the sidecar's HTTPS app probes: the kubelet does not
+// verify the certificate of an HTTPS probe target, and the sidecar, probing the app on
+// loopback on the kubelet's behalf, does the same. Nothing else may use it.
+func ProbeClient(o Options) *tls.Config {
+	c := base(o)
+	c.InsecureSkipVerify = true //nolint:gosec // the kubelet's HTTPS probe semantics, loopback only
+	return c
+}
+
 // VerifyError is a refused peer, with a stable reason used as metric label.
 type VerifyError struct {
 	Reason string

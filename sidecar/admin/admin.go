@@ -14,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/podtls/podtls/contract"
 	"github.com/podtls/podtls/sidecar/certs"
 	"github.com/podtls/podtls/sidecar/metrics"
 )
@@ -33,6 +34,7 @@ type Option func(*options)
 
 type options struct {
 	open          func() int64
+	appProbes     http.Handler
 	renew         Renewer
 	renewTimeout  time.Duration
 	renewInterval time.Duration
@@ -57,6 +59,10 @@ func WithConnections(open func() int64) Option { return func(o *options) { o.ope
 type ConnectionsResponse struct {
 	Open int64 `json:"open"`
 }
+
+// WithAppProbes serves the app's rewritten probes (contract.AppHealthPrefix) with h
+// (probe.Prober).
+func WithAppProbes(h http.Handler) Option { return func(o *options) { o.appProbes = h } }
 
 // WithRenewInterval overrides DefaultRenewInterval and the clock (tests).
 func WithRenewInterval(d time.Duration, now func() time.Time) Option {
@@ -97,6 +103,11 @@ func Handler(store Snapshotter, reg *metrics.Registry, ready func() bool, log *s
 			writeText(w, http.StatusOK, "ok\n")
 		}
 	})
+	if o.appProbes != nil {
+		// The kubelet calls these on the pod IP: they only run the probes the
+		// webhook configured, against the app on loopback.
+		mux.Handle("GET "+contract.AppHealthPrefix, o.appProbes)
+	}
 	mux.HandleFunc("GET /metrics", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
 		if err := reg.WriteText(w); err != nil {

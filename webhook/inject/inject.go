@@ -50,10 +50,27 @@ func Inject(pod *corev1.Pod, spec contract.Spec, cfg Config) error {
 	}
 
 	c := sidecar(spec, cfg)
-	pod.Spec.Volumes = append(pod.Spec.Volumes, vols...)
+	var probes contract.AppProbesConfig
+	var orig originalProbes
+	if !spec.KeepProbes {
+		probes, orig = rewriteProbes(pod, spec)
+	}
 	if pod.Annotations == nil {
 		pod.Annotations = map[string]string{}
 	}
+	if len(probes) > 0 {
+		run, err := json.Marshal(probes)
+		if err != nil {
+			return fmt.Errorf("encode %s: %w", contract.EnvAppProbes, err)
+		}
+		saved, err := json.Marshal(orig)
+		if err != nil {
+			return fmt.Errorf("encode %s: %w", contract.AppProbes, err)
+		}
+		c.Env = append(c.Env, corev1.EnvVar{Name: contract.EnvAppProbes, Value: string(run)})
+		pod.Annotations[contract.AppProbes] = string(saved)
+	}
+	pod.Spec.Volumes = append(pod.Spec.Volumes, vols...)
 	switch mode {
 	case contract.SidecarModeLegacy:
 		// kubelet starts regular containers in order and runs each postStart hook

@@ -11,8 +11,8 @@ import (
 )
 
 // Uninject returns a copy of pod without what Inject added: the sidecar
-// container (native or legacy), podtls's volumes, and the status and
-// external-secret annotations. It reverses Mutate exactly, so that
+// container (native or legacy), podtls's volumes, the status, external-secret and
+// app-probes annotations, and it points rewritten probes back at the app. It reverses Mutate exactly, so that
 // Uninject(Mutate(p)) equals p, with one ambiguity: in legacy mode Inject sets
 // kubectl.kubernetes.io/default-container to the first app container when the
 // user had not set it, and Uninject removes it when it still names that
@@ -41,8 +41,14 @@ func Uninject(pod *corev1.Pod) (*corev1.Pod, error) {
 		return slices.Contains(reserved, v.Name)
 	}))
 
+	if saved, ok := pod.Annotations[contract.AppProbes]; ok {
+		if err := restoreProbes(out, saved); err != nil {
+			return nil, err
+		}
+	}
 	delete(out.Annotations, contract.Status)
 	delete(out.Annotations, contract.ExternalSecret)
+	delete(out.Annotations, contract.AppProbes)
 	if legacy || st.Mode == contract.SidecarModeLegacy {
 		if len(out.Spec.Containers) > 0 && out.Annotations[contract.DefaultContainer] == out.Spec.Containers[0].Name {
 			delete(out.Annotations, contract.DefaultContainer)

@@ -19,6 +19,7 @@ import (
 	"github.com/podtls/podtls/sidecar/certs"
 	"github.com/podtls/podtls/sidecar/metrics"
 	"github.com/podtls/podtls/sidecar/options"
+	"github.com/podtls/podtls/sidecar/probe"
 	"github.com/podtls/podtls/sidecar/proxy"
 	"github.com/podtls/podtls/tlsconfig"
 )
@@ -112,6 +113,14 @@ func run(ctx context.Context, cfg *options.Config, log *slog.Logger) error {
 		return fmt.Errorf("--admin %s: %w", cfg.Admin, err)
 	}
 	adminOpts := []admin.Option{admin.WithConnections(px.Open)}
+	appProbes, err := contract.ParseAppProbes(os.Getenv(contract.EnvAppProbes))
+	if err != nil {
+		return err
+	}
+	if len(appProbes) > 0 {
+		adminOpts = append(adminOpts, admin.WithAppProbes(probe.New(appProbes, "127.0.0.1", tlsconfig.ProbeClient(tlsconfig.Options{}), log)))
+		log.Info("running the app's probes for the kubelet", "paths", len(appProbes))
+	}
 	if ag != nil {
 		adminOpts = append(adminOpts, admin.WithRenewer(ag.RenewNow))
 	}
