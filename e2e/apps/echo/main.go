@@ -2,7 +2,7 @@
 // reads files, so the test image needs no shell.
 //
 //	echo serve -addr :8080 -file /etc/greeting/msg   HTTP: "/" answers "<hostname> <file content>", "/healthz" ok
-//	echo get [-timeout 60s] [-cacert FILE] URL        print the body of URL (retrying until timeout), exit 1 on failure
+//	echo get [-timeout 60s] [-cacert FILE] [-method POST] URL   print the body of URL (retrying until timeout), exit 1 on failure
 //	echo cat FILE                                     print FILE
 package main
 
@@ -95,11 +95,12 @@ func get(args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("get", flag.ContinueOnError)
 	timeout := fs.Duration("timeout", 60*time.Second, "keep retrying this long")
 	cacert := fs.String("cacert", "", "PEM roots to verify an https URL with (default: system roots)")
+	method := fs.String("method", http.MethodGet, "HTTP method (POST sends an empty body)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if fs.NArg() != 1 {
-		return errors.New("usage: echo get [-timeout D] [-cacert FILE] URL")
+		return errors.New("usage: echo get [-timeout D] [-cacert FILE] [-method M] URL")
 	}
 	url := fs.Arg(0)
 	client := &http.Client{Timeout: 5 * time.Second}
@@ -116,7 +117,7 @@ func get(args []string, stdout io.Writer) error {
 	}
 	deadline := time.Now().Add(*timeout)
 	for attempt := 1; ; attempt++ {
-		body, err := fetch(client, url)
+		body, err := fetch(client, *method, url)
 		if err == nil {
 			_, err = stdout.Write(body)
 			return err
@@ -129,8 +130,12 @@ func get(args []string, stdout io.Writer) error {
 	}
 }
 
-func fetch(client *http.Client, url string) ([]byte, error) {
-	resp, err := client.Get(url)
+func fetch(client *http.Client, method, url string) ([]byte, error) {
+	req, err := http.NewRequest(method, url, nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := client.Do(req)
 	if err != nil {
 		return nil, err
 	}
@@ -139,7 +144,7 @@ func fetch(client *http.Client, url string) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read body: %w", err)
 	}
-	if resp.StatusCode != http.StatusOK {
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
 		return nil, fmt.Errorf("status %s", resp.Status)
 	}
 	return body, nil
