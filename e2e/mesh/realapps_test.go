@@ -130,6 +130,28 @@ func TestPodinfo(t *testing.T) {
 		t.Logf("readiness failure -> out of the endpoints in %s; enabled -> back in %s", out.Round(time.Millisecond), back.Round(time.Millisecond))
 	})
 
+	t.Run("a dead upstream answers the app with an error naming it, not EOF", func(t *testing.T) {
+		// A Service without endpoints: kube-proxy rejects the connection.
+		dead := podinfoService("nobody", false)
+		dead.Spec.Selector = map[string]string{"app": "nobody"}
+		if _, err := cs.CoreV1().Services(ns).Create(ctx, dead, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		for _, tc := range []struct{ mode, want string }{
+			{"http", "status 502 Bad Gateway"},
+			{"tcp", "connection reset by peer"},
+		} {
+			caller := callerPod("dead-"+tc.mode, "customer", echoImage, "3s")
+			caller.Annotations["podtls.io/upstreams"] = "nobody." + ns + ".svc:8443@9001"
+			caller.Annotations["podtls.io/mode"] = tc.mode
+			got := runPod(ctx, t, cs, caller, 0)
+			log := logsOf(ctx, cs, got.Name, "app")
+			if got.Status.Phase != corev1.PodFailed || !strings.Contains(log, tc.want) {
+				t.Errorf("%s mode: caller %s with log %q, want Failed with %q", tc.mode, got.Status.Phase, log, tc.want)
+			}
+		}
+	})
+
 	t.Run("without rewriting, the stock probes fail on a loopback-only app", func(t *testing.T) {
 		if _, err := cs.AppsV1().Deployments(ns).Create(ctx, podinfoDeployment("podinfo-kept", false), metav1.CreateOptions{}); err != nil {
 			t.Fatal(err)

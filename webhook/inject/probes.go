@@ -41,7 +41,7 @@ func rewriteProbes(pod *corev1.Pod, spec contract.Spec) (contract.AppProbesConfi
 			if orig[c.Name] == nil {
 				orig[c.Name] = map[string]corev1.ProbeHandler{}
 			}
-			orig[c.Name][kind] = *p.ProbeHandler.DeepCopy()
+			orig[c.Name][kind] = undefaulted(p.ProbeHandler)
 			p.ProbeHandler = corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{
 				Path: path, Port: intstr.FromInt32(contract.AdminPort), Scheme: corev1.URISchemeHTTP}}
 		}
@@ -60,9 +60,27 @@ func rewriteProbes(pod *corev1.Pod, spec contract.Spec) (contract.AppProbesConfi
 	return run, orig
 }
 
+// undefaulted is h without the values the API server fills in (HTTP scheme, empty gRPC
+// service), so the annotation reads the same whether the pod came through the API
+// server (the webhook) or from a file (podtls inject). Restoring it gives back a
+// handler the API server defaults to the same one.
+func undefaulted(h corev1.ProbeHandler) corev1.ProbeHandler {
+	h = *h.DeepCopy()
+	if h.HTTPGet != nil && h.HTTPGet.Scheme == corev1.URISchemeHTTP {
+		h.HTTPGet.Scheme = ""
+	}
+	if h.GRPC != nil && h.GRPC.Service != nil && *h.GRPC.Service == "" {
+		h.GRPC.Service = nil
+	}
+	return h
+}
+
 // appProbe is the probe the sidecar runs in place of p, if it can run it.
 func appProbe(c *corev1.Container, p *corev1.Probe, inbound []contract.PortMapping) (contract.AppProbe, bool) {
-	ap := contract.AppProbe{TimeoutSeconds: p.TimeoutSeconds}
+	ap := contract.AppProbe{}
+	if p.TimeoutSeconds > 1 { // 0 and 1 are the kubelet's default, 1 s
+		ap.TimeoutSeconds = p.TimeoutSeconds
+	}
 	switch h := p.ProbeHandler; {
 	case h.HTTPGet != nil && h.HTTPGet.Host == "":
 		port, ok := resolvePort(c, h.HTTPGet.Port)
