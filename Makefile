@@ -23,7 +23,7 @@ CMDS = $(shell $(GO) list ./... | grep '/cmd/')
 # The podtls CLI runs on the user's machine, not in the cluster: no image.
 IMAGE_CMDS = $(filter-out %/cli/cmd/podtls,$(CMDS))
 
-.PHONY: help all build images test unit lint fuzz bench bench-go bench-sidecar e2e e2e-multinode node-assets demo envtest-assets acme-assets helm manifests manifests-check test-deps clean clean-cache clean-go-cache
+.PHONY: help all build images test unit lint fuzz bench bench-go bench-sidecar bench-memory e2e e2e-multinode node-assets demo envtest-assets acme-assets helm manifests manifests-check test-deps clean clean-cache clean-go-cache
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
