@@ -18,6 +18,7 @@ import (
 
 	"github.com/podtls/podtls/bench/pki"
 	"github.com/podtls/podtls/bench/stats"
+	"github.com/podtls/podtls/contract"
 	"github.com/podtls/podtls/internal/gobuild"
 )
 
@@ -160,15 +161,25 @@ func RunMemory(ctx context.Context, cfg MemoryConfig) (err error) {
 
 func reportMemory(w io.Writer, res *MemoryResult) {
 	m := res.Summarize()
-	fmt.Fprintf(w, "\n%-12s %14s %18s\n", "connections", "idle RSS (MB)", "active peak (MB)")
+	fmt.Fprintf(w, "\n%-12s %14s %18s\n", "connections", "idle RSS (MiB)", "active peak (MiB)")
 	fmt.Fprintf(w, "%-12d %14.1f %18s\n", 0, m.StartMB, "-")
 	for i, n := range res.Steps {
 		fmt.Fprintf(w, "%-12d %14.1f %18.1f\n", n, stats.Median(res.IdleKB[i])/1024, stats.Median(res.ActiveKB[i])/1024)
 	}
-	fmt.Fprintf(w, "\nper connection (least-squares slope of the medians): idle %.1f KB, active %.1f KB\n", m.IdleKBPerConn, m.ActiveKBPerConn)
-	fmt.Fprintf(w, "per 1,000 connections: idle %.1f MB, active %.1f MB; start %.1f MB, active line at 0 connections %.1f MB\n",
+	fmt.Fprintf(w, "\nper connection (least-squares slope of the medians): idle %.1f KiB, active %.1f KiB\n", m.IdleKBPerConn, m.ActiveKBPerConn)
+	fmt.Fprintf(w, "per 1,000 connections: idle %.1f MiB, active %.1f MiB; start %.1f MiB, active line at 0 connections %.1f MiB\n",
 		m.IdleKBPerConn*1000/1024, m.ActiveKBPerConn*1000/1024, m.StartMB, m.ActiveInterceptMB)
 	fmt.Fprintf(w, "ratio active/idle per connection: %.2f\n", stats.Ratio(m.ActiveKBPerConn, m.IdleKBPerConn))
+	// The webhook's formula against this measurement: the connections it
+	// allows, all active, on the measured line, as a share of the limit.
+	fmt.Fprintf(w, "\nwebhook model (contract.MaxConnectionsFor: %d KiB per connection, %d MiB base, %d %% of the limit):\n",
+		contract.ConnActiveBytes>>10, contract.ConnBaseBytes>>20, contract.MemoryHeadroomPercent)
+	for _, mib := range []int64{32, 64, 128, 256, 512} {
+		n := contract.MaxConnectionsFor(mib << 20)
+		peak := m.ActiveInterceptMB + m.ActiveKBPerConn*float64(n)/1024
+		fmt.Fprintf(w, "  limit %4d Mi: --max-connections %5d, measured active peak %6.1f MiB = %3.0f %% of the limit\n",
+			mib, n, peak, 100*peak/float64(mib))
+	}
 }
 
 // memRun is one sidecar measured through the steps, idle or active.
@@ -234,7 +245,7 @@ func (m *memRun) run(ctx context.Context, run int, active bool) (startKB float64
 		if p.exited() {
 			return 0, nil, fmt.Errorf("sidecar exited at %d connections:\n%s", n, p.logTail())
 		}
-		fmt.Fprintf(m.cfg.Out, "  run %d %-6s %5d connections: %6.1f MB\n", run+1, phase, n, kb/1024)
+		fmt.Fprintf(m.cfg.Out, "  run %d %-6s %5d connections: %6.1f MiB\n", run+1, phase, n, kb/1024)
 		perStep = append(perStep, kb)
 	}
 	return start, perStep, nil
