@@ -23,7 +23,7 @@ CMDS = $(shell $(GO) list ./... | grep '/cmd/')
 # The podtls CLI runs on the user's machine, not in the cluster: no image.
 IMAGE_CMDS = $(filter-out %/cli/cmd/podtls,$(CMDS))
 
-.PHONY: help all build images test unit lint fuzz bench bench-go bench-sidecar e2e e2e-multinode node-assets demo envtest-assets acme-assets helm manifests manifests-check test-deps clean clean-cache clean-go-cache
+.PHONY: help all build images test unit lint fuzz bench bench-go bench-sidecar bench-memory e2e e2e-multinode node-assets demo envtest-assets acme-assets helm manifests manifests-check test-deps clean clean-cache clean-go-cache
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -57,13 +57,16 @@ unit: ## unit tests only (skips anything needing the API server)
 fuzz: ## run every fuzz target for FUZZTIME each
 	bash hack/fuzz.sh $(FUZZTIME)
 
-bench: bench-go bench-sidecar ## all benchmarks, printed as ratios measured side by side
+bench: bench-go bench-sidecar bench-memory ## all benchmarks, printed as ratios measured side by side
 
 bench-go: ## Go benchmarks: CA signing via HTTP vs raw x509, webhook admissions
 	$(GO) test -run '^$$' -bench . -benchmem -count 5 $$($(GO) list ./ca/... ./webhook/... ./sidecar/...)
 
 bench-sidecar: test-deps ## sidecar vs direct vs nginx (wrk, fortio), handshakes, RSS
 	@if [ -d bench/cmd/podtls-bench ]; then $(GO) run ./bench/cmd/podtls-bench; else echo "bench-sidecar: not yet (bench/cmd/podtls-bench missing)"; fi
+
+bench-memory: ## sidecar memory model: RSS per 1,000 open mTLS connections, idle and under load (real binary, medians, slopes)
+	$(GO) run ./bench/cmd/podtls-bench memory
 
 node-assets: ## Debian packages and binaries of the real single-node cluster (root)
 	$(STEP) node-deps "Debian packages of the local node (containerd, runc, CNI plugins, iptables)" "under a minute" bash hack/node-deps.sh

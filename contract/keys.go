@@ -74,6 +74,26 @@ const IdleTimeout = Prefix + "idle-timeout"
 // stops. Keep it below the pod's terminationGracePeriodSeconds.
 const DrainTimeout = Prefix + "drain-timeout"
 
+// SidecarCPURequest, SidecarCPULimit, SidecarMemoryRequest and
+// SidecarMemoryLimit override the controller's defaults for this pod's
+// sidecar container (--sidecar-cpu-request, --sidecar-cpu-limit,
+// --sidecar-memory-request, --sidecar-memory-limit): Kubernetes quantities
+// such as "50m", "1" or "128Mi". The webhook refuses a request above its
+// limit and a memory limit below MinMemoryLimit. Unless MaxConnections is set,
+// the sidecar's connection limit follows the memory limit (MaxConnectionsFor).
+const (
+	SidecarCPURequest    = Prefix + "sidecar-cpu-request"
+	SidecarCPULimit      = Prefix + "sidecar-cpu-limit"
+	SidecarMemoryRequest = Prefix + "sidecar-memory-request"
+	SidecarMemoryLimit   = Prefix + "sidecar-memory-limit"
+)
+
+// MaxConnections caps the connections the sidecar holds open over all its
+// listeners; more are closed at accept and counted. A positive integer.
+// Default: MaxConnectionsFor(the sidecar's memory limit). The webhook refuses
+// a value the memory limit cannot hold even idle, and warns above the default.
+const MaxConnections = Prefix + "max-connections"
+
 // SidecarMode forces how the sidecar is injected: "native" (an init container with
 // restartPolicy Always, Kubernetes >= 1.29) or "legacy" (a regular container placed
 // first, with a postStart hook holding the app until the sidecar is ready).

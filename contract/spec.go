@@ -48,6 +48,11 @@ type Spec struct {
 	DrainTimeout   time.Duration `json:"drainTimeout,omitempty"` // 0: the sidecar's default
 	// KeepProbes is RewriteProbes "false": the app's probes stay as written.
 	KeepProbes bool `json:"keepProbes,omitempty"`
+	// Resources override the sidecar's default requests and limits.
+	Resources Resources `json:"resources,omitzero"`
+	// MaxConnections is the explicit connection limit; 0: MaxConnectionsFor
+	// the effective memory limit.
+	MaxConnections int `json:"maxConnections,omitempty"`
 }
 
 // Drain is the drain timeout the sidecar runs with: the annotation's, or the
@@ -94,8 +99,8 @@ func Parse(annotations map[string]string, ns string, cfg Defaults) (Spec, []stri
 	spec := Spec{Mode: "tcp", SidecarMode: cfg.SidecarMode}
 	// a holds the podtls annotations small enough to parse.
 	a := map[string]string{}
-	for _, key := range []string{Inbound, Upstreams, ExternalHosts,
-		Allow, DNSNames, Mode, CertTTL, SidecarMode, IdleTimeout, DrainTimeout, RewriteProbes} {
+	for _, key := range append([]string{Inbound, Upstreams, ExternalHosts,
+		Allow, DNSNames, Mode, CertTTL, SidecarMode, IdleTimeout, DrainTimeout, RewriteProbes}, resourceKeys...) {
 		v, ok := annotations[key]
 		if !ok {
 			continue
@@ -243,6 +248,8 @@ func Parse(annotations map[string]string, ns string, cfg Defaults) (Spec, []stri
 			bad(RewriteProbes, fmt.Sprintf("got %q", v), `"true" (the default) or "false"`)
 		}
 	}
+
+	parseResources(a, &spec, bad)
 
 	if len(errs) > 0 {
 		return Spec{}, nil, errors.New(strings.Join(errs, "; "))

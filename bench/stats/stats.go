@@ -71,3 +71,27 @@ func Verdict(got, want float64, upperBound bool) string {
 		return "MISS"
 	}
 }
+
+// Slope is the least-squares slope of ys over xs (same length, at least two
+// distinct xs); NaN otherwise.
+func Slope(xs, ys []float64) float64 {
+	if len(xs) != len(ys) || len(xs) < 2 {
+		return math.NaN()
+	}
+	var mx, my float64
+	for i := range xs {
+		mx += xs[i]
+		my += ys[i]
+	}
+	mx /= float64(len(xs))
+	my /= float64(len(ys))
+	var num, den float64
+	for i := range xs {
+		num += (xs[i] - mx) * (ys[i] - my)
+		den += (xs[i] - mx) * (xs[i] - mx)
+	}
+	if den == 0 {
+		return math.NaN()
+	}
+	return num / den
+}

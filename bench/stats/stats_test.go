@@ -86,3 +86,24 @@ func TestVerdict(t *testing.T) {
 		}
 	}
 }
+
+func TestSlope(t *testing.T) {
+	cases := []struct {
+		name   string
+		xs, ys []float64
+		want   float64
+	}{
+		{"line", []float64{0, 1, 2}, []float64{1, 3, 5}, 2},
+		{"noisy", []float64{0, 500, 1000, 2000}, []float64{9, 40, 71, 127}, 0.058914},
+		{"flat", []float64{1, 2, 3}, []float64{4, 4, 4}, 0},
+		{"one point", []float64{1}, []float64{1}, math.NaN()},
+		{"same x", []float64{2, 2}, []float64{1, 3}, math.NaN()},
+		{"length mismatch", []float64{1, 2}, []float64{1}, math.NaN()},
+	}
+	for _, c := range cases {
+		got := Slope(c.xs, c.ys)
+		if math.IsNaN(c.want) != math.IsNaN(got) || (!math.IsNaN(got) && math.Abs(got-c.want) > 1e-4) {
+			t.Errorf("%s: Slope = %v, want %v", c.name, got, c.want)
+		}
+	}
+}

@@ -39,9 +39,13 @@ func InjectConfig(opts Options, mode contract.Placement, version, rootsPEM strin
 		flag  string
 	}{
 		{cfg.Template.Resources.Requests, corev1.ResourceCPU, opts.SidecarCPU, "--sidecar-cpu-request"},
+		{cfg.Template.Resources.Limits, corev1.ResourceCPU, opts.SidecarCPULimit, "--sidecar-cpu-limit"},
 		{cfg.Template.Resources.Requests, corev1.ResourceMemory, opts.SidecarMemory, "--sidecar-memory-request"},
 		{cfg.Template.Resources.Limits, corev1.ResourceMemory, opts.SidecarMemoryMax, "--sidecar-memory-limit"},
 	} {
+		if q.value == "" && q.flag == "--sidecar-cpu-limit" {
+			continue // no CPU limit
+		}
 		v, err := resource.ParseQuantity(q.value)
 		if err != nil {
 			return inject.Config{}, fmt.Errorf("%s %q: %w", q.flag, q.value, err)

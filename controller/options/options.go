@@ -39,11 +39,13 @@ type Options struct {
 	SidecarPullPolicy string
 	SidecarMode       string
 	SidecarCPU        string
-	SidecarMemory     string
-	SidecarMemoryMax  string
-	LeaderElect       bool
-	LogLevel          string
-	ShutdownTimeout   time.Duration
+	// SidecarCPULimit is empty by default: no CPU limit (see docs/controller.md).
+	SidecarCPULimit  string
+	SidecarMemory    string
+	SidecarMemoryMax string
+	LeaderElect      bool
+	LogLevel         string
+	ShutdownTimeout  time.Duration
 	// ShutdownDelay is how long a stopping replica keeps serving, draining, before its
 	// servers stop.
 	ShutdownDelay time.Duration
@@ -69,7 +71,7 @@ func DefaultOptions() Options {
 		SidecarMode:       "auto",
 		SidecarCPU:        "10m",
 		SidecarMemory:     "16Mi",
-		SidecarMemoryMax:  "64Mi",
+		SidecarMemoryMax:  "128Mi",
 		LogLevel:          "info",
 		ShutdownTimeout:   30 * time.Second,
 		ShutdownDelay:     5 * time.Second,
@@ -95,8 +97,9 @@ func (o *Options) BindFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.SidecarPullPolicy, "sidecar-image-pull-policy", o.SidecarPullPolicy, "imagePullPolicy of the injected sidecar: Always, IfNotPresent or Never")
 	fs.StringVar(&o.SidecarMode, "sidecar-mode", o.SidecarMode, `how the sidecar is injected: "native" (init container with restartPolicy Always, Kubernetes >= 1.29), "legacy", or "auto" (from the API server's version)`)
 	fs.StringVar(&o.SidecarCPU, "sidecar-cpu-request", o.SidecarCPU, "CPU request of the sidecar")
+	fs.StringVar(&o.SidecarCPULimit, "sidecar-cpu-limit", o.SidecarCPULimit, `CPU limit of the sidecar, e.g. "1"; empty: none (namespaces whose ResourceQuota requires limits.cpu need one)`)
 	fs.StringVar(&o.SidecarMemory, "sidecar-memory-request", o.SidecarMemory, "memory request of the sidecar")
-	fs.StringVar(&o.SidecarMemoryMax, "sidecar-memory-limit", o.SidecarMemoryMax, "memory limit of the sidecar")
+	fs.StringVar(&o.SidecarMemoryMax, "sidecar-memory-limit", o.SidecarMemoryMax, "memory limit of the sidecar; the sidecar's --max-connections follows it (75 % of it, less 16 MiB, at 144 KiB per connection)")
 	fs.BoolVar(&o.LeaderElect, "leader-elect", o.LeaderElect, "elect a leader for the reconcilers (trust-bundle distributor, injection audit, ACME manager); webhook and CA run on every replica")
 	fs.StringVar(&o.LogLevel, "log-level", o.LogLevel, `"info", or "debug" to log every admission decision with its reason codes`)
 	fs.DurationVar(&o.ShutdownDelay, "shutdown-delay", o.ShutdownDelay, "after SIGTERM, how long to keep serving with readiness failing and connections closed after each response, so Services and the API server move to another replica before the servers stop")
@@ -140,8 +143,11 @@ func (o *Options) Validate() error {
 	default:
 		return fmt.Errorf("--sidecar-image-pull-policy %q: want Always, IfNotPresent or Never", o.SidecarPullPolicy)
 	}
-	for flagName, v := range map[string]string{"--sidecar-cpu-request": o.SidecarCPU,
+	for flagName, v := range map[string]string{"--sidecar-cpu-request": o.SidecarCPU, "--sidecar-cpu-limit": o.SidecarCPULimit,
 		"--sidecar-memory-request": o.SidecarMemory, "--sidecar-memory-limit": o.SidecarMemoryMax} {
+		if v == "" && flagName == "--sidecar-cpu-limit" {
+			continue
+		}
 		if _, err := resource.ParseQuantity(v); err != nil {
 			return fmt.Errorf("%s %q: %w", flagName, v, err)
 		}

@@ -38,6 +38,8 @@ func TestValidate(t *testing.T) {
 		{"bad mode", func(o *Options) { o.SidecarMode = "sidecar" }, "--sidecar-mode"},
 		{"bad pull policy", func(o *Options) { o.SidecarPullPolicy = "Sometimes" }, "--sidecar-image-pull-policy"},
 		{"bad memory", func(o *Options) { o.SidecarMemoryMax = "lots" }, "--sidecar-memory-limit"},
+		{"cpu limit", func(o *Options) { o.SidecarCPULimit = "500m" }, ""},
+		{"bad cpu limit", func(o *Options) { o.SidecarCPULimit = "fast" }, "--sidecar-cpu-limit"},
 		{"bad log level", func(o *Options) { o.LogLevel = "trace" }, "--log-level"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
@@ -77,4 +79,40 @@ func TestFlagsDocumented(t *testing.T) {
 			t.Errorf("--%s is not documented in docs/controller.md", f.Name)
 		}
 	})
+}
+
+// TestInjectConfigResources: the resource flags reach the template, and
+// combinations that cannot work stop the controller at start-up.
+func TestInjectConfigResources(t *testing.T) {
+	for _, tt := range []struct {
+		name     string
+		mutate   func(*Options)
+		wantErr  string
+		cpuLimit string
+	}{
+		{"defaults: no cpu limit", func(*Options) {}, "", ""},
+		{"cpu limit", func(o *Options) { o.SidecarCPULimit = "1" }, "", "1"},
+		{"cpu request above limit", func(o *Options) { o.SidecarCPU = "2"; o.SidecarCPULimit = "1" }, "cpu request 2", ""},
+		{"memory limit too small", func(o *Options) { o.SidecarMemoryMax = "16Mi" }, "memory limit 16Mi", ""},
+		{"memory request above limit", func(o *Options) { o.SidecarMemory = "256Mi" }, "memory request 256Mi", ""},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			o := DefaultOptions()
+			tt.mutate(&o)
+			cfg, err := InjectConfig(o, contract.SidecarModeNative, "test", "")
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("error %v, want one containing %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, ok := cfg.Template.Resources.Limits["cpu"]
+			if tt.cpuLimit == "" && ok || tt.cpuLimit != "" && got.String() != tt.cpuLimit {
+				t.Errorf("cpu limit %v (set %v), want %q", got.String(), ok, tt.cpuLimit)
+			}
+		})
+	}
 }

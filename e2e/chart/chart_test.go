@@ -77,6 +77,7 @@ var valueSets = []valueSet{
 	{name: "everything-else", sets: []string{
 		"replicaCount=1", "webhook.failurePolicy=Ignore", "webhook.timeoutSeconds=10", "trustDomain=example.org",
 		"clusterDomain=k8s.example.org", "logLevel=debug", "sidecar.mode=native", "sidecar.resources.cpuRequest=20m",
+		"sidecar.resources.cpuLimit=1",
 		"image.controller.tag=v9.9.9", "image.controller.pullPolicy=Always", "image.sidecar.repository=registry.example.org/podtls/sidecar",
 		"imagePullSecrets[0].name=regcred", "extraArgs[0]=--shutdown-timeout=10s", "nodeSelector.kubernetes\\.io/os=linux",
 		"tolerations[0].key=dedicated", "tolerations[0].operator=Exists", "tolerations[0].effect=NoSchedule",
@@ -349,7 +350,7 @@ func TestRender(t *testing.T) {
 			}
 			if vs.name == "everything-else" {
 				for _, a := range []string{"--trust-domain=example.org", "--cluster-domain=k8s.example.org", "--log-level=debug",
-					"--sidecar-mode=native", "--sidecar-cpu-request=20m", "--shutdown-timeout=10s",
+					"--sidecar-mode=native", "--sidecar-cpu-request=20m", "--sidecar-cpu-limit=1", "--shutdown-timeout=10s",
 					"--sidecar-image=registry.example.org/podtls/sidecar:" + chartVersion} {
 					if !hasArg(a) {
 						t.Errorf("args %v: want %s", c.Args, a)
@@ -470,6 +471,8 @@ func TestSchema(t *testing.T) {
 		{[]string{"webhook.timeoutSeconds=60"}, "/webhook/timeoutSeconds"},
 		{[]string{"sidecar.mode=sometimes"}, "/sidecar/mode"},
 		{[]string{"sidecar.resources.memoryLimit=lots"}, "/sidecar/resources/memoryLimit"},
+		{[]string{"sidecar.resources.cpuLimit=fast"}, "/sidecar/resources/cpuLimit"},
+		{[]string{"sidecar.resources.cpuLimit=0"}, "/sidecar/resources/cpuLimit"},
 		{[]string{"image.controller.pullPolicy=Sometimes"}, "/image/controller/pullPolicy"},
 		{[]string{"logLevel=trace"}, "/logLevel"},
 		{[]string{"trustDomain=Not A Domain"}, "/trustDomain"},

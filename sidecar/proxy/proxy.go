@@ -65,6 +65,8 @@ type Proxy struct {
 	closing   bool
 	wg        sync.WaitGroup
 	open      atomic.Int64
+	// rejectLog rate-limits the warning of refusals at --max-connections.
+	rejectLog rejectLog
 }
 
 type listener struct {
@@ -233,6 +235,10 @@ func (p *Proxy) acceptLoop(l *listener) {
 		if limit := p.cfg.MaxConnections; limit > 0 && p.open.Load() >= int64(limit) {
 			p.m.rejected.With("max_connections").Inc()
 			c.Close()
+			if n, ok := p.rejectLog.due(time.Now()); ok {
+				p.log.Warn("connection refused: at --max-connections", "limit", limit, "listen", l.ln.Addr().String(),
+					"refused_since_last_log", n, "metric", `podtls_sidecar_connections_rejected_total{reason="max_connections"}`)
+			}
 			continue
 		}
 		if !p.track(c) {
@@ -383,4 +389,28 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 	}
 	<-done
 	return ctx.Err()
+}
+
+// rejectLogEvery is how often, at most, refusals at --max-connections are
+// logged: a flood of refused connections must not become a flood of logs.
+const rejectLogEvery = 10 * time.Second
+
+// rejectLog counts refusals and says when one is due to be logged: the first
+// one, then at most once per rejectLogEvery, with the count since the last log.
+type rejectLog struct {
+	mu      sync.Mutex
+	last    time.Time
+	pending int
+}
+
+func (r *rejectLog) due(now time.Time) (int, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.pending++
+	if !r.last.IsZero() && now.Sub(r.last) < rejectLogEvery {
+		return 0, false
+	}
+	n := r.pending
+	r.last, r.pending = now, 0
+	return n, true
 }

@@ -306,3 +306,26 @@ func sinkServer(t testing.TB) (string, *atomic.Int64) {
 	}()
 	return ln.Addr().String(), &n
 }
+
+func TestRejectLog(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	var r rejectLog
+	steps := []struct {
+		at     time.Duration
+		wantN  int
+		wantOK bool
+	}{
+		{0, 1, true}, // the first refusal is logged at once
+		{time.Second, 0, false},
+		{5 * time.Second, 0, false},
+		{rejectLogEvery, 3, true}, // then with the count since
+		{rejectLogEvery + time.Second, 0, false},
+		{3 * rejectLogEvery, 2, true},
+	}
+	for i, s := range steps {
+		n, ok := r.due(t0.Add(s.at))
+		if n != s.wantN || ok != s.wantOK {
+			t.Errorf("step %d (+%s): due = %d, %v; want %d, %v", i, s.at, n, ok, s.wantN, s.wantOK)
+		}
+	}
+}

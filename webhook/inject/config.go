@@ -68,7 +68,9 @@ func DefaultConfig() Config {
 }
 
 // DefaultTemplate is the sidecar container template: small requests, a memory
-// limit, and the hardened security context every podtls sidecar runs with.
+// limit (128Mi: 568 connections under load by the memory model, see
+// contract.MaxConnectionsFor), no CPU limit, and the hardened security
+// context every podtls sidecar runs with.
 func DefaultTemplate(image string) corev1.Container {
 	return corev1.Container{
 		Image:           image,
@@ -79,7 +81,7 @@ func DefaultTemplate(image string) corev1.Container {
 				corev1.ResourceMemory: resource.MustParse("16Mi"),
 			},
 			Limits: corev1.ResourceList{
-				corev1.ResourceMemory: resource.MustParse("64Mi"),
+				corev1.ResourceMemory: resource.MustParse("128Mi"),
 			},
 		},
 		SecurityContext: &corev1.SecurityContext{
@@ -109,6 +111,9 @@ func (c Config) Validate() error {
 	case contract.SidecarModeNative, contract.SidecarModeLegacy:
 	default:
 		return fmt.Errorf("inject config: sidecar mode %q: want native or legacy", c.SidecarMode)
+	}
+	if _, _, err := EffectiveResources(contract.Spec{}, c.Template.Resources); err != nil {
+		return fmt.Errorf("inject config: sidecar resources: %w", err)
 	}
 	if c.SidecarMode == contract.SidecarModeLegacy && len(c.LegacyWaitCommand) == 0 {
 		return fmt.Errorf("inject config: legacy mode needs a wait command")

@@ -49,7 +49,10 @@ func Inject(pod *corev1.Pod, spec contract.Spec, cfg Config) error {
 		return fmt.Errorf("encode %s: %w", contract.Status, err)
 	}
 
-	c := sidecar(spec, cfg)
+	c, err := sidecar(spec, cfg)
+	if err != nil {
+		return err
+	}
 	var probes contract.AppProbesConfig
 	var orig originalProbes
 	if !spec.KeepProbes {
@@ -105,10 +108,18 @@ func Inject(pod *corev1.Pod, spec contract.Spec, cfg Config) error {
 }
 
 // sidecar renders the container from the template in cfg.
-func sidecar(spec contract.Spec, cfg Config) corev1.Container {
+func sidecar(spec contract.Spec, cfg Config) (corev1.Container, error) {
+	res, _, err := EffectiveResources(spec, cfg.Template.Resources)
+	if err != nil {
+		return corev1.Container{}, err
+	}
 	c := *cfg.Template.DeepCopy()
 	c.Name = contract.ContainerName
-	c.Args = Args(spec, cfg)
+	c.Resources = res.Requirements
+	c.Args = args(spec, cfg, res.MaxConnections)
+	if res.GoMemLimit > 0 {
+		c.Env = append(c.Env, corev1.EnvVar{Name: "GOMEMLIMIT", Value: strconv.FormatInt(res.GoMemLimit, 10)})
+	}
 	c.Env = append(c.Env,
 		fieldEnv("POD_NAME", "metadata.name"),
 		fieldEnv("POD_NAMESPACE", "metadata.namespace"),
@@ -134,12 +145,18 @@ func sidecar(spec contract.Spec, cfg Config) corev1.Container {
 	c.StartupProbe = probe("/readyz", 1, 120)
 	c.ReadinessProbe = probe("/readyz", 5, 3)
 	c.LivenessProbe = probe("/healthz", 10, 3)
-	return c
+	return c, nil
 }
 
 // Args renders the podtls-sidecar command line for spec. The order is fixed so
-// the output is stable for golden files and hashes.
+// the output is stable for golden files and hashes. Resources Parse refused
+// render no --max-connections.
 func Args(spec contract.Spec, cfg Config) []string {
+	res, _, _ := EffectiveResources(spec, cfg.Template.Resources)
+	return args(spec, cfg, res.MaxConnections)
+}
+
+func args(spec contract.Spec, cfg Config, maxConns int) []string {
 	args := []string{
 		"--admin", ":" + strconv.Itoa(contract.AdminPort),
 		"--cert-dir", contract.CertsDir,
@@ -157,6 +174,9 @@ func Args(spec contract.Spec, cfg Config) []string {
 	}
 	if spec.DrainTimeout > 0 {
 		args = append(args, "--drain-timeout", spec.DrainTimeout.String())
+	}
+	if maxConns > 0 {
+		args = append(args, "--max-connections", strconv.Itoa(maxConns))
 	}
 	for _, n := range spec.DNSNames {
 		args = append(args, "--dns-name", n)

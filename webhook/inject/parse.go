@@ -10,12 +10,18 @@ import (
 )
 
 // Parse reads the podtls annotations of pod (in namespace ns) into a Spec with
-// contract.Parse, and adds the warnings only the whole pod shows.
+// contract.Parse, checks the sidecar's resources against the controller's
+// defaults (EffectiveResources), and adds the warnings only the whole pod shows.
 func Parse(pod *corev1.Pod, ns string, cfg Config) (contract.Spec, []string, error) {
 	spec, warns, err := contract.Parse(pod.Annotations, ns, cfg.Defaults())
 	if err != nil {
 		return contract.Spec{}, nil, err
 	}
+	_, rw, err := EffectiveResources(spec, cfg.Template.Resources)
+	if err != nil {
+		return contract.Spec{}, nil, err
+	}
+	warns = append(warns, rw...)
 	return spec, append(warns, podWarnings(pod, spec)...), nil
 }
 

@@ -3,6 +3,7 @@
 //
 //	podtls-bench [flags]        the whole benchmark (make bench-sidecar)
 //	podtls-bench handshake ...  the full-handshake load client, run by the benchmark
+//	podtls-bench memory [flags] the sidecar's memory model: RSS per open connection (make bench-memory)
 //
 // Environment defaults: BENCH_DURATION (5s), BENCH_ROUNDS (3), BENCH_HS_WORKERS
 // (32), BENCH_NICE (-10 as root, else 0), BENCH_REALTIME=1, BENCH_SIDECAR (prebuilt binary), BENCH_NO_SIDECAR=1, BENCH_NO_PIN=1,
@@ -17,6 +18,7 @@ import (
 	"os"
 	"os/signal"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -28,9 +30,12 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	var err error
-	if len(os.Args) > 1 && os.Args[1] == "handshake" {
+	switch {
+	case len(os.Args) > 1 && os.Args[1] == "handshake":
 		err = handshakeCmd(ctx, os.Args[2:])
-	} else {
+	case len(os.Args) > 1 && os.Args[1] == "memory":
+		err = memoryCmd(ctx, os.Args[2:])
+	default:
 		err = benchCmd(ctx, os.Args[1:])
 	}
 	if errors.Is(err, flag.ErrHelp) {
@@ -80,6 +85,39 @@ func benchCmd(ctx context.Context, args []string) error {
 		return fmt.Errorf("own executable: %w", err)
 	}
 	return harness.Run(ctx, cfg)
+}
+
+func memoryCmd(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("podtls-bench memory", flag.ContinueOnError)
+	cfg := harness.MemoryConfig{Out: os.Stdout}
+	steps := fs.String("steps", envString("BENCH_MEM_STEPS", "250,500,1000,2000"), "open-connection counts measured, ascending")
+	fs.IntVar(&cfg.Runs, "runs", envInt("BENCH_MEM_RUNS", 3), "runs (a fresh sidecar per run and phase); the report shows medians")
+	fs.DurationVar(&cfg.Active, "active", envDuration("BENCH_MEM_ACTIVE", 2*time.Second), "transfer time of every connection at each active step")
+	fs.StringVar(&cfg.Sidecar, "sidecar", os.Getenv("BENCH_SIDECAR"), "prebuilt podtls-sidecar (default: go build ./sidecar/cmd/podtls-sidecar)")
+	fs.StringVar(&cfg.JSONOutput, "json", os.Getenv("BENCH_MEM_JSON"), "also write the raw results as JSON to this file")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	for _, s := range strings.Split(*steps, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(s))
+		if err != nil {
+			return fmt.Errorf("-steps %q: %w", *steps, err)
+		}
+		cfg.Steps = append(cfg.Steps, n)
+	}
+	root, err := gobuild.RepoRoot()
+	if err != nil {
+		return err
+	}
+	cfg.RepoRoot = root
+	return harness.RunMemory(ctx, cfg)
+}
+
+func envString(key, def string) string {
+	if v := os.Getenv(key); v != "" {
+		return v
+	}
+	return def
 }
 
 func handshakeCmd(ctx context.Context, args []string) error {
