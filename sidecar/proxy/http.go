@@ -10,8 +10,6 @@ import (
 	"net/url"
 	"sync"
 	"time"
-
-	"github.com/podtls/podtls/tlsconfig"
 )
 
 // ClientIDHeader carries the verified client SPIFFE ID to the app in HTTP
@@ -39,14 +37,7 @@ func (p *Proxy) newHTTPServer(in *Inbound) *http.Server {
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.SetURL(target)
 			pr.Out.Host = pr.In.Host // the app sees the name the client asked for
-			// Rewrite already dropped client-sent X-Forwarded-*; set ours.
-			pr.SetXForwarded()
-			pr.Out.Header.Del(ClientIDHeader)
-			if pr.In.TLS != nil && len(pr.In.TLS.PeerCertificates) > 0 {
-				if id, err := tlsconfig.SPIFFEID(pr.In.TLS.PeerCertificates[0]); err == nil {
-					pr.Out.Header.Set(ClientIDHeader, id)
-				}
-			}
+			p.setForwarded(pr)
 		},
 		Transport:  transport,
 		BufferPool: bytePool{},

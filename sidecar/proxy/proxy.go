@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -41,6 +42,10 @@ type Config struct {
 	IdleTimeout      time.Duration // default 1h; no bytes either way for this long closes the connection
 	DialTimeout      time.Duration // default 5s
 	MaxConnections   int           // open connections over all listeners; 0 = unlimited
+	// TrustedProxies are the peers whose X-Forwarded-For is kept (http mode).
+	TrustedProxies []netip.Prefix
+	// SelfID returns this sidecar's SPIFFE ID for X-Forwarded-Client-Cert.
+	SelfID func() string
 
 	Logger   *slog.Logger
 	Registry *metrics.Registry
