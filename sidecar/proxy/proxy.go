@@ -18,7 +18,6 @@ import (
 	"time"
 
 	"github.com/podtls/podtls/sidecar/metrics"
-	"github.com/podtls/podtls/tlsconfig"
 )
 
 // Modes.
@@ -44,6 +43,9 @@ type Config struct {
 	MaxConnections   int           // open connections over all listeners; 0 = unlimited
 	// TrustedProxies are the peers whose X-Forwarded-For is kept (http mode).
 	TrustedProxies []netip.Prefix
+	// ProxyProtocol holds the Listen addresses of the inbound listeners whose
+	// connections start with a PROXY protocol v2 header.
+	ProxyProtocol map[string]bool
 	// SelfID returns this sidecar's SPIFFE ID for X-Forwarded-Client-Cert.
 	SelfID func() string
 
@@ -167,6 +169,9 @@ func (p *Proxy) Listen() error {
 			p.closeListeners()
 			return fmt.Errorf("--inbound %s: %w", in, err)
 		}
+		if p.cfg.ProxyProtocol[in.Listen] {
+			ln = p.withProxyProtocol(ln)
+		}
 		l := &listener{ln: ln, direction: dirInbound, inbound: in}
 		if p.cfg.Mode == ModeHTTP {
 			l.httpLn = newChanListener(ln.Addr())
@@ -274,7 +279,7 @@ func (p *Proxy) connDone(direction string, c net.Conn) {
 }
 
 func (p *Proxy) handshakeFailed(direction string, err error, remote net.Addr) {
-	reason := tlsconfig.FailureReason(err)
+	reason := failureReason(err)
 	p.m.failures.With(direction, reason).Inc()
 	p.log.Debug("tls handshake failed", "direction", direction, "remote", remote.String(), "reason", reason, "error", err)
 }
