@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"net/url"
 	"strconv"
 	"strings"
@@ -48,6 +49,13 @@ type Config struct {
 	PostQuantum      bool
 	ALPN             []string
 	LogLevel         slog.Level
+
+	// Edge: the plaintext redirect listener, the proxies whose
+	// X-Forwarded-For is trusted, the inbound listeners behind a load
+	// balancer sending PROXY protocol v2 (by Listen address).
+	Redirect       *proxy.Redirect
+	TrustedProxies []netip.Prefix
+	ProxyProtocol  map[string]bool
 }
 
 // AgentMode reports whether the sidecar requests certificates from the CA.
@@ -110,6 +118,8 @@ func Parse(args []string, out io.Writer) (*Config, error) {
 		}
 		return nil
 	})
+	var edge edgeFlags
+	edge.bind(fs)
 	fs.TextVar(&c.LogLevel, "log-level", c.LogLevel, "log `LEVEL`: debug, info, warn, error")
 
 	if err := fs.Parse(args); err != nil {
@@ -133,6 +143,9 @@ func Parse(args []string, out io.Writer) (*Config, error) {
 		c.Outbound = append(c.Outbound, o)
 	}
 	if err := c.validate(); err != nil {
+		return nil, err
+	}
+	if err := edge.apply(&c); err != nil {
 		return nil, err
 	}
 	return &c, nil

@@ -44,6 +44,16 @@ func systemRoots(outbound []proxy.Outbound) (*x509.CertPool, error) {
 	return nil, nil
 }
 
+// selfID is the SPIFFE ID of the served mesh certificate, "" before one is loaded.
+func selfID(store *certs.Store) string {
+	c := store.MeshCertificate()
+	if c == nil || c.Leaf == nil {
+		return ""
+	}
+	id, _ := tlsconfig.SPIFFEID(c.Leaf)
+	return id
+}
+
 // run wires store, agent, proxy and admin server, serves until ctx ends and
 // then drains. It returns an error only for problems at start.
 func run(ctx context.Context, cfg *options.Config, log *slog.Logger) error {
@@ -99,12 +109,23 @@ func run(ctx context.Context, cfg *options.Config, log *slog.Logger) error {
 		},
 		HandshakeTimeout: cfg.HandshakeTimeout, IdleTimeout: cfg.IdleTimeout, DialTimeout: cfg.DialTimeout,
 		MaxConnections: cfg.MaxConnections, Logger: log, Registry: reg,
+		TrustedProxies: cfg.TrustedProxies, ProxyProtocol: cfg.ProxyProtocol,
+		SelfID: func() string { return selfID(store) },
 	})
 	if err != nil {
 		return err
 	}
 	if err := px.Listen(); err != nil {
 		return err
+	}
+	var redirect *proxy.Redirector
+	if cfg.Redirect != nil {
+		if redirect, err = proxy.NewRedirector(*cfg.Redirect, log); err != nil {
+			return err
+		}
+		if err := redirect.Listen(); err != nil {
+			return err
+		}
 	}
 
 	var serving atomic.Bool
@@ -150,6 +171,13 @@ func run(ctx context.Context, cfg *options.Config, log *slog.Logger) error {
 		defer close(served)
 		_ = px.Serve()
 	}()
+	if redirect != nil {
+		go func() {
+			if err := redirect.Serve(); err != nil {
+				log.Error("redirect listener stopped", "error", err)
+			}
+		}()
+	}
 	serving.Store(true)
 	log.Info("serving", "inbound", len(cfg.Inbound), "outbound", len(cfg.Outbound), "mode", cfg.Mode, "admin", adminLn.Addr().String())
 
@@ -158,6 +186,9 @@ func run(ctx context.Context, cfg *options.Config, log *slog.Logger) error {
 	log.Info("draining", "open_connections", px.Open(), "drain_timeout", cfg.DrainTimeout.String())
 	dctx, cancel := context.WithTimeout(context.Background(), cfg.DrainTimeout)
 	defer cancel()
+	if redirect != nil {
+		_ = redirect.Shutdown(dctx)
+	}
 	if err := px.Shutdown(dctx); err != nil {
 		log.Warn("drain timed out; remaining connections were closed")
 	}
