@@ -57,6 +57,27 @@ const DNSNames = Prefix + "dns-names"
 // Mode is "tcp" (default, L4) or "http" (HTTP-aware: X-Forwarded-*, client identity header).
 const Mode = Prefix + "mode"
 
+// Redirect opens a plaintext HTTP port that sends clients to https:
+// "PORT[:HTTPS-PORT]", e.g. "8080:443". The sidecar listens on PORT on every
+// interface and answers every request with 308 Permanent Redirect to
+// https://HOST[:HTTPS-PORT]/path?query when HOST is one of ExternalHosts
+// (wildcards match one label), and with 421 Misdirected Request otherwise.
+// HTTPS-PORT defaults to the first Inbound LISTEN port and is left out of
+// the URL when it is 443. Needs ExternalHosts and Inbound.
+const Redirect = Prefix + "redirect"
+
+// TrustedProxies lists the CIDRs (or IP addresses) of proxies in front of
+// the pod, comma-separated: in http mode a request from one of them keeps its
+// X-Forwarded-For, with the peer appended; from any other peer the header is
+// replaced by the peer's address.
+const TrustedProxies = Prefix + "trusted-proxies"
+
+// ProxyProtocol lists Inbound LISTEN ports, comma-separated, whose
+// connections must start with a PROXY protocol v2 header (a load balancer's
+// "send-proxy-v2"); the header's source address is then the client's.
+// Connections without one are refused.
+const ProxyProtocol = Prefix + "proxy-protocol"
+
 // CertTTL is the lifetime requested for the mesh certificate, a Go duration
 // within [1h, 168h] (the CA's policy clamps it again). Default: the CA's default.
 const CertTTL = Prefix + "cert-ttl"

@@ -53,6 +53,12 @@ type Spec struct {
 	// MaxConnections is the explicit connection limit; 0: MaxConnectionsFor
 	// the effective memory limit.
 	MaxConnections int `json:"maxConnections,omitempty"`
+	// Redirect is the plaintext port answering 308 to https (edge.go).
+	Redirect *RedirectPort `json:"redirect,omitempty"`
+	// TrustedProxies are CIDRs whose X-Forwarded-For is kept (http mode).
+	TrustedProxies []string `json:"trustedProxies,omitempty"`
+	// ProxyProtocol lists the inbound ports that expect PROXY protocol v2.
+	ProxyProtocol []int32 `json:"proxyProtocol,omitempty"`
 }
 
 // Drain is the drain timeout the sidecar runs with: the annotation's, or the
@@ -100,7 +106,8 @@ func Parse(annotations map[string]string, ns string, cfg Defaults) (Spec, []stri
 	// a holds the podtls annotations small enough to parse.
 	a := map[string]string{}
 	for _, key := range append([]string{Inbound, Upstreams, ExternalHosts,
-		Allow, DNSNames, Mode, CertTTL, SidecarMode, IdleTimeout, DrainTimeout, RewriteProbes}, resourceKeys...) {
+		Allow, DNSNames, Mode, CertTTL, SidecarMode, IdleTimeout, DrainTimeout, RewriteProbes,
+		Redirect, TrustedProxies, ProxyProtocol}, resourceKeys...) {
 		v, ok := annotations[key]
 		if !ok {
 			continue
@@ -249,6 +256,7 @@ func Parse(annotations map[string]string, ns string, cfg Defaults) (Spec, []stri
 		}
 	}
 
+	parseEdge(a, &spec, usedPorts, bad)
 	parseResources(a, &spec, bad)
 
 	if len(errs) > 0 {

@@ -24,6 +24,14 @@ func TestArgsParseBySidecar(t *testing.T) {
 			contract.Mode:          "http",
 			contract.CertTTL:       "36h",
 		},
+		"edge": {
+			contract.Inbound:        "8443:8080,9443:9090",
+			contract.ExternalHosts:  "shop.example.com,*.shop.example.com",
+			contract.Mode:           "http",
+			contract.Redirect:       "8081",
+			contract.TrustedProxies: "10.0.0.0/8,192.168.1.5,2001:db8::/32",
+			contract.ProxyProtocol:  "8443,9443",
+		},
 	} {
 		t.Run(name, func(t *testing.T) {
 			spec, _, err := Parse(podWith(ann), "demo", cfg)

@@ -133,6 +133,10 @@ func sidecar(spec contract.Spec, cfg Config) (corev1.Container, error) {
 		c.Ports = append(c.Ports, corev1.ContainerPort{
 			Name: "tls-" + strconv.Itoa(int(m.Listen)), ContainerPort: m.Listen, Protocol: corev1.ProtocolTCP})
 	}
+	if r := spec.Redirect; r != nil {
+		c.Ports = append(c.Ports, corev1.ContainerPort{
+			Name: "http-redirect", ContainerPort: r.Listen, Protocol: corev1.ProtocolTCP})
+	}
 	c.VolumeMounts = append(c.VolumeMounts,
 		corev1.VolumeMount{Name: contract.CertsVolume, MountPath: contract.CertsDir},
 		corev1.VolumeMount{Name: contract.TrustVolume, MountPath: contract.TrustDir, ReadOnly: true},
@@ -203,6 +207,25 @@ func args(spec contract.Spec, cfg Config, maxConns int) []string {
 	}
 	for _, p := range spec.Allow {
 		args = append(args, "--allow", p)
+	}
+	return append(args, edgeArgs(spec)...)
+}
+
+// edgeArgs renders the redirect listener, the trusted proxies and the
+// PROXY-protocol ports.
+func edgeArgs(spec contract.Spec) []string {
+	var args []string
+	if r := spec.Redirect; r != nil {
+		args = append(args, "--redirect", fmt.Sprintf(":%d=%d", r.Listen, r.HTTPSPort))
+		for _, h := range spec.ExternalHosts {
+			args = append(args, "--redirect-host", h)
+		}
+	}
+	for _, c := range spec.TrustedProxies {
+		args = append(args, "--trusted-proxy", c)
+	}
+	for _, p := range spec.ProxyProtocol {
+		args = append(args, "--proxy-protocol", strconv.Itoa(int(p)))
 	}
 	return args
 }
