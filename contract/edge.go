@@ -74,3 +74,12 @@ func parseEdge(a map[string]string, spec *Spec, usedPorts map[int32]string, bad 
 		}
 	}
 }
+
+// edgeWarnings flags edge settings that have no effect.
+func edgeWarnings(spec Spec) []string {
+	if len(spec.TrustedProxies) > 0 && spec.Mode != "http" {
+		return []string{fmt.Sprintf("annotation %s: only %s \"http\" passes X-Forwarded-For; in %q mode it has no effect",
+			TrustedProxies, Mode, spec.Mode)}
+	}
+	return nil
+}

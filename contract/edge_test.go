@@ -70,6 +70,13 @@ func TestParseEdge(t *testing.T) {
 	}
 }
 
+func TestEdgeWarnings(t *testing.T) {
+	_, warns, err := Parse(map[string]string{Inbound: "8443:8080", TrustedProxies: "10.0.0.0/8"}, "demo", Defaults{TrustDomain: "cluster.local"})
+	if err != nil || len(warns) != 1 || !strings.Contains(warns[0], TrustedProxies) || !strings.Contains(warns[0], `"http"`) {
+		t.Fatalf("trusted proxies in tcp mode: warnings %q, %v", warns, err)
+	}
+}
+
 // FuzzParseEdge: what Parse accepts for the edge annotations is well formed
 // and collides with no other port.
 func FuzzParseEdge(f *testing.F) {

@@ -279,6 +279,7 @@ func specWarnings(spec Spec) []string {
 	if len(spec.Allow) > 0 && len(spec.Inbound) == 0 {
 		w = append(w, fmt.Sprintf("annotation %s: no %s port the allow list applies to", Allow, Inbound))
 	}
+	w = append(w, edgeWarnings(spec)...)
 	return w
 }
 

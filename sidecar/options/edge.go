@@ -40,6 +40,9 @@ func (e *edgeFlags) apply(c *Config) error {
 		}
 		c.Redirect = r
 	}
+	if len(e.trusted) > 0 && c.Mode != proxy.ModeHTTP {
+		return errors.New("--trusted-proxy applies to --mode http: tcp mode passes no headers")
+	}
 	for _, s := range e.trusted {
 		pfx, err := parsePrefix(s)
 		if err != nil {

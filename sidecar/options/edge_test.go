@@ -8,7 +8,7 @@ import (
 )
 
 func TestParseEdge(t *testing.T) {
-	base := []string{"--cert-dir", "/certs", "--inbound", ":8443=127.0.0.1:8080", "--admin", "127.0.0.1:15000"}
+	base := []string{"--cert-dir", "/certs", "--inbound", ":8443=127.0.0.1:8080", "--admin", "127.0.0.1:15000", "--mode", "http"}
 	cases := []struct {
 		name    string
 		args    []string
@@ -40,6 +40,7 @@ func TestParseEdge(t *testing.T) {
 		{"redirect-on-inbound", append(base, "--redirect", ":8443=443", "--redirect-host", "a.example.com"), "port 8443", nil},
 		{"redirect-on-admin", append(base, "--redirect", ":15000=443", "--redirect-host", "a.example.com"), "--admin", nil},
 		{"bad-host", append(base, "--redirect", ":8080=443", "--redirect-host", "a_b.example.com"), "--redirect-host", nil},
+		{"trusted-in-tcp-mode", append(base, "--mode", "tcp", "--trusted-proxy", "10.0.0.0/8"), "--mode http", nil},
 		{"bad-cidr", append(base, "--trusted-proxy", "10.0.0.0/33"), "--trusted-proxy", nil},
 		{"proxy-protocol-not-inbound", append(base, "--proxy-protocol", "9443"), "--proxy-protocol", nil},
 		{"proxy-protocol-not-port", append(base, "--proxy-protocol", ":8443"), "--proxy-protocol", nil},
