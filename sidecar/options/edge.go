@@ -98,7 +98,7 @@ func (e *edgeFlags) parseRedirect(c *Config) (*proxy.Redirect, error) {
 		return nil, errors.New("--redirect needs at least one --redirect-host: the names it may send clients to")
 	}
 	r := proxy.Redirect{Listen: listen, HTTPSPort: httpsPort, Hosts: e.redirectHosts}
-	if _, err := proxy.NewRedirector(r, nil); err != nil {
+	if _, err := proxy.NewRedirector(r, nil, nil); err != nil {
 		return nil, fmt.Errorf("--redirect-host: %w", err)
 	}
 	return &r, nil

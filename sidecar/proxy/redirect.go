@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/podtls/podtls/identity"
+	"github.com/podtls/podtls/sidecar/metrics"
 )
 
 // Redirect is the plaintext listener that sends every request to https: 308
@@ -28,14 +29,15 @@ type Redirect struct {
 
 // Redirector serves a Redirect.
 type Redirector struct {
-	cfg Redirect
-	log *slog.Logger
-	ln  net.Listener
-	srv *http.Server
+	cfg    Redirect
+	log    *slog.Logger
+	ln     net.Listener
+	srv    *http.Server
+	result *metrics.CounterVec
 }
 
-// NewRedirector validates r; Listen binds its port.
-func NewRedirector(r Redirect, log *slog.Logger) (*Redirector, error) {
+// NewRedirector validates r; Listen binds its port. log and reg may be nil.
+func NewRedirector(r Redirect, log *slog.Logger, reg *metrics.Registry) (*Redirector, error) {
 	if r.HTTPSPort < 1 || r.HTTPSPort > 65535 {
 		return nil, fmt.Errorf("redirect: https port %d: want 1-65535", r.HTTPSPort)
 	}
@@ -54,7 +56,11 @@ func NewRedirector(r Redirect, log *slog.Logger) (*Redirector, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	rd := &Redirector{cfg: r, log: log.With("component", "redirect")}
+	if reg == nil {
+		reg = metrics.NewRegistry()
+	}
+	rd := &Redirector{cfg: r, log: log.With("component", "redirect"),
+		result: reg.NewCounterVec("podtls_sidecar_redirects_total", "Requests on the plaintext redirect port: redirected to https, or misdirected (unknown host, 421).", "result")}
 	rd.srv = &http.Server{
 		Handler:           rd,
 		ReadHeaderTimeout: 10 * time.Second,
@@ -92,10 +98,12 @@ func (rd *Redirector) Shutdown(ctx context.Context) error { return rd.srv.Shutdo
 func (rd *Redirector) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	loc, ok := rd.cfg.location(r.Host, r.URL.RequestURI())
 	if !ok {
+		rd.result.With("misdirected").Inc()
 		rd.log.Debug("redirect refused: unknown host", "host", r.Host, "remote", r.RemoteAddr)
 		http.Error(w, "misdirected request: this host is not served here", http.StatusMisdirectedRequest)
 		return
 	}
+	rd.result.With("redirected").Inc()
 	w.Header().Set("Location", loc)
 	w.WriteHeader(http.StatusPermanentRedirect)
 }

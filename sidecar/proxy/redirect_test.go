@@ -8,13 +8,21 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/podtls/podtls/sidecar/metrics"
 )
 
 // startRedirector serves a Redirector on a loopback port and returns its address.
 func startRedirector(t *testing.T, r Redirect) string {
 	t.Helper()
+	addr, _ := startRedirectorWith(t, r, metrics.NewRegistry())
+	return addr
+}
+
+func startRedirectorWith(t *testing.T, r Redirect, reg *metrics.Registry) (string, *Redirector) {
+	t.Helper()
 	r.Listen = "127.0.0.1:0"
-	rd, err := NewRedirector(r, nil)
+	rd, err := NewRedirector(r, nil, reg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -27,7 +35,7 @@ func startRedirector(t *testing.T, r Redirect) string {
 		defer cancel()
 		_ = rd.Shutdown(ctx)
 	})
-	return rd.Addr().String()
+	return rd.Addr().String(), rd
 }
 
 // TestRedirect sends curl -I-like requests over real sockets: known hosts get
@@ -77,6 +85,28 @@ func TestRedirect(t *testing.T) {
 					resp.StatusCode, resp.Header.Get("Location"), tc.want, tc.location)
 			}
 		})
+	}
+}
+
+// TestRedirectCounted: operators see redirects and refusals apart.
+func TestRedirectCounted(t *testing.T) {
+	reg := metrics.NewRegistry()
+	addr, _ := startRedirectorWith(t, Redirect{HTTPSPort: 443, Hosts: []string{"shop.example.com"}}, reg)
+	for _, host := range []string{"shop.example.com", "evil.example.net", "evil.example.net"} {
+		req, _ := http.NewRequest("HEAD", "http://"+addr+"/", nil)
+		req.Host = host
+		resp, err := http.DefaultTransport.RoundTrip(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+	}
+	var b strings.Builder
+	_ = reg.WriteText(&b)
+	for _, want := range []string{`podtls_sidecar_redirects_total{result="redirected"} 1`, `podtls_sidecar_redirects_total{result="misdirected"} 2`} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("metrics lack %s:\n%s", want, b.String())
+		}
 	}
 }
 

@@ -120,7 +120,7 @@ func run(ctx context.Context, cfg *options.Config, log *slog.Logger) error {
 	}
 	var redirect *proxy.Redirector
 	if cfg.Redirect != nil {
-		if redirect, err = proxy.NewRedirector(*cfg.Redirect, log); err != nil {
+		if redirect, err = proxy.NewRedirector(*cfg.Redirect, log, reg); err != nil {
 			return err
 		}
 		if err := redirect.Listen(); err != nil {
