@@ -3,6 +3,7 @@ package proxy
 import (
 	"bufio"
 	"crypto/tls"
+	"io"
 	"net"
 	"net/http"
 	"strings"
@@ -78,5 +79,52 @@ func TestProxyProtocol(t *testing.T) {
 		if !strings.Contains(b.String(), want) {
 			t.Errorf("metrics lack %s:\n%s", want, b.String())
 		}
+	}
+}
+
+// prefixConn sends pre with its first Write, in the same segment as the
+// ClientHello, as load balancers do.
+type prefixConn struct {
+	net.Conn
+	pre []byte
+}
+
+func (c *prefixConn) Write(b []byte) (int, error) {
+	if c.pre != nil {
+		pre := c.pre
+		c.pre = nil
+		if _, err := c.Conn.Write(append(pre, b...)); err != nil {
+			return 0, err
+		}
+		return len(b), nil
+	}
+	return c.Conn.Write(b)
+}
+
+// TestProxyProtocolTCP: in tcp mode the bytes after a header that shares
+// its segment with the ClientHello all reach the app, half-close included.
+func TestProxyProtocolTCP(t *testing.T) {
+	r := newRig(t, echoServer(t), func(c *Config) { c.ProxyProtocol = map[string]bool{c.Inbound[0].Listen: true} })
+	raw, err := net.Dial("tcp", r.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	_ = raw.SetDeadline(time.Now().Add(5 * time.Second))
+	hdr, err := proxyproto.HeaderProxyFromAddrs(2, &net.TCPAddr{IP: net.ParseIP("203.0.113.7"), Port: 1}, raw.RemoteAddr()).Format()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := tls.Client(&prefixConn{Conn: raw, pre: hdr}, r.client)
+	payload := strings.Repeat("y", 70_000)
+	if _, err := io.WriteString(c, payload); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	got, err := io.ReadAll(c)
+	if err != nil || string(got) != "got:"+payload {
+		t.Fatalf("got %d bytes (%v), want %d", len(got), err, len(payload)+4)
 	}
 }
