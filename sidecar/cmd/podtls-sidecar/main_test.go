@@ -248,7 +248,7 @@ func TestBadStart(t *testing.T) {
 // TestDependencies keeps the sidecar small: the standard library, fsnotify,
 // protobuf's wire encoding (and its two internal helpers) for the gRPC probe, and
 // podtls's standard-library-only packages, go-proxyproto for PROXY protocol v2
-// on the edge (standard library only; 21 KB of symbols, +94 KB stripped
+// on the edge (standard library only; 21 KB of symbols; +104 KiB stripped
 // together with the redirect listener), nothing controller-side
 // (no grpc-go: +5.5 MB).
 func TestDependencies(t *testing.T) {
