@@ -152,6 +152,30 @@ func TestPodinfo(t *testing.T) {
 		}
 	})
 
+	t.Run("plaintext port redirects to https for the pod's public name only", func(t *testing.T) {
+		d := podinfoDeployment("podinfo-edge", true)
+		d.Spec.Template.Annotations["podtls.io/external-hosts"] = "podinfo.example.test"
+		d.Spec.Template.Annotations["podtls.io/redirect"] = "8080:443"
+		if _, err := cs.AppsV1().Deployments(ns).Create(ctx, d, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		edge := waitPodinfo(ctx, t, cs, "podinfo-edge", true, 2*time.Minute)
+		url := "http://" + edge.Status.PodIP + ":8080/ws/echo?x=1"
+		for _, tc := range []struct{ host, want string }{
+			{"podinfo.example.test", "location: https://podinfo.example.test/ws/echo?x=1"},
+			{"evil.example.com", "HTTP/1.1 421"},
+		} {
+			out, err := c.Exec(ctx, "curl", "-sS", "-I", "--max-time", "10", "-H", "Host: "+tc.host, url)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := strings.ToLower(string(out)); !strings.Contains(got, strings.ToLower(tc.want)) ||
+				(tc.host == "evil.example.com" && strings.Contains(got, "location:")) {
+				t.Errorf("curl -I -H 'Host: %s' %s:\n%s\nwant %q", tc.host, url, out, tc.want)
+			}
+		}
+	})
+
 	t.Run("without rewriting, the stock probes fail on a loopback-only app", func(t *testing.T) {
 		if _, err := cs.AppsV1().Deployments(ns).Create(ctx, podinfoDeployment("podinfo-kept", false), metav1.CreateOptions{}); err != nil {
 			t.Fatal(err)
