@@ -26,6 +26,12 @@ const (
 	// EnvTrustRoots carries the current roots PEM so a pod can verify the CA
 	// before the trust-bundle ConfigMap reaches its namespace.
 	EnvTrustRoots = "PODTLS_TRUST_ROOTS"
+
+	// EnvPodIP and EnvPodIPs carry the pod's IP and, on dual-stack pods, its
+	// IPs comma-separated (downward API status.podIP, status.podIPs). The
+	// sidecar checks that the app's plaintext ports are not reachable there.
+	EnvPodIP  = "POD_IP"
+	EnvPodIPs = "POD_IPS"
 )
 
 // SystemNamespaces never get a sidecar, whatever their labels say.

@@ -1,7 +1,7 @@
 // Package check runs the health checks of `podtls check` against a cluster:
 // controller pods, webhook configuration and serving certificate, CA root
 // and intermediate, trust bundles, ACME issuer, account and certificates,
-// and pods that missed injection. Each check yields one Result with a level
+// pods that missed injection, and app ports reachable around the sidecar. Each check yields one Result with a level
 // and, unless it is ok, a one-line hint. The JSON form of Report is a stable,
 // documented interface (docs/cli.md): fields are only ever added.
 package check
@@ -15,6 +15,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/podtls/podtls/ca"
+	"github.com/podtls/podtls/cli/kube"
 	"github.com/podtls/podtls/cli/output"
 	"github.com/podtls/podtls/controller/options"
 )
@@ -36,6 +37,7 @@ const (
 	IDACMEAccount        = "acme-account"
 	IDExternalCerts      = "external-certs"
 	IDUninjectedPods     = "uninjected-pods"
+	IDPlaintextBypass    = "plaintext-bypass"
 )
 
 // ACMEConfigMap and ACMEConfigKey hold the issuer configuration the chart renders.
@@ -79,6 +81,9 @@ type Options struct {
 	Now func() time.Time
 	// DialTimeout for the webhook's serving certificate.
 	DialTimeout time.Duration
+	// Proxy reads a sidecar's admin endpoint; nil is kube.AdminGet (the
+	// API server's pod proxy).
+	Proxy kube.AdminGetter
 }
 
 // DefaultOptions are the flag defaults.
@@ -112,6 +117,7 @@ func Run(ctx context.Context, kube kubernetes.Interface, opts Options) Report {
 	r.acme(ctx)
 	r.externalCerts(ctx)
 	r.uninjected(ctx)
+	r.plaintext(ctx)
 	rep := Report{Schema: SchemaVersion, Level: output.OK, Checks: r.res}
 	for _, c := range r.res {
 		if c.Level.Severity() > rep.Level.Severity() && c.Level != output.Skip {

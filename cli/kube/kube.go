@@ -4,12 +4,16 @@
 package kube
 
 import (
+	"context"
 	"fmt"
+	"strconv"
 
 	"github.com/spf13/pflag"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/podtls/podtls/contract"
 )
 
 // Flags are the connection flags shared by every command.
@@ -64,4 +68,18 @@ func (f *Flags) Connect() (*Clients, error) {
 		return nil, fmt.Errorf("kubernetes client: %w", err)
 	}
 	return &Clients{Config: cfg, Kube: kube, Namespace: ns}, nil
+}
+
+// AdminGetter reads a path of the podtls sidecar's admin endpoint of a pod.
+type AdminGetter func(ctx context.Context, ns, pod, path string) ([]byte, error)
+
+// AdminGet reads the sidecar's admin endpoint (port contract.AdminPort)
+// through the API server's pod proxy, GET
+// /api/v1/namespaces/NS/pods/NAME:15000/proxy/PATH, which needs the pods/proxy
+// get permission.
+func AdminGet(kube kubernetes.Interface) AdminGetter {
+	return func(ctx context.Context, ns, pod, path string) ([]byte, error) {
+		return kube.CoreV1().RESTClient().Get().Namespace(ns).Resource("pods").
+			Name(pod + ":" + strconv.Itoa(contract.AdminPort)).SubResource("proxy").Suffix(path).DoRaw(ctx)
+	}
 }

@@ -3,6 +3,7 @@ package status
 import (
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 	"time"
 
@@ -61,7 +62,66 @@ func (r Report) WriteTable(w io.Writer, now time.Time, wide bool) error {
 	if wide {
 		width = 1 << 20
 	}
-	return output.Table(w, width, header, rows)
+	if err := output.Table(w, width, header, rows); err != nil {
+		return err
+	}
+	// A bypass is never a column value: one line per exposed port, with the fix.
+	var lines []string
+	for _, p := range r.Pods {
+		for _, l := range p.bypassLines() {
+			lines = append(lines, output.Wrap(p.Namespace+"/"+p.Name+": "+l, width, "", "  ")...)
+		}
+	}
+	if len(lines) > 0 {
+		lines = append([]string{""}, lines...)
+	}
+	for _, l := range lines {
+		if _, err := fmt.Fprintln(w, l); err != nil {
+			return fmt.Errorf("write status: %w", err)
+		}
+	}
+	return nil
+}
+
+// bypassLines says, per exposed app port, where it is reachable and the fix.
+func (p Pod) bypassLines() []string {
+	if p.Live == nil || p.Live.Plaintext == nil {
+		return nil
+	}
+	var out []string
+	for _, e := range p.Live.Plaintext.Exposed() {
+		out = append(out, fmt.Sprintf("PLAINTEXT BYPASS: app port %d is reachable without TLS at %s; %s",
+			e.Port, strings.Join(e.Addresses, ", "), e.Fix))
+	}
+	return out
+}
+
+// plaintextLine is the Plaintext line of the details when nothing is exposed.
+func (p Pod) plaintextLine() string {
+	l := p.Live
+	switch {
+	case l.PlaintextError != "":
+		return "unknown: " + l.PlaintextError
+	case l.Plaintext == nil:
+		return ""
+	case !l.Plaintext.Enabled:
+		return "not checked: " + l.Plaintext.Reason
+	case l.Plaintext.CheckedAt.IsZero():
+		return "not checked yet"
+	}
+	var ports, unknown []string
+	for _, pt := range l.Plaintext.Ports {
+		if pt.Error != "" {
+			unknown = append(unknown, fmt.Sprintf("port %d unknown (%s)", pt.Port, pt.Error))
+			continue
+		}
+		ports = append(ports, strconv.Itoa(pt.Port))
+	}
+	s := strings.Join(unknown, "; ")
+	if len(ports) > 0 {
+		s = strings.TrimSuffix("app ports "+strings.Join(ports, ", ")+" not reachable on the pod IP (loopback only); "+s, "; ")
+	}
+	return s
 }
 
 func externalHosts(p Pod) string {
@@ -137,6 +197,15 @@ func (r Report) WriteDetail(w io.Writer, now time.Time, st output.Style) error {
 		case p.Live != nil:
 			m := p.Live.Mesh
 			add("Mesh cert", fmt.Sprintf("serial %s, expires %s (%s)", m.Serial, m.NotAfter.UTC().Format(time.RFC3339), remaining(m.NotAfter, now)))
+		}
+		if p.Live != nil && p.Live.Error == "" {
+			if bl := p.bypassLines(); len(bl) > 0 {
+				for _, l := range bl {
+					add("Plaintext", st.Mark(output.Fail)+" "+l)
+				}
+			} else if l := p.plaintextLine(); l != "" {
+				add("Plaintext", l)
+			}
 		}
 		for _, n := range p.DNSNames {
 			add("DNS name", n)

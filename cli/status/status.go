@@ -8,10 +8,10 @@ package status
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"sort"
-	"strconv"
 	"strings"
 	"time"
 
@@ -23,10 +23,12 @@ import (
 
 	acmestatus "github.com/podtls/podtls/acme/status"
 	"github.com/podtls/podtls/cli/injectconfig"
+	"github.com/podtls/podtls/cli/kube"
 	"github.com/podtls/podtls/contract"
 	"github.com/podtls/podtls/controller/options"
 	"github.com/podtls/podtls/identity"
 	"github.com/podtls/podtls/sidecar/certs"
+	"github.com/podtls/podtls/sidecar/exposure"
 	"github.com/podtls/podtls/webhook/inject"
 )
 
@@ -79,6 +81,10 @@ type Live struct {
 	Mesh     *certs.CertInfo  `json:"mesh,omitempty"`
 	External []certs.CertInfo `json:"external,omitempty"`
 	Error    string           `json:"error,omitempty"`
+	// Plaintext is the sidecar's plaintext-bypass check (its /plaintext);
+	// PlaintextError says why it could not be read.
+	Plaintext      *exposure.Report `json:"plaintext,omitempty"`
+	PlaintextError string           `json:"plaintextError,omitempty"`
 }
 
 // Event is a podtls Event on the pod.
@@ -97,9 +103,9 @@ type Options struct {
 	Pod                 string // one pod, or all of the namespace
 	ControllerNamespace string
 	Live                bool
-	// Proxy fetches the sidecar's /certs: GET through the pod proxy. Nil
-	// uses the clientset's REST client.
-	Proxy func(ctx context.Context, ns, pod string) ([]byte, error)
+	// Proxy reads a path of the sidecar's admin endpoint (/certs,
+	// /plaintext). Nil is kube.AdminGet: the API server's pod proxy.
+	Proxy kube.AdminGetter
 }
 
 // eventReasons are the Event reasons podtls records on pods.
@@ -107,7 +113,7 @@ var eventReasons = []string{contract.EventNotInjected, acmestatus.EventIssued, a
 	acmestatus.EventFailed, acmestatus.EventDenied, acmestatus.EventNotConfigured, acmestatus.EventIgnored}
 
 // Collect reads the pods and everything about them.
-func Collect(ctx context.Context, kube kubernetes.Interface, opts Options) (Report, error) {
+func Collect(ctx context.Context, kc kubernetes.Interface, opts Options) (Report, error) {
 	rep := Report{Schema: SchemaVersion, Pods: []Pod{}}
 	ns := opts.Namespace
 	if opts.AllNamespaces {
@@ -115,13 +121,13 @@ func Collect(ctx context.Context, kube kubernetes.Interface, opts Options) (Repo
 	}
 	var pods []corev1.Pod
 	if opts.Pod != "" {
-		p, err := kube.CoreV1().Pods(ns).Get(ctx, opts.Pod, metav1.GetOptions{})
+		p, err := kc.CoreV1().Pods(ns).Get(ctx, opts.Pod, metav1.GetOptions{})
 		if err != nil {
 			return rep, fmt.Errorf("get pod %s/%s: %w", ns, opts.Pod, err)
 		}
 		pods = []corev1.Pod{*p}
 	} else {
-		l, err := kube.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{})
+		l, err := kc.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{})
 		if err != nil {
 			return rep, fmt.Errorf("list pods: %w", err)
 		}
@@ -136,7 +142,7 @@ func Collect(ctx context.Context, kube kubernetes.Interface, opts Options) (Repo
 
 	ctrl := options.DefaultOptions()
 	ctrl.Namespace = opts.ControllerNamespace
-	if o, _, err := injectconfig.FromDeployment(ctx, kube, opts.ControllerNamespace); err == nil {
+	if o, _, err := injectconfig.FromDeployment(ctx, kc, opts.ControllerNamespace); err == nil {
 		ctrl = o
 	}
 	cfg, err := injectconfig.DecideConfig(ctrl)
@@ -149,7 +155,7 @@ func Collect(ctx context.Context, kube kubernetes.Interface, opts Options) (Repo
 		if _, seen := namespaces[p.Namespace]; seen {
 			continue
 		}
-		n, err := kube.CoreV1().Namespaces().Get(ctx, p.Namespace, metav1.GetOptions{})
+		n, err := kc.CoreV1().Namespaces().Get(ctx, p.Namespace, metav1.GetOptions{})
 		if err != nil && !apierrors.IsNotFound(err) && !apierrors.IsForbidden(err) {
 			return rep, fmt.Errorf("get namespace %s: %w", p.Namespace, err)
 		}
@@ -157,7 +163,7 @@ func Collect(ctx context.Context, kube kubernetes.Interface, opts Options) (Repo
 			n = nil
 		}
 		namespaces[p.Namespace] = n
-		evs, err := podEvents(ctx, kube, p.Namespace, opts.Pod)
+		evs, err := podEvents(ctx, kc, p.Namespace, opts.Pod)
 		if err != nil {
 			return rep, err
 		}
@@ -170,7 +176,7 @@ func Collect(ctx context.Context, kube kubernetes.Interface, opts Options) (Repo
 		st := describe(p, namespaces[p.Namespace], cfg)
 		st.Events = events[p.Namespace+"/"+p.Name]
 		if st.External != nil {
-			sec, err := kube.CoreV1().Secrets(p.Namespace).Get(ctx, st.External.Secret, metav1.GetOptions{})
+			sec, err := kc.CoreV1().Secrets(p.Namespace).Get(ctx, st.External.Secret, metav1.GetOptions{})
 			switch {
 			case apierrors.IsNotFound(err):
 			case err != nil:
@@ -185,7 +191,7 @@ func Collect(ctx context.Context, kube kubernetes.Interface, opts Options) (Repo
 			}
 		}
 		if opts.Live && st.Injected {
-			st.Live = live(ctx, kube, opts.Proxy, p)
+			st.Live = live(ctx, kc, opts.Proxy, p)
 		}
 		rep.Pods = append(rep.Pods, st)
 	}
@@ -280,12 +286,12 @@ func sidecarArg(p *corev1.Pod, flag string) string {
 }
 
 // podEvents returns podtls Events by "namespace/pod".
-func podEvents(ctx context.Context, kube kubernetes.Interface, ns, pod string) (map[string][]Event, error) {
+func podEvents(ctx context.Context, kc kubernetes.Interface, ns, pod string) (map[string][]Event, error) {
 	sel := fields.Set{"involvedObject.kind": "Pod"}
 	if pod != "" {
 		sel["involvedObject.name"] = pod
 	}
-	l, err := kube.CoreV1().Events(ns).List(ctx, metav1.ListOptions{FieldSelector: sel.AsSelector().String()})
+	l, err := kc.CoreV1().Events(ns).List(ctx, metav1.ListOptions{FieldSelector: sel.AsSelector().String()})
 	if apierrors.IsForbidden(err) {
 		return nil, nil
 	}
@@ -321,20 +327,17 @@ func podEvents(ctx context.Context, kube kubernetes.Interface, ns, pod string) (
 	return out, nil
 }
 
-// live reads the sidecar's /certs through the API server's pod proxy.
-func live(ctx context.Context, kube kubernetes.Interface, proxy func(context.Context, string, string) ([]byte, error), p *corev1.Pod) *Live {
+// live reads the sidecar's /certs and /plaintext through the API server's pod proxy.
+func live(ctx context.Context, kc kubernetes.Interface, proxy kube.AdminGetter, p *corev1.Pod) *Live {
 	if p.Status.Phase != corev1.PodRunning || p.Status.PodIP == "" {
 		return &Live{Error: "pod is not running"}
 	}
 	if proxy == nil {
-		proxy = func(ctx context.Context, ns, name string) ([]byte, error) {
-			return kube.CoreV1().RESTClient().Get().Namespace(ns).Resource("pods").
-				Name(name + ":" + strconv.Itoa(contract.AdminPort)).SubResource("proxy").Suffix("certs").DoRaw(ctx)
-		}
+		proxy = kube.AdminGet(kc)
 	}
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	body, err := proxy(ctx, p.Namespace, p.Name)
+	body, err := proxy(ctx, p.Namespace, p.Name, "certs")
 	if err != nil {
 		return &Live{Error: fmt.Sprintf("read /certs through the pod proxy: %v", trim(err.Error()))}
 	}
@@ -342,7 +345,29 @@ func live(ctx context.Context, kube kubernetes.Interface, proxy func(context.Con
 	if err := json.Unmarshal(body, &snap); err != nil {
 		return &Live{Error: fmt.Sprintf("decode /certs: %v", err)}
 	}
-	return &Live{Ready: snap.Ready, Mesh: snap.Mesh, External: snap.External}
+	l := &Live{Ready: snap.Ready, Mesh: snap.Mesh, External: snap.External}
+	l.Plaintext, err = ReadPlaintext(ctx, proxy, p.Namespace, p.Name)
+	if err != nil {
+		l.PlaintextError = err.Error()
+	}
+	return l
+}
+
+// ReadPlaintext reads a sidecar's plaintext-bypass report. A sidecar that
+// predates the check answers 404, reported as such.
+func ReadPlaintext(ctx context.Context, proxy kube.AdminGetter, ns, pod string) (*exposure.Report, error) {
+	body, err := proxy(ctx, ns, pod, "plaintext")
+	if apierrors.IsNotFound(err) {
+		return nil, errors.New("the sidecar does not report it (an older version: recreate the pod to update it)")
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read /plaintext through the pod proxy: %s", trim(err.Error()))
+	}
+	var r exposure.Report
+	if err := json.Unmarshal(body, &r); err != nil {
+		return nil, fmt.Errorf("decode /plaintext: %w", err)
+	}
+	return &r, nil
 }
 
 func trim(s string) string {

@@ -9,7 +9,9 @@ import (
 	"unicode/utf8"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/kubernetes/fake"
 
 	acmestatus "github.com/podtls/podtls/acme/status"
@@ -48,11 +50,19 @@ func TestCollect(t *testing.T) {
 	kube := fake.NewClientset(ns, injected, missing, optedOut, sec, ev)
 
 	mesh := &certs.CertInfo{Serial: "1f", NotAfter: now.Add(20 * time.Hour)}
-	proxy := func(_ context.Context, ns, name string) ([]byte, error) {
+	proxy := func(_ context.Context, ns, name, path string) ([]byte, error) {
 		if ns != "shop" || name != "web" {
 			t.Errorf("proxy to %s/%s", ns, name)
 		}
-		return []byte(`{"ready":true,"mesh":{"serial":"1f","not_after":"` + mesh.NotAfter.Format(time.RFC3339) + `"}}`), nil
+		switch path {
+		case "certs":
+			return []byte(`{"ready":true,"mesh":{"serial":"1f","not_after":"` + mesh.NotAfter.Format(time.RFC3339) + `"}}`), nil
+		case "plaintext":
+			return []byte(`{"enabled":true,"pod_ips":["10.1.2.3"],"checked_at":"2026-11-24T11:59:00Z","ports":[` +
+				`{"port":8080,"exposed":true,"addresses":["10.1.2.3:8080"],"fix":"bind the app to 127.0.0.1:8080"}]}`), nil
+		}
+		t.Errorf("proxy to path %q", path)
+		return nil, nil
 	}
 	rep, err := Collect(context.Background(), kube, Options{Namespace: "shop", ControllerNamespace: "podtls-system", Live: true, Proxy: proxy})
 	if err != nil {
@@ -94,15 +104,70 @@ func TestCollect(t *testing.T) {
 			}
 		}
 	}
-	for _, want := range []string{"MISSING", "20h left", "pod-disabled"} {
+	for _, want := range []string{"MISSING", "20h left", "pod-disabled", "shop/web: PLAINTEXT BYPASS: app port 8080", "bind the app to 127.0.0.1:8080"} {
 		if !strings.Contains(table.String(), want) {
 			t.Errorf("table lacks %q:\n%s", want, table.String())
 		}
 	}
 	t.Logf("table:\n%s\ndetail:\n%s", table.String(), detail.String())
-	for _, want := range []string{"issuer CN=Pebble Intermediate", "last error (1 failures): rate limited", "PodtlsNotInjected", "serial 1f"} {
+	for _, want := range []string{"issuer CN=Pebble Intermediate", "last error (1 failures): rate limited", "PodtlsNotInjected", "serial 1f",
+		"Plaintext:", "10.1.2.3:8080", "bind the app to 127.0.0.1:8080"} {
 		if !strings.Contains(detail.String(), want) {
 			t.Errorf("detail lacks %q:\n%s", want, detail.String())
 		}
+	}
+}
+
+// TestPlaintextLine: every state of the sidecar's plaintext check has its
+// own line in the details, and only an exposed port has a bypass line.
+func TestPlaintextLine(t *testing.T) {
+	checked := now.Add(-time.Minute)
+	for _, tc := range []struct {
+		name  string
+		proxy func(path string) ([]byte, error)
+		want  string
+	}{
+		{"exposed", func(string) ([]byte, error) {
+			return []byte(`{"enabled":true,"checked_at":"2026-11-24T11:59:00Z","ports":[{"port":8080,"exposed":true,"addresses":["10.1.2.3:8080"],"fix":"bind the app to 127.0.0.1:8080"}]}`), nil
+		}, "PLAINTEXT BYPASS: app port 8080 is reachable without TLS at 10.1.2.3:8080; bind the app"},
+		{"loopback only", func(string) ([]byte, error) {
+			return []byte(`{"enabled":true,"checked_at":"` + checked.Format(time.RFC3339) + `","ports":[{"port":8080,"exposed":false}]}`), nil
+		}, "app ports 8080 not reachable on the pod IP"},
+		{"not checked yet", func(string) ([]byte, error) { return []byte(`{"enabled":true}`), nil }, "not checked yet"},
+		{"disabled", func(string) ([]byte, error) {
+			return []byte(`{"enabled":false,"reason":"turned off"}`), nil
+		}, "not checked: turned off"},
+		{"older sidecar", func(string) ([]byte, error) {
+			return nil, apierrors.NewNotFound(schema.GroupResource{Resource: "pods/proxy"}, "web")
+		}, "an older version"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop", Labels: map[string]string{contract.Inject: contract.NamespaceEnabled}}}
+			web := pod("web", map[string]string{contract.Inbound: "8443:8080"})
+			if _, err := inject.Mutate(web, ns, inject.DefaultConfig()); err != nil {
+				t.Fatal(err)
+			}
+			proxy := func(_ context.Context, _, _, path string) ([]byte, error) {
+				if path == "certs" {
+					return []byte(`{"ready":true}`), nil
+				}
+				return tc.proxy(path)
+			}
+			rep, err := Collect(context.Background(), fake.NewClientset(ns, web), Options{Namespace: "shop", Pod: "web", Live: true, Proxy: proxy})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var detail bytes.Buffer
+			if err := rep.WriteDetail(&detail, now, output.Style{}); err != nil {
+				t.Fatal(err)
+			}
+			flat := strings.Join(strings.Fields(detail.String()), " ")
+			if !strings.Contains(flat, "Plaintext: ") || !strings.Contains(flat, tc.want) {
+				t.Fatalf("details lack %q:\n%s", tc.want, detail.String())
+			}
+			if got := strings.Contains(flat, "BYPASS"); got != (tc.name == "exposed") {
+				t.Fatalf("bypass line shown=%v:\n%s", got, detail.String())
+			}
+		})
 	}
 }

@@ -16,6 +16,7 @@ import (
 
 	"github.com/podtls/podtls/contract"
 	"github.com/podtls/podtls/sidecar/certs"
+	"github.com/podtls/podtls/sidecar/exposure"
 	"github.com/podtls/podtls/sidecar/metrics"
 )
 
@@ -34,6 +35,7 @@ type Option func(*options)
 
 type options struct {
 	open          func() int64
+	plaintext     func() exposure.Report
 	appProbes     http.Handler
 	renew         Renewer
 	renewTimeout  time.Duration
@@ -54,6 +56,12 @@ func WithRenewer(r Renewer) Option { return func(o *options) { o.renew = r } }
 // from open: the client connections the proxy holds (the legacy preStop
 // hook, podtls-sidecar wait-idle, polls it).
 func WithConnections(open func() int64) Option { return func(o *options) { o.open = open } }
+
+// WithPlaintext enables GET /plaintext, answering the last plaintext-bypass
+// check (exposure.Checker.Report) as JSON.
+func WithPlaintext(report func() exposure.Report) Option {
+	return func(o *options) { o.plaintext = report }
+}
 
 // ConnectionsResponse is the JSON answer of GET /connections.
 type ConnectionsResponse struct {
@@ -127,6 +135,16 @@ func Handler(store Snapshotter, reg *metrics.Registry, ready func() bool, log *s
 			w.Header().Set("Content-Type", "application/json")
 			if err := json.NewEncoder(w).Encode(ConnectionsResponse{Open: o.open()}); err != nil {
 				log.Debug("write connections", "error", err)
+			}
+		})
+	}
+	if o.plaintext != nil {
+		mux.HandleFunc("GET /plaintext", func(w http.ResponseWriter, _ *http.Request) {
+			w.Header().Set("Content-Type", "application/json")
+			enc := json.NewEncoder(w)
+			enc.SetIndent("", "  ")
+			if err := enc.Encode(o.plaintext()); err != nil {
+				log.Debug("write plaintext", "error", err)
 			}
 		})
 	}

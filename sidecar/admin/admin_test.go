@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/podtls/podtls/sidecar/certs"
+	"github.com/podtls/podtls/sidecar/exposure"
 	"github.com/podtls/podtls/sidecar/metrics"
 )
 
@@ -175,5 +176,43 @@ func TestRenewInterval(t *testing.T) {
 			t.Fatalf("%s: %d Retry-After %q, %d renewer calls; want %d %q %d: %s",
 				st.name, rec.Code, rec.Header().Get("Retry-After"), calls, st.code, st.retry, wantCalls, rec.Body.String())
 		}
+	}
+}
+
+// TestPlaintext: /plaintext answers the last check as JSON, and exists only
+// when the check is wired in.
+func TestPlaintext(t *testing.T) {
+	rep := exposure.Report{Enabled: true, PodIPs: []string{"10.1.2.3"}, CheckedAt: time.Unix(100, 0).UTC(),
+		Ports: []exposure.Port{{Port: 8080, Exposed: true, Addresses: []string{"10.1.2.3:8080"}, Fix: exposure.Fix(8080)}}}
+	for _, tc := range []struct {
+		name string
+		opts []Option
+		code int
+	}{
+		{"wired", []Option{WithPlaintext(func() exposure.Report { return rep })}, 200},
+		{"not wired", nil, 404},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := httptest.NewServer(Handler(&fakeStore{}, metrics.NewRegistry(), nil, nil, tc.opts...))
+			defer srv.Close()
+			resp, err := http.Get(srv.URL + "/plaintext")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			if resp.StatusCode != tc.code {
+				t.Fatalf("status %d, want %d", resp.StatusCode, tc.code)
+			}
+			if tc.code != 200 {
+				return
+			}
+			var got exposure.Report
+			if err := json.NewDecoder(resp.Body).Decode(&got); err != nil {
+				t.Fatal(err)
+			}
+			if len(got.Exposed()) != 1 || got.Exposed()[0].Fix == "" || !got.CheckedAt.Equal(rep.CheckedAt) {
+				t.Fatalf("decoded %+v", got)
+			}
+		})
 	}
 }

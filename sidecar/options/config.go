@@ -46,9 +46,11 @@ type Config struct {
 	DialTimeout      time.Duration
 	MaxConnections   int
 	PollInterval     time.Duration
-	PostQuantum      bool
-	ALPN             []string
-	LogLevel         slog.Level
+	// PlaintextCheck is the interval of the plaintext-bypass check; 0 turns it off.
+	PlaintextCheck time.Duration
+	PostQuantum    bool
+	ALPN           []string
+	LogLevel       slog.Level
 
 	// Edge: the plaintext redirect listener, the proxies whose
 	// X-Forwarded-For is trusted, the inbound listeners behind a load
@@ -73,6 +75,7 @@ func Default() Config {
 		DialTimeout:      5 * time.Second,
 		MaxConnections:   16384,
 		PollInterval:     10 * time.Second,
+		PlaintextCheck:   time.Minute,
 		LogLevel:         slog.LevelInfo,
 	}
 }
@@ -100,13 +103,14 @@ func Parse(args []string, out io.Writer) (*Config, error) {
 	fs.Func("allow", "SPIFFE `ID` allowed to call inbound listeners: exact, or a prefix ending in /* (repeatable; default: any ID of --trust-domain)", appendTo(&c.Allow))
 	fs.StringVar(&c.TrustDomain, "trust-domain", c.TrustDomain, "SPIFFE trust `DOMAIN` used when --allow is not given")
 	fs.StringVar(&c.Mode, "mode", c.Mode, "proxy `MODE`: tcp (bytes, any protocol) or http (HTTP/1.1 and h2, X-Forwarded-* and X-Podtls-Client-Id headers)")
-	fs.StringVar(&c.Admin, "admin", c.Admin, "`ADDR` of /healthz, /readyz, /metrics and /certs")
+	fs.StringVar(&c.Admin, "admin", c.Admin, "`ADDR` of /healthz, /readyz, /metrics, /certs and /plaintext")
 	fs.DurationVar(&c.DrainTimeout, "drain-timeout", c.DrainTimeout, "on SIGTERM, how long open connections may finish before they are closed")
 	fs.DurationVar(&c.HandshakeTimeout, "handshake-timeout", c.HandshakeTimeout, "TLS handshake timeout")
 	fs.DurationVar(&c.IdleTimeout, "idle-timeout", c.IdleTimeout, "close a connection after this long without bytes in either direction")
 	fs.DurationVar(&c.DialTimeout, "dial-timeout", c.DialTimeout, "timeout to connect to the app or an upstream")
 	fs.IntVar(&c.MaxConnections, "max-connections", c.MaxConnections, "open client connections over all listeners; more are closed at accept (0: unlimited)")
 	fs.DurationVar(&c.PollInterval, "poll-interval", c.PollInterval, "backstop re-read of certificate files besides file-system events")
+	fs.DurationVar(&c.PlaintextCheck, "plaintext-check-interval", c.PlaintextCheck, "how often to check that the app's target ports are not reachable in plaintext on the pod IP (POD_IP, POD_IPS); 0 turns the check off")
 	fs.BoolVar(&c.PostQuantum, "pq-key-exchange", c.PostQuantum, "prefer the hybrid post-quantum key exchange X25519MLKEM768 (about 60 us more CPU per handshake)")
 	fs.Func("alpn", "tcp mode: ALPN `PROTOCOLS` (comma-separated, e.g. h2) inbound listeners offer to TLS clients; the app must speak the chosen protocol in plaintext (e.g. h2c for gRPC). Default: none", func(s string) error {
 		for _, p := range strings.Split(s, ",") {
@@ -192,6 +196,9 @@ func (c *Config) validate() error {
 		if d <= 0 {
 			return fmt.Errorf("%s must be positive, got %s", name, d)
 		}
+	}
+	if c.PlaintextCheck < 0 {
+		return fmt.Errorf("--plaintext-check-interval must not be negative, got %s", c.PlaintextCheck)
 	}
 	if c.CertTTL < 0 {
 		return fmt.Errorf("--cert-ttl must not be negative, got %s", c.CertTTL)

@@ -124,6 +124,8 @@ func sidecar(spec contract.Spec, cfg Config) (corev1.Container, error) {
 		fieldEnv("POD_NAME", "metadata.name"),
 		fieldEnv("POD_NAMESPACE", "metadata.namespace"),
 		fieldEnv("POD_SERVICE_ACCOUNT", "spec.serviceAccountName"),
+		fieldEnv(contract.EnvPodIP, "status.podIP"),
+		fieldEnv(contract.EnvPodIPs, "status.podIPs"),
 	)
 	if cfg.TrustRootsPEM != "" {
 		c.Env = append(c.Env, corev1.EnvVar{Name: contract.EnvTrustRoots, Value: cfg.TrustRootsPEM})

@@ -237,7 +237,7 @@ func TestBadStart(t *testing.T) {
 		if err != nil {
 			t.Fatalf("--help: %v", err)
 		}
-		for _, f := range []string{"inbound", "outbound", "cert-dir", "trust-bundle", "external-cert-dir", "ca-url", "token-file", "dns-name", "cert-ttl", "allow", "trust-domain", "mode", "admin", "drain-timeout", "handshake-timeout", "idle-timeout", "dial-timeout", "max-connections", "poll-interval", "pq-key-exchange", "log-level", "alpn", "redirect", "redirect-host", "trusted-proxy", "proxy-protocol"} {
+		for _, f := range []string{"plaintext-check-interval", "inbound", "outbound", "cert-dir", "trust-bundle", "external-cert-dir", "ca-url", "token-file", "dns-name", "cert-ttl", "allow", "trust-domain", "mode", "admin", "drain-timeout", "handshake-timeout", "idle-timeout", "dial-timeout", "max-connections", "poll-interval", "pq-key-exchange", "log-level", "alpn", "redirect", "redirect-host", "trusted-proxy", "proxy-protocol"} {
 			if !strings.Contains(out, "-"+f) {
 				t.Errorf("--help does not document --%s", f)
 			}

@@ -17,6 +17,7 @@ import (
 	"github.com/podtls/podtls/sidecar/admin"
 	"github.com/podtls/podtls/sidecar/agent"
 	"github.com/podtls/podtls/sidecar/certs"
+	"github.com/podtls/podtls/sidecar/exposure"
 	"github.com/podtls/podtls/sidecar/metrics"
 	"github.com/podtls/podtls/sidecar/options"
 	"github.com/podtls/podtls/sidecar/probe"
@@ -128,12 +129,14 @@ func run(ctx context.Context, cfg *options.Config, log *slog.Logger) error {
 		}
 	}
 
+	plaintext := newPlaintextChecker(cfg, log, reg)
+
 	var serving atomic.Bool
 	adminLn, err := net.Listen("tcp", cfg.Admin)
 	if err != nil {
 		return fmt.Errorf("--admin %s: %w", cfg.Admin, err)
 	}
-	adminOpts := []admin.Option{admin.WithConnections(px.Open)}
+	adminOpts := []admin.Option{admin.WithConnections(px.Open), admin.WithPlaintext(plaintext.Report)}
 	appProbes, err := contract.ParseAppProbes(os.Getenv(contract.EnvAppProbes))
 	if err != nil {
 		return err
@@ -159,6 +162,7 @@ func run(ctx context.Context, cfg *options.Config, log *slog.Logger) error {
 	if ag != nil {
 		go ag.Run(runCtx)
 	}
+	go plaintext.Run(runCtx)
 
 	select {
 	case <-store.ReadyC():
@@ -195,4 +199,20 @@ func run(ctx context.Context, cfg *options.Config, log *slog.Logger) error {
 	<-served
 	log.Info("stopped")
 	return nil
+}
+
+// newPlaintextChecker checks the inbound target ports on the pod's IPs
+// (POD_IPS, else POD_IP, from the downward API). A diagnostic never stops
+// the sidecar: unusable addresses turn the check off and say why.
+func newPlaintextChecker(cfg *options.Config, log *slog.Logger, reg *metrics.Registry) *exposure.Checker {
+	c := exposure.Config{Ports: exposure.TargetPorts(cfg.Inbound), Interval: cfg.PlaintextCheck, Logger: log, Registry: reg}
+	ips, err := exposure.ParsePodIPs(os.Getenv(contract.EnvPodIP), os.Getenv(contract.EnvPodIPs))
+	switch {
+	case err != nil:
+		c.Disabled = "env: " + err.Error()
+	case cfg.PlaintextCheck == 0:
+		c.Disabled = "turned off (--plaintext-check-interval 0)"
+	}
+	c.PodIPs = ips
+	return exposure.New(c)
 }
