@@ -2,12 +2,12 @@ package proxy
 
 import (
 	"context"
-	"crypto/tls"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httputil"
 	"net/url"
+	"strings"
 	"sync"
 	"time"
 
@@ -42,6 +42,13 @@ func (p *Proxy) newHTTPServer(in *Inbound) *http.Server {
 			// Rewrite already dropped client-sent X-Forwarded-*; set ours.
 			pr.SetXForwarded()
 			pr.Out.Header.Del(ClientIDHeader)
+			// Upgrades pass through (WebSockets and others), except h2c: it
+			// is for cleartext connections, and the client's connection
+			// to us is TLS (h2 there is negotiated by ALPN).
+			if strings.EqualFold(pr.Out.Header.Get("Upgrade"), "h2c") {
+				pr.Out.Header.Del("Upgrade")
+				pr.Out.Header.Del("Connection")
+			}
 			if pr.In.TLS != nil && len(pr.In.TLS.PeerCertificates) > 0 {
 				if id, err := tlsconfig.SPIFFEID(pr.In.TLS.PeerCertificates[0]); err == nil {
 					pr.Out.Header.Set(ClientIDHeader, id)
@@ -62,21 +69,28 @@ func (p *Proxy) newHTTPServer(in *Inbound) *http.Server {
 		ReadHeaderTimeout: p.cfg.HandshakeTimeout,
 		IdleTimeout:       p.cfg.IdleTimeout,
 		ErrorLog:          slog.NewLogLogger(p.log.Handler(), slog.LevelDebug),
-		ConnState: func(c net.Conn, s http.ConnState) {
-			if s == http.StateClosed || s == http.StateHijacked {
-				p.connDone(dirInbound, underlying(c))
-			}
-		},
+		// No ConnState hook: the accounting is balanced when the connection
+		// is closed (see ownedConn), which also covers connections hijacked
+		// for an Upgrade, closed by the ReverseProxy when either side ends.
 		BaseContext: func(net.Listener) context.Context { return p.ctx },
 	}
 }
 
-// underlying returns the TCP connection under a TLS one, the key acceptLoop tracked.
-func underlying(c net.Conn) net.Conn {
-	if tc, ok := c.(*tls.Conn); ok {
-		return tc.NetConn()
-	}
-	return c
+// ownedConn is the TCP connection under the TLS connection of an HTTP mode
+// client. The http.Server needs the *tls.Conn itself (for h2 and r.TLS), so
+// the accounting hooks in one level lower: whoever closes the connection
+// last — the server on StateClosed, or the ReverseProxy after an Upgrade it
+// hijacked — releases it, once.
+type ownedConn struct {
+	net.Conn
+	once    sync.Once
+	release func()
+}
+
+func (c *ownedConn) Close() error {
+	err := c.Conn.Close()
+	c.once.Do(c.release)
+	return err
 }
 
 // bytePool adapts bufPool to httputil.BufferPool.

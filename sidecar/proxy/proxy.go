@@ -75,6 +75,7 @@ type listener struct {
 	inbound   *Inbound
 	outbound  *Outbound
 	clientTLS *tls.Config
+	serverTLS *tls.Config
 	http      *http.Server
 	httpLn    *chanListener
 }
@@ -162,7 +163,7 @@ func (p *Proxy) Listen() error {
 			p.closeListeners()
 			return fmt.Errorf("--inbound %s: %w", in, err)
 		}
-		l := &listener{ln: ln, direction: dirInbound, inbound: in}
+		l := &listener{ln: ln, direction: dirInbound, inbound: in, serverTLS: p.cfg.ServerTLS}
 		if p.cfg.Mode == ModeHTTP {
 			l.httpLn = newChanListener(ln.Addr())
 			l.http = p.newHTTPServer(in)
@@ -283,24 +284,13 @@ func (p *Proxy) handshakeDone(direction string, tc *tls.Conn) {
 }
 
 func (p *Proxy) handleInbound(l *listener, raw net.Conn) {
-	tc := tls.Server(raw, p.cfg.ServerTLS)
-	// Handshake, not HandshakeContext: the deadline bounds it, a forced
-	// shutdown closes the socket, and a context would cost a goroutine per
-	// connection.
-	_ = raw.SetDeadline(time.Now().Add(p.cfg.HandshakeTimeout))
-	if err := tc.Handshake(); err != nil {
-		p.handshakeFailed(dirInbound, err, raw.RemoteAddr())
-		p.connDone(dirInbound, raw)
+	if l.http != nil {
+		p.handleInboundHTTP(l, raw)
 		return
 	}
-	_ = raw.SetDeadline(time.Time{})
-	p.handshakeDone(dirInbound, tc)
-	if l.http != nil {
-		// The HTTP server owns the connection from here; its ConnState hook
-		// balances the accounting.
-		if !l.httpLn.push(tc) {
-			p.connDone(dirInbound, raw)
-		}
+	tc, ok := p.serverHandshake(l, raw, raw)
+	if !ok {
+		p.connDone(dirInbound, raw)
 		return
 	}
 	defer p.connDone(dirInbound, raw)
@@ -317,6 +307,43 @@ func (p *Proxy) handleInbound(l *listener, raw net.Conn) {
 	}
 	defer func() { p.untrack(up); up.Close() }()
 	p.splice(dirInbound, tc, up)
+}
+
+// serverHandshake runs the inbound TLS handshake over conn (raw, or a
+// wrapper of it) and counts its outcome.
+func (p *Proxy) serverHandshake(l *listener, raw, conn net.Conn) (*tls.Conn, bool) {
+	tc := tls.Server(conn, l.serverTLS)
+	// Handshake, not HandshakeContext: the deadline bounds it, a forced
+	// shutdown closes the socket, and a context would cost a goroutine per
+	// connection.
+	_ = raw.SetDeadline(time.Now().Add(p.cfg.HandshakeTimeout))
+	if err := tc.Handshake(); err != nil {
+		p.handshakeFailed(dirInbound, err, raw.RemoteAddr())
+		return nil, false
+	}
+	_ = raw.SetDeadline(time.Time{})
+	p.handshakeDone(dirInbound, tc)
+	return tc, true
+}
+
+// handleInboundHTTP hands a handshaken connection to the listener's HTTP
+// server. The connection holds a count on p.wg until it is closed, so a drain
+// waits for requests in flight and upgraded (hijacked) connections alike.
+func (p *Proxy) handleInboundHTTP(l *listener, raw net.Conn) {
+	p.wg.Add(1) // the caller's count is held: never from zero during Wait
+	owned := &ownedConn{Conn: raw, release: func() {
+		p.connDone(dirInbound, raw)
+		p.wg.Done()
+	}}
+	tc, ok := p.serverHandshake(l, raw, owned)
+	if !ok {
+		owned.Close()
+		return
+	}
+	// The HTTP server owns the connection from here.
+	if !l.httpLn.push(tc) {
+		owned.Close()
+	}
 }
 
 func (p *Proxy) track(c net.Conn) bool {
