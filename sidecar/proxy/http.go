@@ -32,8 +32,17 @@ func (p *Proxy) newHTTPServer(in *Inbound) *http.Server {
 		IdleConnTimeout:       90 * time.Second,
 		DisableCompression:    true, // pass the app's encoding through untouched
 		ExpectContinueTimeout: time.Second,
-		// The app speaks plaintext HTTP/1.1 on loopback; h2 ends here.
+		// The app speaks plaintext HTTP/1.1 on loopback (h2 ends here), or,
+		// for h2c ports, plaintext HTTP/2 (below).
 		ForceAttemptHTTP2: false,
+	}
+	h2c := in.appProtocol(ModeHTTP) == ProtoH2C
+	if h2c {
+		// Prior-knowledge HTTP/2 to the app: gRPC and HTTP/2 apps. Upgrade
+		// requests cannot cross it (HTTP/1.1 only) and get 502.
+		var protos http.Protocols
+		protos.SetUnencryptedHTTP2(true)
+		transport.Protocols = &protos
 	}
 	rp := &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
@@ -58,11 +67,21 @@ func (p *Proxy) newHTTPServer(in *Inbound) *http.Server {
 		Transport:  transport,
 		BufferPool: bytePool{},
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			if r.Context().Err() != nil {
+				// The client went away (h2: reset its stream) and the upstream
+				// request was canceled with it: not the app's failure.
+				p.log.Debug("request canceled by the client", "target", in.Target, "method", r.Method, "error", err)
+				return
+			}
 			p.m.dialFailures.With(dirInbound).Inc()
 			p.log.Warn("proxy to app failed", "target", in.Target, "method", r.Method, "error", err)
 			w.WriteHeader(http.StatusBadGateway)
 		},
 		ErrorLog: slog.NewLogLogger(p.log.Handler(), slog.LevelDebug),
+	}
+	if h2c {
+		// Streams (gRPC) flush every write at once in both directions.
+		rp.FlushInterval = -1
 	}
 	return &http.Server{
 		Handler:           rp,

@@ -31,8 +31,13 @@ type Config struct {
 	Inbound  []Inbound
 	Outbound []Outbound
 	Mode     string
-	// ServerTLS terminates inbound connections (tlsconfig.Server).
-	ServerTLS *tls.Config
+	// ServerTLS builds the config terminating one inbound listener
+	// (tlsconfig.Server), offering the ALPN protocols given; called once per
+	// inbound listener.
+	ServerTLS func(alpn []string) *tls.Config
+	// ALPN is what inbound ports whose app protocol is tcp offer (--alpn);
+	// the other ports offer what their protocol and the mode serve.
+	ALPN []string
 	// ClientTLS builds the config for one outbound (tlsconfig.Client); called
 	// once per listener so each upstream keeps its own session cache.
 	ClientTLS func(Outbound) *tls.Config
@@ -163,8 +168,9 @@ func (p *Proxy) Listen() error {
 			p.closeListeners()
 			return fmt.Errorf("--inbound %s: %w", in, err)
 		}
-		l := &listener{ln: ln, direction: dirInbound, inbound: in, serverTLS: p.cfg.ServerTLS}
-		if p.cfg.Mode == ModeHTTP {
+		l := &listener{ln: ln, direction: dirInbound, inbound: in,
+			serverTLS: p.cfg.ServerTLS(in.alpn(p.cfg.Mode, p.cfg.ALPN))}
+		if in.servesHTTP(p.cfg.Mode) {
 			l.httpLn = newChanListener(ln.Addr())
 			l.http = p.newHTTPServer(in)
 		}
