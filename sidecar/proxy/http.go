@@ -95,6 +95,26 @@ func (p *Proxy) newHTTPServer(in *Inbound) *http.Server {
 	}
 }
 
+// handleInboundHTTP hands a handshaken connection to the listener's HTTP
+// server. The connection holds a count on p.wg until it is closed, so a drain
+// waits for requests in flight and upgraded (hijacked) connections alike.
+func (p *Proxy) handleInboundHTTP(l *listener, raw net.Conn) {
+	p.wg.Add(1) // the caller's count is held: never from zero during Wait
+	owned := &ownedConn{Conn: raw, release: func() {
+		p.connDone(dirInbound, raw)
+		p.wg.Done()
+	}}
+	tc, ok := p.serverHandshake(l, raw, owned)
+	if !ok {
+		owned.Close()
+		return
+	}
+	// The HTTP server owns the connection from here.
+	if !l.httpLn.push(tc) {
+		owned.Close()
+	}
+}
+
 // ownedConn is the TCP connection under the TLS connection of an HTTP mode
 // client. The http.Server needs the *tls.Conn itself (for h2 and r.TLS), so
 // the accounting hooks in one level lower: whoever closes the connection

@@ -332,26 +332,6 @@ func (p *Proxy) serverHandshake(l *listener, raw, conn net.Conn) (*tls.Conn, boo
 	return tc, true
 }
 
-// handleInboundHTTP hands a handshaken connection to the listener's HTTP
-// server. The connection holds a count on p.wg until it is closed, so a drain
-// waits for requests in flight and upgraded (hijacked) connections alike.
-func (p *Proxy) handleInboundHTTP(l *listener, raw net.Conn) {
-	p.wg.Add(1) // the caller's count is held: never from zero during Wait
-	owned := &ownedConn{Conn: raw, release: func() {
-		p.connDone(dirInbound, raw)
-		p.wg.Done()
-	}}
-	tc, ok := p.serverHandshake(l, raw, owned)
-	if !ok {
-		owned.Close()
-		return
-	}
-	// The HTTP server owns the connection from here.
-	if !l.httpLn.push(tc) {
-		owned.Close()
-	}
-}
-
 func (p *Proxy) track(c net.Conn) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -45,6 +46,10 @@ func wsEchoApp(t testing.TB) (addr string, closed <-chan error) {
 			}
 		}
 	})}
+	// HTTP/1.1 and h2c on one port, like many Go apps.
+	srv.Protocols = new(http.Protocols)
+	srv.Protocols.SetHTTP1(true)
+	srv.Protocols.SetUnencryptedHTTP2(true)
 	go srv.Serve(ln)
 	t.Cleanup(func() { srv.Close() })
 	return ln.Addr().String(), ch
@@ -176,5 +181,22 @@ func TestH2CUpgradeNotForwarded(t *testing.T) {
 	}
 	if h := <-seen; h.Get("Upgrade") != "" || h.Get("Connection") != "" {
 		t.Fatalf("app saw Upgrade %q Connection %q, want neither", h.Get("Upgrade"), h.Get("Connection"))
+	}
+}
+
+// TestUpgradeOnH2CPort: an Upgrade cannot cross the HTTP/2 hop to an h2c app;
+// the client gets 502.
+func TestUpgradeOnH2CPort(t *testing.T) {
+	app, _ := wsEchoApp(t)
+	r := newRig(t, app, func(c *Config) { c.Mode = ModeHTTP; c.Inbound[0].Protocol = ProtoH2C })
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := r.wsDial(ctx, t)
+	if err == nil {
+		c.CloseNow()
+		t.Fatal("WebSocket upgraded through an h2c port")
+	}
+	if !strings.Contains(err.Error(), "502") {
+		t.Fatalf("dial error %v, want a 502 answer", err)
 	}
 }
