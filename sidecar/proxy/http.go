@@ -2,13 +2,16 @@ package proxy
 
 import (
 	"context"
+	"crypto/tls"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"net/http/httputil"
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/podtls/podtls/tlsconfig"
@@ -88,9 +91,20 @@ func (p *Proxy) newHTTPServer(in *Inbound) *http.Server {
 		ReadHeaderTimeout: p.cfg.HandshakeTimeout,
 		IdleTimeout:       p.cfg.IdleTimeout,
 		ErrorLog:          slog.NewLogLogger(p.log.Handler(), slog.LevelDebug),
-		// No ConnState hook: the accounting is balanced when the connection
-		// is closed (see ownedConn), which also covers connections hijacked
-		// for an Upgrade, closed by the ReverseProxy when either side ends.
+		// The accounting is balanced when the connection is closed (see
+		// ownedConn), which also covers connections hijacked for an
+		// Upgrade, closed by the ReverseProxy when either side ends. Those
+		// are out of the server's timeouts: the idle timeout watches them.
+		ConnState: func(c net.Conn, s http.ConnState) {
+			if s != http.StateHijacked {
+				return
+			}
+			if tc, ok := c.(*tls.Conn); ok {
+				if oc, ok := tc.NetConn().(*ownedConn); ok {
+					oc.watchIdle(p.cfg.IdleTimeout)
+				}
+			}
+		},
 		BaseContext: func(net.Listener) context.Context { return p.ctx },
 	}
 }
@@ -124,9 +138,50 @@ type ownedConn struct {
 	net.Conn
 	once    sync.Once
 	release func()
+	act     activity // last read or write, once watchIdle started
+	idle    atomic.Pointer[time.Timer]
+}
+
+func (c *ownedConn) Read(b []byte) (int, error) {
+	n, err := c.Conn.Read(b)
+	if n > 0 && c.watched() {
+		c.act.touch(time.Now())
+	}
+	return n, err
+}
+
+func (c *ownedConn) Write(b []byte) (int, error) {
+	n, err := c.Conn.Write(b)
+	if n > 0 && c.watched() {
+		c.act.touch(time.Now())
+	}
+	return n, err
+}
+
+func (c *ownedConn) watched() bool { return c.act.last.Load() != 0 }
+
+// watchIdle closes the connection once no bytes moved either way for idle
+// (--idle-timeout), as in tcp mode: one timer per upgraded connection,
+// re-armed for the time left when it fires early, stopped on Close.
+func (c *ownedConn) watchIdle(idle time.Duration) {
+	c.act.touch(time.Now())
+	var t *time.Timer
+	// Created disarmed and armed by Reset below, so the callback sees t set.
+	t = time.AfterFunc(time.Duration(math.MaxInt64), func() {
+		if left := idle - c.act.since(time.Now()); left > 0 {
+			t.Reset(left)
+			return
+		}
+		c.Conn.Close() // the copies fail; the ReverseProxy closes us
+	})
+	c.idle.Store(t)
+	t.Reset(idle)
 }
 
 func (c *ownedConn) Close() error {
+	if t := c.idle.Load(); t != nil {
+		t.Stop()
+	}
 	err := c.Conn.Close()
 	c.once.Do(c.release)
 	return err

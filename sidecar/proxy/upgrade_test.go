@@ -200,3 +200,38 @@ func TestUpgradeOnH2CPort(t *testing.T) {
 		t.Fatalf("dial error %v, want a 502 answer", err)
 	}
 }
+
+// TestWebSocketIdleTimeout: an upgraded connection stays open while messages
+// flow and is closed after the idle timeout without any, as in tcp mode.
+func TestWebSocketIdleTimeout(t *testing.T) {
+	const idle = 300 * time.Millisecond
+	app, _ := wsEchoApp(t)
+	r := newRig(t, app, func(c *Config) { c.Mode = ModeHTTP; c.IdleTimeout = idle })
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := r.wsDial(ctx, t)
+	if err != nil {
+		t.Fatalf("websocket dial through the proxy: %v", err)
+	}
+	defer c.CloseNow()
+	// Busy for longer than the idle timeout: each echo comes back before
+	// the next message, so the gaps stay far below it.
+	for busy := time.Now(); time.Since(busy) < idle+200*time.Millisecond; {
+		if err := c.Write(ctx, websocket.MessageText, []byte("ping")); err != nil {
+			t.Fatalf("closed while active: %v", err)
+		}
+		if _, _, err := c.Read(ctx); err != nil {
+			t.Fatalf("closed while active: %v", err)
+		}
+	}
+	start := time.Now()
+	if _, _, err := c.Read(ctx); err == nil {
+		t.Fatal("read a message from a silent app")
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("idle WebSocket closed after %s, want about %s", d, idle)
+	}
+	poll.Eventually(t, 10*time.Second, "the connection to be uncounted", func() (bool, string) {
+		return r.p.Open() == 0, fmt.Sprintf("%d open", r.p.Open())
+	})
+}
