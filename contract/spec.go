@@ -74,7 +74,13 @@ func (s Spec) Drain() time.Duration {
 type PortMapping struct {
 	Listen int32 `json:"listen"`
 	Target int32 `json:"target"`
+	// Protocol is what the app speaks on Target: "tcp", "http1", "h2c", or
+	// empty for the pod's mode.
+	Protocol string `json:"protocol,omitempty"`
 }
+
+// InboundProtocols are the app protocols an inbound item may name after '/'.
+var InboundProtocols = []string{"tcp", "http1", "h2c"}
 
 // Upstream is one outbound listener: plaintext on 127.0.0.1:LocalPort, mTLS to
 // Host:Port, or, when Public, TLS verified with the system roots.
@@ -121,14 +127,17 @@ func Parse(annotations map[string]string, ns string, cfg Defaults) (Spec, []stri
 
 	usedPorts := map[int32]string{AdminPort: "the sidecar's admin port"}
 
-	const inboundForm = `comma-separated LISTEN:TARGET ports, e.g. "8443:8080,9443:9090"`
+	const inboundForm = `comma-separated LISTEN:TARGET[/PROTOCOL] items, PROTOCOL tcp, http1 or h2c (default: the mode), e.g. "8443:8080,9443:9090"`
 	for _, item := range SplitList(a[Inbound]) {
 		l, t, ok := strings.Cut(item, ":")
+		t, proto, hasProto := strings.Cut(t, "/")
 		lp, lerr := parsePort(l)
 		tp, terr := parsePort(t)
 		switch {
 		case !ok || lerr != nil || terr != nil:
-			bad(Inbound, fmt.Sprintf("%q is not LISTEN:TARGET with ports 1-65535", item), inboundForm)
+			bad(Inbound, fmt.Sprintf("%q is not LISTEN:TARGET[/PROTOCOL] with ports 1-65535", item), inboundForm)
+		case hasProto && !slices.Contains(InboundProtocols, proto):
+			bad(Inbound, fmt.Sprintf("%q names protocol %q", item, proto), inboundForm)
 		case lp == tp:
 			bad(Inbound, fmt.Sprintf("%q listens on the app's own port", item),
 				"different ports: the sidecar takes LISTEN on all interfaces, the app keeps TARGET on 127.0.0.1")
@@ -136,7 +145,7 @@ func Parse(annotations map[string]string, ns string, cfg Defaults) (Spec, []stri
 			bad(Inbound, fmt.Sprintf("port %d in %q is already %s", lp, item, usedPorts[lp]), "each port once")
 		default:
 			usedPorts[lp] = "an inbound port"
-			spec.Inbound = append(spec.Inbound, PortMapping{Listen: lp, Target: tp})
+			spec.Inbound = append(spec.Inbound, PortMapping{Listen: lp, Target: tp, Protocol: proto})
 		}
 	}
 

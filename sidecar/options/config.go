@@ -91,7 +91,7 @@ func Parse(args []string, out io.Writer) (*Config, error) {
 		fs.PrintDefaults()
 	}
 	var inbound, outbound []string
-	fs.Func("inbound", "TLS listener on LISTEN forwarding plaintext to the app at TARGET: `LISTEN=TARGET`, e.g. :8443=127.0.0.1:8080 (repeatable)", appendTo(&inbound))
+	fs.Func("inbound", "TLS listener on LISTEN forwarding plaintext to the app at TARGET, which speaks PROTOCOL: tcp (bytes), http1 or h2c (plaintext HTTP/2, gRPC); default: the mode's (tcp or http1): `LISTEN=TARGET[/PROTOCOL]`, e.g. :8443=127.0.0.1:8080 or :9443=127.0.0.1:9090/h2c (repeatable)", appendTo(&inbound))
 	fs.Func("outbound", "loopback plaintext listener dialing HOST:PORT with mTLS, verifying its name and, if given, its SPIFFE ID, or with tls:// TLS verified by the system roots: `LISTEN=[tls://]HOST:PORT[#SPIFFE-ID]`, e.g. localhost:9001=preference.demo.svc:8443 (localhost: 127.0.0.1 and ::1 when present; repeatable)", appendTo(&outbound))
 	fs.StringVar(&c.CertDir, "cert-dir", c.CertDir, "`DIR` holding the mesh certificate: tls.crt (leaf + chain), tls.key and optionally ca.crt (required)")
 	fs.StringVar(&c.TrustBundle, "trust-bundle", c.TrustBundle, "PEM `FILE` of trusted mesh roots; may be absent at start (its union with <cert-dir>/ca.crt is trusted)")
@@ -112,7 +112,7 @@ func Parse(args []string, out io.Writer) (*Config, error) {
 	fs.DurationVar(&c.PollInterval, "poll-interval", c.PollInterval, "backstop re-read of certificate files besides file-system events")
 	fs.DurationVar(&c.PlaintextCheck, "plaintext-check-interval", c.PlaintextCheck, "how often to check that the app's target ports are not reachable in plaintext on the pod IP (POD_IP, POD_IPS); 0 turns the check off")
 	fs.BoolVar(&c.PostQuantum, "pq-key-exchange", c.PostQuantum, "prefer the hybrid post-quantum key exchange X25519MLKEM768 (about 60 us more CPU per handshake)")
-	fs.Func("alpn", "tcp mode: ALPN `PROTOCOLS` (comma-separated, e.g. h2) inbound listeners offer to TLS clients; the app must speak the chosen protocol in plaintext (e.g. h2c for gRPC). Default: none", func(s string) error {
+	fs.Func("alpn", "tcp mode: ALPN `PROTOCOLS` (comma-separated, e.g. h2) inbound listeners whose protocol is tcp offer to TLS clients; the app must speak the chosen protocol in plaintext. Listeners with /http1 offer http/1.1, with /h2c h2 (gRPC). Default: none", func(s string) error {
 		for _, p := range strings.Split(s, ",") {
 			p = strings.TrimSpace(p)
 			if p == "" || len(p) > 255 {

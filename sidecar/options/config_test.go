@@ -44,6 +44,12 @@ func TestParse(t *testing.T) {
 		}},
 		{"no-listeners", []string{"--cert-dir", "/c"}, "--inbound or --outbound", nil},
 		{"no-cert-dir", []string{"--inbound", ":8443=127.0.0.1:8080"}, "--cert-dir is required", nil},
+		{"inbound-protocol", append(base, "--inbound", ":9443=127.0.0.1:9090/h2c", "--mode", "http"), "", func(t *testing.T, c *Config) {
+			if len(c.Inbound) != 2 || c.Inbound[0].Protocol != "" || c.Inbound[1].Protocol != "h2c" {
+				t.Fatalf("inbound %+v", c.Inbound)
+			}
+		}},
+		{"bad-inbound-protocol", append(base, "--inbound", ":9443=127.0.0.1:9090/grpc"), "protocol", nil},
 		{"bad-inbound", append(base, "--inbound", "nope"), "--inbound", nil},
 		{"bad-outbound", append(base, "--outbound", "0.0.0.0:1=a.b:1"), "--outbound", nil},
 		{"same-port", append(base, "--outbound", "127.0.0.1:8443=a.b:1"), "port 8443", nil},
@@ -98,6 +104,7 @@ func TestHelp(t *testing.T) {
 
 func FuzzParse(f *testing.F) {
 	f.Add("--cert-dir\x00/c\x00--inbound\x00:8443=127.0.0.1:8080\x00--allow\x00spiffe://cluster.local/ns/a/*")
+	f.Add("--cert-dir\x00/c\x00--inbound\x00:8443=127.0.0.1:8080/h2c\x00--mode\x00http")
 	f.Add("--cert-dir\x00/c\x00--outbound\x00:9001=a.b:1#spiffe://cluster.local/ns/a/sa/b\x00--mode\x00http")
 	f.Add("--ca-url\x00https://x\x00--token-file\x00/t\x00--dns-name\x00a.b")
 	f.Fuzz(func(t *testing.T, joined string) {

@@ -4,12 +4,17 @@ import (
 	"context"
 	"crypto/tls"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"net/http/httputil"
 	"net/url"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
+
+	"github.com/podtls/podtls/tlsconfig"
 )
 
 // ClientIDHeader carries the verified client SPIFFE ID to the app in HTTP
@@ -30,44 +35,154 @@ func (p *Proxy) newHTTPServer(in *Inbound) *http.Server {
 		IdleConnTimeout:       90 * time.Second,
 		DisableCompression:    true, // pass the app's encoding through untouched
 		ExpectContinueTimeout: time.Second,
-		// The app speaks plaintext HTTP/1.1 on loopback; h2 ends here.
+		// The app speaks plaintext HTTP/1.1 on loopback (h2 ends here), or,
+		// for h2c ports, plaintext HTTP/2 (below).
 		ForceAttemptHTTP2: false,
+	}
+	h2c := in.appProtocol(ModeHTTP) == ProtoH2C
+	if h2c {
+		// Prior-knowledge HTTP/2 to the app: gRPC and HTTP/2 apps. Upgrade
+		// requests cannot cross it (HTTP/1.1 only) and get 502.
+		var protos http.Protocols
+		protos.SetUnencryptedHTTP2(true)
+		transport.Protocols = &protos
 	}
 	rp := &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.SetURL(target)
 			pr.Out.Host = pr.In.Host // the app sees the name the client asked for
 			p.setForwarded(pr)
+			// Upgrades pass through (WebSockets and others), except h2c: it
+			// is for cleartext connections, and the client's connection
+			// to us is TLS (h2 there is negotiated by ALPN).
+			if strings.EqualFold(pr.Out.Header.Get("Upgrade"), "h2c") {
+				pr.Out.Header.Del("Upgrade")
+				pr.Out.Header.Del("Connection")
+			}
+			if pr.In.TLS != nil && len(pr.In.TLS.PeerCertificates) > 0 {
+				if id, err := tlsconfig.SPIFFEID(pr.In.TLS.PeerCertificates[0]); err == nil {
+					pr.Out.Header.Set(ClientIDHeader, id)
+				}
+			}
 		},
 		Transport:  transport,
 		BufferPool: bytePool{},
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			if r.Context().Err() != nil {
+				// The client went away (h2: reset its stream) and the upstream
+				// request was canceled with it: not the app's failure.
+				p.log.Debug("request canceled by the client", "target", in.Target, "method", r.Method, "error", err)
+				return
+			}
 			p.m.dialFailures.With(dirInbound).Inc()
 			p.log.Warn("proxy to app failed", "target", in.Target, "method", r.Method, "error", err)
 			w.WriteHeader(http.StatusBadGateway)
 		},
 		ErrorLog: slog.NewLogLogger(p.log.Handler(), slog.LevelDebug),
 	}
+	if h2c {
+		// Streams (gRPC) flush every write at once in both directions.
+		rp.FlushInterval = -1
+	}
 	return &http.Server{
 		Handler:           rp,
 		ReadHeaderTimeout: p.cfg.HandshakeTimeout,
 		IdleTimeout:       p.cfg.IdleTimeout,
 		ErrorLog:          slog.NewLogLogger(p.log.Handler(), slog.LevelDebug),
+		// The accounting is balanced when the connection is closed (see
+		// ownedConn), which also covers connections hijacked for an
+		// Upgrade, closed by the ReverseProxy when either side ends. Those
+		// are out of the server's timeouts: the idle timeout watches them.
 		ConnState: func(c net.Conn, s http.ConnState) {
-			if s == http.StateClosed || s == http.StateHijacked {
-				p.connDone(dirInbound, underlying(c))
+			if s != http.StateHijacked {
+				return
+			}
+			if tc, ok := c.(*tls.Conn); ok {
+				if oc, ok := tc.NetConn().(*ownedConn); ok {
+					oc.watchIdle(p.cfg.IdleTimeout)
+				}
 			}
 		},
 		BaseContext: func(net.Listener) context.Context { return p.ctx },
 	}
 }
 
-// underlying returns the TCP connection under a TLS one, the key acceptLoop tracked.
-func underlying(c net.Conn) net.Conn {
-	if tc, ok := c.(*tls.Conn); ok {
-		return tc.NetConn()
+// handleInboundHTTP hands a handshaken connection to the listener's HTTP
+// server. The connection holds a count on p.wg until it is closed, so a drain
+// waits for requests in flight and upgraded (hijacked) connections alike.
+func (p *Proxy) handleInboundHTTP(l *listener, raw net.Conn) {
+	p.wg.Add(1) // the caller's count is held: never from zero during Wait
+	owned := &ownedConn{Conn: raw, release: func() {
+		p.connDone(dirInbound, raw)
+		p.wg.Done()
+	}}
+	tc, ok := p.serverHandshake(l, raw, owned)
+	if !ok {
+		owned.Close()
+		return
 	}
-	return c
+	// The HTTP server owns the connection from here.
+	if !l.httpLn.push(tc) {
+		owned.Close()
+	}
+}
+
+// ownedConn is the TCP connection under the TLS connection of an HTTP mode
+// client. The http.Server needs the *tls.Conn itself (for h2 and r.TLS), so
+// the accounting hooks in one level lower: whoever closes the connection
+// last — the server on StateClosed, or the ReverseProxy after an Upgrade it
+// hijacked — releases it, once.
+type ownedConn struct {
+	net.Conn
+	once    sync.Once
+	release func()
+	act     activity // last read or write, once watchIdle started
+	idle    atomic.Pointer[time.Timer]
+}
+
+func (c *ownedConn) Read(b []byte) (int, error) {
+	n, err := c.Conn.Read(b)
+	if n > 0 && c.watched() {
+		c.act.touch(time.Now())
+	}
+	return n, err
+}
+
+func (c *ownedConn) Write(b []byte) (int, error) {
+	n, err := c.Conn.Write(b)
+	if n > 0 && c.watched() {
+		c.act.touch(time.Now())
+	}
+	return n, err
+}
+
+func (c *ownedConn) watched() bool { return c.act.last.Load() != 0 }
+
+// watchIdle closes the connection once no bytes moved either way for idle
+// (--idle-timeout), as in tcp mode: one timer per upgraded connection,
+// re-armed for the time left when it fires early, stopped on Close.
+func (c *ownedConn) watchIdle(idle time.Duration) {
+	c.act.touch(time.Now())
+	var t *time.Timer
+	// Created disarmed and armed by Reset below, so the callback sees t set.
+	t = time.AfterFunc(time.Duration(math.MaxInt64), func() {
+		if left := idle - c.act.since(time.Now()); left > 0 {
+			t.Reset(left)
+			return
+		}
+		c.Conn.Close() // the copies fail; the ReverseProxy closes us
+	})
+	c.idle.Store(t)
+	t.Reset(idle)
+}
+
+func (c *ownedConn) Close() error {
+	if t := c.idle.Load(); t != nil {
+		t.Stop()
+	}
+	err := c.Conn.Close()
+	c.once.Do(c.release)
+	return err
 }
 
 // bytePool adapts bufPool to httputil.BufferPool.

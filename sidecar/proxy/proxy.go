@@ -31,8 +31,13 @@ type Config struct {
 	Inbound  []Inbound
 	Outbound []Outbound
 	Mode     string
-	// ServerTLS terminates inbound connections (tlsconfig.Server).
-	ServerTLS *tls.Config
+	// ServerTLS builds the config terminating one inbound listener
+	// (tlsconfig.Server), offering the ALPN protocols given; called once per
+	// inbound listener.
+	ServerTLS func(alpn []string) *tls.Config
+	// ALPN is what inbound ports whose app protocol is tcp offer (--alpn);
+	// the other ports offer what their protocol and the mode serve.
+	ALPN []string
 	// ClientTLS builds the config for one outbound (tlsconfig.Client); called
 	// once per listener so each upstream keeps its own session cache.
 	ClientTLS func(Outbound) *tls.Config
@@ -82,6 +87,7 @@ type listener struct {
 	inbound   *Inbound
 	outbound  *Outbound
 	clientTLS *tls.Config
+	serverTLS *tls.Config
 	http      *http.Server
 	httpLn    *chanListener
 }
@@ -172,8 +178,9 @@ func (p *Proxy) Listen() error {
 		if p.cfg.ProxyProtocol[in.Listen] {
 			ln = p.withProxyProtocol(ln)
 		}
-		l := &listener{ln: ln, direction: dirInbound, inbound: in}
-		if p.cfg.Mode == ModeHTTP {
+		l := &listener{ln: ln, direction: dirInbound, inbound: in,
+			serverTLS: p.cfg.ServerTLS(in.alpn(p.cfg.Mode, p.cfg.ALPN))}
+		if in.servesHTTP(p.cfg.Mode) {
 			l.httpLn = newChanListener(ln.Addr())
 			l.http = p.newHTTPServer(in)
 		}
@@ -293,24 +300,13 @@ func (p *Proxy) handshakeDone(direction string, tc *tls.Conn) {
 }
 
 func (p *Proxy) handleInbound(l *listener, raw net.Conn) {
-	tc := tls.Server(raw, p.cfg.ServerTLS)
-	// Handshake, not HandshakeContext: the deadline bounds it, a forced
-	// shutdown closes the socket, and a context would cost a goroutine per
-	// connection.
-	_ = raw.SetDeadline(time.Now().Add(p.cfg.HandshakeTimeout))
-	if err := tc.Handshake(); err != nil {
-		p.handshakeFailed(dirInbound, err, raw.RemoteAddr())
-		p.connDone(dirInbound, raw)
+	if l.http != nil {
+		p.handleInboundHTTP(l, raw)
 		return
 	}
-	_ = raw.SetDeadline(time.Time{})
-	p.handshakeDone(dirInbound, tc)
-	if l.http != nil {
-		// The HTTP server owns the connection from here; its ConnState hook
-		// balances the accounting.
-		if !l.httpLn.push(tc) {
-			p.connDone(dirInbound, raw)
-		}
+	tc, ok := p.serverHandshake(l, raw, raw)
+	if !ok {
+		p.connDone(dirInbound, raw)
 		return
 	}
 	defer p.connDone(dirInbound, raw)
@@ -327,6 +323,23 @@ func (p *Proxy) handleInbound(l *listener, raw net.Conn) {
 	}
 	defer func() { p.untrack(up); up.Close() }()
 	p.splice(dirInbound, tc, up)
+}
+
+// serverHandshake runs the inbound TLS handshake over conn (raw, or a
+// wrapper of it) and counts its outcome.
+func (p *Proxy) serverHandshake(l *listener, raw, conn net.Conn) (*tls.Conn, bool) {
+	tc := tls.Server(conn, l.serverTLS)
+	// Handshake, not HandshakeContext: the deadline bounds it, a forced
+	// shutdown closes the socket, and a context would cost a goroutine per
+	// connection.
+	_ = raw.SetDeadline(time.Now().Add(p.cfg.HandshakeTimeout))
+	if err := tc.Handshake(); err != nil {
+		p.handshakeFailed(dirInbound, err, raw.RemoteAddr())
+		return nil, false
+	}
+	_ = raw.SetDeadline(time.Time{})
+	p.handshakeDone(dirInbound, tc)
+	return tc, true
 }
 
 func (p *Proxy) track(c net.Conn) bool {

@@ -49,9 +49,12 @@ func newRig(t testing.TB, target string, mutate func(*Config)) *rig {
 	allow, _ := identity.NewMatcher("cluster.local", nil)
 	reg := metrics.NewRegistry()
 	cfg := Config{
-		Inbound:   []Inbound{{Listen: "127.0.0.1:0", Target: target}},
-		ServerTLS: tlsconfig.Server(source{&tls.Certificate{Certificate: [][]byte{srv.Cert.Raw}, PrivateKey: srv.Key, Leaf: srv.Cert}, roots}, allow, tlsconfig.Options{}),
-		Registry:  reg,
+		Inbound: []Inbound{{Listen: "127.0.0.1:0", Target: target}},
+		ServerTLS: func(alpn []string) *tls.Config {
+			src := source{&tls.Certificate{Certificate: [][]byte{srv.Cert.Raw}, PrivateKey: srv.Key, Leaf: srv.Cert}, roots}
+			return tlsconfig.Server(src, allow, tlsconfig.Options{NextProtos: alpn})
+		},
+		Registry: reg,
 	}
 	if mutate != nil {
 		mutate(&cfg)

@@ -11,12 +11,28 @@ import (
 	"github.com/podtls/podtls/identity"
 )
 
-// Inbound is one --inbound LISTEN=TARGET: a TLS listener forwarding
-// plaintext to the app.
+// Inbound is one --inbound LISTEN=TARGET[/PROTOCOL]: a TLS listener
+// forwarding plaintext to the app.
 type Inbound struct {
 	Listen string // host:port, host may be empty (all addresses)
 	Target string // host:port of the app, usually 127.0.0.1:<port>
+	// Protocol is what the app speaks on Target: ProtoTCP, ProtoHTTP1,
+	// ProtoH2C, or empty for the proxy's mode (tcp mode: tcp; http mode: http1).
+	Protocol string
 }
+
+// App protocols of an inbound port.
+const (
+	ProtoTCP   = "tcp"   // opaque bytes, spliced
+	ProtoHTTP1 = "http1" // plaintext HTTP/1.1
+	ProtoH2C   = "h2c"   // plaintext HTTP/2 (gRPC)
+)
+
+// Protocols lists the valid app protocols, for messages.
+const Protocols = ProtoTCP + ", " + ProtoHTTP1 + " or " + ProtoH2C
+
+// ValidProtocol reports whether p names an app protocol.
+func ValidProtocol(p string) bool { return p == ProtoTCP || p == ProtoHTTP1 || p == ProtoH2C }
 
 // Outbound is one --outbound LISTEN=[tls://]HOST:PORT[#SPIFFE-ID]: a
 // plaintext loopback listener for the app, originating mTLS to the upstream,
@@ -33,7 +49,47 @@ type Outbound struct {
 // PublicScheme prefixes the upstream of a Public outbound.
 const PublicScheme = "tls://"
 
-func (in Inbound) String() string { return in.Listen + "=" + in.Target }
+// appProtocol is in's app protocol, the mode's default when unset.
+func (in *Inbound) appProtocol(mode string) string {
+	switch {
+	case in.Protocol != "":
+		return in.Protocol
+	case mode == ModeHTTP:
+		return ProtoHTTP1
+	default:
+		return ProtoTCP
+	}
+}
+
+// servesHTTP reports whether the proxy terminates HTTP on in (http mode, an
+// HTTP app protocol); otherwise it splices bytes.
+func (in *Inbound) servesHTTP(mode string) bool {
+	return mode == ModeHTTP && in.appProtocol(mode) != ProtoTCP
+}
+
+// alpn is the ALPN list in offers TLS clients: what the proxy speaks to
+// them. Terminating HTTP, that is h2 and http/1.1 whatever the app speaks;
+// splicing, the app's own protocol, or tcpALPN (--alpn) for opaque bytes.
+func (in *Inbound) alpn(mode string, tcpALPN []string) []string {
+	if in.servesHTTP(mode) {
+		return []string{"h2", "http/1.1"}
+	}
+	switch in.appProtocol(mode) {
+	case ProtoH2C:
+		return []string{"h2"}
+	case ProtoHTTP1:
+		return []string{"http/1.1"}
+	default:
+		return tcpALPN
+	}
+}
+
+func (in Inbound) String() string {
+	if in.Protocol != "" {
+		return in.Listen + "=" + in.Target + "/" + in.Protocol
+	}
+	return in.Listen + "=" + in.Target
+}
 
 func (o Outbound) String() string {
 	up := o.Upstream
@@ -46,11 +102,16 @@ func (o Outbound) String() string {
 	return o.Listen + "=" + up
 }
 
-// ParseInbound parses LISTEN=TARGET, e.g. ":8443=127.0.0.1:8080".
+// ParseInbound parses LISTEN=TARGET[/PROTOCOL], e.g. ":8443=127.0.0.1:8080"
+// or ":8443=127.0.0.1:8080/h2c".
 func ParseInbound(s string) (Inbound, error) {
 	listen, target, ok := strings.Cut(s, "=")
 	if !ok {
-		return Inbound{}, fmt.Errorf("%q: want LISTEN=TARGET, e.g. :8443=127.0.0.1:8080", s)
+		return Inbound{}, fmt.Errorf("%q: want LISTEN=TARGET[/PROTOCOL], e.g. :8443=127.0.0.1:8080 or :8443=127.0.0.1:8080/h2c", s)
+	}
+	target, proto, hasProto := strings.Cut(target, "/")
+	if hasProto && !ValidProtocol(proto) {
+		return Inbound{}, fmt.Errorf("%q: protocol %q after '/': want %s", s, proto, Protocols)
 	}
 	if err := checkListen(listen); err != nil {
 		return Inbound{}, fmt.Errorf("%q: listen address: %w", s, err)
@@ -58,7 +119,7 @@ func ParseInbound(s string) (Inbound, error) {
 	if _, err := checkHostPort(target); err != nil {
 		return Inbound{}, fmt.Errorf("%q: target: %w", s, err)
 	}
-	return Inbound{Listen: listen, Target: target}, nil
+	return Inbound{Listen: listen, Target: target, Protocol: proto}, nil
 }
 
 // ParseOutbound parses LISTEN=[tls://]HOST:PORT[#SPIFFE-ID], e.g.

@@ -11,9 +11,16 @@ func TestParseInbound(t *testing.T) {
 		want    Inbound
 		wantErr string
 	}{
-		{":8443=127.0.0.1:8080", Inbound{":8443", "127.0.0.1:8080"}, ""},
-		{"0.0.0.0:8443=localhost:8080", Inbound{"0.0.0.0:8443", "localhost:8080"}, ""},
-		{"[::]:8443=[::1]:8080", Inbound{"[::]:8443", "[::1]:8080"}, ""},
+		{":8443=127.0.0.1:8080", Inbound{Listen: ":8443", Target: "127.0.0.1:8080"}, ""},
+		{"0.0.0.0:8443=localhost:8080", Inbound{Listen: "0.0.0.0:8443", Target: "localhost:8080"}, ""},
+		{"[::]:8443=[::1]:8080", Inbound{Listen: "[::]:8443", Target: "[::1]:8080"}, ""},
+		{":8443=127.0.0.1:8080/h2c", Inbound{Listen: ":8443", Target: "127.0.0.1:8080", Protocol: ProtoH2C}, ""},
+		{":8443=127.0.0.1:8080/http1", Inbound{Listen: ":8443", Target: "127.0.0.1:8080", Protocol: ProtoHTTP1}, ""},
+		{":8443=[::1]:8080/tcp", Inbound{Listen: ":8443", Target: "[::1]:8080", Protocol: ProtoTCP}, ""},
+		{":8443=127.0.0.1:8080/", Inbound{}, "protocol"},
+		{":8443=127.0.0.1:8080/grpc", Inbound{}, "protocol"},
+		{":8443=127.0.0.1:8080/H2C", Inbound{}, "protocol"},
+		{":8443=127.0.0.1:8080/h2c/tcp", Inbound{}, "protocol"},
 		{"8443=127.0.0.1:8080", Inbound{}, "listen"},
 		{":8443", Inbound{}, "LISTEN=TARGET"},
 		{":0=127.0.0.1:8080", Inbound{}, "port"},
@@ -74,7 +81,7 @@ func TestParseOutbound(t *testing.T) {
 }
 
 func FuzzParseInbound(f *testing.F) {
-	for _, s := range []string{":8443=127.0.0.1:8080", "[::]:1=[::1]:2", "=", ":1=a:1=b", "a:b=c:d"} {
+	for _, s := range []string{":8443=127.0.0.1:8080", "[::]:1=[::1]:2", ":1=a:2/h2c", ":1=a:2/", "/tcp", "=", ":1=a:1=b", "a:b=c:d"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {

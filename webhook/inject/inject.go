@@ -190,7 +190,11 @@ func args(spec contract.Spec, cfg Config, maxConns int) []string {
 	for _, m := range spec.Inbound {
 		// ":LISTEN" takes every pod address, IPv4 and IPv6; "localhost" reaches
 		// an app on 127.0.0.1 or ::1.
-		args = append(args, "--inbound", fmt.Sprintf(":%d=localhost:%d", m.Listen, m.Target))
+		in := fmt.Sprintf(":%d=localhost:%d", m.Listen, m.Target)
+		if m.Protocol != "" {
+			in += "/" + m.Protocol
+		}
+		args = append(args, "--inbound", in)
 	}
 	for _, u := range spec.Upstreams {
 		scheme := ""

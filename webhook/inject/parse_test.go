@@ -30,6 +30,14 @@ func TestParse(t *testing.T) {
 		{name: "defaults", ann: nil, want: contract.Spec{Mode: "tcp", SidecarMode: contract.SidecarModeNative}},
 		{name: "inbound list with blanks", ann: map[string]string{contract.Inbound: " 8443:8080 ,, 9443:9090"},
 			want: contract.Spec{Mode: "tcp", SidecarMode: contract.SidecarModeNative, Inbound: []contract.PortMapping{{Listen: 8443, Target: 8080}, {Listen: 9443, Target: 9090}}}},
+		{name: "inbound protocols", ann: map[string]string{contract.Inbound: "8443:8080/h2c, 8444:8081/http1,8445:8082/tcp,8446:8083"},
+			want: contract.Spec{Mode: "tcp", SidecarMode: contract.SidecarModeNative, Inbound: []contract.PortMapping{
+				{Listen: 8443, Target: 8080, Protocol: "h2c"}, {Listen: 8444, Target: 8081, Protocol: "http1"},
+				{Listen: 8445, Target: 8082, Protocol: "tcp"}, {Listen: 8446, Target: 8083}}}},
+		{name: "inbound unknown protocol", ann: map[string]string{contract.Inbound: "8443:8080/grpc"},
+			wantErr: []string{contract.Inbound, `"8443:8080/grpc"`, "h2c"}},
+		{name: "inbound empty protocol", ann: map[string]string{contract.Inbound: "8443:8080/"},
+			wantErr: []string{contract.Inbound, `"8443:8080/"`}},
 		{name: "inbound port 0", ann: map[string]string{contract.Inbound: "0:8080"},
 			wantErr: []string{contract.Inbound, `"8443:8080,9443:9090"`}},
 		{name: "inbound same port twice", ann: map[string]string{contract.Inbound: "8443:8080,8443:9090"},
@@ -187,6 +195,8 @@ func TestDecide(t *testing.T) {
 // it accepts must render into a pod that is then recognised as injected.
 func FuzzParse(f *testing.F) {
 	f.Add("8443:8080", "a.demo.svc:8443@9001#spiffe://cluster.local/ns/demo/sa/a", "shop.example.com", "spiffe://cluster.local/ns/demo/*", "x.demo.svc", "http", "24h")
+	f.Add("8443:8080/h2c,8444:8081/tcp", "", "", "", "", "http", "")
+	f.Add("1:2/,3:4/http1/h2c", "", "", "", "", "", "")
 	f.Add("1:2,3:4", "x:1@2", "*.a.b", "spiffe://cluster.local/ns/a/sa/b", "a.demo.svc.cluster.local", "tcp", "1h")
 	f.Add(":", "@#", "*", "/*", ".", "", "-1h")
 	cfg := testConfig()

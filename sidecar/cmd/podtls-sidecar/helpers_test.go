@@ -154,14 +154,27 @@ func (c *countingConn) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// handedOut are the addresses freeAddr returned: the kernel may offer a port again
+// once its probe listener is closed, before the sidecar binds it (seen under load: two
+// listeners of one test got the same port).
+var handedOut sync.Map
+
+// freeAddr is a loopback address no other caller in this process got.
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	for range 100 {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr := ln.Addr().String()
+		ln.Close()
+		if _, taken := handedOut.LoadOrStore(addr, true); !taken {
+			return addr
+		}
 	}
-	defer ln.Close()
-	return ln.Addr().String()
+	t.Fatal("no free loopback port in 100 tries")
+	return ""
 }
 
 func portOf(addr string) string {

@@ -90,10 +90,6 @@ func run(ctx context.Context, cfg *options.Config, log *slog.Logger) error {
 		}
 	}
 
-	serverOpts := tlsconfig.Options{PostQuantum: cfg.PostQuantum, NextProtos: cfg.ALPN}
-	if cfg.Mode == proxy.ModeHTTP {
-		serverOpts.NextProtos = []string{"h2", "http/1.1"}
-	}
 	clientOpts := tlsconfig.Options{PostQuantum: cfg.PostQuantum}
 	publicRoots, err := systemRoots(cfg.Outbound)
 	if err != nil {
@@ -101,7 +97,10 @@ func run(ctx context.Context, cfg *options.Config, log *slog.Logger) error {
 	}
 	px, err := proxy.New(proxy.Config{
 		Inbound: cfg.Inbound, Outbound: cfg.Outbound, Mode: cfg.Mode,
-		ServerTLS: tlsconfig.Server(store, cfg.Matcher, serverOpts),
+		ServerTLS: func(alpn []string) *tls.Config {
+			return tlsconfig.Server(store, cfg.Matcher, tlsconfig.Options{PostQuantum: cfg.PostQuantum, NextProtos: alpn})
+		},
+		ALPN: cfg.ALPN,
 		ClientTLS: func(o proxy.Outbound) *tls.Config {
 			if o.Public {
 				return tlsconfig.Egress(publicRoots, o.ServerName, clientOpts)
