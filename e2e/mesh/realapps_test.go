@@ -27,6 +27,8 @@ const (
 	// thirdPartyModule pins the apps nobody on the team wrote (e2e/apps/thirdparty/go.mod).
 	thirdPartyModule = "e2e/apps/thirdparty"
 	podinfoPkg       = "github.com/stefanprodan/podinfo/cmd/podinfo"
+	probeImage       = "localhost/podtls/grpc-health-probe:e2e"
+	probePkg         = "github.com/grpc-ecosystem/grpc-health-probe"
 )
 
 // TestPodinfo runs podinfo (github.com/stefanprodan/podinfo, built from its Go module)
@@ -47,17 +49,19 @@ func TestPodinfo(t *testing.T) {
 	images := buildImages(ctx, t, root)
 	tBuild := time.Now()
 	dir := t.TempDir()
-	bin, err := gobuild.Binary(ctx, filepath.Join(root, thirdPartyModule), dir, podinfoPkg)
-	if err != nil {
+	if err := gobuild.Binaries(ctx, filepath.Join(root, thirdPartyModule), dir, podinfoPkg, probePkg); err != nil {
 		t.Fatal(err)
 	}
-	podinfoTar := filepath.Join(dir, "podinfo.tar")
-	if err := cluster.PackImage(bin, podinfoImage, podinfoTar); err != nil {
+	podinfoTar, probeTar := filepath.Join(dir, "podinfo.tar"), filepath.Join(dir, "grpc-health-probe.tar")
+	if err := cluster.PackImage(filepath.Join(dir, "podinfo"), podinfoImage, podinfoTar); err != nil {
+		t.Fatal(err)
+	}
+	if err := cluster.PackImage(filepath.Join(dir, "grpc-health-probe"), probeImage, probeTar); err != nil {
 		t.Fatal(err)
 	}
 	podinfoBuild := time.Since(tBuild)
 
-	c, err := cluster.Up(ctx, cluster.Options{Images: append(images, podinfoTar), Logger: slog.New(slog.NewTextHandler(os.Stderr, nil))})
+	c, err := cluster.Up(ctx, cluster.Options{Images: append(images, podinfoTar, probeTar), Logger: slog.New(slog.NewTextHandler(os.Stderr, nil))})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -173,6 +177,48 @@ func TestPodinfo(t *testing.T) {
 				(tc.host == "evil.example.com" && strings.Contains(got, "location:")) {
 				t.Errorf("curl -I -H 'Host: %s' %s:\n%s\nwant %q", tc.host, url, out, tc.want)
 			}
+		}
+	})
+
+	// gRPC crosses the mesh on a spliced port: the caller's outbound listener is L4 and
+	// offers no ALPN, so an http-mode h2c listener would take it for HTTP/1.1 (declaring the
+	// upstream's protocol is the outbound L7 work of issue #16). gRPC through an http-mode
+	// h2c listener is covered by sidecar/proxy's TestGRPC with grpc-go on both ends.
+	t.Run("WebSocket (http mode) and gRPC (spliced) across the mesh", func(t *testing.T) {
+		d := podinfoDeployment("podinfo-l7", true)
+		d.Spec.Template.Annotations["podtls.io/mode"] = "http"
+		d.Spec.Template.Annotations["podtls.io/inbound"] = "8443:9898, 9443:9999/tcp"
+		if _, err := cs.AppsV1().Deployments(ns).Create(ctx, d, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		svc := podinfoService("podinfo-l7", false)
+		svc.Spec.Selector = map[string]string{"app": "podinfo-l7"}
+		svc.Spec.Ports = append(svc.Spec.Ports, corev1.ServicePort{Name: "grpc", Port: 9443, TargetPort: intstr.FromInt32(9443)})
+		if _, err := cs.CoreV1().Services(ns).Create(ctx, svc, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		waitPodinfo(ctx, t, cs, "podinfo-l7", true, 2*time.Minute)
+
+		ws := callerPod("ws-across", "customer", echoImage, "30s")
+		ws.Annotations["podtls.io/upstreams"] = "podinfo-l7." + ns + ".svc:8443@9001"
+		ws.Spec.Containers[0].Args = []string{"ws", "-timeout", "60s", "ws://127.0.0.1:9001/ws/echo", "hello-over-mtls"}
+		if got := runPod(ctx, t, cs, ws, 0); got.Status.Phase != corev1.PodSucceeded ||
+			!strings.Contains(logsOf(ctx, cs, got.Name, "app"), "hello-over-mtls") {
+			t.Errorf("WebSocket echo across the mesh: pod %s, log %q", got.Status.Phase, logsOf(ctx, cs, got.Name, "app"))
+		}
+
+		grpc := callerPod("grpc-across", "customer", probeImage, "30s")
+		grpc.Annotations["podtls.io/upstreams"] = "podinfo-l7." + ns + ".svc:9443@9002"
+		grpc.Spec.Containers[0].Args = []string{"-addr", "127.0.0.1:9002", "-service", "podinfo", "-connect-timeout", "10s", "-rpc-timeout", "10s"}
+		var got *corev1.Pod
+		for attempt := 0; attempt < 5; attempt++ { // the caller's sidecar may still be warming its first dial
+			grpc.Name = fmt.Sprintf("grpc-across-%d", attempt)
+			if got = runPod(ctx, t, cs, grpc.DeepCopy(), 0); got.Status.Phase == corev1.PodSucceeded {
+				break
+			}
+		}
+		if log := logsOf(ctx, cs, got.Name, "app"); got.Status.Phase != corev1.PodSucceeded || !strings.Contains(log, "SERVING") {
+			t.Errorf("grpc-health-probe across the mesh: pod %s, log %q", got.Status.Phase, log)
 		}
 	})
 

@@ -3,6 +3,7 @@
 //
 //	echo serve -addr :8080 -file /etc/greeting/msg   HTTP: "/" answers "<hostname> <file content>", "/healthz" ok
 //	echo get [-timeout 60s] [-cacert FILE] [-method POST] URL   print the body of URL (retrying until timeout), exit 1 on failure
+//	echo ws [-timeout 30s] URL MESSAGE                WebSocket: send MESSAGE, print the first message that contains it
 //	echo cat FILE                                     print FILE
 package main
 
@@ -31,13 +32,15 @@ func main() {
 
 func run(args []string, stdout io.Writer) error {
 	if len(args) == 0 {
-		return errors.New("usage: echo serve|get|cat ...")
+		return errors.New("usage: echo serve|get|ws|cat ...")
 	}
 	switch args[0] {
 	case "serve":
 		return serve(args[1:])
 	case "get":
 		return get(args[1:], stdout)
+	case "ws":
+		return wsEcho(args[1:], stdout)
 	case "cat":
 		if len(args) != 2 {
 			return errors.New("usage: echo cat FILE")
