@@ -230,6 +230,9 @@ func parseHealthResponse(b []byte) (uint64, error) {
 		if l < 0 {
 			return 0, fmt.Errorf("bad protobuf tag: %v", protowire.ParseError(l))
 		}
+		if !num.IsValid() { // ConsumeTag checks only the lower bound
+			return 0, fmt.Errorf("bad protobuf field number %d", num)
+		}
 		m = m[l:]
 		if num == 1 && typ == protowire.VarintType {
 			v, l := protowire.ConsumeVarint(m)
