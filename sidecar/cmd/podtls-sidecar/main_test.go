@@ -2,10 +2,12 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os/exec"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -126,6 +128,11 @@ func TestOutboundToInbound(t *testing.T) {
 		"--outbound", wrongName+"=127.0.0.1:"+portOf(inbound)) // the server certificate has no IP SAN
 	get := func(addr string) (string, error) {
 		c, err := net.DialTimeout("tcp", addr, 2*time.Second)
+		if errors.Is(err, syscall.ECONNRESET) {
+			// A refused upstream resets the app's connection; on a loaded machine the
+			// reset can land before the dial returns.
+			return "", nil
+		}
 		if err != nil {
 			return "", err
 		}
