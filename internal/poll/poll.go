@@ -8,6 +8,7 @@ package poll
 
 import (
 	"net"
+	"sync"
 	"testing"
 	"time"
 )
@@ -17,18 +18,31 @@ import (
 // the API server.
 const Interval = 50 * time.Millisecond
 
-// FreePort returns a TCP port on 127.0.0.1 that was free a moment ago. Another
-// process may take it before the caller listens; on a test machine that is
-// rare enough not to matter.
+// handedOut holds the ports FreePort returned in this process.
+var handedOut sync.Map
+
+// FreePort returns a TCP port on 127.0.0.1 that was free a moment ago and that
+// no earlier call in this process returned: the kernel offers a just-closed port
+// again, and two servers of one test given the same port fail to start (seen in
+// CI: a controller's health and webhook addresses collided). Another process
+// may still take it before the caller listens; on a test machine that is rare
+// enough not to matter.
 func FreePort(t testing.TB) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("find a free port: %v", err)
-		return 0
+	for range 100 {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatalf("find a free port: %v", err)
+			return 0
+		}
+		port := l.Addr().(*net.TCPAddr).Port
+		l.Close()
+		if _, taken := handedOut.LoadOrStore(port, true); !taken {
+			return port
+		}
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	t.Fatal("find a free port: every port offered was handed out before")
+	return 0
 }
 
 // Eventually calls cond every Interval until it returns true, and fails t
