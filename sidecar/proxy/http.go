@@ -83,6 +83,7 @@ func (p *Proxy) newHTTPServer(in *Inbound) *http.Server {
 	if h2c {
 		// Streams (gRPC) flush every write at once in both directions.
 		rp.FlushInterval = -1
+		rp.ModifyResponse = grpcTrailersOnly
 	}
 	return &http.Server{
 		Handler:           rp,
@@ -227,3 +228,28 @@ func (l *chanListener) Close() error {
 }
 
 func (l *chanListener) Addr() net.Addr { return l.addr }
+
+// grpcTrailersOnly keeps a gRPC "trailers-only" answer (an error status sent as one
+// HEADERS frame that ends the stream, grpc-status among the headers) valid across the
+// proxy. The proxy sends the response headers before it knows the body is empty, so the
+// client would see headers, then an end without trailers, and grpc-go reports Internal
+// "server closed the stream without sending trailers" instead of the app's status (a
+// race: seen in CI). Moving the metadata into trailers gives the client a normal
+// response: empty headers, then trailers with the status and the app's metadata.
+func grpcTrailersOnly(res *http.Response) error {
+	if res.Header.Get("Grpc-Status") == "" || !strings.HasPrefix(res.Header.Get("Content-Type"), "application/grpc") {
+		return nil
+	}
+	if res.Trailer == nil {
+		res.Trailer = http.Header{}
+	}
+	for k, vv := range res.Header {
+		switch k {
+		case "Content-Type", "Content-Length", "Date":
+			continue
+		}
+		res.Trailer[k] = vv
+		delete(res.Header, k)
+	}
+	return nil
+}
