@@ -13,8 +13,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"github.com/podtls/podtls/tlsconfig"
 )
 
 // ClientIDHeader carries the verified client SPIFFE ID to the app in HTTP
@@ -58,11 +56,6 @@ func (p *Proxy) newHTTPServer(in *Inbound) *http.Server {
 			if strings.EqualFold(pr.Out.Header.Get("Upgrade"), "h2c") {
 				pr.Out.Header.Del("Upgrade")
 				pr.Out.Header.Del("Connection")
-			}
-			if pr.In.TLS != nil && len(pr.In.TLS.PeerCertificates) > 0 {
-				if id, err := tlsconfig.SPIFFEID(pr.In.TLS.PeerCertificates[0]); err == nil {
-					pr.Out.Header.Set(ClientIDHeader, id)
-				}
 			}
 		},
 		Transport:  transport,

@@ -26,9 +26,7 @@ func rewriteProbes(pod *corev1.Pod, spec contract.Spec) (contract.AppProbesConfi
 	run := contract.AppProbesConfig{}
 	orig := originalProbes{}
 	rewrite := func(c *corev1.Container) {
-		for kind, p := range map[string]*corev1.Probe{
-			contract.ProbeLiveness: c.LivenessProbe, contract.ProbeReadiness: c.ReadinessProbe, contract.ProbeStartup: c.StartupProbe,
-		} {
+		for kind, p := range probesOf(c) {
 			if p == nil {
 				continue
 			}
@@ -73,6 +71,13 @@ func undefaulted(h corev1.ProbeHandler) corev1.ProbeHandler {
 		h.GRPC.Service = nil
 	}
 	return h
+}
+
+// probesOf names c's probes by the kind of their app-health path.
+func probesOf(c *corev1.Container) map[string]*corev1.Probe {
+	return map[string]*corev1.Probe{
+		contract.ProbeLiveness: c.LivenessProbe, contract.ProbeReadiness: c.ReadinessProbe, contract.ProbeStartup: c.StartupProbe,
+	}
 }
 
 // appProbe is the probe the sidecar runs in place of p, if it can run it.
@@ -156,9 +161,7 @@ func restoreProbes(pod *corev1.Pod, annotation string) error {
 		return fmt.Errorf("annotation %s: %w", contract.AppProbes, err)
 	}
 	restore := func(c *corev1.Container) {
-		for kind, p := range map[string]*corev1.Probe{
-			contract.ProbeLiveness: c.LivenessProbe, contract.ProbeReadiness: c.ReadinessProbe, contract.ProbeStartup: c.StartupProbe,
-		} {
+		for kind, p := range probesOf(c) {
 			h, ok := orig[c.Name][kind]
 			if !ok || p == nil || p.HTTPGet == nil || p.HTTPGet.Path != contract.AppHealthPath(c.Name, kind) {
 				continue
