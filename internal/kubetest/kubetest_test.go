@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -21,6 +22,7 @@ import (
 	"github.com/podtls/podtls/ca/signapi"
 	"github.com/podtls/podtls/internal/gobuild"
 	"github.com/podtls/podtls/internal/kubetest"
+	"github.com/podtls/podtls/internal/poll"
 )
 
 const (
@@ -175,9 +177,12 @@ func TestControlPlane(t *testing.T) {
 		if err := env.Clientset.CoreV1().Pods(ns).Delete(ctx, p.Name, *metav1.NewDeleteOptions(0)); err != nil {
 			t.Fatalf("delete pod: %v", err)
 		}
-		if st := review(t, tok, signapi.Audience); st.Authenticated {
-			t.Errorf("token bound to deleted pod still authenticates as %q", st.User.Username)
-		}
+		// The API server checks the bound pod through its informer cache, which
+		// learns of the deletion a moment later: wait for it, bounded.
+		poll.Eventually(t, 10*time.Second, "token bound to the deleted pod refused", func() (bool, string) {
+			st := review(t, tok, signapi.Audience)
+			return !st.Authenticated, fmt.Sprintf("still authenticates as %q", st.User.Username)
+		})
 	})
 
 	t.Run("token for a missing service account fails", func(t *testing.T) {
