@@ -192,3 +192,29 @@ func TestHandlerWaitEnds(t *testing.T) {
 		t.Fatalf("after %s: %+v", time.Since(start), got)
 	}
 }
+
+// TestWaitSlots: per-caller and overall caps on waiting requests.
+func TestWaitSlots(t *testing.T) {
+	e := newHandlerEnv(t, HandlerOptions{MaxWaitsPerCaller: 1, MaxWaits: 2})
+	a, b, c := [32]byte{1}, [32]byte{2}, [32]byte{3}
+	for i, step := range []struct {
+		acquire bool // else release
+		key     [32]byte
+		want    bool
+	}{
+		{true, a, true},
+		{true, a, false}, // a holds its one slot
+		{true, b, true},
+		{true, c, false}, // all slots taken
+		{false, a, true},
+		{true, c, true},
+	} {
+		if !step.acquire {
+			e.h.releaseWait(step.key)
+			continue
+		}
+		if got := e.h.acquire(step.key); got != step.want {
+			t.Fatalf("step %d: acquire(%x) = %v, want %v", i, step.key[0], got, step.want)
+		}
+	}
+}
