@@ -184,3 +184,36 @@ func TestVersion(t *testing.T) {
 		seen[ver] = name
 	}
 }
+
+// TestTransformEndpointSlice: the cache keeps what Answer reads, drops the rest.
+func TestTransformEndpointSlice(t *testing.T) {
+	yes := ptr.To(true)
+	s := slice("a", named("https", 9443),
+		discoveryv1.Endpoint{Addresses: []string{"10.0.0.1", "10.0.0.9"}, Conditions: conds(yes, yes, nil),
+			Hostname: ptr.To("web-0"), Zone: ptr.To("a"), NodeName: ptr.To("node-1"),
+			TargetRef: &corev1.ObjectReference{Kind: "Pod", Namespace: "demo", Name: "web-0", UID: "u"},
+			Hints:     &discoveryv1.EndpointHints{ForZones: []discoveryv1.ForZone{{Name: "a"}}}},
+		ep("10.0.0.2", conds(nil, nil, nil)))
+	s.Annotations = map[string]string{"endpoints.kubernetes.io/last-change-trigger-time": "now"}
+	s.Labels["endpointslice.kubernetes.io/managed-by"] = "endpointslice-controller.k8s.io"
+	s.ManagedFields = []metav1.ManagedFieldsEntry{{Manager: "kube-controller-manager"}}
+	svc := service(corev1.ServicePort{Name: "https", Port: 8443})
+
+	before, _ := Answer(svc, 8443, []discoveryv1.EndpointSlice{s})
+	obj, err := TransformEndpointSlice(&s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := obj.(*discoveryv1.EndpointSlice)
+	after, _ := Answer(svc, 8443, []discoveryv1.EndpointSlice{*got})
+	if !reflect.DeepEqual(before, after) {
+		t.Fatalf("answer changed by the transform:\n%+v\n%+v", before, after)
+	}
+	if len(got.Annotations) != 0 || len(got.Labels) != 1 || got.ManagedFields != nil ||
+		got.Endpoints[0].Hints != nil || got.Endpoints[0].Zone != nil || len(got.Endpoints[0].Addresses) != 1 {
+		t.Errorf("kept more than answers need: %+v", got)
+	}
+	if other, _ := TransformEndpointSlice(svc); other != svc {
+		t.Error("another type was transformed")
+	}
+}
