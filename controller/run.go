@@ -1,8 +1,9 @@
 // Package controller is the composition root of podtls-controller: one
 // controller-runtime manager running the admission webhook, the CA's sign API,
 // the webhook's own serving certificate and caBundle patching, the trust-bundle
-// distributor and the injection audit, and the ACME manager of external
-// certificates. main only parses flags into options.Options and calls Run.
+// distributor and the injection audit, endpoint discovery for sidecars, and the
+// ACME manager of external certificates. main only parses flags into
+// options.Options and calls Run.
 package controller
 
 import (
@@ -17,6 +18,7 @@ import (
 
 	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/client-go/kubernetes"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
@@ -38,6 +40,7 @@ import (
 	"github.com/podtls/podtls/ca/services"
 	"github.com/podtls/podtls/contract"
 	"github.com/podtls/podtls/controller/options"
+	"github.com/podtls/podtls/discovery"
 	"github.com/podtls/podtls/tlsconfig"
 	"github.com/podtls/podtls/webhook"
 	"github.com/podtls/podtls/webhook/audit"
@@ -76,18 +79,6 @@ func Run(ctx context.Context, opts options.Options, restCfg *rest.Config) error 
 	if err != nil {
 		return fmt.Errorf("CA: %w", err)
 	}
-	caSrv, err := caserver.New(caserver.Options{
-		Addr:          opts.CAAddr,
-		Authority:     authority,
-		Authenticator: caserver.NewTokenReviewAuthenticator(kube.AuthenticationV1().TokenReviews(), caserver.TokenReviewOptions{}),
-		DNSNames:      caserver.ServiceDNSNames(opts.ServiceName, opts.Namespace, opts.ClusterDomain),
-		Logger:        slogger,
-		Metrics:       ctrlmetrics.Registry,
-	})
-	if err != nil {
-		return fmt.Errorf("CA server: %w", err)
-	}
-
 	// The webhook's own serving certificate, from the internal CA, renewed by
 	// the source; the API server verifies it with the caBundle the Patcher writes.
 	names, ips := webhookNames(opts)
@@ -129,6 +120,9 @@ func Run(ctx context.Context, opts options.Options, restCfg *rest.Config) error 
 				// the cache; the CA reads its own with the clientset). No
 				// Secret informer starts without --acme-config.
 				&corev1.Secret{}: {Label: labels.SelectorFromSet(reconciler.SecretSelector())},
+				// Every EndpointSlice of the cluster, for endpoint discovery,
+				// reduced to what an answer needs.
+				&discoveryv1.EndpointSlice{}: {Transform: discovery.TransformEndpointSlice},
 			},
 		},
 	})
@@ -137,6 +131,32 @@ func Run(ctx context.Context, opts options.Options, restCfg *rest.Config) error 
 	}
 
 	lister.Cache, lister.API = mgr.GetCache(), mgr.GetAPIReader()
+
+	// Endpoint discovery for http-mode sidecars, on the CA's port, on every
+	// replica. Long polls end when serving stops, so shutdown does not wait.
+	endpoints, err := discovery.New(serveCtx, mgr.GetCache())
+	if err != nil {
+		return err
+	}
+	discoveryHandler, err := discovery.NewHandler(discovery.HandlerOptions{
+		Source: endpoints, TrustDomain: authority.TrustDomain(), TrustPool: authority.TrustPool,
+		ClusterDomain: authority.ClusterDomain(), Logger: slogger, Metrics: ctrlmetrics.Registry,
+	})
+	if err != nil {
+		return err
+	}
+	caSrv, err := caserver.New(caserver.Options{
+		Addr:          opts.CAAddr,
+		Authority:     authority,
+		Authenticator: caserver.NewTokenReviewAuthenticator(kube.AuthenticationV1().TokenReviews(), caserver.TokenReviewOptions{}),
+		DNSNames:      caserver.ServiceDNSNames(opts.ServiceName, opts.Namespace, opts.ClusterDomain),
+		Logger:        slogger,
+		Metrics:       ctrlmetrics.Registry,
+		Discovery:     discoveryHandler,
+	})
+	if err != nil {
+		return fmt.Errorf("CA server: %w", err)
+	}
 
 	injectCfg, err := options.InjectConfig(opts, mode, options.Version, string(authority.TrustBundlePEM()))
 	if err != nil {

@@ -92,6 +92,29 @@ func WebServer(getCertificate func(*tls.ClientHelloInfo) (*tls.Certificate, erro
 	return c
 }
 
+// WebServerOptionalClientCert builds the config of an HTTPS server whose
+// clients authenticate either by other means (the CA's sign API takes
+// tokens) or by their mesh certificate (the CA's discovery API): a client
+// certificate is requested, not required. A client that sends none is
+// served as by WebServer. One that sends a certificate must chain, for
+// client authentication, to roots() (read per handshake, resumed sessions
+// included, so rotated roots apply at once) or the handshake fails: a token
+// client must not present a foreign certificate. Which identities may use
+// which path is the handler's decision (see VerifyClient).
+func WebServerOptionalClientCert(getCertificate func(*tls.ClientHelloInfo) (*tls.Certificate, error), roots func() *x509.CertPool, o Options) *tls.Config {
+	c := WebServer(getCertificate, o)
+	// RequestClientCert + VerifyConnection instead of VerifyClientCertIfGiven
+	// + ClientCAs: the pool would be frozen at build time.
+	c.ClientAuth = tls.RequestClientCert
+	c.VerifyConnection = func(cs tls.ConnectionState) error {
+		if len(cs.PeerCertificates) == 0 {
+			return nil
+		}
+		return verifyChain(roots(), cs.PeerCertificates, "", x509.ExtKeyUsageClientAuth, o.now())
+	}
+	return c
+}
+
 // PublicClient builds the config of a client of a server outside the mesh,
 // such as an ACME directory: roots verify the server, nil roots mean the
 // system's. serverName overrides the name checked (empty: the dialled host).

@@ -247,13 +247,14 @@ func TestEveryBuilderSharesTheRules(t *testing.T) {
 		hardened := &tls.Config{MinVersion: tls.VersionTLS10, NextProtos: []string{"http/1.1"}}
 		Harden(hardened, o)
 		for name, c := range map[string]*tls.Config{
-			"Server":       Server(nil, nil, o),
-			"Client":       Client(nil, "a.b.svc", "", o),
-			"HTTPSClient":  HTTPSClient(nil, o),
-			"WebServer":    WebServer(getCert, o),
-			"PublicClient": PublicClient(nil, "", o),
-			"Egress":       Egress(nil, "a.example", o),
-			"Harden":       hardened,
+			"Server":                      Server(nil, nil, o),
+			"Client":                      Client(nil, "a.b.svc", "", o),
+			"HTTPSClient":                 HTTPSClient(nil, o),
+			"WebServer":                   WebServer(getCert, o),
+			"WebServerOptionalClientCert": WebServerOptionalClientCert(getCert, x509.NewCertPool, o),
+			"PublicClient":                PublicClient(nil, "", o),
+			"Egress":                      Egress(nil, "a.example", o),
+			"Harden":                      hardened,
 		} {
 			if c.MinVersion != tls.VersionTLS12 {
 				t.Errorf("%s (pq=%v): MinVersion %x, want TLS 1.2", name, pq, c.MinVersion)
@@ -312,5 +313,52 @@ func TestEgress(t *testing.T) {
 		if _, _, cerr := handshake(t, server, Egress(tc.roots, tc.server, Options{})); FailureReason(cerr) != tc.reason {
 			t.Errorf("%s: client error %v, want %s", name, cerr, tc.reason)
 		}
+	}
+}
+
+// TestWebServerOptionalClientCert: no client certificate is served as by
+// WebServer; a sent certificate must chain to the roots of the moment.
+func TestWebServerOptionalClientCert(t *testing.T) {
+	ca, next, foreign := testpki.NewCA(t, "mesh"), testpki.NewCA(t, "next mesh root"), testpki.NewCA(t, "foreign")
+	serving := pair(ca.Issue(t, testpki.LeafOptions{DNSNames: []string{"ca.podtls-system.svc"}}))
+	src := &source{roots: pool(ca)}
+	server := WebServerOptionalClientCert(func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return serving, nil },
+		src.TrustPool, Options{})
+	client := func(l *testpki.Leaf) *tls.Config {
+		c := &tls.Config{ServerName: "ca.podtls-system.svc", RootCAs: pool(ca)}
+		if l != nil {
+			c.Certificates = []tls.Certificate{*pair(l)}
+		}
+		return c
+	}
+	expired := ca.Issue(t, testpki.LeafOptions{SPIFFEID: clientID,
+		NotBefore: time.Now().Add(-48 * time.Hour), NotAfter: time.Now().Add(-time.Hour)})
+	for _, tt := range []struct {
+		name       string
+		roots      *x509.CertPool
+		leaf       *testpki.Leaf
+		wantReason string // "" means the handshake succeeds
+	}{
+		{name: "no certificate", roots: pool(ca)},
+		{name: "mesh certificate", roots: pool(ca), leaf: ca.Issue(t, testpki.LeafOptions{SPIFFEID: clientID})},
+		{name: "certificate without SPIFFE ID chains", roots: pool(ca), leaf: ca.Issue(t, testpki.LeafOptions{})},
+		{name: "foreign CA", roots: pool(ca), leaf: foreign.Issue(t, testpki.LeafOptions{SPIFFEID: clientID}), wantReason: ReasonUnknownCA},
+		{name: "expired", roots: pool(ca), leaf: expired, wantReason: ReasonExpired},
+		{name: "root not yet trusted", roots: pool(ca), leaf: next.Issue(t, testpki.LeafOptions{SPIFFEID: clientID}), wantReason: ReasonUnknownCA},
+		{name: "rotated root trusted at once", roots: pool(ca, next), leaf: next.Issue(t, testpki.LeafOptions{SPIFFEID: clientID})},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			src.setRoots(tt.roots)
+			_, serr, cerr := handshake(t, server, client(tt.leaf))
+			if tt.wantReason != "" {
+				if FailureReason(serr) != tt.wantReason {
+					t.Fatalf("server error %v (reason %q), want reason %q", serr, FailureReason(serr), tt.wantReason)
+				}
+				return
+			}
+			if serr != nil || cerr != nil {
+				t.Fatalf("server %v, client %v", serr, cerr)
+			}
+		})
 	}
 }

@@ -1,6 +1,8 @@
 // Package server is the CA's HTTPS API: POST /v1/sign signs a CSR for the
 // workload whose projected service-account token (audience podtls-ca) comes
-// as the bearer token; GET /v1/trust-bundle returns the roots.
+// as the bearer token; GET /v1/trust-bundle returns the roots; and, when
+// Options.Discovery is set, GET /v1/endpoints serves endpoint discovery to
+// mesh certificates.
 //
 // The Server is a controller-runtime manager.Runnable that runs on every
 // replica (no leader election). Wiring, in the controller's main:
@@ -43,6 +45,7 @@ import (
 
 	"github.com/podtls/podtls/ca"
 	"github.com/podtls/podtls/ca/signapi"
+	"github.com/podtls/podtls/discovery/discoveryapi"
 	"github.com/podtls/podtls/identity"
 	"github.com/podtls/podtls/tlsconfig"
 )
@@ -87,6 +90,12 @@ type Options struct {
 	// status, signing latency, intermediate expiry); pass controller-runtime's
 	// metrics.Registry to serve them on the manager's metrics endpoint.
 	Metrics prometheus.Registerer
+	// Discovery, if set, is served at discoveryapi.EndpointsPath (the
+	// controller passes a discovery.Handler). The server asks every client
+	// for an optional certificate and refuses at the handshake one that does
+	// not chain to the Authority's current roots; the handler decides which
+	// verified identities it serves.
+	Discovery http.Handler
 }
 
 // ServiceDNSNames are the names the CA's Service is reached by:
@@ -149,11 +158,14 @@ func New(opts Options) (*Server, error) {
 	}, nil
 }
 
-// TLSConfig is the server's TLS configuration (tlsconfig.WebServer: TLS 1.2
-// at least, 1.3 whenever the client has it), certificate from the renewing
-// source.
+// TLSConfig is the server's TLS configuration
+// (tlsconfig.WebServerOptionalClientCert: TLS 1.2 at least, 1.3 whenever the
+// client has it), certificate from the renewing source. A client
+// certificate is optional (sign requests authenticate by token); one that
+// is sent must chain to the Authority's roots of the moment, or the
+// handshake fails.
 func (s *Server) TLSConfig() *tls.Config {
-	return tlsconfig.WebServer(s.serving.GetCertificate, tlsconfig.Options{})
+	return tlsconfig.WebServerOptionalClientCert(s.serving.GetCertificate, s.opts.Authority.TrustPool, tlsconfig.Options{})
 }
 
 // ServingSource is the server's own renewing certificate; call its Renew
@@ -218,6 +230,9 @@ func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc(signapi.SignPath, s.handleSign)
 	mux.HandleFunc(TrustBundlePath, s.handleTrustBundle)
+	if s.opts.Discovery != nil {
+		mux.Handle(discoveryapi.EndpointsPath, s.opts.Discovery)
+	}
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok\n") })
 	return mux
 }

@@ -609,6 +609,8 @@ func TestHelmInstall(t *testing.T) {
 	}{
 		{attr{Verb: "create", Group: "authentication.k8s.io", Resource: "tokenreviews"}, true, true},
 		{attr{Verb: "watch", Resource: "pods"}, true, true},
+		{attr{Verb: "list", Group: "discovery.k8s.io", Resource: "endpointslices"}, true, true},
+		{attr{Verb: "create", Group: "discovery.k8s.io", Resource: "endpointslices", Namespace: "demo"}, false, false},
 		{attr{Verb: "update", Resource: "configmaps", Namespace: "demo"}, true, true},
 		{attr{Verb: "patch", Group: "admissionregistration.k8s.io", Resource: "mutatingwebhookconfigurations", Name: "podtls"}, true, true},
 		{attr{Verb: "update", Group: "admissionregistration.k8s.io", Resource: "mutatingwebhookconfigurations", Name: "someone-else"}, false, false},

@@ -369,6 +369,8 @@ func TestMesh(t *testing.T) {
 		}{
 			{attr{Verb: "create", Group: "authentication.k8s.io", Resource: "tokenreviews"}, true},
 			{attr{Verb: "watch", Resource: "pods"}, true},
+			{attr{Verb: "watch", Group: "discovery.k8s.io", Resource: "endpointslices"}, true},
+			{attr{Verb: "update", Group: "discovery.k8s.io", Resource: "endpointslices", Namespace: ns}, false},
 			{attr{Verb: "update", Resource: "configmaps", Namespace: ns}, true},
 			{attr{Verb: "update", Group: "admissionregistration.k8s.io", Resource: "mutatingwebhookconfigurations", Name: webhookName}, true},
 			{attr{Verb: "update", Group: "admissionregistration.k8s.io", Resource: "mutatingwebhookconfigurations", Name: "someone-else"}, false},

@@ -18,10 +18,13 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
 
 	"github.com/podtls/podtls/ca/signapi"
 	"github.com/podtls/podtls/contract"
+	"github.com/podtls/podtls/discovery/discoveryapi"
 	"github.com/podtls/podtls/internal/kubetest"
 	"github.com/podtls/podtls/internal/poll"
 	"github.com/podtls/podtls/internal/testctl"
@@ -31,7 +34,8 @@ import (
 // TestController runs the whole podtls-controller in-process against a real
 // API server, reached by URL (--webhook-url): it must bootstrap its CA, serve
 // the webhook with a certificate from that CA, patch the caBundle, distribute
-// the trust bundle, and report pods that missed injection.
+// the trust bundle, report pods that missed injection, and serve endpoint
+// discovery to the certificates it signs.
 func TestController(t *testing.T) {
 	env := kubetest.Start(t)
 	ctx := t.Context()
@@ -136,6 +140,7 @@ func TestController(t *testing.T) {
 		}
 	})
 
+	var meshCert *tls.Certificate // issued below, used by the discovery subtest
 	t.Run("CA signs for an injected pod, with the names of its Services", func(t *testing.T) {
 		const ns = "ctl-labelled"
 		svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "preference", Namespace: ns},
@@ -192,6 +197,63 @@ func TestController(t *testing.T) {
 		if !slices.Contains(leaf.DNSNames, "preference."+ns+".svc") || len(leaf.URIs) != 1 ||
 			leaf.URIs[0].String() != "spiffe://cluster.local/ns/"+ns+"/sa/default" {
 			t.Errorf("leaf names: dns %v uri %v", leaf.DNSNames, leaf.URIs)
+		}
+		meshCert = &tls.Certificate{PrivateKey: key, Leaf: leaf}
+		for rest := []byte(out.CertificateChain); ; {
+			var b *pem.Block
+			if b, rest = pem.Decode(rest); b == nil {
+				break
+			}
+			meshCert.Certificate = append(meshCert.Certificate, b.Bytes)
+		}
+	})
+
+	t.Run("discovery answers a mesh certificate from the CA", func(t *testing.T) {
+		if meshCert == nil {
+			t.Skip("no mesh certificate: signing failed")
+		}
+		const ns = "ctl-labelled"
+		slice := &discoveryv1.EndpointSlice{
+			ObjectMeta:  metav1.ObjectMeta{Namespace: ns, Name: "preference-1", Labels: map[string]string{discoveryv1.LabelServiceName: "preference"}},
+			AddressType: discoveryv1.AddressTypeIPv4,
+			Ports:       []discoveryv1.EndpointPort{{Name: ptr.To(""), Port: ptr.To[int32](8443), Protocol: ptr.To(corev1.ProtocolTCP)}},
+			Endpoints:   []discoveryv1.Endpoint{{Addresses: []string{"10.1.0.5"}}},
+		}
+		if _, err := env.Clientset.DiscoveryV1().EndpointSlices(ns).Create(ctx, slice, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		pool := x509.NewCertPool()
+		pool.AppendCertsFromPEM(roots)
+		client := func(cert *tls.Certificate) *http.Client {
+			cfg := &tls.Config{RootCAs: pool, ServerName: opts.ServiceName + "." + ctrlNS + ".svc"}
+			if cert != nil {
+				cfg.Certificates = []tls.Certificate{*cert}
+			}
+			return &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: cfg}}
+		}
+		// The short name is a Service of the caller's namespace.
+		url := "https://" + opts.CAAddr + discoveryapi.EndpointsPath + "?host=preference&port=8443"
+		poll.Eventually(t, 30*time.Second, "the slice's endpoint in the answer", func() (bool, string) {
+			resp, err := client(meshCert).Get(url)
+			if err != nil {
+				return false, err.Error()
+			}
+			defer resp.Body.Close()
+			var ans discoveryapi.Endpoints
+			if err := json.NewDecoder(resp.Body).Decode(&ans); err != nil || resp.StatusCode != http.StatusOK {
+				return false, fmt.Sprintf("%d %v", resp.StatusCode, err)
+			}
+			ok := len(ans.Endpoints) == 1 && ans.Endpoints[0].Address == "10.1.0.5" && ans.Endpoints[0].Ready &&
+				ans.Service == "preference."+ns+".svc"
+			return ok, fmt.Sprintf("%+v", ans)
+		})
+		resp, err := client(nil).Get(url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusUnauthorized {
+			t.Errorf("without a client certificate: %d, want 401", resp.StatusCode)
 		}
 	})
 

@@ -63,13 +63,18 @@ var rules = []rule{
 // the controller or the CLI; the shared nouns import no room at all.
 func init() {
 	up := []string{module + "/webhook/...", module + "/controller/...", module + "/cli/..."}
-	for _, room := range []string{"/ca/...", "/acme/...", "/sidecar/..."} {
+	for _, room := range []string{"/ca/...", "/acme/...", "/sidecar/...", "/discovery/..."} {
 		rules = append(rules, rule{room + " points down", module + room, up})
 	}
-	for _, noun := range []string{"/contract/...", "/identity/...", "/ca/signapi/...", "/renewal/...", "/tlsconfig/..."} {
+	for _, noun := range []string{"/contract/...", "/identity/...", "/ca/signapi/...", "/renewal/...", "/tlsconfig/...", "/discovery/discoveryapi/..."} {
 		rules = append(rules, rule{noun + " is a shared noun", module + noun, append([]string{module + "/ca",
-			module + "/ca/server/...", module + "/acme/...", module + "/sidecar/...", "k8s.io/...", "sigs.k8s.io/..."}, up...)})
+			module + "/ca/server/...", module + "/acme/...", module + "/sidecar/...", module + "/discovery",
+			"k8s.io/...", "sigs.k8s.io/..."}, up...)})
 	}
+	// The sidecar speaks discovery's wire contract; the informer side (and
+	// controller-runtime with it) stays in the controller.
+	rules = append(rules, rule{"sidecar reads only the discovery contract", module + "/sidecar/...",
+		[]string{module + "/discovery", module + "/ca/server/..."}})
 }
 
 func TestImportRules(t *testing.T) {
