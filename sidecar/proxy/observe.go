@@ -173,14 +173,17 @@ func (x *exchange) finish(status int, bytesOut int64, grpc string) {
 		attrs = append(attrs, slog.String("grpc_status", grpc))
 	}
 	attrs = append(attrs,
-		slog.Float64("duration_ms", float64(elapsed.Microseconds())/1000),
+		slog.Float64("duration_ms", millis(elapsed)),
 		slog.Int64("bytes_in", x.bytesIn.Load()),
 		slog.Int64("bytes_out", bytesOut),
 		slog.String("peer", peer),
+		slog.String("remote", r.RemoteAddr),
 		slog.String("upstream", x.upstream),
 	)
 	o.log.LogAttrs(context.Background(), slog.LevelInfo, "request", attrs...)
 }
+
+func millis(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
 // observedWriter records the status and body size of a response. Only the
 // handler's goroutine uses it (the ReverseProxy serializes its flushes with

@@ -326,7 +326,7 @@ func (p *Proxy) handleInbound(l *listener, raw net.Conn) {
 		return
 	}
 	defer func() { p.untrack(up); up.Close() }()
-	p.splice(dirInbound, tc, up)
+	p.splice(dirInbound, l.inbound.Target, tc, up)
 }
 
 // serverHandshake runs the inbound TLS handshake over conn (raw, or a
