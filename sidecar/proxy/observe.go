@@ -90,8 +90,11 @@ func newObserver(r *metrics.Registry, accessLog *slog.Logger) *observer {
 // to the upgrade, not the connection's life.
 func (p *Proxy) observe(direction, upstream string, next http.Handler) http.Handler {
 	o := p.obs
+	// The series of the route are looked up once, not per request.
+	rt := &route{o: o, direction: direction, upstream: upstream,
+		inFlight: o.inFlight.With(direction), duration: o.duration.With(direction, upstream)}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		x := &exchange{o: o, direction: direction, upstream: upstream, start: time.Now(), req: r}
+		x := &exchange{route: rt, start: time.Now(), req: r}
 		if r.TLS != nil && len(r.TLS.PeerCertificates) > 0 {
 			if id, err := tlsconfig.SPIFFEID(r.TLS.PeerCertificates[0]); err == nil {
 				x.peer.Store(&id)
@@ -103,8 +106,9 @@ func (p *Proxy) observe(direction, upstream string, next http.Handler) http.Hand
 		if r.Body != nil && r.Body != http.NoBody {
 			r.Body = &countingBody{ReadCloser: r.Body, n: &x.bytesIn}
 		}
-		ow := &observedWriter{ResponseWriter: w, x: x}
-		o.inFlight.With(direction).Inc()
+		ow := &x.w
+		ow.ResponseWriter, ow.x = w, x
+		rt.inFlight.Inc()
 		defer func() {
 			// A panic (http.ErrAbortHandler from the ReverseProxy) still
 			// balances the gauge; the server recovers it.
@@ -127,15 +131,23 @@ func notePeer(ctx context.Context, id string) {
 	}
 }
 
-// exchange is one request observed.
-type exchange struct {
+// route is what one observe call counts into.
+type route struct {
 	o                   *observer
 	direction, upstream string
-	start               time.Time
-	req                 *http.Request
-	peer                atomic.Pointer[string]
-	bytesIn             atomic.Int64 // the transport reads the body in its own goroutine
-	done                atomic.Bool
+	inFlight            *metrics.Gauge
+	duration            *metrics.Histogram
+}
+
+// exchange is one request observed.
+type exchange struct {
+	*route
+	w       observedWriter // one allocation for both
+	start   time.Time
+	req     *http.Request
+	peer    atomic.Pointer[string]
+	bytesIn atomic.Int64 // the transport reads the body in its own goroutine
+	done    atomic.Bool
 }
 
 // finish counts and logs the exchange, once.
@@ -145,13 +157,13 @@ func (x *exchange) finish(status int, bytesOut int64, grpc string) {
 	}
 	elapsed := time.Since(x.start)
 	o := x.o
-	o.inFlight.With(x.direction).Dec()
+	x.inFlight.Dec()
 	var peer string
 	if p := x.peer.Load(); p != nil {
 		peer = *p
 	}
 	o.requests.With(x.direction, x.upstream, o.peers.label(peer), codeClass(status)).Inc()
-	o.duration.With(x.direction, x.upstream).Observe(elapsed.Seconds())
+	x.duration.Observe(elapsed.Seconds())
 	if grpc != "" {
 		o.grpc.With(x.direction, x.upstream, grpcCodeName(grpc)).Inc()
 	}
