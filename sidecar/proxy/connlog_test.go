@@ -1,6 +1,9 @@
 package proxy
 
 import (
+	"context"
+	"crypto/tls"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -49,6 +52,42 @@ func TestConnectionLog(t *testing.T) {
 			})
 			_, _ = io.ReadAll(c) // until the proxy closes the idle connection
 			return app, map[string]any{"direction": "inbound", "peer": clientID, "bytes_in": 4.0, "bytes_out": 0.0, "close_reason": "idle_timeout"}
+		}},
+		{"inbound, client reset", func(t *testing.T, log *accessLog) (string, map[string]any) {
+			app, received := sinkServer(t)
+			r := newRig(t, app, func(c *Config) { c.AccessLog = log.logger() })
+			raw, err := net.Dial("tcp", r.addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			c := tls.Client(raw, r.client)
+			if _, err := io.WriteString(c, "ping"); err != nil {
+				t.Fatal(err)
+			}
+			poll.Eventually(t, 10*time.Second, "the ping to reach the app", func() (bool, string) {
+				return received.Load() == 4, fmt.Sprintf("app received %d bytes", received.Load())
+			})
+			_ = raw.(*net.TCPConn).SetLinger(0)
+			raw.Close() // a reset
+			return app, map[string]any{"direction": "inbound", "peer": clientID, "bytes_in": 4.0, "close_reason": "error"}
+		}},
+		{"inbound, open at the end of the drain", func(t *testing.T, log *accessLog) (string, map[string]any) {
+			app, received := sinkServer(t)
+			r := newRig(t, app, func(c *Config) { c.AccessLog = log.logger() })
+			c := r.dial(t)
+			defer c.Close()
+			if _, err := io.WriteString(c, "ping"); err != nil {
+				t.Fatal(err)
+			}
+			poll.Eventually(t, 10*time.Second, "the ping to reach the app", func() (bool, string) {
+				return received.Load() == 4, fmt.Sprintf("app received %d bytes", received.Load())
+			})
+			ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+			defer cancel()
+			if err := r.p.Shutdown(ctx); !errors.Is(err, context.DeadlineExceeded) {
+				t.Fatalf("Shutdown = %v, want deadline exceeded (a connection was open)", err)
+			}
+			return app, map[string]any{"direction": "inbound", "peer": clientID, "bytes_in": 4.0, "close_reason": "shutdown"}
 		}},
 		{"outbound, upstream's identity", func(t *testing.T, log *accessLog) (string, map[string]any) {
 			ca := testpki.NewCA(t, "mesh")
