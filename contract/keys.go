@@ -138,6 +138,13 @@ const (
 // leaves the probes as written.
 const RewriteProbes = Prefix + "rewrite-probes"
 
+// AccessLog is "true" or "false" (the default). With "true" the sidecar writes an
+// access log to its stdout (podtls-sidecar --access-log): one JSON line per HTTP
+// request in http mode (method, authority, path without the query string, status,
+// duration, bytes, peer SPIFFE ID) and one per connection in tcp mode, at its
+// close. Headers, cookies, query strings and bodies are never logged.
+const AccessLog = Prefix + "access-log"
+
 // AppProbes is written by the webhook on pods whose probes it rewrote: a JSON object
 // holding each rewritten probe's original handler by container and probe kind, so
 // uninjection restores them exactly. The sidecar reads the resolved form from its

@@ -48,6 +48,8 @@ type Spec struct {
 	DrainTimeout   time.Duration `json:"drainTimeout,omitempty"` // 0: the sidecar's default
 	// KeepProbes is RewriteProbes "false": the app's probes stay as written.
 	KeepProbes bool `json:"keepProbes,omitempty"`
+	// AccessLog is AccessLog "true": the sidecar runs with --access-log.
+	AccessLog bool `json:"accessLog,omitempty"`
 	// Resources override the sidecar's default requests and limits.
 	Resources Resources `json:"resources,omitzero"`
 	// MaxConnections is the explicit connection limit; 0: MaxConnectionsFor
@@ -112,7 +114,7 @@ func Parse(annotations map[string]string, ns string, cfg Defaults) (Spec, []stri
 	// a holds the podtls annotations small enough to parse.
 	a := map[string]string{}
 	for _, key := range append([]string{Inbound, Upstreams, ExternalHosts,
-		Allow, DNSNames, Mode, CertTTL, SidecarMode, IdleTimeout, DrainTimeout, RewriteProbes,
+		Allow, DNSNames, Mode, CertTTL, SidecarMode, IdleTimeout, DrainTimeout, RewriteProbes, AccessLog,
 		Redirect, TrustedProxies, ProxyProtocol}, resourceKeys...) {
 		v, ok := annotations[key]
 		if !ok {
@@ -262,6 +264,16 @@ func Parse(annotations map[string]string, ns string, cfg Defaults) (Spec, []stri
 			spec.KeepProbes = true
 		default:
 			bad(RewriteProbes, fmt.Sprintf("got %q", v), `"true" (the default) or "false"`)
+		}
+	}
+
+	if v, ok := a[AccessLog]; ok {
+		switch v = strings.TrimSpace(v); v {
+		case "true":
+			spec.AccessLog = true
+		case "false":
+		default:
+			bad(AccessLog, fmt.Sprintf("got %q", v), `"true" or "false" (the default)`)
 		}
 	}
 

@@ -185,6 +185,7 @@ metadata:
     podtls.io/upstreams: "db.shop.svc:5432@9001"
     podtls.io/allow: "spiffe://cluster.local/ns/shop/sa/frontend"
     podtls.io/external-hosts: "shop.example.com"
+    podtls.io/access-log: "true"
 spec:
   containers:
   - name: app

@@ -51,6 +51,9 @@ type Config struct {
 	PostQuantum    bool
 	ALPN           []string
 	LogLevel       slog.Level
+	// AccessLog writes one JSON line per HTTP request (http mode) and per
+	// spliced connection (tcp) to stdout.
+	AccessLog bool
 
 	// Edge: the plaintext redirect listener, the proxies whose
 	// X-Forwarded-For is trusted, the inbound listeners behind a load
@@ -125,6 +128,7 @@ func Parse(args []string, out io.Writer) (*Config, error) {
 	var edge edgeFlags
 	edge.bind(fs)
 	fs.TextVar(&c.LogLevel, "log-level", c.LogLevel, "log `LEVEL`: debug, info, warn, error")
+	fs.BoolVar(&c.AccessLog, "access-log", c.AccessLog, "write an access log to stdout, one JSON line per HTTP request (http mode) and per spliced connection (tcp): method, authority, path without the query string, status, duration, bytes, peer SPIFFE ID; never headers or bodies")
 
 	if err := fs.Parse(args); err != nil {
 		return nil, err

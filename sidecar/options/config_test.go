@@ -18,7 +18,7 @@ func TestParse(t *testing.T) {
 		check   func(*testing.T, *Config)
 	}{
 		{"defaults", base, "", func(t *testing.T, c *Config) {
-			if c.Mode != "tcp" || c.Admin != "127.0.0.1:15000" || c.DrainTimeout != 20*time.Second || c.AgentMode() {
+			if c.Mode != "tcp" || c.Admin != "127.0.0.1:15000" || c.DrainTimeout != 20*time.Second || c.AgentMode() || c.AccessLog {
 				t.Fatalf("defaults: %+v", c)
 			}
 			if !c.Matcher.Allows("spiffe://cluster.local/ns/a/sa/b") || c.Matcher.Allows("spiffe://other/ns/a/sa/b") {
@@ -31,11 +31,11 @@ func TestParse(t *testing.T) {
 			"--trust-bundle", "/trust/ca.crt", "--external-cert-dir", "/ext/a", "--external-cert-dir", "/ext/b",
 			"--ca-url", "https://podtls-controller.podtls-system.svc:8443", "--token-file", "/token", "--dns-name", "web.demo.svc", "--cert-ttl", "12h",
 			"--allow", "spiffe://cluster.local/ns/demo/*", "--mode", "http", "--admin", ":15000", "--drain-timeout", "5s",
-			"--max-connections", "10", "--log-level", "debug", "--pq-key-exchange"), "", func(t *testing.T, c *Config) {
+			"--max-connections", "10", "--log-level", "debug", "--pq-key-exchange", "--access-log"), "", func(t *testing.T, c *Config) {
 			if len(c.Outbound) != 2 || c.Outbound[1].Listen != "localhost:9002" || c.Outbound[0].PinnedID == "" {
 				t.Fatalf("outbound %+v", c.Outbound)
 			}
-			if !c.AgentMode() || c.CertTTL != 12*time.Hour || len(c.ExternalCertDirs) != 2 || c.Mode != "http" || !c.PostQuantum {
+			if !c.AgentMode() || c.CertTTL != 12*time.Hour || len(c.ExternalCertDirs) != 2 || c.Mode != "http" || !c.PostQuantum || !c.AccessLog {
 				t.Fatalf("config %+v", c)
 			}
 			if c.Matcher.Allows("spiffe://cluster.local/ns/other/sa/x") || !c.Matcher.Allows("spiffe://cluster.local/ns/demo/sa/x") {

@@ -79,7 +79,7 @@ func (p *Proxy) newHTTPServer(in *Inbound) *http.Server {
 		rp.ModifyResponse = grpcTrailersOnly
 	}
 	return &http.Server{
-		Handler:           rp,
+		Handler:           p.observe(dirInbound, in.Target, rp),
 		ReadHeaderTimeout: p.cfg.HandshakeTimeout,
 		IdleTimeout:       p.cfg.IdleTimeout,
 		ErrorLog:          slog.NewLogLogger(p.log.Handler(), slog.LevelDebug),

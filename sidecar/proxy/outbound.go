@@ -39,7 +39,7 @@ func (p *Proxy) handleOutbound(l *listener, app net.Conn) {
 		return
 	}
 	defer func() { p.untrack(up.NetConn()); abort(up) }()
-	p.splice(dirOutbound, app, up)
+	p.splice(dirOutbound, l.outbound.Upstream, app, up)
 }
 
 // connectUpstream dials the upstream of l and completes the TLS handshake.

@@ -56,6 +56,8 @@ type Config struct {
 
 	Logger   *slog.Logger
 	Registry *metrics.Registry
+	// AccessLog, when set, gets one line per HTTP mode request (observe).
+	AccessLog *slog.Logger
 
 	// listen binds listeners; tests replace it to simulate a pod without ::1.
 	listen func(ctx context.Context, network, addr string) (net.Listener, error)
@@ -66,6 +68,7 @@ type Proxy struct {
 	cfg    Config
 	log    *slog.Logger
 	m      proxyMetrics
+	obs    *observer
 	dialer net.Dialer
 
 	ctx    context.Context // canceled on forced close
@@ -162,6 +165,7 @@ func New(cfg Config) (*Proxy, error) {
 		rejected:     r.NewCounterVec("podtls_sidecar_connections_rejected_total", "Connections closed at accept, by reason.", "reason"),
 		outFailures:  r.NewCounterVec("podtls_sidecar_outbound_failures_total", "App connections that could not be forwarded to their upstream (dial or TLS failure), by upstream and reason.", "upstream", "reason"),
 	}
+	p.obs = newObserver(r, cfg.AccessLog)
 	return p, nil
 }
 
@@ -322,7 +326,7 @@ func (p *Proxy) handleInbound(l *listener, raw net.Conn) {
 		return
 	}
 	defer func() { p.untrack(up); up.Close() }()
-	p.splice(dirInbound, tc, up)
+	p.splice(dirInbound, l.inbound.Target, tc, up)
 }
 
 // serverHandshake runs the inbound TLS handshake over conn (raw, or a

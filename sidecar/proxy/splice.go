@@ -3,6 +3,7 @@ package proxy
 import (
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"os"
@@ -30,21 +31,39 @@ type closeWriter interface{ CloseWrite() error }
 
 // splice copies both ways between the downstream client and the upstream
 // until both directions ended. EOF on one side half-closes the other, so
-// protocols that shut down one direction first keep working.
-func (p *Proxy) splice(direction string, client, upstream net.Conn) {
+// protocols that shut down one direction first keep working. target names
+// the upstream in the access log (the configured TARGET or HOST:PORT).
+func (p *Proxy) splice(direction, target string, client, upstream net.Conn) {
+	start := time.Now()
 	var act activity
-	act.touch(time.Now())
+	act.touch(start)
+	var first atomic.Pointer[error] // the failure that ended the connection
+	fail := func(err error) {
+		first.CompareAndSwap(nil, &err)
+		abort(client, upstream)
+	}
+	var received int64
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		if err := p.copy(upstream, client, p.m.received.With(direction), &act); err != nil {
-			abort(client, upstream)
+		var err error
+		if received, err = p.copy(upstream, client, p.m.received.With(direction), &act); err != nil {
+			fail(err)
 		}
 	}()
-	if err := p.copy(client, upstream, p.m.sent.With(direction), &act); err != nil {
-		abort(client, upstream)
+	sent, err := p.copy(client, upstream, p.m.sent.With(direction), &act)
+	if err != nil {
+		fail(err)
 	}
 	<-done
+	if p.obs.log != nil {
+		var cause error
+		if e := first.Load(); e != nil {
+			cause = *e
+		}
+		p.obs.logConn(connRecord{direction: direction, target: target, client: client, upstream: upstream,
+			start: start, received: received, sent: sent, cause: cause, shutdown: p.ctx.Err() != nil})
+	}
 }
 
 // abort closes both sockets so the copy in the other direction returns at
@@ -61,7 +80,10 @@ func abort(conns ...net.Conn) {
 	}
 }
 
-func (p *Proxy) copy(dst, src net.Conn, counter *metrics.Counter, act *activity) error {
+// copy moves bytes from src to dst until EOF, an error or the idle timeout,
+// and returns how many it moved.
+func (p *Proxy) copy(dst, src net.Conn, counter *metrics.Counter, act *activity) (int64, error) {
+	var total int64
 	bp := bufPool.Get().(*[]byte)
 	defer bufPool.Put(bp)
 	buf := *bp
@@ -79,22 +101,23 @@ func (p *Proxy) copy(dst, src net.Conn, counter *metrics.Counter, act *activity)
 		if n > 0 {
 			act.touch(now)
 			if _, werr := dst.Write(buf[:n]); werr != nil {
-				return werr
+				return total, fmt.Errorf("write: %w", werr)
 			}
 			counter.Add(uint64(n))
+			total += int64(n)
 		}
 		if err != nil {
 			if errors.Is(err, io.EOF) {
 				if cw, ok := dst.(closeWriter); ok {
 					_ = cw.CloseWrite()
 				}
-				return nil
+				return total, nil
 			}
 			if errors.Is(err, os.ErrDeadlineExceeded) && act.since(time.Now()) < idle {
 				armed = time.Time{}
 				continue // the other direction is busy
 			}
-			return err
+			return total, fmt.Errorf("read: %w", err)
 		}
 	}
 }

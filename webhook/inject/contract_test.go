@@ -23,6 +23,7 @@ func TestArgsParseBySidecar(t *testing.T) {
 			contract.DNSNames:      "a.demo.svc",
 			contract.Mode:          "http",
 			contract.CertTTL:       "36h",
+			contract.AccessLog:     "true",
 		},
 		"edge": {
 			contract.Inbound:        "8443:8080,9443:9090",

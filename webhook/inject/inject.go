@@ -214,6 +214,9 @@ func args(spec contract.Spec, cfg Config, maxConns int) []string {
 	for _, p := range spec.Allow {
 		args = append(args, "--allow", p)
 	}
+	if spec.AccessLog {
+		args = append(args, "--access-log")
+	}
 	return append(args, edgeArgs(spec)...)
 }
 

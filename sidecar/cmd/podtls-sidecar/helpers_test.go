@@ -187,6 +187,7 @@ type sidecar struct {
 	cmd    *exec.Cmd
 	admin  string
 	stderr *syncBuffer
+	stdout *syncBuffer // the access log
 	done   chan error
 }
 
@@ -218,10 +219,11 @@ func startSidecar(t *testing.T, env []string, args ...string) *sidecar {
 // launch runs the binary with args plus --admin.
 func launch(t *testing.T, env []string, args ...string) *sidecar {
 	t.Helper()
-	s := &sidecar{admin: freeAddr(t), stderr: &syncBuffer{}, done: make(chan error, 1)}
+	s := &sidecar{admin: freeAddr(t), stderr: &syncBuffer{}, stdout: &syncBuffer{}, done: make(chan error, 1)}
 	s.cmd = exec.Command(binary, append(args, "--admin", s.admin, "--log-level", "debug")...)
 	s.cmd.Env = append(os.Environ(), env...)
 	s.cmd.Stderr = s.stderr
+	s.cmd.Stdout = s.stdout
 	if err := s.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}

@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -27,6 +28,15 @@ import (
 
 func newLogger(cfg *options.Config) *slog.Logger {
 	return slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: cfg.LogLevel}))
+}
+
+// newAccessLogger is the --access-log logger: JSON lines on stdout, apart
+// from the sidecar's own log on stderr; nil without the flag.
+func newAccessLogger(cfg *options.Config, w io.Writer) *slog.Logger {
+	if !cfg.AccessLog {
+		return nil
+	}
+	return slog.New(slog.NewJSONHandler(w, nil))
 }
 
 // systemRoots loads the system roots when a tls:// outbound needs them
@@ -108,7 +118,7 @@ func run(ctx context.Context, cfg *options.Config, log *slog.Logger) error {
 			return tlsconfig.Client(store, o.ServerName, o.PinnedID, clientOpts)
 		},
 		HandshakeTimeout: cfg.HandshakeTimeout, IdleTimeout: cfg.IdleTimeout, DialTimeout: cfg.DialTimeout,
-		MaxConnections: cfg.MaxConnections, Logger: log, Registry: reg,
+		MaxConnections: cfg.MaxConnections, Logger: log, Registry: reg, AccessLog: newAccessLogger(cfg, os.Stdout),
 		TrustedProxies: cfg.TrustedProxies, ProxyProtocol: cfg.ProxyProtocol,
 		SelfID: func() string { return selfID(store) },
 	})
