@@ -62,7 +62,7 @@ bench: bench-go bench-sidecar bench-memory ## all benchmarks, printed as ratios 
 bench-go: ## Go benchmarks: CA signing via HTTP vs raw x509, webhook admissions
 	$(GO) test -run '^$$' -bench . -benchmem -count 5 $$($(GO) list ./ca/... ./webhook/... ./sidecar/...)
 
-bench-sidecar: test-deps ## sidecar vs direct vs nginx (wrk, fortio), handshakes, RSS
+bench-sidecar: test-deps ## sidecar (tcp and http mode) vs direct vs nginx (wrk, fortio, h2load), handshakes, RSS
 	@if [ -d bench/cmd/podtls-bench ]; then $(GO) run ./bench/cmd/podtls-bench; else echo "bench-sidecar: not yet (bench/cmd/podtls-bench missing)"; fi
 
 bench-memory: ## sidecar memory model: RSS per 1,000 open mTLS connections, idle and under load (real binary, medians, slopes)
