@@ -62,7 +62,7 @@ bench: bench-go bench-sidecar bench-memory ## all benchmarks, printed as ratios 
 bench-go: ## Go benchmarks: CA signing via HTTP vs raw x509, webhook admissions
 	$(GO) test -run '^$$' -bench . -benchmem -count 5 $$($(GO) list ./ca/... ./webhook/... ./sidecar/...)
 
-bench-sidecar: test-deps ## sidecar vs direct vs nginx (wrk, fortio), handshakes, RSS
+bench-sidecar: test-deps ## sidecar (tcp and http mode) vs direct vs nginx (wrk, fortio, h2load), handshakes, RSS
 	@if [ -d bench/cmd/podtls-bench ]; then $(GO) run ./bench/cmd/podtls-bench; else echo "bench-sidecar: not yet (bench/cmd/podtls-bench missing)"; fi
 
 bench-memory: ## sidecar memory model: RSS per 1,000 open mTLS connections, idle and under load (real binary, medians, slopes)
@@ -99,7 +99,7 @@ envtest-assets: ## build etcd, kube-apiserver, kubectl $(K8S_VERSION) from the G
 	$(STEP) envtest "Kubernetes $(K8S_VERSION) kube-apiserver and kubectl, and etcd, for envtest, compiled from the Go module proxy" "~7 min on 2 cores" bash hack/k8s-binaries.sh
 
 test-deps: ## install Debian packages and Go tools the tests and benches use (root)
-	$(STEP) test-deps "Debian packages (openssl, curl, nginx, wrk) and fortio that the tests and benches run" "under a minute" bash hack/install-test-deps.sh
+	$(STEP) test-deps "Debian packages (openssl, curl, nginx, wrk, h2load) and fortio that the tests and benches run" "under a minute" bash hack/install-test-deps.sh
 
 clean: ## remove built binaries (keeps the machine-level cache)
 	rm -rf $(BIN)

@@ -14,9 +14,10 @@ TOOLS_DIR="$ROOT/bin/tools"
 
 # openssl, curl: real TLS clients (s_client, --cert) in integration tests.
 # nginx, wrk: the TLS-terminating baseline and load generator of the sidecar bench.
+# nghttp2-client: h2load, the HTTP/2 load generator of the sidecar bench's h2 rows.
 # iproute2: `ss` for port and connection checks; procps: `ps` for RSS measurements.
 # ca-certificates: Go and curl need a system trust store file to exist.
-APT_PACKAGES=(openssl curl nginx wrk iproute2 procps ca-certificates)
+APT_PACKAGES=(openssl curl nginx wrk nghttp2-client iproute2 procps ca-certificates)
 
 # Go tools: "binary module@version package".
 GO_TOOLS=(

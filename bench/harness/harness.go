@@ -1,7 +1,9 @@
 // Package harness runs the side-by-side data-plane benchmark: a shared
-// backend, nginx terminating TLS and mTLS, and podtls-sidecar as public edge,
-// inbound mTLS and a full outbound -> inbound mesh path, all measured in the
-// same run, interleaved round by round, and reported as medians of ratios.
+// backend, nginx terminating TLS (HTTP/1.1 and h2) and mTLS, and
+// podtls-sidecar as public edge, inbound mTLS and a full outbound -> inbound
+// mesh path in tcp mode, and as a TLS-terminating HTTP proxy in http mode,
+// all measured in the same run, interleaved round by round, and reported as
+// medians of ratios.
 package harness
 
 import (
@@ -58,11 +60,11 @@ type Config struct {
 type MissingToolsError struct{ Missing []string }
 
 func (e *MissingToolsError) Error() string {
-	return fmt.Sprintf("missing %v: run `make test-deps` (hack/install-test-deps.sh: nginx and wrk from Debian, fortio into bin/tools), "+
-		"or by hand: apt-get install nginx wrk && GOBIN=$PWD/bin/tools go install fortio.org/fortio@v1.66.0", e.Missing)
+	return fmt.Sprintf("missing %v: run `make test-deps` (hack/install-test-deps.sh: nginx, wrk and h2load from Debian, fortio into bin/tools), "+
+		"or by hand: apt-get install nginx wrk nghttp2-client && GOBIN=$PWD/bin/tools go install fortio.org/fortio@v1.66.0", e.Missing)
 }
 
-type tools struct{ nginx, wrk, fortio, taskset, nice, chrt string }
+type tools struct{ nginx, wrk, fortio, h2load, taskset, nice, chrt string }
 
 // findTools looks in bin/tools first, then PATH.
 func findTools(repo string) (tools, error) {
@@ -71,7 +73,7 @@ func findTools(repo string) (tools, error) {
 	for _, want := range []struct {
 		name string
 		into *string
-	}{{"nginx", &t.nginx}, {"wrk", &t.wrk}, {"fortio", &t.fortio}} {
+	}{{"nginx", &t.nginx}, {"wrk", &t.wrk}, {"fortio", &t.fortio}, {"h2load", &t.h2load}} {
 		local := filepath.Join(repo, "bin", "tools", want.name)
 		if st, err := os.Stat(local); err == nil && !st.IsDir() && st.Mode()&0o111 != 0 {
 			*want.into = local
@@ -118,6 +120,11 @@ type env struct {
 	backendPort, nginxTLSPort, nginxMTLSPort   int
 	inPort, outPort, inAdmin, outAdmin         int
 	backend, nginxProxy, sidecarIn, sidecarOut *proc
+
+	// HTTP/2 and http mode: the backend's h2c port, nginx's h2 port, the tcp
+	// sidecar's h2 listener (spliced to the h2c port), the http-mode sidecar.
+	backendH2CPort, nginxH2Port, inH2Port, httpPort, httpAdmin int
+	sidecarHTTP                                                *proc
 }
 
 // Run performs the whole benchmark and prints the report to cfg.Out.
@@ -258,8 +265,9 @@ func (e *env) setup(ctx context.Context) error {
 	if err := os.WriteFile(script, []byte(load.WrkScript), 0o644); err != nil {
 		return fmt.Errorf("wrk script: %w", err)
 	}
-	e.runner = load.Runner{WrkBin: e.tools.wrk, FortioBin: e.tools.fortio, Pin: e.loadPin, WrkScript: script, TmpDir: e.dir}
-	for _, p := range []*int{&e.backendPort, &e.nginxTLSPort, &e.nginxMTLSPort, &e.inPort, &e.outPort, &e.inAdmin, &e.outAdmin} {
+	e.runner = load.Runner{WrkBin: e.tools.wrk, FortioBin: e.tools.fortio, H2loadBin: e.tools.h2load, Pin: e.loadPin, WrkScript: script, TmpDir: e.dir}
+	for _, p := range []*int{&e.backendPort, &e.nginxTLSPort, &e.nginxMTLSPort, &e.inPort, &e.outPort, &e.inAdmin, &e.outAdmin,
+		&e.backendH2CPort, &e.nginxH2Port, &e.inH2Port, &e.httpPort, &e.httpAdmin} {
 		if *p, err = freePort(); err != nil {
 			return err
 		}
@@ -267,6 +275,7 @@ func (e *env) setup(ctx context.Context) error {
 	np := nginxParams{
 		Dir: e.dir, Root: os.Geteuid() == 0, Body: backendBody,
 		BackendPort: e.backendPort, TLSPort: e.nginxTLSPort, MTLSPort: e.nginxMTLSPort,
+		BackendH2CPort: e.backendH2CPort, H2Port: e.nginxH2Port, HTTP2On: http2On(toolVersion(e.tools.nginx, "-v")),
 		EdgeCert: e.pki.Edge.Cert, EdgeKey: e.pki.Edge.Key,
 		ServerCert: e.pki.Server.Cert, ServerKey: e.pki.Server.Key, RootCA: e.pki.Root,
 	}
@@ -288,8 +297,10 @@ func (e *env) setup(ctx context.Context) error {
 	if sidecarBin == "" {
 		return nil
 	}
+	// tcp mode; the second listener splices h2 (ALPN) to the backend's h2c port.
 	in := []string{sidecarBin,
 		"--inbound", fmt.Sprintf("127.0.0.1:%d=127.0.0.1:%d", e.inPort, e.backendPort),
+		"--inbound", fmt.Sprintf("127.0.0.1:%d=127.0.0.1:%d/h2c", e.inH2Port, e.backendH2CPort),
 		"--cert-dir", e.pki.Server.Dir, "--trust-bundle", e.pki.Root,
 		"--external-cert-dir", e.pki.Edge.Dir, "--admin", addr(e.inAdmin), "--mode", "tcp"}
 	if e.sidecarIn, err = e.start(ctx, "sidecar-inbound", in, httpReady("http://"+addr(e.inAdmin)+"/readyz")); err != nil {
@@ -300,6 +311,15 @@ func (e *env) setup(ctx context.Context) error {
 		"--cert-dir", e.pki.Client.Dir, "--trust-bundle", e.pki.Root,
 		"--admin", addr(e.outAdmin), "--mode", "tcp"}
 	if e.sidecarOut, err = e.start(ctx, "sidecar-outbound", out, httpReady("http://"+addr(e.outAdmin)+"/readyz")); err != nil {
+		return err
+	}
+	// http mode: terminates TLS (h2 or HTTP/1.1, by ALPN) and speaks HTTP/1.1
+	// to the backend over its own keep-alive pool, like nginx's proxy_pass.
+	httpMode := []string{sidecarBin,
+		"--inbound", fmt.Sprintf("127.0.0.1:%d=127.0.0.1:%d", e.httpPort, e.backendPort),
+		"--cert-dir", e.pki.Server.Dir, "--trust-bundle", e.pki.Root,
+		"--external-cert-dir", e.pki.Edge.Dir, "--admin", addr(e.httpAdmin), "--mode", "http"}
+	if e.sidecarHTTP, err = e.start(ctx, "sidecar-http", httpMode, httpReady("http://"+addr(e.httpAdmin)+"/readyz")); err != nil {
 		return err
 	}
 	return nil

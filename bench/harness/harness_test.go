@@ -65,6 +65,7 @@ func TestParseStatusMem(t *testing.T) {
 
 func TestNginxConfigs(t *testing.T) {
 	p := nginxParams{Dir: t.TempDir(), Name: "nginx", Body: backendBody, BackendPort: 1, TLSPort: 2, MTLSPort: 3,
+		BackendH2CPort: 4, H2Port: 5,
 		EdgeCert: "e.crt", EdgeKey: "e.key", ServerCert: "s.crt", ServerKey: "s.key", RootCA: "r.crt"}
 	path, err := writeNginxConf(proxyConf, p)
 	if err != nil {
@@ -76,7 +77,7 @@ func TestNginxConfigs(t *testing.T) {
 	}
 	conf := string(b)
 	for _, want := range []string{"worker_processes 1;", "ssl_verify_client on;", "ssl_client_certificate r.crt;",
-		"listen 127.0.0.1:3 ssl;", "server 127.0.0.1:1;", "ssl_protocols TLSv1.3;", "keepalive 64;"} {
+		"listen 127.0.0.1:3 ssl;", "server 127.0.0.1:1;", "ssl_protocols TLSv1.3;", "keepalive 64;", "listen 127.0.0.1:5 ssl http2;"} {
 		if !strings.Contains(conf, want) {
 			t.Errorf("proxy config lacks %q", want)
 		}
@@ -84,8 +85,41 @@ func TestNginxConfigs(t *testing.T) {
 	if strings.Contains(conf, "user root") {
 		t.Error("user root rendered though Root is false")
 	}
+	// nginx >= 1.25.1 spells h2 `http2 on;`, in the proxy and in the backend (h2c).
+	p.HTTP2On = true
+	for _, tmpl := range []struct {
+		name, listen string
+		conf         func(nginxParams) (string, error)
+	}{
+		{"proxy", "listen 127.0.0.1:5 ssl;\n    http2 on;", func(p nginxParams) (string, error) { return writeNginxConf(proxyConf, p) }},
+		{"backend", "listen 127.0.0.1:4;\n    http2 on;", func(p nginxParams) (string, error) { return writeNginxConf(backendConf, p) }},
+	} {
+		path, err := tmpl.conf(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(string(b), tmpl.listen) || strings.Contains(string(b), " http2;") {
+			t.Errorf("%s config with HTTP2On lacks %q:\n%s", tmpl.name, tmpl.listen, b)
+		}
+	}
 	if len(backendBody)+1 != 100 {
 		t.Errorf("backend answer is %d bytes, want 100", len(backendBody)+1)
+	}
+}
+
+func TestHTTP2On(t *testing.T) {
+	for v, want := range map[string]bool{
+		"nginx version: nginx/1.22.1": false, "nginx version: nginx/1.25.0": false, "nginx version: nginx/1.25.1": true,
+		"nginx version: nginx/1.26.3 (Ubuntu)": true, "nginx version: nginx/1.3.0": false, "nginx version: nginx/2.0.0": true,
+		"?": false, "nginx version: nginx/x.y": false,
+	} {
+		if got := http2On(v); got != want {
+			t.Errorf("http2On(%q) = %v, want %v", v, got, want)
+		}
 	}
 }
 
@@ -262,5 +296,55 @@ func TestHandshakeTargetUsesMeasuredRateWhenServersSaturate(t *testing.T) {
 	want := "MISS  full handshakes/s sidecar-edge >= 1.0x nginx                0.95x measured conn/s"
 	if !strings.Contains(buf.String(), want) {
 		t.Fatalf("report lacks %q:\n%s", want, buf.String())
+	}
+}
+
+// TestReportHTTPMode checks the http-mode section and its targets: req/s and
+// CPU per request as medians of per-round ratios to the nginx row of the
+// same protocol, and a dropped tcp-mode row shown as such.
+func TestReportHTTPMode(t *testing.T) {
+	row := func(key, label, client, ref string, cpuPerReqUS float64, rps ...float64) *Row {
+		r := &Row{Key: key, Label: label, Client: client, Ref: ref, Results: map[int][]*load.Result{}, CPU: map[int][]float64{}}
+		for _, c := range connCounts {
+			for _, v := range rps {
+				r.Results[c] = append(r.Results[c], &load.Result{RPS: v, Requests: int64(v), P50: 100 * time.Microsecond, P99: 900 * time.Microsecond})
+				r.CPU[c] = append(r.CPU[c], v*cpuPerReqUS/1e6)
+			}
+		}
+		return r
+	}
+	res := &Results{
+		Machine: "test", Tools: "test", Duration: "1s", Rounds: 3, Workers: 4, Conns: connCounts,
+		Rows: []*Row{
+			row("nginx-tls", "nginx TLS", "wrk", "", 20, 30000, 30000, 30000),
+			row("sidecar-edge", "sidecar edge TLS (SNI)", "wrk", "nginx-tls", 15, 36000, 36000, 36000),
+			// Per-round ratios 1.1, 1.2, 0.9: median 1.1; CPU/req 16 vs 20 us: 0.8.
+			row("sidecar-http-h1", "sidecar http mode TLS", "wrk", "nginx-tls", 16, 33000, 36000, 27000),
+			row("nginx-h2", "nginx TLS h2", "h2load", "", 25, 20000, 20000, 20000),
+			row("sidecar-http-h2", "sidecar http mode h2", "h2load", "nginx-h2", 30, 18000, 18000, 18000),
+			{Key: "sidecar-tcp-h2", Label: "sidecar tcp mode h2 (h2c app)", Client: "h2load", Ref: "nginx-h2", Err: "warm-up failed: refused"},
+		},
+	}
+	var buf bytes.Buffer
+	report(&buf, res)
+	// Compare with runs of spaces squeezed: the columns' widths do not matter.
+	var lines []string
+	for _, l := range strings.Split(buf.String(), "\n") {
+		lines = append(lines, strings.Join(strings.Fields(l), " "))
+	}
+	out := strings.Join(lines, "\n")
+	for _, want := range []string{
+		"http mode (--mode http",
+		"HTTP/1.1 (wrk) 32 sidecar http mode TLS 33000 1.10x 100us 900us 16.0us 0.80x 0",
+		"HTTP/1.1 (wrk) 1 sidecar edge TLS (SNI) 36000 1.20x 100us 900us 15.0us 0.75x 0",
+		"h2 (h2load) 32 nginx TLS h2 20000 - 100us 900us 25.0us - 0",
+		"h2 (h2load) 32 sidecar http mode h2 18000 0.90x 100us 900us 30.0us 1.20x 0",
+		"h2 (h2load) 1 sidecar tcp mode h2 (h2c app) - - - - - - - dropped: warm-up failed: refused",
+		"PASS http mode req/s at 32 conns >= 1.0x nginx, HTTP/1.1 (wrk) 1.10x",
+		"MISS http mode req/s at 32 conns >= 1.0x nginx, h2 (h2load) 0.90x",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("report lacks %q:\n%s", want, out)
+		}
 	}
 }

@@ -22,7 +22,7 @@ import (
 type Row struct {
 	Key    string `json:"key"`
 	Label  string `json:"label"`
-	Client string `json:"client"`         // wrk or fortio
+	Client string `json:"client"`         // wrk, fortio or h2load
 	Base   string `json:"base,omitempty"` // direct row of the same client
 	Ref    string `json:"ref,omitempty"`  // matching nginx row
 	// Results[conns][round]; nil where the measurement failed.
@@ -99,7 +99,8 @@ func (e *env) rows() []*Row {
 	if e.sidecarIn != nil {
 		rows = append(rows,
 			&Row{Key: "sidecar-edge", Label: "sidecar edge TLS (SNI)", Client: "wrk", Base: "direct-wrk", Ref: "nginx-tls", target: load.Target{URL: url("https", pki.EdgeName, e.inPort)}},
-			&Row{Key: "mesh", Label: "mesh out->mTLS->in", Client: "wrk", Base: "direct-wrk", target: load.Target{URL: url("http", "127.0.0.1", e.outPort)}})
+			&Row{Key: "mesh", Label: "mesh out->mTLS->in", Client: "wrk", Base: "direct-wrk", target: load.Target{URL: url("http", "127.0.0.1", e.outPort)}},
+			&Row{Key: "sidecar-http-h1", Label: "sidecar http mode TLS", Client: "wrk", Base: "direct-wrk", Ref: "nginx-tls", target: load.Target{URL: url("https", pki.EdgeName, e.httpPort)}})
 	}
 	rows = append(rows,
 		&Row{Key: "direct-fortio", Label: "direct (plaintext)", Client: "fortio", target: load.Target{URL: url("http", "127.0.0.1", e.backendPort)}},
@@ -108,13 +109,23 @@ func (e *env) rows() []*Row {
 		rows = append(rows,
 			&Row{Key: "sidecar-mtls", Label: "sidecar inbound mTLS", Client: "fortio", Base: "direct-fortio", Ref: "nginx-mtls", target: mtls(url("https", pki.ServerName, e.inPort))})
 	}
+	// h2 over TLS, one stream at a time per connection. No direct row: the
+	// backend's HTTP/1.1 port does not speak h2.
+	rows = append(rows, &Row{Key: "nginx-h2", Label: "nginx TLS h2", Client: "h2load", target: load.Target{URL: url("https", pki.EdgeName, e.nginxH2Port)}})
+	if e.sidecarIn != nil {
+		rows = append(rows,
+			&Row{Key: "sidecar-http-h2", Label: "sidecar http mode h2", Client: "h2load", Ref: "nginx-h2", target: load.Target{URL: url("https", pki.EdgeName, e.httpPort)}},
+			&Row{Key: "sidecar-tcp-h2", Label: "sidecar tcp mode h2 (h2c app)", Client: "h2load", Ref: "nginx-h2", target: load.Target{URL: url("https", pki.EdgeName, e.inH2Port)}})
+	}
 	nginx := []cpuOwner{{pid: e.nginxProxy.pid(), tree: true}}
-	var in, both []cpuOwner
+	var in, both, httpMode []cpuOwner
 	if e.sidecarIn != nil {
 		in = []cpuOwner{{pid: e.sidecarIn.pid()}}
 		both = []cpuOwner{{pid: e.sidecarIn.pid()}, {pid: e.sidecarOut.pid()}}
+		httpMode = []cpuOwner{{pid: e.sidecarHTTP.pid()}}
 	}
-	procs := map[string][]cpuOwner{"nginx-tls": nginx, "nginx-mtls": nginx, "sidecar-edge": in, "sidecar-mtls": in, "mesh": both}
+	procs := map[string][]cpuOwner{"nginx-tls": nginx, "nginx-mtls": nginx, "nginx-h2": nginx, "sidecar-edge": in, "sidecar-mtls": in, "mesh": both,
+		"sidecar-http-h1": httpMode, "sidecar-http-h2": httpMode, "sidecar-tcp-h2": in}
 	for _, r := range rows {
 		r.Results = map[int][]*load.Result{}
 		r.CPU = map[int][]float64{}
@@ -144,8 +155,11 @@ func (e *env) hsRows() []*HSRow {
 }
 
 func (e *env) keepAlive(ctx context.Context, r *Row, conns int, d time.Duration) (load.Result, error) {
-	if r.Client == "wrk" {
+	switch r.Client {
+	case "wrk":
 		return e.runner.Wrk(ctx, r.target, conns, d)
+	case "h2load":
+		return e.runner.H2load(ctx, r.target, conns, d)
 	}
 	return e.runner.Fortio(ctx, r.target, conns, d)
 }
@@ -162,7 +176,8 @@ func (e *env) measure(ctx context.Context) (*Results, error) {
 	if e.sidecarIn != nil {
 		res.Memory = append(res.Memory,
 			&RSS{Label: "sidecar (inbound+edge)", pid: e.sidecarIn.pid()},
-			&RSS{Label: "sidecar (outbound)", pid: e.sidecarOut.pid()})
+			&RSS{Label: "sidecar (outbound)", pid: e.sidecarOut.pid()},
+			&RSS{Label: "sidecar (http mode)", pid: e.sidecarHTTP.pid()})
 	}
 	out := e.cfg.Out
 	fmt.Fprintf(out, "podtls-bench: %s; %s\n", res.Machine, res.Tools)
@@ -186,7 +201,7 @@ func (e *env) measure(ctx context.Context) (*Results, error) {
 				return nil, ctx.Err()
 			}
 			r.Err = "warm-up failed: " + firstLine(err)
-			fmt.Fprintf(out, "  %-26s %-6s dropped: %v\n", r.Label, r.Client, err)
+			fmt.Fprintf(out, "  %-29s %-6s dropped: %v\n", r.Label, r.Client, err)
 		}
 	}
 
@@ -316,7 +331,7 @@ func (e *env) measureRow(ctx context.Context, round, conns int, r *Row) {
 	r.CPU[conns] = append(r.CPU[conns], known(cpu))
 	if err != nil {
 		if ctx.Err() == nil {
-			fmt.Fprintf(e.cfg.Out, "  round %d c=%-2d %-26s %-6s error: %v\n", round, conns, r.Label, r.Client, err)
+			fmt.Fprintf(e.cfg.Out, "  round %d c=%-2d %-29s %-6s error: %v\n", round, conns, r.Label, r.Client, err)
 		}
 		r.Results[conns] = append(r.Results[conns], nil)
 		return
@@ -325,7 +340,7 @@ func (e *env) measureRow(ctx context.Context, round, conns int, r *Row) {
 	if got.Sockets > int64(conns) {
 		reopened = fmt.Sprintf(" (%d sockets for %d connections: the server closed some)", got.Sockets, conns)
 	}
-	fmt.Fprintf(e.cfg.Out, "  round %d c=%-2d %-26s %-6s %9.0f req/s  p50 %-8s p99 %-8s proxy CPU %s/req  errors %d%s\n",
+	fmt.Fprintf(e.cfg.Out, "  round %d c=%-2d %-29s %-6s %9.0f req/s  p50 %-8s p99 %-8s proxy CPU %s/req  errors %d%s\n",
 		round, conns, r.Label, r.Client, got.RPS, us(got.P50), us(got.P99), usDec(perUnit(cpu, got.Requests)), got.Errors, reopened)
 	r.Results[conns] = append(r.Results[conns], &got)
 }
@@ -371,18 +386,22 @@ func (e *env) rss(m *RSS) (int64, int64) {
 	return got.RSS, got.Anon
 }
 
-func (e *env) toolVersions() string {
-	v := func(args ...string) string {
-		out, err := exec.Command(args[0], args[1:]...).CombinedOutput()
-		if err != nil && len(out) == 0 {
-			return "?"
-		}
-		return firstLineOf(string(out))
+// toolVersion is the first line a tool prints when asked for its version; "?" if none.
+func toolVersion(args ...string) string {
+	out, err := exec.Command(args[0], args[1:]...).CombinedOutput()
+	if err != nil && len(out) == 0 {
+		return "?"
 	}
+	return firstLineOf(string(out))
+}
+
+func (e *env) toolVersions() string {
+	v := toolVersion
 	nginx := strings.TrimPrefix(v(e.tools.nginx, "-v"), "nginx version: ")
 	wrk := strings.Fields(v(e.tools.wrk, "-v") + " ? ?")[1]
 	fortio := strings.Fields(v(e.tools.fortio, "version") + " ?")[0]
-	return fmt.Sprintf("%s, wrk %s, fortio %s, %s", nginx, wrk, fortio, runtime.Version())
+	h2load := strings.Fields(v(e.tools.h2load, "--version") + " ? ?")[1]
+	return fmt.Sprintf("%s, wrk %s, fortio %s, h2load %s, %s", nginx, wrk, fortio, h2load, runtime.Version())
 }
 
 // machine describes the CPU, the CPU count and the kernel.

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"text/template"
 )
@@ -36,6 +37,12 @@ http {
     listen 127.0.0.1:{{.BackendPort}};
     location / { return 200 "{{.Body}}\n"; }
   }
+  # h2c (prior knowledge), for the tcp-mode sidecar that splices h2 through.
+  server {
+    {{if .HTTP2On}}listen 127.0.0.1:{{.BackendH2CPort}};
+    http2 on;{{else}}listen 127.0.0.1:{{.BackendH2CPort}} http2;{{end}}
+    location / { return 200 "{{.Body}}\n"; }
+  }
 }
 `))
 
@@ -55,6 +62,18 @@ http {
   ssl_ecdh_curve X25519:prime256v1;
   server {
     listen 127.0.0.1:{{.TLSPort}} ssl;
+    ssl_certificate {{.EdgeCert}};
+    ssl_certificate_key {{.EdgeKey}};
+    location / {
+      proxy_pass http://backend;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+    }
+  }
+  # h2 from the client, HTTP/1.1 over the same keep-alive pool to the backend.
+  server {
+    {{if .HTTP2On}}listen 127.0.0.1:{{.H2Port}} ssl;
+    http2 on;{{else}}listen 127.0.0.1:{{.H2Port}} ssl http2;{{end}}
     ssl_certificate {{.EdgeCert}};
     ssl_certificate_key {{.EdgeKey}};
     location / {
@@ -85,8 +104,37 @@ type nginxParams struct {
 	Root                           bool // running as root: keep the worker root so it can read the temp dir
 	Body                           string
 	BackendPort, TLSPort, MTLSPort int
+	BackendH2CPort, H2Port         int
+	HTTP2On                        bool // nginx >= 1.25.1: `http2 on;` instead of `listen ... http2`
 	EdgeCert, EdgeKey              string
 	ServerCert, ServerKey, RootCA  string
+}
+
+// http2On reports whether the nginx that printed version (`nginx -v`:
+// "nginx version: nginx/1.22.1") takes the `http2 on;` directive, which
+// replaced the http2 parameter of `listen` in 1.25.1. Unknown: false, the old
+// form, which newer versions still accept with a warning.
+func http2On(version string) bool {
+	_, v, ok := strings.Cut(version, "nginx/")
+	if !ok {
+		return false
+	}
+	v, _, _ = strings.Cut(strings.TrimSpace(v), " ")
+	var n [3]int
+	for i, part := range strings.SplitN(v, ".", 3) {
+		x, err := strconv.Atoi(part)
+		if err != nil {
+			return false
+		}
+		n[i] = x
+	}
+	switch {
+	case n[0] != 1:
+		return n[0] > 1
+	case n[1] != 25:
+		return n[1] > 25
+	}
+	return n[2] >= 1
 }
 
 // writeNginxConf renders tmpl into DIR/NAME.conf and returns its path.

@@ -24,6 +24,20 @@ func (r *Row) series(conns int, pick func(rps, p50us, p99us float64) float64) []
 	return out
 }
 
+// cpuSeries is the proxy CPU per request in each round, in us; NaN where
+// the round failed or the CPU time is unknown, so ratios stay paired by round.
+func (r *Row) cpuSeries(conns int) []float64 {
+	var out []float64
+	for i, res := range r.Results[conns] {
+		if res != nil && i < len(r.CPU[conns]) && r.CPU[conns][i] >= 0 && res.Requests > 0 {
+			out = append(out, r.CPU[conns][i]/float64(res.Requests)*1e6)
+			continue
+		}
+		out = append(out, math.NaN())
+	}
+	return out
+}
+
 func rps(v, _, _ float64) float64 { return v }
 func p50(_, v, _ float64) float64 { return v }
 func p99(_, _, v float64) float64 { return v }
@@ -34,6 +48,7 @@ type summary struct {
 	xDirect, xRef        float64 // medians of per-round ratios
 	addedP50             float64 // median per-round p50 minus the direct row's, in us
 	cpuPerReq            float64 // median proxy CPU per request, us
+	cpuXRef              float64 // median of per-round CPU/request ratios to the ref row
 	errors               int64
 	measured, roundsMiss int
 }
@@ -54,16 +69,12 @@ func summarize(r *Row, byKey map[string]*Row, conns int) summary {
 		}
 		s.addedP50 = stats.Median(diffs)
 	}
+	s.cpuXRef = math.NaN()
 	if ref := byKey[r.Ref]; ref != nil {
 		s.xRef = stats.Median(stats.PairedRatios(r.series(conns, rps), ref.series(conns, rps)))
+		s.cpuXRef = stats.Median(stats.PairedRatios(r.cpuSeries(conns), ref.cpuSeries(conns)))
 	}
-	var cpu []float64
-	for i, res := range r.Results[conns] {
-		if res != nil && i < len(r.CPU[conns]) && r.CPU[conns][i] >= 0 && res.Requests > 0 {
-			cpu = append(cpu, r.CPU[conns][i]/float64(res.Requests)*1e6)
-		}
-	}
-	s.cpuPerReq = stats.Median(cpu)
+	s.cpuPerReq = stats.Median(r.cpuSeries(conns))
 	for _, res := range r.Results[conns] {
 		if res == nil {
 			s.roundsMiss++
@@ -144,24 +155,25 @@ func report(w io.Writer, res *Results) {
 	fmt.Fprintf(w, "numbers are medians over rounds; ratios are taken within a round, then the median; x ref = vs the matching nginx row, same client\n")
 
 	for _, conns := range res.Conns {
-		fmt.Fprintf(w, "\nkeep-alive HTTP/1.1, %d connection(s), backend nginx 100-byte answer\n", conns)
+		fmt.Fprintf(w, "\nkeep-alive, %d connection(s): HTTP/1.1 (wrk, fortio), h2 (h2load, one stream per connection); backend nginx 100-byte answer\n", conns)
 		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-		fmt.Fprintln(tw, "row\tclient\treq/s\tx direct\tx ref\tp50\tp99\tp50 added\tproxy CPU/req\terrors\t")
+		fmt.Fprintln(tw, "row\tclient\treq/s\tx direct\tx ref\tp50\tp99\tp50 added\tproxy CPU/req\tCPU x ref\terrors\t")
 		for _, r := range res.Rows {
 			if r.Err != "" {
-				fmt.Fprintf(tw, "%s\t%s\t-\t-\t-\t-\t-\t-\t-\t-\t  dropped: %s\n", r.Label, r.Client, r.Err)
+				fmt.Fprintf(tw, "%s\t%s\t-\t-\t-\t-\t-\t-\t-\t-\t-\t  dropped: %s\n", r.Label, r.Client, r.Err)
 				continue
 			}
 			s := summarize(r, byKey, conns)
 			ref := "-"
-			if r.Ref != "" {
+			if byKey[r.Ref] != nil {
 				ref = ratio(s.xRef) + " " + byKey[r.Ref].Label
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t\n", r.Label, r.Client, num(s.rps), ratio(s.xDirect), ref,
-				usf(s.p50), usf(s.p99), signedUS(s.addedP50), usDec(s.cpuPerReq), s.errors)
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t\n", r.Label, r.Client, num(s.rps), ratio(s.xDirect), ref,
+				usf(s.p50), usf(s.p99), signedUS(s.addedP50), usDec(s.cpuPerReq), ratio(s.cpuXRef), s.errors)
 		}
 		tw.Flush()
 	}
+	reportHTTPMode(w, res, byKey)
 
 	fmt.Fprintf(w, "\nfull handshakes: new TLS 1.3 connection each (no session cache), X25519, one request, %d client goroutines\n", res.Workers)
 	hsByKey := map[string]*HSRow{}
@@ -228,6 +240,13 @@ func targets(res *Results, byKey map[string]*Row, hsByKey map[string]*HSRow) []t
 		x = s.xRef
 	}
 	out = append(out, target{"inbound mTLS req/s at 32 conns >= 1.3x nginx mTLS (fortio)", ratio(x), stats.Verdict(x, 1.3, false)})
+	for _, g := range httpModeGroups {
+		x := nan
+		if s, ok := at(g.http, 32); ok {
+			x = s.xRef
+		}
+		out = append(out, target{fmt.Sprintf("http mode req/s at 32 conns >= 1.0x nginx, %s", g.proto), ratio(x), stats.Verdict(x, 1.0, false)})
+	}
 
 	for _, pair := range [][2]string{{"sidecar-edge", "nginx-tls"}, {"sidecar-mtls", "nginx-mtls"}} {
 		mine, theirs := nan, nan

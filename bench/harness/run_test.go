@@ -12,11 +12,11 @@ import (
 )
 
 // TestRunWithRealTools runs the whole benchmark once, briefly, with the real
-// nginx, wrk, fortio and podtls-sidecar: every row must answer without errors,
+// nginx, wrk, fortio, h2load and podtls-sidecar: every row must answer without errors,
 // and everything it started must be gone afterwards.
 func TestRunWithRealTools(t *testing.T) {
 	if testing.Short() {
-		t.Skip("starts nginx, two sidecars and the load tools for about 30 s")
+		t.Skip("starts nginx, three sidecars and the load tools for about 45 s")
 	}
 	root, err := filepath.Abs(filepath.Join("..", ".."))
 	if err != nil {
@@ -52,8 +52,8 @@ func TestRunWithRealTools(t *testing.T) {
 	if err := json.Unmarshal(b, &res); err != nil {
 		t.Fatal(err)
 	}
-	if len(res.Rows) != 7 || len(res.Handshakes) != 4 || len(res.Memory) != 3 {
-		t.Fatalf("rows/handshakes/memory = %d/%d/%d, want 7/4/3\n%s", len(res.Rows), len(res.Handshakes), len(res.Memory), out.String())
+	if len(res.Rows) != 11 || len(res.Handshakes) != 4 || len(res.Memory) != 4 {
+		t.Fatalf("rows/handshakes/memory = %d/%d/%d, want 11/4/4\n%s", len(res.Rows), len(res.Handshakes), len(res.Memory), out.String())
 	}
 	for _, r := range res.Rows {
 		for _, c := range connCounts {
@@ -74,8 +74,10 @@ func TestRunWithRealTools(t *testing.T) {
 			t.Errorf("memory %s: %+v", m.Label, m)
 		}
 	}
-	if !strings.Contains(out.String(), "targets (benchmarks do not fail the build)") {
-		t.Errorf("no targets section:\n%s", out.String())
+	for _, want := range []string{"targets (benchmarks do not fail the build)", "http mode (--mode http"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("no %q section:\n%s", want, out.String())
+		}
 	}
 	// Cleanup: the temp dir of the run is gone and no server is left.
 	left, _ := filepath.Glob(filepath.Join(tmp, "podtls-bench-*"))

@@ -1,6 +1,6 @@
 // Package load drives the external HTTP load generators of the benchmark (wrk
-// for rows without client certificates, fortio for rows with them) and parses
-// what they print into one Result type.
+// for HTTP/1.1 rows without client certificates, fortio for rows with them,
+// h2load for HTTP/2 rows) and parses what they print into one Result type.
 package load
 
 import (
@@ -137,10 +137,10 @@ func ParseFortio(js []byte) (Result, error) {
 
 // Runner runs the load tools, each prefixed by Pin (e.g. taskset -c 0).
 type Runner struct {
-	WrkBin, FortioBin string
-	Pin               []string
-	WrkScript         string // path of a file holding WrkScript
-	TmpDir            string // where fortio writes its JSON
+	WrkBin, FortioBin, H2loadBin string
+	Pin                          []string
+	WrkScript                    string // path of a file holding WrkScript
+	TmpDir                       string // where fortio writes its JSON
 }
 
 // Target is what a load tool is pointed at.

@@ -2,6 +2,7 @@ package load
 
 import (
 	"os"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -127,4 +128,55 @@ func FuzzParseFortio(f *testing.F) {
 	f.Fuzz(func(t *testing.T, b []byte) {
 		_, _ = ParseFortio(b) // must not panic
 	})
+}
+
+func TestParseH2load(t *testing.T) {
+	out, err := os.ReadFile("testdata/h2load.out")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// 100 requests of 1..100 us, in log order (not sorted).
+	var log strings.Builder
+	for i := 100; i >= 1; i-- {
+		log.WriteString("1796252208428671\t200\t" + strconv.Itoa(i) + "\n")
+	}
+	got, err := ParseH2load(out, []byte(log.String()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// failed 1 + errored 1 + (done 24509 - 2xx 24506 = 3) not-2xx.
+	want := Result{RPS: 24509, P50: 50 * time.Microsecond, P99: 99 * time.Microsecond, Requests: 24509, Errors: 5}
+	if got != want {
+		t.Errorf("got %+v, want %+v", got, want)
+	}
+
+	for _, tt := range []struct{ name, out, log, wantErr string }{
+		{"no summary", "starting benchmark...\n", "1\t200\t5\n", "no finished/requests/status codes"},
+		{"nothing done", "finished in 1.00s, 0.00 req/s, 0B/s\nrequests: 0 total, 0 started, 0 done, 0 succeeded, 0 failed, 0 errored, 0 timeout\nstatus codes: 0 2xx, 0 3xx, 0 4xx, 0 5xx\n", "", "no requests done"},
+		{"bad count", "finished in 1.00s, 1.00 req/s, 0B/s\nrequests: x total\nstatus codes: 1 2xx\n", "1\t200\t5\n", "requests: x total"},
+		{"empty log", string(out), "", "no requests recorded"},
+		{"bad log line", string(out), "1 200 5\n", "3 tab-separated columns"},
+		{"bad log duration", string(out), "1\t200\t-4\n", "bad duration"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := ParseH2load([]byte(tt.out), []byte(tt.log))
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Fatalf("err = %v, want it to contain %q", err, tt.wantErr)
+			}
+		})
+	}
+}
+
+func TestPercentile(t *testing.T) {
+	one := []time.Duration{7}
+	if percentile(one, 50) != 7 || percentile(one, 99) != 7 {
+		t.Error("one value is every percentile")
+	}
+	four := []time.Duration{1, 2, 3, 4}
+	if got := percentile(four, 50); got != 2 {
+		t.Errorf("p50 of 1..4 = %v, want 2 (nearest rank)", got)
+	}
+	if got := percentile(four, 99); got != 4 {
+		t.Errorf("p99 of 1..4 = %v, want 4", got)
+	}
 }
