@@ -90,11 +90,53 @@ func TestPrefersFastAndIdle(t *testing.T) {
 		if p.Addr == "slow:1" {
 			p.Done(50 * time.Millisecond)
 		} else {
-			p.Done(time.Millisecond)
+			p.Done(6 * time.Millisecond)
 		}
 	}
 	if counts["slow:1"]*10 > counts["fast:1"] {
 		t.Errorf("slow endpoint got %d requests, fast %d: want the slow one under 10%%", counts["slow:1"], counts["fast:1"])
+	}
+
+	// Under the floor, latency differences do not count: the spread is even.
+	b3, c3 := newTest("", 9)
+	b3.Update([]string{"a:1", "b:1"})
+	even := map[string]int{}
+	for range 2000 {
+		p, _ := b3.Pick()
+		even[p.Addr]++
+		c3.advance(time.Millisecond)
+		if p.Addr == "a:1" {
+			p.Done(4 * time.Millisecond)
+		} else {
+			p.Done(100 * time.Microsecond)
+		}
+	}
+	if math.Abs(float64(even["a:1"]-even["b:1"])) > 200 {
+		t.Errorf("endpoints under the %v floor got %v, want an even spread", DefaultFloor, even)
+	}
+
+	// A slow answer long ago no longer counts: the endpoint is tried again.
+	b4, c4 := newTest("", 13)
+	b4.Update([]string{"a:1", "b:1"})
+	answered := map[string]bool{}
+	for len(answered) < 2 {
+		p, _ := b4.Pick()
+		answered[p.Addr] = true
+		if p.Addr == "a:1" {
+			p.Done(time.Second)
+		} else {
+			p.Done(6 * time.Millisecond)
+		}
+	}
+	c4.advance(10 * DefaultDecay)
+	seen := false
+	for range 50 {
+		p, _ := b4.Pick()
+		seen = seen || p.Addr == "a:1"
+		p.Release()
+	}
+	if !seen {
+		t.Errorf("an endpoint slow %v ago was never tried again", 10*DefaultDecay)
 	}
 
 	// Equal latency, but requests in flight stay on a: b is chosen.

@@ -87,17 +87,22 @@ func (p *Proxy) newHTTPServer(in *Inbound) *http.Server {
 		// ownedConn), which also covers connections hijacked for an
 		// Upgrade, closed by the ReverseProxy when either side ends. Those
 		// are out of the server's timeouts: the idle timeout watches them.
-		ConnState: func(c net.Conn, s http.ConnState) {
-			if s != http.StateHijacked {
-				return
-			}
-			if tc, ok := c.(*tls.Conn); ok {
-				if oc, ok := tc.NetConn().(*ownedConn); ok {
-					oc.watchIdle(p.cfg.IdleTimeout)
-				}
-			}
-		},
+		ConnState:   p.watchHijacked,
 		BaseContext: func(net.Listener) context.Context { return p.ctx },
+	}
+}
+
+// watchHijacked puts a connection the HTTP server hijacked for an Upgrade
+// under the idle timeout: it is out of the server's own timeouts.
+func (p *Proxy) watchHijacked(c net.Conn, s http.ConnState) {
+	if s != http.StateHijacked {
+		return
+	}
+	if tc, ok := c.(*tls.Conn); ok {
+		c = tc.NetConn()
+	}
+	if oc, ok := c.(*ownedConn); ok {
+		oc.watchIdle(p.cfg.IdleTimeout)
 	}
 }
 

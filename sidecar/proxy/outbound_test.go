@@ -243,9 +243,13 @@ func TestOutboundFailureHTTP(t *testing.T) {
 }
 
 // TestOutboundFailureHTTPNotHTTP: an app that does not speak HTTP/1 on an
-// http-mode outbound port gets a reset, not a reply it cannot parse.
+// http-mode outbound port kept at L4 (/tcp) gets a reset, not a reply it
+// cannot parse. (A balanced port speaks h2c: see TestBalancedFailureH2C.)
 func TestOutboundFailureHTTPNotHTTP(t *testing.T) {
-	r := newOutRig(t, testpki.NewCA(t, "mesh"), deadPort(t), func(c *Config) { c.Mode = ModeHTTP })
+	r := newOutRig(t, testpki.NewCA(t, "mesh"), deadPort(t), func(c *Config) {
+		c.Mode = ModeHTTP
+		c.Outbound[0].Protocol = OutTCP
+	})
 	c, err := net.Dial("tcp", r.addr)
 	if err != nil {
 		t.Fatal(err)

@@ -17,6 +17,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/podtls/podtls/sidecar/balance"
 	"github.com/podtls/podtls/sidecar/metrics"
 )
 
@@ -53,6 +54,11 @@ type Config struct {
 	ProxyProtocol map[string]bool
 	// SelfID returns this sidecar's SPIFFE ID for X-Forwarded-Client-Cert.
 	SelfID func() string
+	// Discovery feeds balanced outbound listeners; nil: upstreams are
+	// dialed by name.
+	Discovery Discoverer
+	// Balance tunes the per-request balancers (zero: the defaults).
+	Balance balance.Options
 
 	Logger   *slog.Logger
 	Registry *metrics.Registry
@@ -93,6 +99,7 @@ type listener struct {
 	serverTLS *tls.Config
 	http      *http.Server
 	httpLn    *chanListener
+	balanced  *balancedUpstream // outbound http: per-request balancing
 }
 
 type proxyMetrics struct {
@@ -197,10 +204,7 @@ func (p *Proxy) Listen() error {
 			p.closeListeners()
 			return fmt.Errorf("--outbound %s: %w", o, err)
 		}
-		clientTLS := p.cfg.ClientTLS(*o) // one session cache per upstream
-		for _, ln := range lns {
-			p.listeners = append(p.listeners, &listener{ln: ln, direction: dirOutbound, outbound: o, clientTLS: clientTLS})
-		}
+		p.listeners = append(p.listeners, p.outboundListeners(o, lns)...)
 	}
 	return nil
 }
@@ -217,6 +221,7 @@ func (p *Proxy) Addrs() []net.Addr {
 // Serve accepts on every listener until Shutdown; it returns once all accept
 // loops have stopped.
 func (p *Proxy) Serve() error {
+	p.startDiscovery()
 	var wg sync.WaitGroup
 	for _, l := range p.listeners {
 		wg.Add(1)
@@ -229,7 +234,7 @@ func (p *Proxy) Serve() error {
 			go func() {
 				defer wg.Done()
 				if err := l.http.Serve(l.httpLn); err != nil && !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, net.ErrClosed) {
-					p.log.Error("http server stopped", "listen", l.inbound.Listen, "error", err)
+					p.log.Error("http server stopped", "listen", l.ln.Addr().String(), "error", err)
 				}
 			}()
 		}
@@ -272,9 +277,12 @@ func (p *Proxy) acceptLoop(l *listener) {
 		p.wg.Add(1)
 		go func() {
 			defer p.wg.Done()
-			if l.direction == dirInbound {
+			switch {
+			case l.direction == dirInbound:
 				p.handleInbound(l, c)
-			} else {
+			case l.balanced != nil:
+				p.handleOutboundHTTP(l, c)
+			default:
 				p.handleOutbound(l, c)
 			}
 		}()
@@ -393,6 +401,9 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 			if l.http != nil {
 				_ = l.http.Shutdown(ctx)
 			}
+			if l.balanced != nil {
+				l.balanced.closeIdle()
+			}
 		}
 		close(done)
 	}()
@@ -416,28 +427,4 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 	}
 	<-done
 	return ctx.Err()
-}
-
-// rejectLogEvery is how often, at most, refusals at --max-connections are
-// logged: a flood of refused connections must not become a flood of logs.
-const rejectLogEvery = 10 * time.Second
-
-// rejectLog counts refusals and says when one is due to be logged: the first
-// one, then at most once per rejectLogEvery, with the count since the last log.
-type rejectLog struct {
-	mu      sync.Mutex
-	last    time.Time
-	pending int
-}
-
-func (r *rejectLog) due(now time.Time) (int, bool) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.pending++
-	if !r.last.IsZero() && now.Sub(r.last) < rejectLogEvery {
-		return 0, false
-	}
-	n := r.pending
-	r.last, r.pending = now, 0
-	return n, true
 }

@@ -34,16 +34,35 @@ const Protocols = ProtoTCP + ", " + ProtoHTTP1 + " or " + ProtoH2C
 // ValidProtocol reports whether p names an app protocol.
 func ValidProtocol(p string) bool { return p == ProtoTCP || p == ProtoHTTP1 || p == ProtoH2C }
 
-// Outbound is one --outbound LISTEN=[tls://]HOST:PORT[#SPIFFE-ID]: a
-// plaintext loopback listener for the app, originating mTLS to the upstream,
-// or, with tls://, TLS without a client certificate to a service outside the
-// mesh, verified with the system roots.
+// Outbound is one --outbound LISTEN=[tls://]HOST:PORT[/PROTOCOL][#SPIFFE-ID]:
+// a plaintext loopback listener for the app, originating mTLS to the
+// upstream, or, with tls://, TLS without a client certificate to a service
+// outside the mesh, verified with the system roots.
 type Outbound struct {
 	Listen     string // loopback host:port
 	Upstream   string // host:port dialed
 	ServerName string // host part, verified against the upstream certificate
 	PinnedID   string // optional SPIFFE ID the upstream must present
 	Public     bool   // tls://: outside the mesh
+	// Protocol is OutTCP (one upstream connection per app connection) or
+	// OutHTTP (each request balanced over the upstream's endpoints); empty
+	// is the proxy's mode.
+	Protocol string
+}
+
+// Protocols of an outbound listener.
+const (
+	OutTCP  = "tcp"  // L4: bytes spliced, the connection pinned to one upstream
+	OutHTTP = "http" // L7: HTTP/1.1 or h2c from the app, each request balanced
+)
+
+// balanced reports whether o forwards each request on its own (OutHTTP, or
+// the http mode's default).
+func (o *Outbound) balanced(mode string) bool {
+	if o.Protocol != "" {
+		return o.Protocol == OutHTTP
+	}
+	return mode == ModeHTTP
 }
 
 // PublicScheme prefixes the upstream of a Public outbound.
@@ -96,6 +115,9 @@ func (o Outbound) String() string {
 	if o.Public {
 		up = PublicScheme + up
 	}
+	if o.Protocol != "" {
+		up += "/" + o.Protocol
+	}
 	if o.PinnedID != "" {
 		return o.Listen + "=" + up + "#" + o.PinnedID
 	}
@@ -122,16 +144,18 @@ func ParseInbound(s string) (Inbound, error) {
 	return Inbound{Listen: listen, Target: target, Protocol: proto}, nil
 }
 
-// ParseOutbound parses LISTEN=[tls://]HOST:PORT[#SPIFFE-ID], e.g.
-// "127.0.0.1:9001=preference.demo.svc:8443". LISTEN must be loopback (a bare
+// ParseOutbound parses LISTEN=[tls://]HOST:PORT[/PROTOCOL][#SPIFFE-ID], e.g.
+// "127.0.0.1:9001=preference.demo.svc:8443" or ":9001=preference.demo.svc:8443/http".
+// LISTEN must be loopback (a bare
 // ":9001" is "localhost:9001": 127.0.0.1 and, when the pod has it, ::1):
 // anyone reaching it would borrow the pod's identity.
 func ParseOutbound(s string) (Outbound, error) {
 	listen, rest, ok := strings.Cut(s, "=")
 	if !ok {
-		return Outbound{}, fmt.Errorf("%q: want LISTEN=[tls://]HOST:PORT[#SPIFFE-ID], e.g. 127.0.0.1:9001=preference.demo.svc:8443", s)
+		return Outbound{}, fmt.Errorf("%q: want LISTEN=[tls://]HOST:PORT[/PROTOCOL][#SPIFFE-ID], e.g. 127.0.0.1:9001=preference.demo.svc:8443", s)
 	}
 	upstream, pinned, hasPin := strings.Cut(rest, "#")
+
 	public := false
 	if scheme, after, ok := strings.Cut(upstream, "://"); ok {
 		if scheme+"://" != PublicScheme {
@@ -141,6 +165,10 @@ func ParseOutbound(s string) (Outbound, error) {
 			return Outbound{}, fmt.Errorf("%q: a %s upstream is outside the mesh and has no SPIFFE ID to pin", s, PublicScheme)
 		}
 		upstream, public = after, true
+	}
+	upstream, proto, hasProto := strings.Cut(upstream, "/")
+	if hasProto && proto != OutTCP && proto != OutHTTP {
+		return Outbound{}, fmt.Errorf("%q: protocol %q after '/': want %s or %s", s, proto, OutTCP, OutHTTP)
 	}
 	if err := checkListen(listen); err != nil {
 		return Outbound{}, fmt.Errorf("%q: listen address: %w", s, err)
@@ -163,7 +191,7 @@ func ParseOutbound(s string) (Outbound, error) {
 			return Outbound{}, fmt.Errorf("%q: pinned identity after '#': %w", s, err)
 		}
 	}
-	return Outbound{Listen: listen, Upstream: upstream, ServerName: serverName, PinnedID: pinned, Public: public}, nil
+	return Outbound{Listen: listen, Upstream: upstream, ServerName: serverName, PinnedID: pinned, Public: public, Protocol: proto}, nil
 }
 
 func checkListen(addr string) error {

@@ -65,6 +65,11 @@ func TestParseOutbound(t *testing.T) {
 		{"127.0.0.1:9001=a.b:1#spiffe://cluster.local/ns/x", Outbound{}, "pinned"},
 		{"127.0.0.1:9001=a.b", Outbound{}, "upstream"},
 		{"127.0.0.1:9001", Outbound{}, "LISTEN="},
+		{"127.0.0.1:9001=a.b:1/http", Outbound{Listen: "127.0.0.1:9001", Upstream: "a.b:1", ServerName: "a.b", Protocol: OutHTTP}, ""},
+		{"127.0.0.1:9001=a.b:1/tcp#spiffe://cluster.local/ns/a/sa/b", Outbound{Listen: "127.0.0.1:9001", Upstream: "a.b:1", ServerName: "a.b", Protocol: OutTCP, PinnedID: "spiffe://cluster.local/ns/a/sa/b"}, ""},
+		{"127.0.0.1:9002=tls://api.stripe.com:443/http", Outbound{Listen: "127.0.0.1:9002", Upstream: "api.stripe.com:443", ServerName: "api.stripe.com", Public: true, Protocol: OutHTTP}, ""},
+		{"127.0.0.1:9001=a.b:1/h2c", Outbound{}, "want tcp or http"},
+		{"127.0.0.1:9001=a.b:1/", Outbound{}, "want tcp or http"},
 	}
 	for _, tc := range cases {
 		got, err := ParseOutbound(tc.in)
