@@ -32,8 +32,10 @@ const (
 const Inbound = Prefix + "inbound"
 
 // Upstreams lists the services the app calls through the sidecar, comma-separated:
-// "[tls://]HOST:PORT@LOCALPORT[#SPIFFE-ID]", e.g. "preference.demo.svc:8443@9001". The app
+// "[tls://]HOST:PORT@LOCALPORT[/PROTOCOL][#SPIFFE-ID]", e.g. "preference.demo.svc:8443@9001". The app
 // talks plaintext to 127.0.0.1:LOCALPORT and the sidecar dials HOST:PORT with mTLS,
+// per connection (PROTOCOL tcp, the tcp mode's default) or per HTTP request over the
+// Service's endpoints (http, the http mode's default),
 // verifying the DNS name and, when given, the exact SPIFFE ID of the upstream. HOST
 // must be a cluster name (InCluster) unless the entry pins a SPIFFE ID. With
 // "tls://" HOST is a service outside the mesh: TLS without a client certificate,

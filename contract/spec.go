@@ -92,6 +92,8 @@ type Upstream struct {
 	LocalPort int32  `json:"localPort"`
 	ID        string `json:"id,omitempty"`     // pinned SPIFFE ID of the upstream, optional
 	Public    bool   `json:"public,omitempty"` // "tls://": a service outside the mesh
+	// Protocol is UpstreamTCP or UpstreamHTTP; empty follows the pod's mode.
+	Protocol string `json:"protocol,omitempty"`
 }
 
 // Defaults are what Parse needs besides the annotations: the cluster's names
@@ -151,7 +153,7 @@ func Parse(annotations map[string]string, ns string, cfg Defaults) (Spec, []stri
 		}
 	}
 
-	const upstreamForm = `comma-separated [tls://]HOST:PORT@LOCALPORT[#SPIFFE-ID], e.g. "preference.demo.svc:8443@9001,tls://api.example.com:443@9002"`
+	const upstreamForm = `comma-separated [tls://]HOST:PORT@LOCALPORT[/tcp|/http][#SPIFFE-ID], e.g. "preference.demo.svc:8443@9001/http,tls://api.example.com:443@9002"`
 	for _, item := range SplitList(a[Upstreams]) {
 		u, err := parseUpstream(item, cfg.ClusterDomain)
 		if err != nil {

@@ -21,6 +21,9 @@ func (u Upstream) String() string {
 	if u.Public {
 		s = PublicScheme + s
 	}
+	if u.Protocol != "" {
+		s += "/" + u.Protocol
+	}
 	if u.ID != "" {
 		s += "#" + u.ID
 	}
@@ -49,7 +52,16 @@ func InCluster(host, clusterDomain string) bool {
 	return false
 }
 
-// parseUpstream parses one [tls://]HOST:PORT@LOCALPORT[#SPIFFE-ID] entry. A
+// Protocols of an upstream: UpstreamTCP keeps an app connection on one
+// upstream connection (L4); UpstreamHTTP balances each HTTP request over the
+// upstream Service's endpoints. Unset, the pod's mode decides (tcp: L4,
+// http: balanced).
+const (
+	UpstreamTCP  = "tcp"
+	UpstreamHTTP = "http"
+)
+
+// parseUpstream parses one [tls://]HOST:PORT@LOCALPORT[/PROTOCOL][#SPIFFE-ID] entry. A
 // mesh upstream must be a cluster name (InCluster) or carry a pinned SPIFFE
 // ID (a mesh workload outside the cluster): anything else would be verified
 // against the mesh roots and fail at runtime with unknown_ca.
@@ -78,11 +90,16 @@ func parseUpstream(item, clusterDomain string) (Upstream, error) {
 	if err != nil {
 		return Upstream{}, fmt.Errorf("port: %v", err)
 	}
+	local, proto, hasProto := strings.Cut(local, "/")
+	proto = strings.ToLower(proto)
+	if hasProto && proto != UpstreamTCP && proto != UpstreamHTTP {
+		return Upstream{}, fmt.Errorf("protocol %q after the local port: want %s or %s", proto, UpstreamTCP, UpstreamHTTP)
+	}
 	lp, err := parsePort(local)
 	if err != nil {
 		return Upstream{}, fmt.Errorf("local port: %v", err)
 	}
-	u := Upstream{Host: host, Port: port, LocalPort: lp, Public: public}
+	u := Upstream{Host: host, Port: port, LocalPort: lp, Public: public, Protocol: proto}
 	if hasID {
 		if public {
 			return Upstream{}, fmt.Errorf("a %s upstream is outside the mesh and has no SPIFFE ID to pin; drop %q", PublicScheme, "#"+id)

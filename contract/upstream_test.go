@@ -29,6 +29,11 @@ func TestParseUpstream(t *testing.T) {
 		{"mtls://a.demo.svc:1@2", Upstream{}, `scheme "mtls"`},
 		{"tls://:443@9002", Upstream{}, "host"},
 		{"a.demo.svc@9001", Upstream{}, "missing :PORT"},
+		{"a.demo.svc:8443@9001/http", Upstream{Host: "a.demo.svc", Port: 8443, LocalPort: 9001, Protocol: UpstreamHTTP}, ""},
+		{"a.demo.svc:8443@9001/TCP#spiffe://cluster.local/ns/demo/sa/a", Upstream{Host: "a.demo.svc", Port: 8443, LocalPort: 9001, Protocol: UpstreamTCP, ID: "spiffe://cluster.local/ns/demo/sa/a"}, ""},
+		{"tls://api.example.com:443@9002/http", Upstream{Host: "api.example.com", Port: 443, LocalPort: 9002, Public: true, Protocol: UpstreamHTTP}, ""},
+		{"a.demo.svc:8443@9001/h2c", Upstream{}, "want tcp or http"},
+		{"a.demo.svc:8443@9001/", Upstream{}, "want tcp or http"},
 	}
 	for _, tc := range cases {
 		got, err := parseUpstream(tc.in, "cluster.local")

@@ -34,6 +34,10 @@ type Config struct {
 	DNSNames  []string
 	CertTTL   time.Duration
 
+	// DiscoveryURL is the controller serving endpoint discovery to balanced
+	// outbound listeners; empty means CAURL (the same server).
+	DiscoveryURL string
+
 	Allow       []string
 	TrustDomain string
 	Matcher     *identity.Matcher
@@ -66,6 +70,15 @@ type Config struct {
 // AgentMode reports whether the sidecar requests certificates from the CA.
 func (c *Config) AgentMode() bool { return c.CAURL != "" }
 
+// Discovery is the base URL of endpoint discovery: --discovery-url, else
+// --ca-url, else empty (none).
+func (c *Config) Discovery() string {
+	if c.DiscoveryURL != "" {
+		return strings.TrimSuffix(c.DiscoveryURL, "/")
+	}
+	return strings.TrimSuffix(c.CAURL, "/")
+}
+
 // Default returns the defaults every flag starts from.
 func Default() Config {
 	return Config{
@@ -95,11 +108,12 @@ func Parse(args []string, out io.Writer) (*Config, error) {
 	}
 	var inbound, outbound []string
 	fs.Func("inbound", "TLS listener on LISTEN forwarding plaintext to the app at TARGET, which speaks PROTOCOL: tcp (bytes), http1 or h2c (plaintext HTTP/2, gRPC); default: the mode's (tcp or http1): `LISTEN=TARGET[/PROTOCOL]`, e.g. :8443=127.0.0.1:8080 or :9443=127.0.0.1:9090/h2c (repeatable)", appendTo(&inbound))
-	fs.Func("outbound", "loopback plaintext listener dialing HOST:PORT with mTLS, verifying its name and, if given, its SPIFFE ID, or with tls:// TLS verified by the system roots: `LISTEN=[tls://]HOST:PORT[#SPIFFE-ID]`, e.g. localhost:9001=preference.demo.svc:8443 (localhost: 127.0.0.1 and ::1 when present; repeatable)", appendTo(&outbound))
+	fs.Func("outbound", "loopback plaintext listener dialing HOST:PORT with mTLS, verifying its name and, if given, its SPIFFE ID, or with tls:// TLS verified by the system roots; PROTOCOL tcp forwards each connection, http balances each HTTP/1.1 or h2c request over the upstream's endpoints (default: the mode's): `LISTEN=[tls://]HOST:PORT[/PROTOCOL][#SPIFFE-ID]`, e.g. localhost:9001=preference.demo.svc:8443 (localhost: 127.0.0.1 and ::1 when present; repeatable)", appendTo(&outbound))
 	fs.StringVar(&c.CertDir, "cert-dir", c.CertDir, "`DIR` holding the mesh certificate: tls.crt (leaf + chain), tls.key and optionally ca.crt (required)")
 	fs.StringVar(&c.TrustBundle, "trust-bundle", c.TrustBundle, "PEM `FILE` of trusted mesh roots; may be absent at start (its union with <cert-dir>/ca.crt is trusted)")
 	fs.Func("external-cert-dir", "`DIR` with an externally issued certificate (tls.crt full chain, tls.key) served to clients whose SNI matches it, without client certificates (repeatable)", appendTo(&c.ExternalCertDirs))
 	fs.StringVar(&c.CAURL, "ca-url", c.CAURL, "agent mode: https `URL` of the podtls CA; the sidecar then requests and renews its own certificate into --cert-dir")
+	fs.StringVar(&c.DiscoveryURL, "discovery-url", c.DiscoveryURL, "https `URL` of the podtls controller serving endpoint discovery, for outbound listeners that balance each request (http mode, or /http); default: --ca-url; without either they dial the upstream by name")
 	fs.StringVar(&c.TokenFile, "token-file", c.TokenFile, "agent mode: `FILE` with the projected service-account token, re-read on every request")
 	fs.Func("dns-name", "agent mode: extra DNS `NAME` to request in the certificate (repeatable)", appendTo(&c.DNSNames))
 	fs.DurationVar(&c.CertTTL, "cert-ttl", c.CertTTL, "agent mode: requested certificate lifetime; 0 means the CA's default")
@@ -209,6 +223,11 @@ func (c *Config) validate() error {
 	}
 	if c.MaxConnections < 0 {
 		return fmt.Errorf("--max-connections must not be negative, got %d", c.MaxConnections)
+	}
+	if c.DiscoveryURL != "" {
+		if u, err := url.Parse(c.DiscoveryURL); err != nil || u.Scheme != "https" || u.Host == "" || u.User != nil || (u.Path != "" && u.Path != "/") {
+			return fmt.Errorf("--discovery-url %q: want https://host[:port]", c.DiscoveryURL)
+		}
 	}
 	if c.CAURL == "" {
 		switch {

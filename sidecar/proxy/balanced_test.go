@@ -308,4 +308,3 @@ func TestBalancedEndpointsChange(t *testing.T) {
 		t.Fatalf("with no endpoints known: %q, want the upstream's name dialed (no_such_host)", got)
 	}
 }
-

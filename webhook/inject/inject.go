@@ -203,6 +203,9 @@ func args(spec contract.Spec, cfg Config, maxConns int) []string {
 		}
 		// "localhost": 127.0.0.1 and, when the pod has it, ::1.
 		target := fmt.Sprintf("localhost:%d=%s%s:%d", u.LocalPort, scheme, u.Host, u.Port)
+		if u.Protocol != "" {
+			target += "/" + u.Protocol
+		}
 		if u.ID != "" {
 			target += "#" + u.ID
 		}

@@ -244,7 +244,7 @@ func TestBadStart(t *testing.T) {
 		if err != nil {
 			t.Fatalf("--help: %v", err)
 		}
-		for _, f := range []string{"plaintext-check-interval", "inbound", "outbound", "cert-dir", "trust-bundle", "external-cert-dir", "ca-url", "token-file", "dns-name", "cert-ttl", "allow", "trust-domain", "mode", "admin", "drain-timeout", "handshake-timeout", "idle-timeout", "dial-timeout", "max-connections", "poll-interval", "pq-key-exchange", "log-level", "alpn", "redirect", "redirect-host", "trusted-proxy", "proxy-protocol"} {
+		for _, f := range []string{"plaintext-check-interval", "inbound", "outbound", "cert-dir", "trust-bundle", "external-cert-dir", "ca-url", "discovery-url", "token-file", "dns-name", "cert-ttl", "allow", "trust-domain", "mode", "admin", "drain-timeout", "handshake-timeout", "idle-timeout", "dial-timeout", "max-connections", "poll-interval", "pq-key-exchange", "log-level", "alpn", "redirect", "redirect-host", "trusted-proxy", "proxy-protocol"} {
 			if !strings.Contains(out, "-"+f) {
 				t.Errorf("--help does not document --%s", f)
 			}
@@ -254,7 +254,7 @@ func TestBadStart(t *testing.T) {
 
 // TestDependencies keeps the sidecar small: the standard library, fsnotify,
 // protobuf's wire encoding (and its two internal helpers) for the gRPC probe, and
-// podtls's standard-library-only packages, go-proxyproto for PROXY protocol v2
+// podtls's standard-library-only packages (the discovery wire types among them), go-proxyproto for PROXY protocol v2
 // on the edge (standard library only; 21 KB of symbols; +104 KiB stripped
 // together with the redirect listener), nothing controller-side
 // (no grpc-go: +5.5 MB).
@@ -263,7 +263,7 @@ func TestDependencies(t *testing.T) {
 	if err != nil {
 		t.Fatalf("go list: %v", err)
 	}
-	allowed := []string{"github.com/podtls/podtls/sidecar/", "github.com/podtls/podtls/identity", "github.com/podtls/podtls/contract", "github.com/podtls/podtls/tlsconfig", "github.com/podtls/podtls/renewal", "github.com/podtls/podtls/ca/signapi",
+	allowed := []string{"github.com/podtls/podtls/sidecar/", "github.com/podtls/podtls/identity", "github.com/podtls/podtls/contract", "github.com/podtls/podtls/tlsconfig", "github.com/podtls/podtls/renewal", "github.com/podtls/podtls/ca/signapi", "github.com/podtls/podtls/discovery/discoveryapi",
 		"github.com/fsnotify/fsnotify", "golang.org/x/sys/", "github.com/pires/go-proxyproto",
 		"google.golang.org/protobuf/encoding/protowire", "google.golang.org/protobuf/internal/detrand", "google.golang.org/protobuf/internal/errors"}
 	for _, pkg := range strings.Fields(string(out)) {

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"sync/atomic"
 	"time"
@@ -18,6 +19,7 @@ import (
 	"github.com/podtls/podtls/sidecar/admin"
 	"github.com/podtls/podtls/sidecar/agent"
 	"github.com/podtls/podtls/sidecar/certs"
+	"github.com/podtls/podtls/sidecar/discover"
 	"github.com/podtls/podtls/sidecar/exposure"
 	"github.com/podtls/podtls/sidecar/metrics"
 	"github.com/podtls/podtls/sidecar/options"
@@ -120,7 +122,8 @@ func run(ctx context.Context, cfg *options.Config, log *slog.Logger) error {
 		HandshakeTimeout: cfg.HandshakeTimeout, IdleTimeout: cfg.IdleTimeout, DialTimeout: cfg.DialTimeout,
 		MaxConnections: cfg.MaxConnections, Logger: log, Registry: reg, AccessLog: newAccessLogger(cfg, os.Stdout),
 		TrustedProxies: cfg.TrustedProxies, ProxyProtocol: cfg.ProxyProtocol,
-		SelfID: func() string { return selfID(store) },
+		SelfID:    func() string { return selfID(store) },
+		Discovery: discoveryClient(cfg, store, clientOpts, log, reg),
 	})
 	if err != nil {
 		return err
@@ -224,4 +227,27 @@ func newPlaintextChecker(cfg *options.Config, log *slog.Logger, reg *metrics.Reg
 	}
 	c.PodIPs = ips
 	return exposure.New(c)
+}
+
+// discoveryClient is the endpoint discovery of balanced outbound listeners,
+// nil when no controller URL is known (they then dial upstreams by name).
+// It authenticates with the mesh certificate and verifies the controller
+// against the mesh roots, both read from the store on every handshake.
+func discoveryClient(cfg *options.Config, store *certs.Store, o tlsconfig.Options, log *slog.Logger, reg *metrics.Registry) proxy.Discoverer {
+	base := cfg.Discovery()
+	if base == "" {
+		return nil
+	}
+	u, err := url.Parse(base)
+	if err != nil {
+		return nil // validated by options
+	}
+	tr := &http.Transport{
+		TLSClientConfig:   tlsconfig.Client(store, u.Hostname(), "", o),
+		ForceAttemptHTTP2: true, // every upstream's long poll on one connection
+		IdleConnTimeout:   2 * time.Minute,
+	}
+	c := &discover.Client{BaseURL: base, HTTP: &http.Client{Transport: tr}, Logger: log, Registry: reg}
+	c.Init()
+	return c
 }
