@@ -49,7 +49,7 @@ func TestPodinfo(t *testing.T) {
 	images := buildImages(ctx, t, root)
 	tBuild := time.Now()
 	dir := t.TempDir()
-	if err := gobuild.Binaries(ctx, filepath.Join(root, thirdPartyModule), dir, podinfoPkg, probePkg); err != nil {
+	if err := gobuild.Binaries(ctx, filepath.Join(root, thirdPartyModule), dir, podinfoPkg, probePkg, routeGuideServerPkg, routeGuideClientPkg); err != nil {
 		t.Fatal(err)
 	}
 	podinfoTar, probeTar := filepath.Join(dir, "podinfo.tar"), filepath.Join(dir, "grpc-health-probe.tar")
@@ -59,9 +59,10 @@ func TestPodinfo(t *testing.T) {
 	if err := cluster.PackImage(filepath.Join(dir, "grpc-health-probe"), probeImage, probeTar); err != nil {
 		t.Fatal(err)
 	}
+	routeGuideTars := packRouteGuide(t, dir)
 	podinfoBuild := time.Since(tBuild)
 
-	c, err := cluster.Up(ctx, cluster.Options{Images: append(images, podinfoTar, probeTar), Logger: slog.New(slog.NewTextHandler(os.Stderr, nil))})
+	c, err := cluster.Up(ctx, cluster.Options{Images: append(append(images, podinfoTar, probeTar), routeGuideTars...), Logger: slog.New(slog.NewTextHandler(os.Stderr, nil))})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -141,8 +142,11 @@ func TestPodinfo(t *testing.T) {
 		if _, err := cs.CoreV1().Services(ns).Create(ctx, dead, metav1.CreateOptions{}); err != nil {
 			t.Fatal(err)
 		}
+		// http mode: 503 once endpoint discovery says the Service has no
+		// endpoints; 502 while the sidecar still dials the Service's name and
+		// kube-proxy refuses it. Either way a status naming the upstream.
 		for _, tc := range []struct{ mode, want string }{
-			{"http", "status 502 Bad Gateway"},
+			{"http", "status 50"},
 			{"tcp", "connection reset by peer"},
 		} {
 			caller := callerPod("dead-"+tc.mode, "customer", echoImage, "3s")
@@ -150,7 +154,8 @@ func TestPodinfo(t *testing.T) {
 			caller.Annotations["podtls.io/mode"] = tc.mode
 			got := runPod(ctx, t, cs, caller, 0)
 			log := logsOf(ctx, cs, got.Name, "app")
-			if got.Status.Phase != corev1.PodFailed || !strings.Contains(log, tc.want) {
+			if got.Status.Phase != corev1.PodFailed || !strings.Contains(log, tc.want) ||
+				(tc.mode == "http" && !strings.Contains(log, "503 Service Unavailable") && !strings.Contains(log, "502 Bad Gateway")) {
 				t.Errorf("%s mode: caller %s with log %q, want Failed with %q", tc.mode, got.Status.Phase, log, tc.want)
 			}
 		}
@@ -220,6 +225,14 @@ func TestPodinfo(t *testing.T) {
 		if log := logsOf(ctx, cs, got.Name, "app"); got.Status.Phase != corev1.PodSucceeded || !strings.Contains(log, "SERVING") {
 			t.Errorf("grpc-health-probe across the mesh: pod %s, log %q", got.Status.Phase, log)
 		}
+	})
+
+	t.Run("one HTTP/2 connection is balanced per request over 3 replicas; a killed replica is ejected", func(t *testing.T) {
+		testBalancing(ctx, t, cs)
+	})
+
+	t.Run("grpc-go route_guide (unary, streaming, bidirectional) across the mesh", func(t *testing.T) {
+		testRouteGuide(ctx, t, cs)
 	})
 
 	t.Run("without rewriting, the stock probes fail on a loopback-only app", func(t *testing.T) {

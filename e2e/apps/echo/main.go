@@ -4,6 +4,7 @@
 //	echo serve -addr :8080 -file /etc/greeting/msg   HTTP: "/" answers "<hostname> <file content>", "/healthz" ok
 //	echo get [-timeout 60s] [-cacert FILE] [-method POST] URL   print the body of URL (retrying until timeout), exit 1 on failure
 //	echo ws [-timeout 30s] URL MESSAGE                WebSocket: send MESSAGE, print the first message that contains it
+//	echo load [-n 900] [-c 4] [-qps 100] [-split K] URL  h2c GETs over one connection; JSON count of answers per backend
 //	echo cat FILE                                     print FILE
 package main
 
@@ -32,7 +33,7 @@ func main() {
 
 func run(args []string, stdout io.Writer) error {
 	if len(args) == 0 {
-		return errors.New("usage: echo serve|get|ws|cat ...")
+		return errors.New("usage: echo serve|get|ws|load|cat ...")
 	}
 	switch args[0] {
 	case "serve":
@@ -41,6 +42,8 @@ func run(args []string, stdout io.Writer) error {
 		return get(args[1:], stdout)
 	case "ws":
 		return wsEcho(args[1:], stdout)
+	case "load":
+		return load(args[1:], stdout)
 	case "cat":
 		if len(args) != 2 {
 			return errors.New("usage: echo cat FILE")
