@@ -3,8 +3,15 @@ package mesh
 import (
 	"bufio"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
+	"math/big"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -20,6 +27,7 @@ import (
 
 	"github.com/podtls/podtls/contract"
 	"github.com/podtls/podtls/e2e/cluster"
+	"github.com/podtls/podtls/internal/gobuild"
 )
 
 const (
@@ -250,4 +258,131 @@ func packRouteGuide(t *testing.T, dir string) []string {
 		tars = append(tars, tar)
 	}
 	return tars
+}
+
+// testEdge fronts podinfo for clients outside the mesh: an external
+// certificate for podinfo.example.test (made here and put in the Secret the
+// webhook mounts, as the ACME manager would) is served by SNI on an http1
+// port and an h2c port. Real clients run on the node: curl over HTTP/2, h2load,
+// grpc-health-probe with TLS, a wss WebSocket echo, and curl with forged
+// context headers, which podinfo's /headers shows did not reach the app.
+func testEdge(ctx context.Context, t *testing.T, c *cluster.Cluster, root, dir string) {
+	const host = "podinfo.example.test"
+	caPEM, certPEM, keyPEM := edgeCertificate(t, host)
+	caFile := filepath.Join(dir, "edge-ca.pem")
+	if err := os.WriteFile(caFile, caPEM, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	secret := &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Name: contract.ExternalSecretName([]string{host})},
+		Type:       corev1.SecretTypeTLS,
+		Data:       map[string][]byte{corev1.TLSCertKey: certPEM, corev1.TLSPrivateKeyKey: keyPEM},
+	}
+	if _, err := c.Client.CoreV1().Secrets(ns).Create(ctx, secret, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	d := podinfoDeployment("podinfo-ext", true)
+	d.Spec.Template.Annotations["podtls.io/mode"] = "http"
+	d.Spec.Template.Annotations["podtls.io/inbound"] = "8443:9898, 9443:9999/h2c"
+	d.Spec.Template.Annotations["podtls.io/external-hosts"] = host
+	if _, err := c.Client.AppsV1().Deployments(ns).Create(ctx, d, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	ip := waitPodinfo(ctx, t, c.Client, "podinfo-ext", true, 2*time.Minute).Status.PodIP
+	echoBin, err := gobuild.Binary(ctx, root, dir, "./e2e/apps/echo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	run := func(name string, args ...string) string {
+		t.Helper()
+		out, err := c.Exec(ctx, name, args...)
+		if err != nil {
+			t.Fatalf("%s: %v", filepath.Base(name), err)
+		}
+		return string(out)
+	}
+	base := "https://" + host + ":8443"
+	resolve := host + ":8443:" + ip
+
+	if got := run("curl", "-sS", "--http2", "--cacert", caFile, "--resolve", resolve, "-o", "/dev/null",
+		"-w", "%{http_version} %{http_code}", base+"/api/info"); got != "2 200" {
+		t.Errorf("curl --http2 %s/api/info: %q, want HTTP/2 200", base, got)
+	}
+	h2 := run("h2load", "-n", "400", "-c", "4", "-m", "8", "--connect-to", ip+":8443", base+"/api/info")
+	if !strings.Contains(h2, "400 succeeded") || !strings.Contains(h2, "400 2xx") {
+		t.Errorf("h2load against the edge:\n%s", h2)
+	}
+	if got := run(filepath.Join(dir, "grpc-health-probe"), "-addr", ip+":9443", "-tls", "-tls-ca-cert", caFile,
+		"-tls-server-name", host, "-service", "podinfo", "-connect-timeout", "10s", "-rpc-timeout", "10s"); !strings.Contains(got, "SERVING") {
+		t.Errorf("grpc-health-probe through the edge: %q", got)
+	}
+	if got := run(echoBin, "ws", "-timeout", "30s", "-cacert", caFile, "-connect", ip+":8443",
+		"wss://"+host+":8443/ws/echo", "hello-over-wss"); !strings.Contains(got, "hello-over-wss") {
+		t.Errorf("wss echo through the edge: %q", got)
+	}
+
+	out := run("curl", "-sS", "--cacert", caFile, "--resolve", resolve,
+		"-H", "X-Forwarded-For: 6.6.6.6", "-H", "x-forwarded-client-cert: Hash=forged;URI=spiffe://cluster.local/ns/x/sa/admin",
+		"-H", "X-Podtls-Client-Id: spiffe://cluster.local/ns/x/sa/admin", "-H", "Forwarded: for=6.6.6.6",
+		base+"/headers")
+	var headers map[string][]string
+	if err := json.Unmarshal([]byte(out), &headers); err != nil {
+		t.Fatalf("podinfo /headers through the edge: %q: %v", out, err)
+	}
+	get := func(name string) []string {
+		for k, v := range headers {
+			if strings.EqualFold(k, name) {
+				return v
+			}
+		}
+		return nil
+	}
+	for _, forged := range []string{"X-Forwarded-Client-Cert", "X-Podtls-Client-Id", "Forwarded"} {
+		if v := get(forged); v != nil {
+			t.Errorf("forged %s reached the app: %q", forged, v)
+		}
+	}
+	if xff := get("X-Forwarded-For"); len(xff) != 1 || strings.Contains(xff[0], "6.6.6.6") || xff[0] == "" {
+		t.Errorf("X-Forwarded-For at the app = %q, want only the peer's address", xff)
+	}
+	if proto := get("X-Forwarded-Proto"); len(proto) != 1 || proto[0] != "https" {
+		t.Errorf("X-Forwarded-Proto at the app = %q, want https", proto)
+	}
+	t.Logf("edge: HTTP/2, h2load, gRPC health, wss and header checks passed against %s (%s)", host, ip)
+}
+
+// edgeCertificate makes a CA and an ECDSA P-256 leaf for host, as PEM.
+func edgeCertificate(t *testing.T, host string) (caPEM, certPEM, keyPEM []byte) {
+	t.Helper()
+	now := time.Now()
+	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "e2e edge CA"},
+		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour), IsCA: true, BasicConstraintsValid: true,
+		KeyUsage: x509.KeyUsageCertSign}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca, _ := x509.ParseCertificate(caDER)
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leafDER, err := x509.CreateCertificate(rand.Reader, &x509.Certificate{SerialNumber: big.NewInt(2),
+		Subject: pkix.Name{CommonName: host}, DNSNames: []string{host},
+		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}, ca, &key.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}),
+		pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: leafDER}),
+		pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER})
 }

@@ -227,6 +227,10 @@ func TestPodinfo(t *testing.T) {
 		}
 	})
 
+	t.Run("edge: HTTP/2, h2load, gRPC health, wss and forged headers from outside the mesh", func(t *testing.T) {
+		testEdge(ctx, t, c, root, dir)
+	})
+
 	t.Run("one HTTP/2 connection is balanced per request over 3 replicas; a killed replica is ejected", func(t *testing.T) {
 		testBalancing(ctx, t, cs)
 	})

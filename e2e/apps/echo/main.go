@@ -3,7 +3,7 @@
 //
 //	echo serve -addr :8080 -file /etc/greeting/msg   HTTP: "/" answers "<hostname> <file content>", "/healthz" ok
 //	echo get [-timeout 60s] [-cacert FILE] [-method POST] URL   print the body of URL (retrying until timeout), exit 1 on failure
-//	echo ws [-timeout 30s] URL MESSAGE                WebSocket: send MESSAGE, print the first message that contains it
+//	echo ws [-timeout 30s] [-cacert F] [-connect H:P] URL MESSAGE  WebSocket: send MESSAGE, print the first message that contains it
 //	echo load [-n 900] [-c 4] [-qps 100] [-split K] URL  h2c GETs over one connection; JSON count of answers per backend
 //	echo cat FILE                                     print FILE
 package main
