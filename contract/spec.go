@@ -94,6 +94,11 @@ type Upstream struct {
 	Public    bool   `json:"public,omitempty"` // "tls://": a service outside the mesh
 	// Protocol is UpstreamTCP or UpstreamHTTP; empty follows the pod's mode.
 	Protocol string `json:"protocol,omitempty"`
+	// Timeout bounds each request's wait for its response headers, and
+	// Retries is how many times an idempotent request without a body is sent
+	// again after it failed; both only for balanced (HTTP) upstreams.
+	Timeout time.Duration `json:"timeout,omitempty"`
+	Retries int32         `json:"retries,omitempty"`
 }
 
 // Defaults are what Parse needs besides the annotations: the cluster's names
@@ -153,7 +158,7 @@ func Parse(annotations map[string]string, ns string, cfg Defaults) (Spec, []stri
 		}
 	}
 
-	const upstreamForm = `comma-separated [tls://]HOST:PORT@LOCALPORT[/tcp|/http][#SPIFFE-ID], e.g. "preference.demo.svc:8443@9001/http,tls://api.example.com:443@9002"`
+	const upstreamForm = `comma-separated [tls://]HOST:PORT@LOCALPORT[/tcp|/http][?timeout=DUR&retries=N][#SPIFFE-ID], e.g. "preference.demo.svc:8443@9001/http?timeout=5s,tls://api.example.com:443@9002"`
 	for _, item := range SplitList(a[Upstreams]) {
 		u, err := parseUpstream(item, cfg.ClusterDomain)
 		if err != nil {
@@ -220,6 +225,13 @@ func Parse(annotations map[string]string, ns string, cfg Defaults) (Spec, []stri
 			spec.Mode = v
 		default:
 			bad(Mode, fmt.Sprintf("got %q", v), `"tcp" or "http"`)
+		}
+	}
+
+	for _, u := range spec.Upstreams {
+		if (u.Timeout > 0 || u.Retries > 0) && u.Protocol != UpstreamHTTP && (u.Protocol != "" || spec.Mode != "http") {
+			bad(Upstreams, fmt.Sprintf("%q sets %q but its connections are forwarded, not its requests", u.String(), u.Policy()),
+				`"/http" on the upstream (or podtls.io/mode: "http") for a request timeout or retries`)
 		}
 	}
 

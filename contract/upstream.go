@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/podtls/podtls/identity"
 )
@@ -24,10 +25,64 @@ func (u Upstream) String() string {
 	if u.Protocol != "" {
 		s += "/" + u.Protocol
 	}
+	s += u.Policy()
 	if u.ID != "" {
 		s += "#" + u.ID
 	}
 	return s
+}
+
+// Policy renders u's request policy as the "?timeout=DUR&retries=N" suffix
+// of the annotation and the sidecar flag ("" when none is set).
+func (u Upstream) Policy() string {
+	var q []string
+	if u.Timeout > 0 {
+		q = append(q, "timeout="+u.Timeout.String())
+	}
+	if u.Retries > 0 {
+		q = append(q, "retries="+strconv.Itoa(int(u.Retries)))
+	}
+	if len(q) == 0 {
+		return ""
+	}
+	return "?" + strings.Join(q, "&")
+}
+
+// Limits of an upstream's request policy.
+const (
+	MinUpstreamTimeout = time.Millisecond
+	MaxUpstreamTimeout = time.Hour
+	MaxUpstreamRetries = 5
+)
+
+// ParsePolicy parses the query after "?" of an upstreams entry:
+// timeout=DUR and retries=N, each at most once, "&"-separated.
+func ParsePolicy(q string) (timeout time.Duration, retries int32, err error) {
+	seen := map[string]bool{}
+	for _, kv := range strings.Split(q, "&") {
+		k, v, _ := strings.Cut(kv, "=")
+		if seen[k] {
+			return 0, 0, fmt.Errorf("%q given twice", k)
+		}
+		seen[k] = true
+		switch k {
+		case "timeout":
+			d, err := time.ParseDuration(v)
+			if err != nil || d < MinUpstreamTimeout || d > MaxUpstreamTimeout {
+				return 0, 0, fmt.Errorf("timeout %q: want a Go duration between %s and %s", v, MinUpstreamTimeout, MaxUpstreamTimeout)
+			}
+			timeout = d
+		case "retries":
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 0 || n > MaxUpstreamRetries {
+				return 0, 0, fmt.Errorf("retries %q: want an integer between 0 and %d", v, MaxUpstreamRetries)
+			}
+			retries = int32(n)
+		default:
+			return 0, 0, fmt.Errorf("%q: want timeout=DUR or retries=N", kv)
+		}
+	}
+	return timeout, retries, nil
 }
 
 // InCluster reports whether host is a cluster DNS name a mesh certificate
@@ -61,7 +116,7 @@ const (
 	UpstreamHTTP = "http"
 )
 
-// parseUpstream parses one [tls://]HOST:PORT@LOCALPORT[/PROTOCOL][#SPIFFE-ID] entry. A
+// parseUpstream parses one [tls://]HOST:PORT@LOCALPORT[/PROTOCOL][?POLICY][#SPIFFE-ID] entry. A
 // mesh upstream must be a cluster name (InCluster) or carry a pinned SPIFFE
 // ID (a mesh workload outside the cluster): anything else would be verified
 // against the mesh roots and fail at runtime with unknown_ca.
@@ -90,6 +145,15 @@ func parseUpstream(item, clusterDomain string) (Upstream, error) {
 	if err != nil {
 		return Upstream{}, fmt.Errorf("port: %v", err)
 	}
+	local, query, hasQuery := strings.Cut(local, "?")
+	var timeout time.Duration
+	var retries int32
+	if hasQuery {
+		var err error
+		if timeout, retries, err = ParsePolicy(query); err != nil {
+			return Upstream{}, fmt.Errorf("request policy after '?': %v", err)
+		}
+	}
 	local, proto, hasProto := strings.Cut(local, "/")
 	proto = strings.ToLower(proto)
 	if hasProto && proto != UpstreamTCP && proto != UpstreamHTTP {
@@ -99,7 +163,7 @@ func parseUpstream(item, clusterDomain string) (Upstream, error) {
 	if err != nil {
 		return Upstream{}, fmt.Errorf("local port: %v", err)
 	}
-	u := Upstream{Host: host, Port: port, LocalPort: lp, Public: public, Protocol: proto}
+	u := Upstream{Host: host, Port: port, LocalPort: lp, Public: public, Protocol: proto, Timeout: timeout, Retries: retries}
 	if hasID {
 		if public {
 			return Upstream{}, fmt.Errorf("a %s upstream is outside the mesh and has no SPIFFE ID to pin; drop %q", PublicScheme, "#"+id)

@@ -3,6 +3,7 @@ package contract
 import (
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestParseUpstream(t *testing.T) {
@@ -32,6 +33,16 @@ func TestParseUpstream(t *testing.T) {
 		{"a.demo.svc:8443@9001/http", Upstream{Host: "a.demo.svc", Port: 8443, LocalPort: 9001, Protocol: UpstreamHTTP}, ""},
 		{"a.demo.svc:8443@9001/TCP#spiffe://cluster.local/ns/demo/sa/a", Upstream{Host: "a.demo.svc", Port: 8443, LocalPort: 9001, Protocol: UpstreamTCP, ID: "spiffe://cluster.local/ns/demo/sa/a"}, ""},
 		{"tls://api.example.com:443@9002/http", Upstream{Host: "api.example.com", Port: 443, LocalPort: 9002, Public: true, Protocol: UpstreamHTTP}, ""},
+		{"a.demo.svc:8443@9001/http?timeout=5s&retries=2#spiffe://cluster.local/ns/demo/sa/a",
+			Upstream{Host: "a.demo.svc", Port: 8443, LocalPort: 9001, Protocol: UpstreamHTTP, Timeout: 5 * time.Second, Retries: 2, ID: "spiffe://cluster.local/ns/demo/sa/a"}, ""},
+		{"a.demo.svc:8443@9001?retries=0&timeout=1500ms", Upstream{Host: "a.demo.svc", Port: 8443, LocalPort: 9001, Timeout: 1500 * time.Millisecond}, ""},
+		{"a.demo.svc:8443@9001/http?timeout=0s", Upstream{}, "between 1ms and 1h0m0s"},
+		{"a.demo.svc:8443@9001/http?timeout=2h", Upstream{}, "between 1ms and 1h0m0s"},
+		{"a.demo.svc:8443@9001/http?retries=6", Upstream{}, "between 0 and 5"},
+		{"a.demo.svc:8443@9001/http?retries=-1", Upstream{}, "between 0 and 5"},
+		{"a.demo.svc:8443@9001/http?timeout=1s&timeout=2s", Upstream{}, "given twice"},
+		{"a.demo.svc:8443@9001/http?perTry=1s", Upstream{}, "want timeout=DUR or retries=N"},
+		{"a.demo.svc:8443@9001/http?", Upstream{}, "want timeout=DUR or retries=N"},
 		{"a.demo.svc:8443@9001/h2c", Upstream{}, "want tcp or http"},
 		{"a.demo.svc:8443@9001/", Upstream{}, "want tcp or http"},
 	}
@@ -92,4 +103,28 @@ func FuzzParseUpstream(f *testing.F) {
 			t.Fatalf("%q: a public upstream with a pinned SPIFFE ID", s)
 		}
 	})
+}
+
+// TestUpstreamPolicyRoundTrip: String renders what parseUpstream reads, and a
+// request policy on an upstream that forwards connections is refused.
+func TestUpstreamPolicyRoundTrip(t *testing.T) {
+	for _, in := range []string{"a.demo.svc:8443@9001/http?timeout=250ms&retries=3", "a.demo.svc:8443@9001/http?retries=1#spiffe://cluster.local/ns/demo/sa/a"} {
+		u, err := parseUpstream(in, "")
+		if err != nil || u.String() != in {
+			t.Errorf("parseUpstream(%q).String() = %q, %v", in, u.String(), err)
+		}
+	}
+	for _, tc := range []struct {
+		mode, upstream, wantErr string
+	}{
+		{"http", "a.demo.svc:8443@9001?timeout=5s", ""},
+		{"tcp", "a.demo.svc:8443@9001/http?timeout=5s", ""},
+		{"tcp", "a.demo.svc:8443@9001?timeout=5s", "forwarded, not its requests"},
+		{"http", "a.demo.svc:8443@9001/tcp?retries=1", "forwarded, not its requests"},
+	} {
+		_, _, err := Parse(map[string]string{Mode: tc.mode, Upstreams: tc.upstream}, "demo", Defaults{})
+		if (err == nil) != (tc.wantErr == "") || (err != nil && !strings.Contains(err.Error(), tc.wantErr)) {
+			t.Errorf("mode %s, upstreams %q: err %v, want %q", tc.mode, tc.upstream, err, tc.wantErr)
+		}
+	}
 }

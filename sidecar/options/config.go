@@ -196,6 +196,11 @@ func (c *Config) validate() error {
 	if c.Mode != proxy.ModeTCP && c.Mode != proxy.ModeHTTP {
 		return fmt.Errorf("--mode %q: want tcp or http", c.Mode)
 	}
+	for _, o := range c.Outbound {
+		if (o.Timeout > 0 || o.Retries > 0) && !o.Balanced(c.Mode) {
+			return fmt.Errorf("--outbound %s=%s: a request timeout or retries need a balanced listener (/http, or --mode http)", o.Listen, o.Upstream)
+		}
+	}
 	if c.Mode == proxy.ModeHTTP && len(c.ALPN) > 0 {
 		return errors.New("--alpn applies to --mode tcp; http mode always offers h2 and http/1.1")
 	}

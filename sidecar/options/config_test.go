@@ -25,6 +25,12 @@ func TestParse(t *testing.T) {
 				t.Fatal("default allow is not 'any ID of cluster.local'")
 			}
 		}},
+		{"request policy on a tcp-mode default upstream", append(base, "--outbound", ":9002=b.demo.svc:8443?timeout=1s"), "need a balanced listener", nil},
+		{"request policy on an http upstream", append(base, "--outbound", ":9002=b.demo.svc:8443/http?timeout=1s&retries=2"), "", func(t *testing.T, c *Config) {
+			if o := c.Outbound[0]; o.Timeout != time.Second || o.Retries != 2 {
+				t.Fatalf("outbound %+v", o)
+			}
+		}},
 		{"everything", append(base,
 			"--outbound", "127.0.0.1:9001=preference.demo.svc:8443#spiffe://cluster.local/ns/demo/sa/preference",
 			"--outbound", ":9002=b.demo.svc:8443",

@@ -14,6 +14,7 @@ import (
 	"net/netip"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/podtls/podtls/sidecar/balance"
@@ -160,8 +161,51 @@ func isLoopbackHost(hostport string) bool {
 
 // RoundTrip sends req to the endpoint the balancer picks, and to another
 // one when the connection could not be made (up to maxAttempts); anything
-// that failed after the request left is the app's to see.
+// that failed after the request left is the app's to see, unless the
+// upstream allows retries and req is idempotent without a body. With a
+// timeout, the response headers must arrive in time (504 otherwise).
 func (u *balancedUpstream) RoundTrip(req *http.Request) (*http.Response, error) {
+	if u.o.Timeout <= 0 {
+		return u.roundTrip(req)
+	}
+	ctx, cancel := context.WithCancelCause(req.Context())
+	var settled atomic.Bool // headers in, or timed out: whichever comes first
+	timer := time.AfterFunc(u.o.Timeout, func() {
+		if settled.CompareAndSwap(false, true) {
+			cancel(errResponseTimeout)
+		}
+	})
+	res, err := u.roundTrip(req.WithContext(ctx))
+	if !settled.CompareAndSwap(false, true) {
+		if res != nil {
+			res.Body.Close()
+		}
+		cancel(nil)
+		return nil, &answerError{failure{reason: "response_timeout", status: http.StatusGatewayTimeout,
+			err: fmt.Errorf("no response headers within %s", u.o.Timeout)}}
+	}
+	timer.Stop()
+	if err != nil {
+		cancel(nil)
+		return nil, err
+	}
+	if res.StatusCode != http.StatusSwitchingProtocols {
+		// An upgraded connection ends with the app's request instead.
+		res.Body = &doneBody{ReadCloser: res.Body, done: func() { cancel(nil) }}
+	}
+	return res, nil
+}
+
+var errResponseTimeout = errors.New("response timeout")
+
+// answerError is a request that failed in a way the sidecar answers with
+// its own status (a timeout): counted and answered by errorHandler.
+type answerError struct{ failure }
+
+func (e *answerError) Error() string { return fmt.Sprintf("%s: %v", e.reason, e.err) }
+func (e *answerError) Unwrap() error { return e.err }
+
+func (u *balancedUpstream) roundTrip(req *http.Request) (*http.Response, error) {
 	t := u.h2
 	if req.Header.Get("Upgrade") != "" {
 		t = u.h1
@@ -170,10 +214,17 @@ func (u *balancedUpstream) RoundTrip(req *http.Request) (*http.Response, error) 
 	if req.Body != nil && req.Body != http.NoBody {
 		body = &replayBody{ReadCloser: req.Body}
 	}
+	retries := 0
+	if body == nil && idempotent(req.Method) && req.Header.Get("Upgrade") == "" {
+		retries = u.o.Retries
+	}
 	var tried []string
 	var lastErr error
-	for range maxAttempts {
+	for connects := 0; connects < maxAttempts; {
 		pick, err := u.bal.Pick(tried...)
+		if errors.Is(err, balance.ErrNoEndpoints) && lastErr != nil && !isConnectError(lastErr) {
+			pick, err = u.bal.Pick() // a retry after an answer may go back to an endpoint tried
+		}
 		if err != nil {
 			body.closeUnderlying()
 			if lastErr != nil {
@@ -196,9 +247,19 @@ func (u *balancedUpstream) RoundTrip(req *http.Request) (*http.Response, error) 
 			GotConn: func(httptrace.GotConnInfo) { start = time.Now() },
 		}))
 		res, err := t.RoundTrip(out)
+		tried = append(tried, pick.Addr)
 		if err == nil {
-			body.handOver()
 			rtt := time.Since(start)
+			if retries > 0 && retryableStatus(res.StatusCode) && req.Context().Err() == nil {
+				retries--
+				pick.Done(rtt)
+				_, _ = io.Copy(io.Discard, io.LimitReader(res.Body, 64<<10))
+				res.Body.Close()
+				u.p.m.outFailures.With(u.o.Upstream, "retried_status").Inc()
+				lastErr = fmt.Errorf("endpoint %s answered %s", pick.Addr, res.Status)
+				continue
+			}
+			body.handOver()
 			if res.StatusCode == http.StatusSwitchingProtocols {
 				pick.Done(rtt)
 			} else {
@@ -209,9 +270,17 @@ func (u *balancedUpstream) RoundTrip(req *http.Request) (*http.Response, error) 
 		var ce *connectError
 		if !errors.As(err, &ce) {
 			pick.Release()
+			if retries > 0 && req.Context().Err() == nil {
+				retries--
+				u.p.m.outFailures.With(u.o.Upstream, "retried_error").Inc()
+				u.p.log.Warn("upstream request failed, retrying", "upstream", u.o.Upstream, "endpoint", pick.Addr, "method", req.Method, "error", err)
+				lastErr = err
+				continue
+			}
 			body.closeUnderlying()
 			return nil, err
 		}
+		connects++
 		pick.Failed()
 		u.p.m.outFailures.With(u.o.Upstream, ce.reason).Inc()
 		u.p.log.Warn("upstream endpoint unavailable", "upstream", u.o.Upstream, "endpoint", pick.Addr, "reason", ce.reason, "error", ce.err)
@@ -220,10 +289,30 @@ func (u *balancedUpstream) RoundTrip(req *http.Request) (*http.Response, error) 
 			body.closeUnderlying()
 			return nil, err
 		}
-		tried = append(tried, pick.Addr)
 	}
 	body.closeUnderlying()
 	return nil, lastErr
+}
+
+func isConnectError(err error) bool {
+	var ce *connectError
+	return errors.As(err, &ce)
+}
+
+// idempotent reports whether RFC 9110 calls method idempotent: sending such
+// a request twice has the effect of sending it once.
+func idempotent(method string) bool {
+	switch method {
+	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace, http.MethodPut, http.MethodDelete:
+		return true
+	}
+	return false
+}
+
+// retryableStatus: the endpoint could not serve the request now (a
+// gateway's failure, overload or drain), so another one may.
+func retryableStatus(code int) bool {
+	return code == http.StatusBadGateway || code == http.StatusServiceUnavailable || code == http.StatusGatewayTimeout
 }
 
 func (u *balancedUpstream) modifyResponse(res *http.Response) error {
@@ -244,12 +333,18 @@ func (u *balancedUpstream) errorHandler(w http.ResponseWriter, r *http.Request, 
 	}
 	f := failure{reason: "upstream_error", status: http.StatusBadGateway, err: err}
 	var ce *connectError
-	if errors.As(err, &ce) {
+	var ae *answerError
+	switch {
+	case errors.As(err, &ce):
 		f = ce.failure
 		if f.reason == "no_endpoints" {
 			u.p.m.outFailures.With(u.o.Upstream, f.reason).Inc()
 		}
-	} else {
+	case errors.As(err, &ae):
+		f = ae.failure
+		u.p.m.outFailures.With(u.o.Upstream, f.reason).Inc()
+		u.p.log.Warn("upstream request failed", "upstream", u.o.Upstream, "method", r.Method, "reason", f.reason, "error", f.err)
+	default:
 		u.p.m.outFailures.With(u.o.Upstream, f.reason).Inc()
 		u.p.log.Warn("upstream request failed", "upstream", u.o.Upstream, "method", r.Method, "error", err)
 	}
@@ -259,69 +354,6 @@ func (u *balancedUpstream) errorHandler(w http.ResponseWriter, r *http.Request, 
 	h.Set(UpstreamHeader, u.o.Upstream)
 	w.WriteHeader(f.status)
 	_, _ = fmt.Fprintf(w, "podtls: upstream %s unavailable (%s): %v\n", u.o.Upstream, f.reason, f.err)
-}
-
-// replayBody lets a request whose connection failed go to another endpoint:
-// the transport closes a request's body when it fails, so Close does nothing
-// until the body is handed over to a transport that got a response (streams
-// send on after that); a body already read from is never replayed. Its
-// methods accept a nil receiver (no body).
-type replayBody struct {
-	io.ReadCloser
-	mu     sync.Mutex
-	read   bool
-	handed bool
-}
-
-func (b *replayBody) Read(p []byte) (int, error) {
-	b.mu.Lock()
-	b.read = true
-	b.mu.Unlock()
-	return b.ReadCloser.Read(p)
-}
-
-func (b *replayBody) Close() error {
-	b.mu.Lock()
-	handed := b.handed
-	b.mu.Unlock()
-	if handed {
-		return b.ReadCloser.Close()
-	}
-	return nil
-}
-
-func (b *replayBody) handOver() {
-	if b != nil {
-		b.mu.Lock()
-		b.handed = true
-		b.mu.Unlock()
-	}
-}
-
-func (b *replayBody) started() bool {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.read
-}
-
-func (b *replayBody) closeUnderlying() {
-	if b != nil {
-		_ = b.ReadCloser.Close()
-	}
-}
-
-// doneBody ends the balancer's count of a request when its response ends
-// (streams stay counted while they run).
-type doneBody struct {
-	io.ReadCloser
-	once sync.Once
-	done func()
-}
-
-func (b *doneBody) Close() error {
-	err := b.ReadCloser.Close()
-	b.once.Do(b.done)
-	return err
 }
 
 // closeIdle drops the pooled upstream connections (shutdown).
@@ -367,7 +399,7 @@ func (p *Proxy) handleOutboundHTTP(l *listener, raw net.Conn) {
 func (p *Proxy) outboundListeners(o *Outbound, lns []net.Listener) []*listener {
 	clientTLS := p.cfg.ClientTLS(*o)
 	var u *balancedUpstream
-	if o.balanced(p.cfg.Mode) {
+	if o.Balanced(p.cfg.Mode) {
 		u = p.newBalancedUpstream(o, clientTLS)
 	}
 	out := make([]*listener, 0, len(lns))

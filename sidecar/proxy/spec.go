@@ -7,7 +7,9 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+	"time"
 
+	"github.com/podtls/podtls/contract"
 	"github.com/podtls/podtls/identity"
 )
 
@@ -48,6 +50,11 @@ type Outbound struct {
 	// OutHTTP (each request balanced over the upstream's endpoints); empty
 	// is the proxy's mode.
 	Protocol string
+	// Timeout bounds a balanced request's wait for its response headers
+	// (0: none); Retries is how often an idempotent request without a body
+	// is sent again after it failed (contract.ParsePolicy reads both).
+	Timeout time.Duration
+	Retries int
 }
 
 // Protocols of an outbound listener.
@@ -56,9 +63,9 @@ const (
 	OutHTTP = "http" // L7: HTTP/1.1 or h2c from the app, each request balanced
 )
 
-// balanced reports whether o forwards each request on its own (OutHTTP, or
+// Balanced reports whether o forwards each request on its own (OutHTTP, or
 // the http mode's default).
-func (o *Outbound) balanced(mode string) bool {
+func (o *Outbound) Balanced(mode string) bool {
 	if o.Protocol != "" {
 		return o.Protocol == OutHTTP
 	}
@@ -144,7 +151,7 @@ func ParseInbound(s string) (Inbound, error) {
 	return Inbound{Listen: listen, Target: target, Protocol: proto}, nil
 }
 
-// ParseOutbound parses LISTEN=[tls://]HOST:PORT[/PROTOCOL][#SPIFFE-ID], e.g.
+// ParseOutbound parses LISTEN=[tls://]HOST:PORT[/PROTOCOL][?POLICY][#SPIFFE-ID], e.g.
 // "127.0.0.1:9001=preference.demo.svc:8443" or ":9001=preference.demo.svc:8443/http".
 // LISTEN must be loopback (a bare
 // ":9001" is "localhost:9001": 127.0.0.1 and, when the pod has it, ::1):
@@ -152,7 +159,7 @@ func ParseInbound(s string) (Inbound, error) {
 func ParseOutbound(s string) (Outbound, error) {
 	listen, rest, ok := strings.Cut(s, "=")
 	if !ok {
-		return Outbound{}, fmt.Errorf("%q: want LISTEN=[tls://]HOST:PORT[/PROTOCOL][#SPIFFE-ID], e.g. 127.0.0.1:9001=preference.demo.svc:8443", s)
+		return Outbound{}, fmt.Errorf("%q: want LISTEN=[tls://]HOST:PORT[/PROTOCOL][?timeout=DUR&retries=N][#SPIFFE-ID], e.g. 127.0.0.1:9001=preference.demo.svc:8443", s)
 	}
 	upstream, pinned, hasPin := strings.Cut(rest, "#")
 
@@ -165,6 +172,15 @@ func ParseOutbound(s string) (Outbound, error) {
 			return Outbound{}, fmt.Errorf("%q: a %s upstream is outside the mesh and has no SPIFFE ID to pin", s, PublicScheme)
 		}
 		upstream, public = after, true
+	}
+	upstream, query, hasQuery := strings.Cut(upstream, "?")
+	var timeout time.Duration
+	var retries int32
+	if hasQuery {
+		var err error
+		if timeout, retries, err = contract.ParsePolicy(query); err != nil {
+			return Outbound{}, fmt.Errorf("%q: request policy after '?': %w", s, err)
+		}
 	}
 	upstream, proto, hasProto := strings.Cut(upstream, "/")
 	if hasProto && proto != OutTCP && proto != OutHTTP {
@@ -191,7 +207,11 @@ func ParseOutbound(s string) (Outbound, error) {
 			return Outbound{}, fmt.Errorf("%q: pinned identity after '#': %w", s, err)
 		}
 	}
-	return Outbound{Listen: listen, Upstream: upstream, ServerName: serverName, PinnedID: pinned, Public: public, Protocol: proto}, nil
+	if hasQuery && proto == OutTCP {
+		return Outbound{}, fmt.Errorf("%q: a request timeout or retries need protocol %s: %s forwards connections", s, OutHTTP, OutTCP)
+	}
+	return Outbound{Listen: listen, Upstream: upstream, ServerName: serverName, PinnedID: pinned, Public: public, Protocol: proto,
+		Timeout: timeout, Retries: int(retries)}, nil
 }
 
 func checkListen(addr string) error {

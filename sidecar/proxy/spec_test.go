@@ -3,6 +3,7 @@ package proxy
 import (
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestParseInbound(t *testing.T) {
@@ -59,6 +60,11 @@ func TestParseOutbound(t *testing.T) {
 		{"127.0.0.1:9002=tls://api.stripe.com:443", Outbound{Listen: "127.0.0.1:9002", Upstream: "api.stripe.com:443", ServerName: "api.stripe.com", Public: true}, ""},
 		{"127.0.0.1:9002=tls://api.stripe.com:443#spiffe://cluster.local/ns/a/sa/b", Outbound{}, "no SPIFFE ID"},
 		{"127.0.0.1:9002=https://api.stripe.com:443", Outbound{}, "tls://"},
+		{"127.0.0.1:9001=a.b:1/http?timeout=2s&retries=1#spiffe://cluster.local/ns/a/sa/b",
+			Outbound{Listen: "127.0.0.1:9001", Upstream: "a.b:1", ServerName: "a.b", Protocol: OutHTTP, Timeout: 2 * time.Second, Retries: 1, PinnedID: "spiffe://cluster.local/ns/a/sa/b"}, ""},
+		{"127.0.0.1:9001=a.b:1?retries=3", Outbound{Listen: "127.0.0.1:9001", Upstream: "a.b:1", ServerName: "a.b", Retries: 3}, ""},
+		{"127.0.0.1:9001=a.b:1/tcp?timeout=2s", Outbound{}, "need protocol http"},
+		{"127.0.0.1:9001=a.b:1/http?timeout=forever", Outbound{}, "request policy"},
 		{"0.0.0.0:9001=a.b:1", Outbound{}, "loopback"},
 		{"10.1.2.3:9001=a.b:1", Outbound{}, "loopback"},
 		{"127.0.0.1:9001=a.b:1#", Outbound{}, "pinned"},

@@ -206,6 +206,7 @@ func args(spec contract.Spec, cfg Config, maxConns int) []string {
 		if u.Protocol != "" {
 			target += "/" + u.Protocol
 		}
+		target += u.Policy()
 		if u.ID != "" {
 			target += "#" + u.ID
 		}
