@@ -35,6 +35,7 @@ const (
 	routeGuideClientImage = "localhost/podtls/routeguide-client:e2e"
 	routeGuideServerPkg   = "google.golang.org/grpc/examples/route_guide/server"
 	routeGuideClientPkg   = "google.golang.org/grpc/examples/route_guide/client"
+	grpcurlPkg            = "github.com/fullstorydev/grpcurl/cmd/grpcurl"
 )
 
 // loadReport is what `echo load` prints (e2e/apps/echo/load.go).
@@ -264,8 +265,9 @@ func packRouteGuide(t *testing.T, dir string) []string {
 // certificate for podinfo.example.test (made here and put in the Secret the
 // webhook mounts, as the ACME manager would) is served by SNI on an http1
 // port and an h2c port. Real clients run on the node: curl over HTTP/2, h2load,
-// grpc-health-probe with TLS, a wss WebSocket echo, and curl with forged
-// context headers, which podinfo's /headers shows did not reach the app.
+// grpc-health-probe and grpcurl (server reflection) with TLS, a wss WebSocket
+// echo, and curl with forged context headers, which podinfo's /headers shows
+// did not reach the app.
 func testEdge(ctx context.Context, t *testing.T, c *cluster.Cluster, root, dir string) {
 	const host = "podinfo.example.test"
 	caPEM, certPEM, keyPEM := edgeCertificate(t, host)
@@ -315,6 +317,13 @@ func testEdge(ctx context.Context, t *testing.T, c *cluster.Cluster, root, dir s
 	if got := run(filepath.Join(dir, "grpc-health-probe"), "-addr", ip+":9443", "-tls", "-tls-ca-cert", caFile,
 		"-tls-server-name", host, "-service", "podinfo", "-connect-timeout", "10s", "-rpc-timeout", "10s"); !strings.Contains(got, "SERVING") {
 		t.Errorf("grpc-health-probe through the edge: %q", got)
+	}
+	grpcurl := []string{"-cacert", caFile, "-servername", host, "-max-time", "10"}
+	if got := run(filepath.Join(dir, "grpcurl"), append(grpcurl, ip+":9443", "list")...); !strings.Contains(got, "grpc.health.v1.Health") {
+		t.Errorf("grpcurl list (server reflection) through the edge: %q", got)
+	}
+	if got := run(filepath.Join(dir, "grpcurl"), append(grpcurl, "-d", `{"service":"podinfo"}`, ip+":9443", "grpc.health.v1.Health/Check")...); !strings.Contains(got, `"SERVING"`) {
+		t.Errorf("grpcurl Health/Check through the edge: %q", got)
 	}
 	if got := run(echoBin, "ws", "-timeout", "30s", "-cacert", caFile, "-connect", ip+":8443",
 		"wss://"+host+":8443/ws/echo", "hello-over-wss"); !strings.Contains(got, "hello-over-wss") {

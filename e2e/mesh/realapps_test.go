@@ -49,7 +49,7 @@ func TestPodinfo(t *testing.T) {
 	images := buildImages(ctx, t, root)
 	tBuild := time.Now()
 	dir := t.TempDir()
-	if err := gobuild.Binaries(ctx, filepath.Join(root, thirdPartyModule), dir, podinfoPkg, probePkg, routeGuideServerPkg, routeGuideClientPkg); err != nil {
+	if err := gobuild.Binaries(ctx, filepath.Join(root, thirdPartyModule), dir, podinfoPkg, probePkg, routeGuideServerPkg, routeGuideClientPkg, grpcurlPkg); err != nil {
 		t.Fatal(err)
 	}
 	podinfoTar, probeTar := filepath.Join(dir, "podinfo.tar"), filepath.Join(dir, "grpc-health-probe.tar")
