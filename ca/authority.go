@@ -51,6 +51,9 @@ var (
 	ErrForbidden = errors.New("forbidden")
 	// ErrNotReady: a cache the CA depends on has not synced yet; retry.
 	ErrNotReady = errors.New("not ready")
+	// ErrKeyType: the request's key type is not accepted (it also wraps
+	// ErrBadRequest).
+	ErrKeyType = errors.New("unsupported key type")
 )
 
 // Config is the signing policy of an Authority. Zero values take defaults.
@@ -223,12 +226,9 @@ func (a *Authority) Sign(ctx context.Context, caller Caller, csrPEM []byte, ttl 
 	if err != nil {
 		return nil, err
 	}
-	var pod PodFacts
-	if a.cfg.Pods != nil && caller.PodName != "" {
-		pod, err = a.cfg.Pods.LookupPod(ctx, caller.Namespace, caller.PodName, caller.PodUID)
-		if err != nil {
-			return nil, fmt.Errorf("look up pod %s/%s: %w", caller.Namespace, caller.PodName, err)
-		}
+	pod, err := a.podFacts(ctx, caller)
+	if err != nil {
+		return nil, err
 	}
 	s := a.state.Load()
 	tmpl, err := a.leafTemplate(id, csr, pod, ttl, s.m.Intermediate.NotAfter)
@@ -236,6 +236,19 @@ func (a *Authority) Sign(ctx context.Context, caller Caller, csrPEM []byte, ttl 
 		return nil, err
 	}
 	return a.sign(s, tmpl)
+}
+
+// podFacts asks the PodLookup about the caller's pod (zero facts without
+// one, or for a caller not bound to a pod).
+func (a *Authority) podFacts(ctx context.Context, caller Caller) (PodFacts, error) {
+	if a.cfg.Pods == nil || caller.PodName == "" {
+		return PodFacts{}, nil
+	}
+	pod, err := a.cfg.Pods.LookupPod(ctx, caller.Namespace, caller.PodName, caller.PodUID)
+	if err != nil {
+		return PodFacts{}, fmt.Errorf("look up pod %s/%s: %w", caller.Namespace, caller.PodName, err)
+	}
+	return pod, nil
 }
 
 func (a *Authority) sign(s *state, tmpl *x509.Certificate) (*Issued, error) {

@@ -40,7 +40,13 @@ func parseCSR(data []byte) (*x509.CertificateRequest, error) {
 	if len(strings.TrimSpace(string(rest))) != 0 {
 		return nil, fmt.Errorf("%w: csr: unexpected data after the PEM block", ErrBadRequest)
 	}
-	csr, err := x509.ParseCertificateRequest(block.Bytes)
+	return parseCSRDER(block.Bytes)
+}
+
+// parseCSRDER parses a DER CSR and checks its key type, signature and SAN
+// kinds.
+func parseCSRDER(der []byte) (*x509.CertificateRequest, error) {
+	csr, err := x509.ParseCertificateRequest(der)
 	if err != nil {
 		return nil, fmt.Errorf("%w: csr: %w", ErrBadRequest, err)
 	}
@@ -65,16 +71,16 @@ func checkKey(pub any) error {
 		if k.Curve == elliptic.P256() || k.Curve == elliptic.P384() {
 			return nil
 		}
-		return fmt.Errorf("%w: csr: ECDSA curve %s not accepted (P-256, P-384)", ErrBadRequest, k.Curve.Params().Name)
+		return fmt.Errorf("%w: %w: csr: ECDSA curve %s not accepted (P-256, P-384)", ErrBadRequest, ErrKeyType, k.Curve.Params().Name)
 	case ed25519.PublicKey:
 		return nil
 	case *rsa.PublicKey:
 		if n := k.N.BitLen(); n < minRSABits || n > maxRSABits {
-			return fmt.Errorf("%w: csr: RSA key of %d bits not accepted (%d to %d)", ErrBadRequest, n, minRSABits, maxRSABits)
+			return fmt.Errorf("%w: %w: csr: RSA key of %d bits not accepted (%d to %d)", ErrBadRequest, ErrKeyType, n, minRSABits, maxRSABits)
 		}
 		return nil
 	default:
-		return fmt.Errorf("%w: csr: key type %T not accepted (ECDSA P-256/P-384, Ed25519, RSA >= 2048)", ErrBadRequest, pub)
+		return fmt.Errorf("%w: %w: csr: key type %T not accepted (ECDSA P-256/P-384, Ed25519, RSA >= 2048)", ErrBadRequest, ErrKeyType, pub)
 	}
 }
 
