@@ -36,3 +36,20 @@ const (
 
 // SystemNamespaces never get a sidecar, whatever their labels say.
 var SystemNamespaces = []string{"kube-system", "kube-public", "kube-node-lease"}
+
+// Pod certificates (Kubernetes 1.37 PodCertificateRequest and
+// ClusterTrustBundle): the signer podtls-controller runs and how its roots
+// are published. Pods mount them with a podCertificate and a
+// clusterTrustBundle projection.
+const (
+	// SignerName is the signer of mesh certificates.
+	SignerName = "podtls.io/mesh"
+	// TrustBundleLabel labels the ClusterTrustBundles of SignerName, one per
+	// root (names "podtls.io:mesh:<16 hex digits of the root's SHA-256>");
+	// a projection selects them with TrustBundleLabel=TrustBundleLabelValue.
+	TrustBundleLabel      = "podtls.io/trust-bundle"
+	TrustBundleLabelValue = "mesh"
+	// CredentialBundleFile is the podCertificate projection's single file:
+	// the PKCS#8 key, then the chain (kubelet writes both in one swap).
+	CredentialBundleFile = "credentials.pem"
+)
