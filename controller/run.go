@@ -86,12 +86,30 @@ func Run(ctx context.Context, opts options.Options, restCfg *rest.Config) error 
 	if err != nil {
 		return fmt.Errorf("webhook serving certificate: %w", err)
 	}
+	podCerts, err := podCertificates(opts, kube, log)
+	if err != nil {
+		return err
+	}
 	whHost, whPort, _ := options.SplitAddr(opts.WebhookAddr)
 	drain := &drainer{}
 	serveCtx, stopServing := drain.serveUntil(ctx, opts.ShutdownDelay, log)
 	defer stopServing()
 	metricsAddr := opts.MetricsAddr
 
+	byObject := map[client.Object]cache.ByObject{
+		// Only our own ConfigMaps, not every ConfigMap of the cluster.
+		&corev1.ConfigMap{}: {Label: labels.SelectorFromSet(labels.Set{contract.ManagedByLabel: contract.ManagedByValue})},
+		// Only the ACME manager's Secrets (the only Secrets read through
+		// the cache; the CA reads its own with the clientset). No
+		// Secret informer starts without --acme-config.
+		&corev1.Secret{}: {Label: labels.SelectorFromSet(reconciler.SecretSelector())},
+		// Every EndpointSlice of the cluster, for endpoint discovery,
+		// reduced to what an answer needs.
+		&discoveryv1.EndpointSlice{}: {Transform: discovery.TransformEndpointSlice},
+	}
+	if podCerts {
+		podCertificateCache(byObject)
+	}
 	mgr, err := ctrl.NewManager(restCfg, ctrl.Options{
 		Scheme:                        clientgoscheme.Scheme,
 		Metrics:                       metricsserver.Options{BindAddress: metricsAddr},
@@ -113,17 +131,7 @@ func Run(ctx context.Context, opts options.Options, restCfg *rest.Config) error 
 		}),
 		Cache: cache.Options{
 			DefaultTransform: cache.TransformStripManagedFields(),
-			// Only our own ConfigMaps, not every ConfigMap of the cluster.
-			ByObject: map[client.Object]cache.ByObject{
-				&corev1.ConfigMap{}: {Label: labels.SelectorFromSet(labels.Set{contract.ManagedByLabel: contract.ManagedByValue})},
-				// Only the ACME manager's Secrets (the only Secrets read through
-				// the cache; the CA reads its own with the clientset). No
-				// Secret informer starts without --acme-config.
-				&corev1.Secret{}: {Label: labels.SelectorFromSet(reconciler.SecretSelector())},
-				// Every EndpointSlice of the cluster, for endpoint discovery,
-				// reduced to what an answer needs.
-				&discoveryv1.EndpointSlice{}: {Transform: discovery.TransformEndpointSlice},
-			},
+			ByObject:         byObject,
 		},
 	})
 	if err != nil {
@@ -211,6 +219,12 @@ func Run(ctx context.Context, opts options.Options, restCfg *rest.Config) error 
 		return fmt.Errorf("injection audit: %w", err)
 	}
 
+	if podCerts {
+		if err := setupPodCertificates(mgr, authority, opts, slogger); err != nil {
+			return err
+		}
+	}
+
 	if err := newACMEManager(opts, kube, slogger).SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("ACME manager: %w", err)
 	}
@@ -232,7 +246,7 @@ func Run(ctx context.Context, opts options.Options, restCfg *rest.Config) error 
 
 	log.Info("starting", "version", options.Version, "namespace", opts.Namespace, "trust_domain", opts.TrustDomain,
 		"sidecar_mode", mode, "webhook_addr", opts.WebhookAddr, "ca_addr", opts.CAAddr, "leader_elect", opts.LeaderElect,
-		"acme_config", opts.ACMEConfig)
+		"acme_config", opts.ACMEConfig, "pod_certificates", podCerts)
 	if err := mgr.Start(serveCtx); err != nil {
 		return fmt.Errorf("manager: %w", err)
 	}

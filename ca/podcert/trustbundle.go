@@ -16,6 +16,7 @@ import (
 	certv1 "k8s.io/api/certificates/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/discovery"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/podtls/podtls/contract"
@@ -142,4 +143,23 @@ func desiredBundles(bundlePEM []byte) (map[string]string, error) {
 		return nil, errors.New("the CA's trust bundle holds no certificate")
 	}
 	return out, nil
+}
+
+// Served reports whether the API server serves what the signer needs:
+// certificates.k8s.io/v1 podcertificaterequests and clustertrustbundles
+// (Kubernetes >= 1.37; the beta APIs of 1.35 and 1.36 are not used).
+func Served(d discovery.DiscoveryInterface) (bool, error) {
+	res, err := d.ServerResourcesForGroupVersion(certv1.SchemeGroupVersion.String())
+	if apierrors.IsNotFound(err) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("discover %s: %w", certv1.SchemeGroupVersion, err)
+	}
+	var pcr, ctb bool
+	for _, r := range res.APIResources {
+		pcr = pcr || r.Name == "podcertificaterequests"
+		ctb = ctb || r.Name == "clustertrustbundles"
+	}
+	return pcr && ctb, nil
 }

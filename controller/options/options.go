@@ -51,6 +51,14 @@ type Options struct {
 	ShutdownDelay time.Duration
 	// ACMEConfig is the ACME issuer configuration file; empty: ACME off.
 	ACMEConfig string
+	// PodCertificates is "auto" (sign PodCertificateRequests of
+	// contract.SignerName and publish ClusterTrustBundles where the API
+	// server serves them) or "off".
+	PodCertificates string
+	// PodCertRefreshFraction, when set, puts beginRefreshAt at this
+	// fraction of a pod certificate's lifetime instead of the mesh rule
+	// (a test mode: kubelet refreshes early).
+	PodCertRefreshFraction float64
 }
 
 // DefaultOptions are the flag defaults.
@@ -75,6 +83,7 @@ func DefaultOptions() Options {
 		LogLevel:          "info",
 		ShutdownTimeout:   30 * time.Second,
 		ShutdownDelay:     5 * time.Second,
+		PodCertificates:   "auto",
 	}
 }
 
@@ -104,6 +113,8 @@ func (o *Options) BindFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.LogLevel, "log-level", o.LogLevel, `"info", or "debug" to log every admission decision with its reason codes`)
 	fs.DurationVar(&o.ShutdownDelay, "shutdown-delay", o.ShutdownDelay, "after SIGTERM, how long to keep serving with readiness failing and connections closed after each response, so Services and the API server move to another replica before the servers stop")
 	fs.DurationVar(&o.ShutdownTimeout, "shutdown-timeout", o.ShutdownTimeout, "how long in-flight requests may finish once the servers stop (after --shutdown-delay)")
+	fs.StringVar(&o.PodCertificates, "pod-certificates", o.PodCertificates, `"auto": sign the PodCertificateRequests of signer podtls.io/mesh and publish the CA's roots as ClusterTrustBundles where the API server serves them (Kubernetes >= 1.37); "off"`)
+	fs.Float64Var(&o.PodCertRefreshFraction, "pod-certificate-refresh-fraction", o.PodCertRefreshFraction, "test mode: tell kubelets to refresh pod certificates at this fraction of their lifetime (at least 10 minutes after issue); 0: the mesh rule, 60-70 %")
 	fs.StringVar(&o.ACMEConfig, "acme-config", o.ACMEConfig, "ACME issuer configuration file (YAML, see docs/acme.md), re-read when its content changes; empty: no external certificates (pods asking for them get an Event)")
 }
 
@@ -132,6 +143,12 @@ func (o *Options) Validate() error {
 	}
 	if o.CAURL == "" {
 		o.CAURL = fmt.Sprintf("https://%s.%s.svc:8443", o.ServiceName, o.Namespace)
+	}
+	if o.PodCertificates != "auto" && o.PodCertificates != "off" {
+		return fmt.Errorf("--pod-certificates %q: want auto or off", o.PodCertificates)
+	}
+	if o.PodCertRefreshFraction < 0 || o.PodCertRefreshFraction >= 1 {
+		return fmt.Errorf("--pod-certificate-refresh-fraction %v: want 0 (the mesh rule) or a fraction below 1", o.PodCertRefreshFraction)
 	}
 	switch o.SidecarMode {
 	case "auto", "native", "legacy":
