@@ -36,3 +36,17 @@ func FuzzParseKeyPair(f *testing.F) {
 		}
 	})
 }
+
+func FuzzSplitCredentialBundle(f *testing.F) {
+	ca := testpki.NewCA(f, "fuzz")
+	l := ca.Issue(f, testpki.LeafOptions{SPIFFEID: meshID})
+	f.Add(append(append([]byte{}, l.KeyPEM...), l.ChainPEM...))
+	f.Add(l.ChainPEM)
+	f.Add([]byte("-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n-----BEGIN CERTIFICATE-----\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		certPEM, keyPEM, err := SplitCredentialBundle(data)
+		if err == nil && (len(certPEM) == 0 || len(keyPEM) == 0) {
+			t.Fatal("no error, but no chain or no key")
+		}
+	})
+}

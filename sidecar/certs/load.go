@@ -20,7 +20,27 @@ func (s *Store) trustPaths() []string {
 	if s.o.TrustBundle != "" {
 		ps = append(ps, s.o.TrustBundle)
 	}
+	if s.o.CertDir == "" {
+		return ps
+	}
 	return append(ps, filepath.Join(s.o.CertDir, CAFile))
+}
+
+// meshDir is the directory the mesh certificate is read from: the cert dir,
+// or the credential bundle's.
+func (s *Store) meshDir() string {
+	if s.o.CredentialBundle != "" {
+		return filepath.Dir(s.o.CredentialBundle)
+	}
+	return s.o.CertDir
+}
+
+// meshSource names where the mesh certificate comes from, for messages.
+func (s *Store) meshSource() string {
+	if s.o.CredentialBundle != "" {
+		return s.o.CredentialBundle
+	}
+	return s.o.CertDir
 }
 
 func (s *Store) reloadTrust() {
@@ -102,11 +122,15 @@ func (s *Store) contentChanged(key string, parts ...[]byte) bool {
 // readPair reads tls.crt and tls.key. If a kubelet-style "..data" swap
 // happens between the reads, it reads again, so a rotation in progress is
 // not mistaken for a mismatched pair or a missing file.
-func readPair(dir string) (certPEM, keyPEM []byte, err error) {
+func readPair(dir, bundle string) (certPEM, keyPEM []byte, err error) {
 	link := filepath.Join(dir, "..data")
 	for range 3 {
 		before, _ := os.Readlink(link)
-		certPEM, keyPEM, err = readFiles(dir)
+		if bundle != "" {
+			certPEM, keyPEM, err = readBundle(bundle)
+		} else {
+			certPEM, keyPEM, err = readFiles(dir)
+		}
 		if after, _ := os.Readlink(link); after == before {
 			break
 		}
@@ -126,8 +150,21 @@ func readFiles(dir string) (certPEM, keyPEM []byte, err error) {
 	return certPEM, keyPEM, nil
 }
 
+// readBundle reads a credential bundle and splits it into chain and key.
+func readBundle(path string) (certPEM, keyPEM []byte, err error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, nil, fmt.Errorf("read %s: %w", path, err)
+	}
+	certPEM, keyPEM, err = SplitCredentialBundle(data)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return certPEM, keyPEM, nil
+}
+
 func (s *Store) reloadMesh() error {
-	certPEM, keyPEM, err := readPair(s.o.CertDir)
+	certPEM, keyPEM, err := readPair(s.meshDir(), s.o.CredentialBundle)
 	if err != nil {
 		if s.contentChanged("mesh", []byte(err.Error())) && s.mesh.Load() != nil {
 			s.reloads.With(MeshName, "failure").Inc()
@@ -149,7 +186,7 @@ func (s *Store) reloadMesh() error {
 		err = ValidateMesh(pair, s.TrustPool(), s.o.Now())
 	}
 	if err != nil {
-		err = fmt.Errorf("mesh certificate in %s: %w", s.o.CertDir, err)
+		err = fmt.Errorf("mesh certificate in %s: %w", s.meshSource(), err)
 		s.reloads.With(MeshName, "failure").Inc()
 		if s.mesh.Load() != nil {
 			s.log.Warn("invalid mesh certificate, keeping the current one", "error", err)
@@ -161,7 +198,7 @@ func (s *Store) reloadMesh() error {
 	if cur := s.mesh.Load(); cur != nil && cur.cert.Leaf.Equal(pair.Leaf) {
 		return nil
 	}
-	s.mesh.Store(&entry{name: MeshName, dir: s.o.CertDir, cert: pair})
+	s.mesh.Store(&entry{name: MeshName, dir: s.meshDir(), cert: pair})
 	s.reloads.With(MeshName, "success").Inc()
 	s.log.Info("mesh certificate loaded", "serial", pair.Leaf.SerialNumber.Text(16),
 		"not_after", pair.Leaf.NotAfter.UTC().Format(time.RFC3339), "uris", uriStrings(pair.Leaf.URIs), "dns_names", pair.Leaf.DNSNames)
@@ -185,7 +222,7 @@ func externalName(dir string) string { return "external/" + filepath.Base(dir) }
 
 func (s *Store) reloadExternal(dir string) {
 	name := externalName(dir)
-	certPEM, keyPEM, err := readPair(dir)
+	certPEM, keyPEM, err := readPair(dir, "")
 	if err == nil && len(bytes.TrimSpace(certPEM)) == 0 && len(bytes.TrimSpace(keyPEM)) == 0 {
 		// The ACME manager creates the Secret with empty tls.crt/tls.key (and
 		// its status in annotations) before the first certificate exists.

@@ -158,3 +158,39 @@ func poolOf(cs []*x509.Certificate) *x509.CertPool {
 	}
 	return p
 }
+
+// SplitCredentialBundle splits a credential bundle (the kubelet's
+// podCertificate format: a PKCS#8 PRIVATE KEY block, then the chain, leaf
+// first; SEC 1 and PKCS#1 keys are accepted too) into the chain's PEM and
+// the key's PEM. Exactly one key block, at least one CERTIFICATE block and
+// no other block type: anything else is an error that never quotes the key.
+func SplitCredentialBundle(data []byte) (certPEM, keyPEM []byte, err error) {
+	var certs, key bytes.Buffer
+	keys := 0
+	for rest := data; ; {
+		var b *pem.Block
+		b, rest = pem.Decode(rest)
+		if b == nil {
+			if bytes.Contains(rest, []byte("-----BEGIN")) {
+				return nil, nil, errors.New("credential bundle: truncated PEM block")
+			}
+			break
+		}
+		switch b.Type {
+		case "CERTIFICATE":
+			_ = pem.Encode(&certs, &pem.Block{Type: b.Type, Bytes: b.Bytes})
+		case "PRIVATE KEY", "EC PRIVATE KEY", "RSA PRIVATE KEY":
+			keys++
+			_ = pem.Encode(&key, &pem.Block{Type: b.Type, Bytes: b.Bytes})
+		default:
+			return nil, nil, fmt.Errorf("credential bundle: unexpected PEM block %q, want a private key and CERTIFICATE blocks", b.Type)
+		}
+	}
+	switch {
+	case keys != 1:
+		return nil, nil, fmt.Errorf("credential bundle: %d private key blocks, want 1", keys)
+	case certs.Len() == 0:
+		return nil, nil, errors.New("credential bundle: no CERTIFICATE block")
+	}
+	return certs.Bytes(), key.Bytes(), nil
+}

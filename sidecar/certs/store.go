@@ -33,6 +33,9 @@ const MeshName = "mesh"
 type Options struct {
 	// CertDir holds tls.crt, tls.key and optionally ca.crt (the mesh identity).
 	CertDir string
+	// CredentialBundle, instead of CertDir, is one PEM file holding the key
+	// and the chain (the kubelet's podCertificate credentialBundlePath).
+	CredentialBundle string
 	// TrustBundle is a PEM file of roots; it may be absent.
 	TrustBundle string
 	// ExternalDirs hold externally issued certificates served by SNI.
@@ -89,8 +92,8 @@ type externalIndex struct {
 
 // New creates a store; call Reload for the first load and Run to watch.
 func New(o Options) (*Store, error) {
-	if o.CertDir == "" {
-		return nil, errors.New("certs: cert dir is required")
+	if (o.CertDir == "") == (o.CredentialBundle == "") {
+		return nil, errors.New("certs: exactly one of a cert dir and a credential bundle is required")
 	}
 	if o.PollInterval == 0 {
 		o.PollInterval = 10 * time.Second

@@ -110,7 +110,7 @@ func (s *Store) watchDirs() []string {
 			out = append(out, d)
 		}
 	}
-	add(s.o.CertDir)
+	add(s.meshDir())
 	if s.o.TrustBundle != "" {
 		add(filepath.Dir(s.o.TrustBundle))
 	}

@@ -25,6 +25,9 @@ type Config struct {
 	Inbound          []proxy.Inbound
 	Outbound         []proxy.Outbound
 	CertDir          string
+	// CredentialBundle replaces CertDir: one PEM file with the key and the
+	// chain (the kubelet's podCertificate projection).
+	CredentialBundle string
 	TrustBundle      string
 	ExternalCertDirs []string
 
@@ -109,7 +112,8 @@ func Parse(args []string, out io.Writer) (*Config, error) {
 	var inbound, outbound []string
 	fs.Func("inbound", "TLS listener on LISTEN forwarding plaintext to the app at TARGET, which speaks PROTOCOL: tcp (bytes), http1 or h2c (plaintext HTTP/2, gRPC); default: the mode's (tcp or http1): `LISTEN=TARGET[/PROTOCOL]`, e.g. :8443=127.0.0.1:8080 or :9443=127.0.0.1:9090/h2c (repeatable)", appendTo(&inbound))
 	fs.Func("outbound", "loopback plaintext listener dialing HOST:PORT with mTLS, verifying its name and, if given, its SPIFFE ID, or with tls:// TLS verified by the system roots; PROTOCOL tcp forwards each connection, http balances each HTTP/1.1 or h2c request over the upstream's endpoints (default: the mode's): `LISTEN=[tls://]HOST:PORT[/PROTOCOL][#SPIFFE-ID]`, e.g. localhost:9001=preference.demo.svc:8443 (localhost: 127.0.0.1 and ::1 when present; repeatable)", appendTo(&outbound))
-	fs.StringVar(&c.CertDir, "cert-dir", c.CertDir, "`DIR` holding the mesh certificate: tls.crt (leaf + chain), tls.key and optionally ca.crt (required)")
+	fs.StringVar(&c.CertDir, "cert-dir", c.CertDir, "`DIR` holding the mesh certificate: tls.crt (leaf + chain), tls.key and optionally ca.crt (this or --credential-bundle is required)")
+	fs.StringVar(&c.CredentialBundle, "credential-bundle", c.CredentialBundle, "`FILE` holding the mesh certificate's key (PKCS#8) and then its chain, the kubelet's podCertificate credentialBundlePath; watched and reloaded like --cert-dir, instead of it")
 	fs.StringVar(&c.TrustBundle, "trust-bundle", c.TrustBundle, "PEM `FILE` of trusted mesh roots; may be absent at start (its union with <cert-dir>/ca.crt is trusted)")
 	fs.Func("external-cert-dir", "`DIR` with an externally issued certificate (tls.crt full chain, tls.key) served to clients whose SNI matches it, without client certificates (repeatable)", appendTo(&c.ExternalCertDirs))
 	fs.StringVar(&c.CAURL, "ca-url", c.CAURL, "agent mode: https `URL` of the podtls CA; the sidecar then requests and renews its own certificate into --cert-dir")
@@ -187,8 +191,13 @@ func (c *Config) validate() error {
 	if len(c.Inbound)+len(c.Outbound) == 0 {
 		return errors.New("no listeners: give at least one --inbound or --outbound")
 	}
-	if c.CertDir == "" {
-		return errors.New("--cert-dir is required")
+	switch {
+	case c.CertDir == "" && c.CredentialBundle == "":
+		return errors.New("--cert-dir (or --credential-bundle) is required")
+	case c.CertDir != "" && c.CredentialBundle != "":
+		return errors.New("--cert-dir and --credential-bundle both name the mesh certificate: give one")
+	case c.CredentialBundle != "" && c.AgentMode():
+		return errors.New("--credential-bundle is written by the kubelet; --ca-url (the agent) writes --cert-dir: give one")
 	}
 	if err := uniqueListen(c.Inbound, c.Outbound); err != nil {
 		return err

@@ -49,7 +49,14 @@ func TestParse(t *testing.T) {
 			}
 		}},
 		{"no-listeners", []string{"--cert-dir", "/c"}, "--inbound or --outbound", nil},
-		{"no-cert-dir", []string{"--inbound", ":8443=127.0.0.1:8080"}, "--cert-dir is required", nil},
+		{"no-cert-dir", []string{"--inbound", ":8443=127.0.0.1:8080"}, "--cert-dir (or --credential-bundle) is required", nil},
+		{"credential bundle instead", []string{"--credential-bundle", "/pod/credentials.pem", "--inbound", ":8443=127.0.0.1:8080"}, "", func(t *testing.T, c *Config) {
+			if c.CredentialBundle != "/pod/credentials.pem" || c.CertDir != "" || c.AgentMode() {
+				t.Fatalf("config %+v", c)
+			}
+		}},
+		{"credential bundle and cert dir", append(base, "--credential-bundle", "/pod/credentials.pem"), "give one", nil},
+		{"credential bundle and agent", []string{"--credential-bundle", "/p/c.pem", "--ca-url", "https://ca:8443", "--token-file", "/t", "--inbound", ":8443=127.0.0.1:8080"}, "--ca-url (the agent) writes --cert-dir", nil},
 		{"inbound-protocol", append(base, "--inbound", ":9443=127.0.0.1:9090/h2c", "--mode", "http"), "", func(t *testing.T, c *Config) {
 			if len(c.Inbound) != 2 || c.Inbound[0].Protocol != "" || c.Inbound[1].Protocol != "h2c" {
 				t.Fatalf("inbound %+v", c.Inbound)

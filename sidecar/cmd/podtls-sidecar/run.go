@@ -72,7 +72,7 @@ func selfID(store *certs.Store) string {
 func run(ctx context.Context, cfg *options.Config, log *slog.Logger) error {
 	reg := metrics.NewRegistry()
 	store, err := certs.New(certs.Options{
-		CertDir: cfg.CertDir, TrustBundle: cfg.TrustBundle, ExternalDirs: cfg.ExternalCertDirs,
+		CertDir: cfg.CertDir, CredentialBundle: cfg.CredentialBundle, TrustBundle: cfg.TrustBundle, ExternalDirs: cfg.ExternalCertDirs,
 		PollInterval: cfg.PollInterval, Logger: log, Registry: reg,
 	})
 	if err != nil {
@@ -81,7 +81,7 @@ func run(ctx context.Context, cfg *options.Config, log *slog.Logger) error {
 	if err := store.Reload(); err != nil {
 		if !cfg.AgentMode() {
 			// Never serve without a valid certificate.
-			return fmt.Errorf("--cert-dir %s: %w", cfg.CertDir, err)
+			return fmt.Errorf("mesh certificate: %w", err)
 		}
 		log.Info("waiting for the agent's first certificate", "cert_dir", cfg.CertDir)
 	}
