@@ -147,6 +147,21 @@ const RewriteProbes = Prefix + "rewrite-probes"
 // close. Headers, cookies, query strings and bodies are never logged.
 const AccessLog = Prefix + "access-log"
 
+// Identity is where the pod's mesh certificate comes from: "agent" (the
+// sidecar creates its key and asks the CA's sign API with a projected
+// service-account token), "podCertificate" (the kubelet creates the key and
+// gets the certificate from podtls's PodCertificateRequest signer, Kubernetes
+// >= 1.37) or "auto" (the controller's --identity-source). A pod annotation
+// only: the namespace label does not carry it.
+const Identity = Prefix + "identity"
+
+// Values of Identity.
+const (
+	IdentityAuto           = "auto"
+	IdentityAgent          = "agent"
+	IdentityPodCertificate = "podCertificate"
+)
+
 // AppProbes is written by the webhook on pods whose probes it rewrote: a JSON object
 // holding each rewritten probe's original handler by container and probe kind, so
 // uninjection restores them exactly. The sidecar reads the resolved form from its

@@ -50,6 +50,10 @@ type Spec struct {
 	KeepProbes bool `json:"keepProbes,omitempty"`
 	// AccessLog is AccessLog "true": the sidecar runs with --access-log.
 	AccessLog bool `json:"accessLog,omitempty"`
+	// Identity is the Identity annotation: IdentityAgent,
+	// IdentityPodCertificate, or "" (auto); the webhook resolves "" to the
+	// source it injects.
+	Identity string `json:"identity,omitempty"`
 	// Resources override the sidecar's default requests and limits.
 	Resources Resources `json:"resources,omitzero"`
 	// MaxConnections is the explicit connection limit; 0: MaxConnectionsFor
@@ -121,7 +125,7 @@ func Parse(annotations map[string]string, ns string, cfg Defaults) (Spec, []stri
 	// a holds the podtls annotations small enough to parse.
 	a := map[string]string{}
 	for _, key := range append([]string{Inbound, Upstreams, ExternalHosts,
-		Allow, DNSNames, Mode, CertTTL, SidecarMode, IdleTimeout, DrainTimeout, RewriteProbes, AccessLog,
+		Allow, DNSNames, Mode, CertTTL, SidecarMode, IdleTimeout, DrainTimeout, RewriteProbes, AccessLog, Identity,
 		Redirect, TrustedProxies, ProxyProtocol}, resourceKeys...) {
 		v, ok := annotations[key]
 		if !ok {
@@ -278,6 +282,16 @@ func Parse(annotations map[string]string, ns string, cfg Defaults) (Spec, []stri
 			spec.KeepProbes = true
 		default:
 			bad(RewriteProbes, fmt.Sprintf("got %q", v), `"true" (the default) or "false"`)
+		}
+	}
+
+	if v, ok := a[Identity]; ok {
+		switch v = strings.TrimSpace(v); v {
+		case IdentityAuto:
+		case IdentityAgent, IdentityPodCertificate:
+			spec.Identity = v
+		default:
+			bad(Identity, fmt.Sprintf("got %q", v), `"auto" (the default), "agent" or "podCertificate"`)
 		}
 	}
 

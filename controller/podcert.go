@@ -1,6 +1,7 @@
 package controller
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
 
@@ -57,4 +58,17 @@ func setupPodCertificates(mgr ctrl.Manager, authority *ca.Authority, opts option
 	}
 	return mgr.Add(&podcert.Publisher{Client: mgr.GetClient(), API: mgr.GetAPIReader(), Bundle: authority.TrustBundlePEM,
 		Log: slogger.With("component", "cluster-trust-bundles")})
+}
+
+// identityDefault resolves --identity-source for this cluster: auto is
+// podCertificate where the signer runs. podCertificate where it cannot run
+// is an error at start, not a pod stuck pending.
+func identityDefault(flag string, podCerts bool) (string, error) {
+	switch {
+	case flag == contract.IdentityAuto && podCerts, flag == contract.IdentityPodCertificate && podCerts:
+		return contract.IdentityPodCertificate, nil
+	case flag == contract.IdentityPodCertificate:
+		return "", errors.New("--identity-source podCertificate: the API server does not serve PodCertificateRequests and ClusterTrustBundles (Kubernetes >= 1.37)")
+	}
+	return contract.IdentityAgent, nil
 }

@@ -170,6 +170,10 @@ func Run(ctx context.Context, opts options.Options, restCfg *rest.Config) error 
 	if err != nil {
 		return err
 	}
+	injectCfg.PodCertificates = podCerts
+	if injectCfg.IdentitySource, err = identityDefault(opts.IdentitySource, podCerts); err != nil {
+		return err
+	}
 	cfgSrc := webhook.NewConfigSource(injectCfg)
 
 	// Namespace labels for the webhook come from this informer, never from an
@@ -246,7 +250,7 @@ func Run(ctx context.Context, opts options.Options, restCfg *rest.Config) error 
 
 	log.Info("starting", "version", options.Version, "namespace", opts.Namespace, "trust_domain", opts.TrustDomain,
 		"sidecar_mode", mode, "webhook_addr", opts.WebhookAddr, "ca_addr", opts.CAAddr, "leader_elect", opts.LeaderElect,
-		"acme_config", opts.ACMEConfig, "pod_certificates", podCerts)
+		"acme_config", opts.ACMEConfig, "pod_certificates", podCerts, "identity_source", injectCfg.IdentitySource)
 	if err := mgr.Start(serveCtx); err != nil {
 		return fmt.Errorf("manager: %w", err)
 	}

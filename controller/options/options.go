@@ -5,6 +5,7 @@
 package options
 
 import (
+	"errors"
 	"flag"
 	"fmt"
 	"net"
@@ -55,6 +56,10 @@ type Options struct {
 	// contract.SignerName and publish ClusterTrustBundles where the API
 	// server serves them) or "off".
 	PodCertificates string
+	// IdentitySource is the default identity source of injected pods:
+	// "agent", "podCertificate" or "auto" (podCertificate where this
+	// controller signs pod certificates).
+	IdentitySource string
 	// PodCertRefreshFraction, when set, puts beginRefreshAt at this
 	// fraction of a pod certificate's lifetime instead of the mesh rule
 	// (a test mode: kubelet refreshes early).
@@ -84,6 +89,7 @@ func DefaultOptions() Options {
 		ShutdownTimeout:   30 * time.Second,
 		ShutdownDelay:     5 * time.Second,
 		PodCertificates:   "auto",
+		IdentitySource:    "agent",
 	}
 }
 
@@ -114,6 +120,7 @@ func (o *Options) BindFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&o.ShutdownDelay, "shutdown-delay", o.ShutdownDelay, "after SIGTERM, how long to keep serving with readiness failing and connections closed after each response, so Services and the API server move to another replica before the servers stop")
 	fs.DurationVar(&o.ShutdownTimeout, "shutdown-timeout", o.ShutdownTimeout, "how long in-flight requests may finish once the servers stop (after --shutdown-delay)")
 	fs.StringVar(&o.PodCertificates, "pod-certificates", o.PodCertificates, `"auto": sign the PodCertificateRequests of signer podtls.io/mesh and publish the CA's roots as ClusterTrustBundles where the API server serves them (Kubernetes >= 1.37); "off"`)
+	fs.StringVar(&o.IdentitySource, "identity-source", o.IdentitySource, `default identity source of injected pods (podtls.io/identity overrides it): "agent" (the sidecar asks the sign API with a projected token), "podCertificate" (the kubelet gets the certificate from this controller's PodCertificateRequest signer; Kubernetes >= 1.37), or "auto" (podCertificate where the signer runs, else agent)`)
 	fs.Float64Var(&o.PodCertRefreshFraction, "pod-certificate-refresh-fraction", o.PodCertRefreshFraction, "test mode: tell kubelets to refresh pod certificates at this fraction of their lifetime (at least 10 minutes after issue); 0: the mesh rule, 60-70 %")
 	fs.StringVar(&o.ACMEConfig, "acme-config", o.ACMEConfig, "ACME issuer configuration file (YAML, see docs/acme.md), re-read when its content changes; empty: no external certificates (pods asking for them get an Event)")
 }
@@ -146,6 +153,14 @@ func (o *Options) Validate() error {
 	}
 	if o.PodCertificates != "auto" && o.PodCertificates != "off" {
 		return fmt.Errorf("--pod-certificates %q: want auto or off", o.PodCertificates)
+	}
+	switch o.IdentitySource {
+	case "agent", "podCertificate", "auto":
+	default:
+		return fmt.Errorf("--identity-source %q: want agent, podCertificate or auto", o.IdentitySource)
+	}
+	if o.IdentitySource == "podCertificate" && o.PodCertificates == "off" {
+		return errors.New("--identity-source podCertificate needs the pod-certificate signer: not with --pod-certificates off")
 	}
 	if o.PodCertRefreshFraction < 0 || o.PodCertRefreshFraction >= 1 {
 		return fmt.Errorf("--pod-certificate-refresh-fraction %v: want 0 (the mesh rule) or a fraction below 1", o.PodCertRefreshFraction)

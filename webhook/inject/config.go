@@ -31,6 +31,13 @@ type Config struct {
 	TrustRootsPEM string
 	// SidecarMode is the default mode; a pod annotation may override it.
 	SidecarMode contract.Placement
+	// IdentitySource is where pods without a podtls.io/identity annotation
+	// get their certificate: contract.IdentityAgent ("" too) or
+	// contract.IdentityPodCertificate.
+	IdentitySource string
+	// PodCertificates: the API server serves PodCertificateRequests and the
+	// controller signs them, so podCertificate pods can be admitted.
+	PodCertificates bool
 	// Template is the sidecar container as data: image, pull policy, resources and
 	// security context. Inject fills in name, args, env, ports, probes and mounts.
 	Template corev1.Container
@@ -111,6 +118,15 @@ func (c Config) Validate() error {
 	case contract.SidecarModeNative, contract.SidecarModeLegacy:
 	default:
 		return fmt.Errorf("inject config: sidecar mode %q: want native or legacy", c.SidecarMode)
+	}
+	switch c.IdentitySource {
+	case "", contract.IdentityAgent:
+	case contract.IdentityPodCertificate:
+		if !c.PodCertificates {
+			return fmt.Errorf("inject config: identity source %s needs the PodCertificateRequest API (Kubernetes >= 1.37) and the controller's signer", c.IdentitySource)
+		}
+	default:
+		return fmt.Errorf("inject config: identity source %q: want agent or podCertificate", c.IdentitySource)
 	}
 	if _, _, err := EffectiveResources(contract.Spec{}, c.Template.Resources); err != nil {
 		return fmt.Errorf("inject config: sidecar resources: %w", err)

@@ -21,6 +21,7 @@ func testConfig() Config {
 	cfg.Version = "test"
 	cfg.Template = DefaultTemplate("registry.example/podtls-sidecar:test")
 	cfg.TrustRootsPEM = "-----BEGIN CERTIFICATE-----\nTEST\n-----END CERTIFICATE-----\n"
+	cfg.PodCertificates = true // the cluster serves them; the default source stays the agent
 	return cfg
 }
 

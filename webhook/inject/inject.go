@@ -8,9 +8,11 @@ import (
 	"path"
 	"slices"
 	"strconv"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/utils/ptr"
 
@@ -127,7 +129,9 @@ func sidecar(spec contract.Spec, cfg Config) (corev1.Container, error) {
 		fieldEnv(contract.EnvPodIP, "status.podIP"),
 		fieldEnv(contract.EnvPodIPs, "status.podIPs"),
 	)
-	if cfg.TrustRootsPEM != "" {
+	if cfg.TrustRootsPEM != "" && spec.Identity != contract.IdentityPodCertificate {
+		// The agent's way to trust the CA before the ConfigMap arrives; the
+		// kubelet delivers the roots with the certificate.
 		c.Env = append(c.Env, corev1.EnvVar{Name: contract.EnvTrustRoots, Value: cfg.TrustRootsPEM})
 	}
 	c.Ports = append(c.Ports, corev1.ContainerPort{Name: "podtls-admin", ContainerPort: contract.AdminPort, Protocol: corev1.ProtocolTCP})
@@ -139,11 +143,15 @@ func sidecar(spec contract.Spec, cfg Config) (corev1.Container, error) {
 		c.Ports = append(c.Ports, corev1.ContainerPort{
 			Name: "http-redirect", ContainerPort: r.Listen, Protocol: corev1.ProtocolTCP})
 	}
-	c.VolumeMounts = append(c.VolumeMounts,
-		corev1.VolumeMount{Name: contract.CertsVolume, MountPath: contract.CertsDir},
-		corev1.VolumeMount{Name: contract.TrustVolume, MountPath: contract.TrustDir, ReadOnly: true},
-		corev1.VolumeMount{Name: contract.TokenVolume, MountPath: contract.TokenDir, ReadOnly: true},
-	)
+	if spec.Identity == contract.IdentityPodCertificate {
+		c.VolumeMounts = append(c.VolumeMounts, corev1.VolumeMount{Name: contract.CertsVolume, MountPath: contract.CertsDir, ReadOnly: true})
+	} else {
+		c.VolumeMounts = append(c.VolumeMounts,
+			corev1.VolumeMount{Name: contract.CertsVolume, MountPath: contract.CertsDir},
+			corev1.VolumeMount{Name: contract.TrustVolume, MountPath: contract.TrustDir, ReadOnly: true},
+			corev1.VolumeMount{Name: contract.TokenVolume, MountPath: contract.TokenDir, ReadOnly: true},
+		)
+	}
 	if spec.ExternalSecret != "" {
 		c.VolumeMounts = append(c.VolumeMounts, corev1.VolumeMount{
 			Name: spec.ExternalSecret, MountPath: path.Join(contract.ExternalDir, spec.ExternalSecret), ReadOnly: true})
@@ -163,17 +171,30 @@ func Args(spec contract.Spec, cfg Config) []string {
 }
 
 func args(spec contract.Spec, cfg Config, maxConns int) []string {
-	args := []string{
-		"--admin", ":" + strconv.Itoa(contract.AdminPort),
-		"--cert-dir", contract.CertsDir,
-		"--trust-bundle", contract.TrustFile,
-		"--ca-url", cfg.CAURL,
-		"--token-file", contract.TokenFile,
-		"--trust-domain", cfg.TrustDomain,
-		"--mode", spec.Mode,
-	}
-	if spec.CertTTL > 0 {
-		args = append(args, "--cert-ttl", spec.CertTTL.String())
+	args := []string{"--admin", ":" + strconv.Itoa(contract.AdminPort)}
+	if spec.Identity == contract.IdentityPodCertificate {
+		// The kubelet writes key, chain and roots; the names come from the
+		// signer (Services, podtls.io/dns-names) and the lifetime from the
+		// projection, so no --dns-name or --cert-ttl.
+		args = append(args,
+			"--credential-bundle", path.Join(contract.CertsDir, contract.CredentialBundleFile),
+			"--trust-bundle", path.Join(contract.CertsDir, contract.TrustBundleKey),
+			"--discovery-url", cfg.CAURL,
+			"--trust-domain", cfg.TrustDomain,
+			"--mode", spec.Mode,
+		)
+	} else {
+		args = append(args,
+			"--cert-dir", contract.CertsDir,
+			"--trust-bundle", contract.TrustFile,
+			"--ca-url", cfg.CAURL,
+			"--token-file", contract.TokenFile,
+			"--trust-domain", cfg.TrustDomain,
+			"--mode", spec.Mode,
+		)
+		if spec.CertTTL > 0 {
+			args = append(args, "--cert-ttl", spec.CertTTL.String())
+		}
 	}
 	if spec.IdleTimeout > 0 {
 		args = append(args, "--idle-timeout", spec.IdleTimeout.String())
@@ -184,8 +205,10 @@ func args(spec contract.Spec, cfg Config, maxConns int) []string {
 	if maxConns > 0 {
 		args = append(args, "--max-connections", strconv.Itoa(maxConns))
 	}
-	for _, n := range spec.DNSNames {
-		args = append(args, "--dns-name", n)
+	if spec.Identity != contract.IdentityPodCertificate {
+		for _, n := range spec.DNSNames {
+			args = append(args, "--dns-name", n)
+		}
 	}
 	for _, m := range spec.Inbound {
 		// ":LISTEN" takes every pod address, IPv4 and IPv6; "localhost" reaches
@@ -244,7 +267,42 @@ func edgeArgs(spec contract.Spec) []string {
 }
 
 func volumes(spec contract.Spec) []corev1.Volume {
-	vols := []corev1.Volume{
+	vols := identityVolumes(spec)
+	if spec.ExternalSecret != "" {
+		vols = append(vols, corev1.Volume{Name: spec.ExternalSecret, VolumeSource: corev1.VolumeSource{
+			Secret: &corev1.SecretVolumeSource{SecretName: spec.ExternalSecret, Optional: ptr.To(true)}}})
+	}
+	return vols
+}
+
+// identityVolumes are the volumes of the pod's identity: for the agent an
+// in-memory cert dir, the trust-bundle ConfigMap and the projected token; for
+// podCertificate one projected volume in which the kubelet writes the
+// credential bundle (key and chain) and the roots of podtls's
+// ClusterTrustBundles.
+func identityVolumes(spec contract.Spec) []corev1.Volume {
+	if spec.Identity == contract.IdentityPodCertificate {
+		var maxExp *int32
+		if spec.CertTTL > 0 {
+			maxExp = ptr.To(int32(spec.CertTTL / time.Second))
+		}
+		// No defaultMode: the kubelet writes projected files as root and
+		// chowns them only when every container runs as one user, so a
+		// 0400 key would be unreadable to the non-root sidecar. The volume
+		// is mounted into the sidecar alone.
+		return []corev1.Volume{{Name: contract.CertsVolume, VolumeSource: corev1.VolumeSource{Projected: &corev1.ProjectedVolumeSource{
+			Sources: []corev1.VolumeProjection{
+				{PodCertificate: &corev1.PodCertificateProjection{
+					SignerName: contract.SignerName, KeyType: "ECDSAP256", MaxExpirationSeconds: maxExp,
+					CredentialBundlePath: contract.CredentialBundleFile}},
+				{ClusterTrustBundle: &corev1.ClusterTrustBundleProjection{
+					SignerName: ptr.To(contract.SignerName),
+					LabelSelector: &metav1.LabelSelector{MatchLabels: map[string]string{
+						contract.TrustBundleLabel: contract.TrustBundleLabelValue}},
+					Path: contract.TrustBundleKey}},
+			}}}}}
+	}
+	return []corev1.Volume{
 		{Name: contract.CertsVolume, VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{
 			Medium: corev1.StorageMediumMemory, SizeLimit: ptr.To(resource.MustParse("1Mi"))}}},
 		{Name: contract.TrustVolume, VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{
@@ -255,11 +313,6 @@ func volumes(spec contract.Spec) []corev1.Volume {
 			Sources: []corev1.VolumeProjection{{ServiceAccountToken: &corev1.ServiceAccountTokenProjection{
 				Audience: tokenAudience, ExpirationSeconds: ptr.To[int64](contract.TokenExpirationSeconds), Path: "token"}}}}}},
 	}
-	if spec.ExternalSecret != "" {
-		vols = append(vols, corev1.Volume{Name: spec.ExternalSecret, VolumeSource: corev1.VolumeSource{
-			Secret: &corev1.SecretVolumeSource{SecretName: spec.ExternalSecret, Optional: ptr.To(true)}}})
-	}
-	return vols
 }
 
 func probe(p string, period, failures int32) *corev1.Probe {

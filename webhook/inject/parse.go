@@ -17,6 +17,9 @@ func Parse(pod *corev1.Pod, ns string, cfg Config) (contract.Spec, []string, err
 	if err != nil {
 		return contract.Spec{}, nil, err
 	}
+	if spec.Identity, err = identitySource(spec.Identity, cfg); err != nil {
+		return contract.Spec{}, nil, err
+	}
 	_, rw, err := EffectiveResources(spec, cfg.Template.Resources)
 	if err != nil {
 		return contract.Spec{}, nil, err
@@ -51,4 +54,22 @@ func podWarnings(pod *corev1.Pod, spec contract.Spec) []string {
 			contract.DrainTimeout, d, grace, contract.DrainTimeout))
 	}
 	return w
+}
+
+// identitySource resolves the pod's identity source (annotation, else the
+// controller's default): contract.IdentityPodCertificate, or "" for the
+// agent. It refuses podCertificate where the cluster has no signer for it.
+func identitySource(annotated string, cfg Config) (string, error) {
+	src := annotated
+	if src == "" {
+		src = cfg.IdentitySource
+	}
+	if src != contract.IdentityPodCertificate {
+		return "", nil // the agent; empty keeps the spec (and its hash) as before identity sources
+	}
+	if !cfg.PodCertificates {
+		return "", fmt.Errorf("annotation %s: %q, but this cluster's API server does not serve PodCertificateRequests (Kubernetes >= 1.37) or podtls-controller runs with --pod-certificates off; want %q",
+			contract.Identity, src, contract.IdentityAgent)
+	}
+	return src, nil
 }
