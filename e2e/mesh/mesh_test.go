@@ -301,6 +301,10 @@ func TestMesh(t *testing.T) {
 		t.Logf("job completed in %s", time.Since(t0).Round(time.Millisecond))
 	})
 
+	t.Run("podCertificate identity: kubelet key, signer's leaf, mTLS with agent pods", func(t *testing.T) {
+		testPodCertificates(ctx, t, c)
+	})
+
 	t.Run("restarted controller keeps the CA and serves new pods", func(t *testing.T) {
 		bundleOf := func() string {
 			cm, err := cs.CoreV1().ConfigMaps(ns).Get(ctx, "podtls-trust-bundle", metav1.GetOptions{})
