@@ -185,7 +185,11 @@ func (r Report) WriteDetail(w io.Writer, now time.Time, st output.Style) error {
 			add("Sidecar", "not injected ("+reasons+")")
 		}
 		if p.Identity != "" {
-			add("Identity", p.Identity)
+			id := p.Identity
+			if p.IdentitySource != "" {
+				id += " (" + p.IdentitySource + ")"
+			}
+			add("Identity", id)
 		}
 		switch {
 		case p.Live == nil && p.Injected:

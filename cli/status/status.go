@@ -54,6 +54,10 @@ type Pod struct {
 	SidecarMode string   `json:"sidecarMode,omitempty"`
 	Version     string   `json:"controllerVersion,omitempty"`
 	Identity    string   `json:"identity,omitempty"`
+	// IdentitySource is where an injected sidecar's certificate comes from:
+	// "agent", "podCertificate" (the kubelet and podtls's signer) or
+	// "files" (a cert dir nobody renews).
+	IdentitySource string `json:"identitySource,omitempty"`
 	DNSNames    []string `json:"dnsNames,omitempty"`
 	Inbound     []string `json:"inbound,omitempty"`
 	Upstreams   []string `json:"upstreams,omitempty"`
@@ -220,6 +224,7 @@ func describe(p *corev1.Pod, ns *corev1.Namespace, cfg inject.Config) Pod {
 		if td := sidecarArg(p, "--trust-domain"); td != "" {
 			cfg.TrustDomain = td
 		}
+		st.IdentitySource = identitySource(p)
 	}
 	d := inject.Decide(subject, ns, cfg)
 	for _, r := range d.Reasons {
@@ -271,6 +276,17 @@ func describe(p *corev1.Pod, ns *corev1.Namespace, cfg inject.Config) Pod {
 }
 
 // sidecarArg returns the value of flag in the sidecar's arguments.
+// identitySource reads the identity source from the sidecar's flags.
+func identitySource(p *corev1.Pod) string {
+	switch {
+	case sidecarArg(p, "--credential-bundle") != "":
+		return contract.IdentityPodCertificate
+	case sidecarArg(p, "--ca-url") != "":
+		return contract.IdentityAgent
+	}
+	return "files"
+}
+
 func sidecarArg(p *corev1.Pod, flag string) string {
 	for _, cs := range [][]corev1.Container{p.Spec.InitContainers, p.Spec.Containers} {
 		for _, c := range cs {

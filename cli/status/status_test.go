@@ -171,3 +171,21 @@ func TestPlaintextLine(t *testing.T) {
 		})
 	}
 }
+
+func TestIdentitySourceFromArgs(t *testing.T) {
+	pod := func(args ...string) *corev1.Pod {
+		return &corev1.Pod{Spec: corev1.PodSpec{InitContainers: []corev1.Container{{Name: contract.ContainerName, Args: args}}}}
+	}
+	for _, tc := range []struct {
+		pod  *corev1.Pod
+		want string
+	}{
+		{pod("--credential-bundle", "/var/run/podtls/certs/credentials.pem", "--discovery-url", "https://c:8443"), contract.IdentityPodCertificate},
+		{pod("--cert-dir", "/var/run/podtls/certs", "--ca-url", "https://c:8443"), contract.IdentityAgent},
+		{pod("--cert-dir", "/certs"), "files"},
+	} {
+		if got := identitySource(tc.pod); got != tc.want {
+			t.Errorf("identitySource(%v) = %q, want %q", tc.pod.Spec.InitContainers[0].Args, got, tc.want)
+		}
+	}
+}
