@@ -360,7 +360,8 @@ func testEdge(ctx context.Context, t *testing.T, c *cluster.Cluster, root, dir s
 	t.Logf("edge: HTTP/2, h2load, gRPC health, wss and header checks passed against %s (%s)", host, ip)
 }
 
-// edgeCertificate makes a CA and an ECDSA P-256 leaf for host, as PEM.
+// edgeCertificate makes a CA and an ECDSA P-256 leaf for host, as PEM: the
+// CA, the chain (leaf, then CA) and the key.
 func edgeCertificate(t *testing.T, host string) (caPEM, certPEM, keyPEM []byte) {
 	t.Helper()
 	now := time.Now()
@@ -391,7 +392,10 @@ func edgeCertificate(t *testing.T, host string) (caPEM, certPEM, keyPEM []byte) 
 	if err != nil {
 		t.Fatal(err)
 	}
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}),
-		pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: leafDER}),
-		pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER})
+	caPEM = pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER})
+	// The full chain, as an ACME Secret holds it: the sidecar loads an
+	// external certificate only when its chain verifies to its last
+	// certificate or to the system roots.
+	certPEM = append(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: leafDER}), caPEM...)
+	return caPEM, certPEM, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER})
 }
