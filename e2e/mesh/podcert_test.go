@@ -3,7 +3,10 @@ package mesh
 import (
 	"context"
 	"crypto/x509"
+	"log/slog"
 	"net"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -19,6 +22,7 @@ import (
 
 	"github.com/podtls/podtls/contract"
 	"github.com/podtls/podtls/e2e/cluster"
+	"github.com/podtls/podtls/internal/gobuild"
 )
 
 // testPodCertificates runs pods whose identity comes from the kubelet
@@ -167,4 +171,103 @@ func testPodCertificates(ctx context.Context, t *testing.T, c *cluster.Cluster) 
 		t.Errorf("pod p521 with a refused key: %v %v, want Pending", got.Status.Phase, err)
 	}
 	t.Logf("podCertificate pod ready %s after create; refused key: %s", ready.Round(time.Millisecond), event)
+}
+
+// TestPodCertificateRefresh: the kubelet refreshes a podCertificate pod's
+// certificate from the signer's beginRefreshAt, and the sidecar serves the
+// new leaf without a restart. The controller runs in the documented test
+// mode (--pod-certificate-refresh-fraction) that puts beginRefreshAt at the
+// API's earliest, 10 minutes after notBefore, on a 1 h certificate (the
+// API's shortest): the test waits about 9 minutes for the kubelet.
+func TestPodCertificateRefresh(t *testing.T) {
+	cluster.Require(t, "pod certificate refresh")
+	ctx, cancel := context.WithTimeout(context.Background(), 25*time.Minute)
+	defer cancel()
+	root, err := gobuild.RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := cluster.Up(ctx, cluster.Options{Images: buildImages(ctx, t, root), Logger: slog.New(slog.NewTextHandler(os.Stderr, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Down() })
+	t.Cleanup(func() {
+		if t.Failed() {
+			dump(t, c)
+		}
+	})
+	cs := c.Client
+	in := Install{ControllerImage: controllerImage, SidecarImage: sidecarImage, PullPolicy: corev1.PullNever, Replicas: 1,
+		ExtraArgs: []string{"--pod-certificate-refresh-fraction=0.01"}}
+	if err := in.Apply(ctx, cs); err != nil {
+		t.Fatal(err)
+	}
+	waitAvailable(ctx, t, cs, 2*time.Minute)
+	manifest, err := filepath.Abs(filepath.Join("testdata", "preference.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]string{{"create", "namespace", ns}, {"label", "namespace", ns, "podtls.io/inject=enabled"}, {"apply", "-f", manifest}} {
+		if _, err := c.RunKubectl(ctx, args...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	d, err := cs.AppsV1().Deployments(ns).Get(ctx, "preference", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.Spec.Template.Annotations[contract.Identity] = contract.IdentityPodCertificate
+	d.Spec.Template.Annotations[contract.CertTTL] = "1h"
+	if _, err := cs.AppsV1().Deployments(ns).Update(ctx, d, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	var pod *corev1.Pod
+	waitFor(ctx, t, 3*time.Minute, "a ready podCertificate preference pod", func() bool {
+		pods, err := cs.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: "app=preference"})
+		if err != nil || len(pods.Items) != 1 || pods.Items[0].Annotations[contract.Identity] != contract.IdentityPodCertificate {
+			return false
+		}
+		pod = &pods.Items[0]
+		return podReady(pod)
+	})
+	addr := net.JoinHostPort(pod.Status.PodIP, inboundTLS)
+	first, err := servedChain(ctx, c, addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if life := first[0].NotAfter.Sub(first[0].NotBefore); life != time.Hour {
+		t.Fatalf("leaf lifetime %s, want the 1h of podtls.io/cert-ttl", life)
+	}
+	issuedAt := time.Now()
+	var next []*x509.Certificate
+	deadline := first[0].NotBefore.Add(15 * time.Minute)
+	for {
+		if next, err = servedChain(ctx, c, addr); err == nil && next[0].SerialNumber.Cmp(first[0].SerialNumber) != 0 {
+			break
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			t.Fatalf("still serving serial %x at %s (notBefore %s): the kubelet did not refresh (last error %v)",
+				first[0].SerialNumber, time.Now().UTC().Format(time.RFC3339), first[0].NotBefore.UTC().Format(time.RFC3339), err)
+		}
+		time.Sleep(5 * time.Second) // polling for the kubelet's refresh, not proving an absence
+	}
+	refreshed := time.Since(issuedAt)
+	if next[0].NotBefore.Before(first[0].NotBefore.Add(10*time.Minute - time.Minute)) {
+		t.Errorf("new leaf from %s, earlier than the first's beginRefreshAt", next[0].NotBefore)
+	}
+	got, err := cs.CoreV1().Pods(ns).Get(ctx, pod.Name, metav1.GetOptions{})
+	if err != nil || got.UID != pod.UID {
+		t.Fatalf("pod %s replaced or gone: %v", pod.Name, err)
+	}
+	for _, st := range append(got.Status.InitContainerStatuses, got.Status.ContainerStatuses...) {
+		if st.RestartCount != 0 {
+			t.Errorf("container %s restarted %d times during the refresh", st.Name, st.RestartCount)
+		}
+	}
+	caller := runCaller(ctx, t, cs, "customer", "customer", whoamiImage, "60s", 0)
+	if body := strings.TrimSpace(logsOf(ctx, cs, caller.Name, "app")); caller.Status.Phase != corev1.PodSucceeded || body != pod.Name+" client-id="+customerID {
+		t.Errorf("customer after the refresh: %s %q", caller.Status.Phase, body)
+	}
+	t.Logf("kubelet refreshed serial %x -> %x %s after the first was seen; no restart", first[0].SerialNumber, next[0].SerialNumber, refreshed.Round(time.Second))
 }
