@@ -9,8 +9,11 @@ import (
 	"k8s.io/client-go/kubernetes"
 )
 
-// DefaultRefreshInterval is how often a Refresher re-reads the CA Secret.
-const DefaultRefreshInterval = time.Hour
+// DefaultRefreshInterval is how often a Refresher re-reads the CA Secret: a
+// root rotation step reaches every replica (and from there the trust
+// bundles and ClusterTrustBundles) within a minute, for one GET per replica
+// and minute.
+const DefaultRefreshInterval = time.Minute
 
 // Refresher keeps an Authority in step with its Secret while the controller
 // runs: it re-reads the Secret periodically, so a generated intermediate is
