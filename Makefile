@@ -59,7 +59,7 @@ fuzz: ## run every fuzz target for FUZZTIME each
 
 bench: bench-go bench-sidecar bench-memory ## all benchmarks, printed as ratios measured side by side
 
-bench-go: ## Go benchmarks: CA signing via HTTP vs raw x509, webhook admissions
+bench-go: envtest-assets ## Go benchmarks: CA signing via HTTP vs raw x509, pod certificates through the API server, webhook admissions
 	$(GO) test -run '^$$' -bench . -benchmem -count 5 $$($(GO) list ./ca/... ./webhook/... ./sidecar/...)
 
 bench-sidecar: test-deps ## sidecar (tcp and http mode) vs direct vs nginx (wrk, fortio, h2load), handshakes, RSS

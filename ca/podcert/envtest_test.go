@@ -7,6 +7,7 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"encoding/pem"
+	"log/slog"
 	"slices"
 	"strings"
 	"testing"
@@ -33,78 +34,104 @@ import (
 	"github.com/podtls/podtls/internal/poll"
 )
 
+// signerEnv is a real API server (envtest) with namespace demo, service
+// account web, Service web and pod web-0 bound to node-a, and a manager
+// running the signer and the trust-bundle publisher.
+type signerEnv struct {
+	env       *kubetest.Env
+	kube      client.Client
+	mgr       ctrl.Manager
+	authority *ca.Authority
+	mat       *ca.Material
+	metrics   *podcert.Metrics
+	sa        *corev1.ServiceAccount
+	pod       *corev1.Pod
+}
+
+// startSigner starts a signerEnv, or skips where the API server does not
+// serve PodCertificateRequests.
+func startSigner(tb testing.TB) *signerEnv {
+	tb.Helper()
+	env := kubetest.Start(tb)
+	res, err := env.Clientset.Discovery().ServerResourcesForGroupVersion("certificates.k8s.io/v1")
+	if err != nil || !slices.ContainsFunc(res.APIResources, func(r metav1.APIResource) bool { return r.Name == "podcertificaterequests" }) {
+		tb.Skipf("this API server does not serve certificates.k8s.io/v1 podcertificaterequests (Kubernetes < 1.37): %v", err)
+	}
+	ctx := tb.Context()
+	e := &signerEnv{env: env, kube: env.Client}
+	env.CreateNamespace(tb, "demo", nil)
+	e.sa = &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: "demo", Name: "web"}}
+	svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "demo", Name: "web"},
+		Spec: corev1.ServiceSpec{Selector: map[string]string{"app": "web"}, Ports: []corev1.ServicePort{{Port: 8443}}}}
+	e.pod = &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "demo", Name: "web-0", Labels: map[string]string{"app": "web"},
+		Annotations: map[string]string{contract.DNSNames: "api.demo.svc"}},
+		Spec: corev1.PodSpec{ServiceAccountName: "web", NodeName: "node-a", Containers: []corev1.Container{{Name: "app", Image: "app"}}}}
+	for _, o := range []client.Object{e.sa, svc, e.pod} {
+		if err := e.kube.Create(ctx, o); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	if e.mgr, err = ctrl.New(env.Config, ctrl.Options{Scheme: env.Scheme, Metrics: metricsserver.Options{BindAddress: "0"},
+		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{
+			&certv1.PodCertificateRequest{}: {Field: fields.OneTermEqualSelector("spec.signerName", contract.SignerName)},
+		}}}); err != nil {
+		tb.Fatal(err)
+	}
+	if e.mat, err = ca.Generate(time.Now(), ca.Backdate); err != nil {
+		tb.Fatal(err)
+	}
+	if e.authority, err = ca.New(e.mat, ca.Config{Pods: &services.Lister{Cache: e.mgr.GetCache(), API: e.mgr.GetAPIReader()}}); err != nil {
+		tb.Fatal(err)
+	}
+	if e.metrics, err = podcert.NewMetrics(prometheus.NewRegistry()); err != nil {
+		tb.Fatal(err)
+	}
+	signer := &podcert.Signer{Client: e.mgr.GetClient(), API: e.mgr.GetAPIReader(), Authority: e.authority, Metrics: e.metrics,
+		PodGrace: time.Second, Log: slog.New(slog.DiscardHandler)}
+	if err := signer.SetupWithManager(e.mgr); err != nil {
+		tb.Fatal(err)
+	}
+	if err := e.mgr.Add(&podcert.Publisher{Client: e.mgr.GetClient(), API: e.mgr.GetAPIReader(), Bundle: e.authority.TrustBundlePEM,
+		Interval: 100 * time.Millisecond, Log: slog.New(slog.DiscardHandler)}); err != nil {
+		tb.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- e.mgr.Start(ctx) }()
+	tb.Cleanup(func() {
+		if err := <-done; err != nil {
+			tb.Errorf("manager: %v", err)
+		}
+	})
+	return e
+}
+
+// request is a PodCertificateRequest for web-0 as its kubelet would make
+// it, with a stub CSR of key.
+func (e *signerEnv) request(tb testing.TB, name string, key crypto.Signer) *certv1.PodCertificateRequest {
+	tb.Helper()
+	stub, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{}, key)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return &certv1.PodCertificateRequest{ObjectMeta: metav1.ObjectMeta{Namespace: "demo", Name: name},
+		Spec: certv1.PodCertificateRequestSpec{SignerName: contract.SignerName, PodName: e.pod.Name, PodUID: e.pod.UID,
+			ServiceAccountName: "web", ServiceAccountUID: e.sa.UID, NodeName: "node-a", NodeUID: "node-a-uid",
+			MaxExpirationSeconds: ptr.To[int32](3600), StubPKCS10Request: stub}}
+}
+
 // TestSignerEnvtest runs the signer and the trust-bundle publisher against a
 // real API server (1.37: PodCertificateRequest and ClusterTrustBundle
 // served): the API server itself validates every answer (chain, key, times,
 // beginRefreshAt) and the sign permission is checked on the status write.
 func TestSignerEnvtest(t *testing.T) {
-	env := kubetest.Start(t)
-	res, err := env.Clientset.Discovery().ServerResourcesForGroupVersion("certificates.k8s.io/v1")
-	if err != nil || !slices.ContainsFunc(res.APIResources, func(r metav1.APIResource) bool { return r.Name == "podcertificaterequests" }) {
-		t.Skipf("this API server does not serve certificates.k8s.io/v1 podcertificaterequests (Kubernetes < 1.37): %v", err)
-	}
-	ctx := t.Context()
-	kube := env.Client
-	env.CreateNamespace(t, "demo", nil)
-	sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: "demo", Name: "web"}}
-	svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "demo", Name: "web"},
-		Spec: corev1.ServiceSpec{Selector: map[string]string{"app": "web"}, Ports: []corev1.ServicePort{{Port: 8443}}}}
-	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "demo", Name: "web-0", Labels: map[string]string{"app": "web"},
-		Annotations: map[string]string{contract.DNSNames: "api.demo.svc"}},
-		Spec: corev1.PodSpec{ServiceAccountName: "web", NodeName: "node-a", Containers: []corev1.Container{{Name: "app", Image: "app"}}}}
-	for _, o := range []client.Object{sa, svc, pod} {
-		if err := kube.Create(ctx, o); err != nil {
-			t.Fatal(err)
-		}
-	}
-
-	mgr, err := ctrl.New(env.Config, ctrl.Options{Scheme: env.Scheme, Metrics: metricsserver.Options{BindAddress: "0"},
-		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{
-			&certv1.PodCertificateRequest{}: {Field: fields.OneTermEqualSelector("spec.signerName", contract.SignerName)},
-		}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	mat, err := ca.Generate(time.Now(), ca.Backdate)
-	if err != nil {
-		t.Fatal(err)
-	}
-	authority, err := ca.New(mat, ca.Config{Pods: &services.Lister{Cache: mgr.GetCache(), API: mgr.GetAPIReader()}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	reg := prometheus.NewRegistry()
-	m, err := podcert.NewMetrics(reg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	signer := &podcert.Signer{Client: mgr.GetClient(), API: mgr.GetAPIReader(), Authority: authority, Metrics: m, PodGrace: time.Second}
-	if err := signer.SetupWithManager(mgr); err != nil {
-		t.Fatal(err)
-	}
-	if err := mgr.Add(&podcert.Publisher{Client: mgr.GetClient(), API: mgr.GetAPIReader(), Bundle: authority.TrustBundlePEM, Interval: 100 * time.Millisecond}); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- mgr.Start(ctx) }()
-	t.Cleanup(func() {
-		if err := <-done; err != nil {
-			t.Errorf("manager: %v", err)
-		}
-	})
+	e := startSigner(t)
+	ctx, kube, pod, authority, mat, m := t.Context(), e.kube, e.pod, e.authority, e.mat, e.metrics
 
 	p256, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	p521, _ := ecdsa.GenerateKey(elliptic.P521(), rand.Reader)
 	newRequest := func(name string, key crypto.Signer, edit func(*certv1.PodCertificateRequestSpec)) *certv1.PodCertificateRequest {
 		t.Helper()
-		stub, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{}, key)
-		if err != nil {
-			t.Fatal(err)
-		}
-		r := &certv1.PodCertificateRequest{ObjectMeta: metav1.ObjectMeta{Namespace: "demo", Name: name},
-			Spec: certv1.PodCertificateRequestSpec{SignerName: contract.SignerName, PodName: pod.Name, PodUID: pod.UID,
-				ServiceAccountName: "web", ServiceAccountUID: sa.UID, NodeName: "node-a", NodeUID: "node-a-uid",
-				MaxExpirationSeconds: ptr.To[int32](3600), StubPKCS10Request: stub}}
+		r := e.request(t, name, key)
 		if edit != nil {
 			edit(&r.Spec)
 		}
