@@ -2,6 +2,7 @@ package certs
 
 import (
 	"crypto/x509"
+	"encoding/hex"
 	"time"
 )
 
@@ -17,6 +18,10 @@ type CertInfo struct {
 	IPs       []string  `json:"ip_addresses,omitempty"`
 	NotBefore time.Time `json:"not_before"`
 	NotAfter  time.Time `json:"not_after"`
+	// AuthorityKeyID is the issuer's key identifier (hex): which
+	// intermediate signed the certificate, so a CA rotation can count the
+	// workloads still on the old chain.
+	AuthorityKeyID string `json:"authority_key_id,omitempty"`
 }
 
 // Snapshot is what the store serves right now.
@@ -34,6 +39,7 @@ func Info(name, dir string, c *x509.Certificate) CertInfo {
 		Subject: c.Subject.String(), Issuer: c.Issuer.String(),
 		Serial:   c.SerialNumber.Text(16),
 		DNSNames: c.DNSNames, NotBefore: c.NotBefore.UTC(), NotAfter: c.NotAfter.UTC(),
+		AuthorityKeyID: hex.EncodeToString(c.AuthorityKeyId),
 	}
 	for _, u := range c.URIs {
 		ci.URIs = append(ci.URIs, u.String())
