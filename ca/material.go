@@ -44,9 +44,23 @@ type Material struct {
 // Generate creates a new self-signed root and an intermediate signed by it,
 // both ECDSA P-256, valid from now (backdated by backdate).
 func Generate(now time.Time, backdate time.Duration) (*Material, error) {
+	root, rootKey, err := generateRoot(now, backdate)
+	if err != nil {
+		return nil, err
+	}
+	m := &Material{Roots: []*x509.Certificate{root}, RootKey: rootKey}
+	if err := m.RenewIntermediate(now, backdate); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+// generateRoot creates a self-signed ECDSA P-256 root valid for
+// RootLifetime.
+func generateRoot(now time.Time, backdate time.Duration) (*x509.Certificate, crypto.Signer, error) {
 	rootKey, err := keyutil.GenerateDefaultSigner()
 	if err != nil {
-		return nil, fmt.Errorf("generate root key: %w", err)
+		return nil, nil, fmt.Errorf("generate root key: %w", err)
 	}
 	tmpl := &x509.Certificate{
 		Subject:               pkix.Name{Organization: []string{"podtls"}, CommonName: "podtls root CA"},
@@ -60,13 +74,9 @@ func Generate(now time.Time, backdate time.Duration) (*Material, error) {
 	// Self-signed: the template is its own parent.
 	root, err := x509util.CreateCertificate(tmpl, tmpl, rootKey.Public(), rootKey)
 	if err != nil {
-		return nil, fmt.Errorf("create root certificate: %w", err)
+		return nil, nil, fmt.Errorf("create root certificate: %w", err)
 	}
-	m := &Material{Roots: []*x509.Certificate{root}, RootKey: rootKey}
-	if err := m.RenewIntermediate(now, backdate); err != nil {
-		return nil, err
-	}
-	return m, nil
+	return root, rootKey, nil
 }
 
 // RenewIntermediate replaces the intermediate with a new one (new key) signed
