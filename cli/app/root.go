@@ -68,6 +68,7 @@ kubectl-podtls on the PATH it also runs as "kubectl podtls".`,
 	root.AddCommand(
 		newCheck(cmdName, g, streams),
 		newStatus(cmdName, g, streams),
+		newCA(cmdName, g, streams),
 		newInject(cmdName, g, streams, false),
 		newInject(cmdName, g, streams, true),
 		newVersion(streams),
