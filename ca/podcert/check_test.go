@@ -80,9 +80,9 @@ func TestCheck(t *testing.T) {
 
 func TestClassify(t *testing.T) {
 	for _, tc := range []struct {
-		err              error
-		kind, reason     string
-		retry            bool
+		err             error
+		kind, reason    string
+		retry           bool
 		messageSuggests bool
 	}{
 		{fmt.Errorf("%w: %w: P-521", ca.ErrBadRequest, ca.ErrKeyType), certv1.PodCertificateRequestConditionTypeDenied, ReasonUnsupportedKeyType, false, true},

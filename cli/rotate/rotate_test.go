@@ -130,4 +130,3 @@ func TestRotateEnvtest(t *testing.T) {
 		t.Fatalf("the rotated CA Secret does not load: %v", err)
 	}
 }
-

@@ -57,10 +57,10 @@ type Pod struct {
 	// IdentitySource is where an injected sidecar's certificate comes from:
 	// "agent", "podCertificate" (the kubelet and podtls's signer) or
 	// "files" (a cert dir nobody renews).
-	IdentitySource string `json:"identitySource,omitempty"`
-	DNSNames    []string `json:"dnsNames,omitempty"`
-	Inbound     []string `json:"inbound,omitempty"`
-	Upstreams   []string `json:"upstreams,omitempty"`
+	IdentitySource string   `json:"identitySource,omitempty"`
+	DNSNames       []string `json:"dnsNames,omitempty"`
+	Inbound        []string `json:"inbound,omitempty"`
+	Upstreams      []string `json:"upstreams,omitempty"`
 	// Allow is empty when any identity of the trust domain may call.
 	Allow    []string  `json:"allow,omitempty"`
 	External *External `json:"external,omitempty"`

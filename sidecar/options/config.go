@@ -22,9 +22,9 @@ import (
 
 // Config is the sidecar's whole configuration, defaults included.
 type Config struct {
-	Inbound          []proxy.Inbound
-	Outbound         []proxy.Outbound
-	CertDir          string
+	Inbound  []proxy.Inbound
+	Outbound []proxy.Outbound
+	CertDir  string
 	// CredentialBundle replaces CertDir: one PEM file with the key and the
 	// chain (the kubelet's podCertificate projection).
 	CredentialBundle string
