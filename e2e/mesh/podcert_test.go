@@ -3,6 +3,8 @@ package mesh
 import (
 	"context"
 	"crypto/x509"
+	"encoding/json"
+	"fmt"
 	"log/slog"
 	"net"
 	"os"
@@ -18,8 +20,11 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/utils/ptr"
 
+	"github.com/podtls/podtls/ca"
+	"github.com/podtls/podtls/cli/rotate"
 	"github.com/podtls/podtls/contract"
 	"github.com/podtls/podtls/e2e/cluster"
 	"github.com/podtls/podtls/internal/gobuild"
@@ -34,34 +39,8 @@ import (
 // names the reason.
 func testPodCertificates(ctx context.Context, t *testing.T, c *cluster.Cluster) {
 	cs := c.Client
-	base, err := cs.AppsV1().Deployments(ns).Get(ctx, "preference", metav1.GetOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	labels := map[string]string{"app": "preference-pc"}
-	tmpl := *base.Spec.Template.DeepCopy()
-	tmpl.Labels = labels
-	tmpl.Annotations[contract.Identity] = contract.IdentityPodCertificate
-	d := &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Name: "preference-pc"},
-		Spec: appsv1.DeploymentSpec{Replicas: ptr.To[int32](1), Selector: &metav1.LabelSelector{MatchLabels: labels}, Template: tmpl}}
-	svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "preference-pc"}, Spec: corev1.ServiceSpec{Selector: labels,
-		Ports: []corev1.ServicePort{{Name: "mtls", Port: 8443, TargetPort: intstr.FromInt32(8443)}}}}
-	if _, err := cs.CoreV1().Services(ns).Create(ctx, svc, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
 	t0 := time.Now()
-	if _, err := cs.AppsV1().Deployments(ns).Create(ctx, d, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	var pod *corev1.Pod
-	waitFor(ctx, t, 3*time.Minute, "preference-pc ready", func() bool {
-		pods, err := cs.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: "app=preference-pc"})
-		if err != nil || len(pods.Items) != 1 {
-			return false
-		}
-		pod = &pods.Items[0]
-		return podReady(pod)
-	})
+	pod := createPodCertPreference(ctx, t, cs, "")
 	ready := time.Since(t0)
 
 	var projected bool
@@ -173,17 +152,69 @@ func testPodCertificates(ctx context.Context, t *testing.T, c *cluster.Cluster) 
 	t.Logf("podCertificate pod ready %s after create; refused key: %s", ready.Round(time.Millisecond), event)
 }
 
-// TestPodCertificateRefresh: the kubelet refreshes a podCertificate pod's
-// certificate from the signer's beginRefreshAt, and the sidecar serves the
-// new leaf without a restart. The controller runs in the documented test
-// mode (--pod-certificate-refresh-fraction) that puts beginRefreshAt at the
-// API's earliest, 10 minutes after notBefore, on a 1 h certificate (the
-// API's shortest): the test waits about 9 minutes for the kubelet.
-func TestPodCertificateRefresh(t *testing.T) {
-	cluster.Require(t, "pod certificate refresh")
-	ctx, cancel := context.WithTimeout(context.Background(), 25*time.Minute)
+// createPodCertPreference runs preference's pods again as Deployment and
+// Service preference-pc with the identity from the kubelet (and ttl as
+// podtls.io/cert-ttl when set), and returns its ready pod.
+func createPodCertPreference(ctx context.Context, t *testing.T, cs kubernetes.Interface, ttl string) *corev1.Pod {
+	t.Helper()
+	base, err := cs.AppsV1().Deployments(ns).Get(ctx, "preference", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	labels := map[string]string{"app": "preference-pc"}
+	tmpl := *base.Spec.Template.DeepCopy()
+	tmpl.Labels = labels
+	tmpl.Annotations[contract.Identity] = contract.IdentityPodCertificate
+	if ttl != "" {
+		tmpl.Annotations[contract.CertTTL] = ttl
+	}
+	d := &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Name: "preference-pc"},
+		Spec: appsv1.DeploymentSpec{Replicas: ptr.To[int32](1), Selector: &metav1.LabelSelector{MatchLabels: labels}, Template: tmpl}}
+	svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "preference-pc"}, Spec: corev1.ServiceSpec{Selector: labels,
+		Ports: []corev1.ServicePort{{Name: "mtls", Port: 8443, TargetPort: intstr.FromInt32(8443)}}}}
+	if _, err := cs.CoreV1().Services(ns).Create(ctx, svc, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cs.AppsV1().Deployments(ns).Create(ctx, d, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	return waitReadyPod(ctx, t, cs, "app=preference-pc")
+}
+
+// waitReadyPod waits for the one pod matching selector to be ready.
+func waitReadyPod(ctx context.Context, t *testing.T, cs kubernetes.Interface, selector string) *corev1.Pod {
+	t.Helper()
+	var pod *corev1.Pod
+	waitFor(ctx, t, 3*time.Minute, selector+" ready", func() bool {
+		pods, err := cs.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: selector})
+		if err != nil || len(pods.Items) != 1 {
+			return false
+		}
+		pod = &pods.Items[0]
+		return podReady(pod)
+	})
+	return pod
+}
+
+// TestRootRotation rotates the CA's root with `podtls ca rotate` under
+// traffic, with an agent pod (preference) and a podCertificate pod
+// (preference-pc, 1 h leaf) that call and are called across the phases:
+// publish, switch, the workloads' renewal (`podtls-sidecar renew` for the
+// agent; the kubelet's own refresh for podCertificate, which the controller's
+// documented test mode --pod-certificate-refresh-fraction brings to 10
+// minutes after issue, the API's earliest, plus the kubelet's jitter of up to
+// 5 minutes), retire. No pod restarts; every call succeeds; status counts the
+// workloads on each chain. The podCertificate pod's refresh is the kubelet
+// refresh without restart that docs/pod-certificates.md describes.
+func TestRootRotation(t *testing.T) {
+	cluster.Require(t, "root rotation")
+	ctx, cancel := context.WithTimeout(context.Background(), 35*time.Minute)
 	defer cancel()
 	root, err := gobuild.RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cli, err := gobuild.Binary(ctx, root, t.TempDir(), "./cli/cmd/podtls")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -213,61 +244,100 @@ func TestPodCertificateRefresh(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	d, err := cs.AppsV1().Deployments(ns).Get(ctx, "preference", metav1.GetOptions{})
-	if err != nil {
-		t.Fatal(err)
+	agentPod := waitReadyPod(ctx, t, cs, "app=preference")
+	pcPod := createPodCertPreference(ctx, t, cs, "1h")
+	t0 := time.Now()
+
+	podtls := func(args ...string) string {
+		t.Helper()
+		out, err := c.Exec(ctx, cli, append([]string{"--kubeconfig", c.Kubeconfig, "--controller-namespace", systemNS}, args...)...)
+		if err != nil {
+			t.Fatalf("podtls %s: %v", strings.Join(args, " "), err)
+		}
+		return string(out)
 	}
-	d.Spec.Template.Annotations[contract.Identity] = contract.IdentityPodCertificate
-	d.Spec.Template.Annotations[contract.CertTTL] = "1h"
-	if _, err := cs.AppsV1().Deployments(ns).Update(ctx, d, metav1.UpdateOptions{}); err != nil {
-		t.Fatal(err)
+	status := func() rotate.Report {
+		t.Helper()
+		var rep rotate.Report
+		if err := json.Unmarshal([]byte(podtls("ca", "rotate", "status", "-o", "json")), &rep); err != nil {
+			t.Fatal(err)
+		}
+		return rep
 	}
-	var pod *corev1.Pod
-	waitFor(ctx, t, 3*time.Minute, "a ready podCertificate preference pod", func() bool {
-		pods, err := cs.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: "app=preference"})
-		if err != nil || len(pods.Items) != 1 || pods.Items[0].Annotations[contract.Identity] != contract.IdentityPodCertificate {
+	calls := 0
+	traffic := func(phase string) {
+		t.Helper()
+		for _, tc := range []struct {
+			upstream, identity, want string
+		}{
+			{"preference-pc.demo.svc:8443@9001", "", pcPod.Name + " client-id=" + customerID},
+			{upstreams, contract.IdentityPodCertificate, agentPod.Name + " client-id=" + customerID},
+		} {
+			calls++
+			caller := callerPod(fmt.Sprintf("call-%d", calls), "customer", whoamiImage, "60s")
+			caller.Annotations["podtls.io/upstreams"] = tc.upstream
+			if tc.identity != "" {
+				caller.Annotations[contract.Identity] = tc.identity
+			}
+			got := runPod(ctx, t, cs, caller, 0)
+			if body := strings.TrimSpace(logsOf(ctx, cs, got.Name, "app")); got.Status.Phase != corev1.PodSucceeded || body != tc.want {
+				t.Errorf("%s: call %s: pod %s, answer %q, want %q", phase, tc.upstream, got.Status.Phase, body, tc.want)
+			}
+		}
+	}
+
+	before := status()
+	if before.Phase != ca.PhaseIdle || before.Workloads["current"] != 2 {
+		t.Fatalf("before the rotation: %+v", before)
+	}
+	traffic("before")
+
+	t.Log(strings.TrimSpace(podtls("ca", "rotate", "publish")))
+	waitFor(ctx, t, 3*time.Minute, "every trust bundle with both roots", func() bool {
+		rep := status()
+		return rep.Phase == ca.PhasePublished && len(rep.Lagging) == 0 && rep.ClusterTrustBundles
+	})
+	published := time.Since(t0)
+	traffic("published")
+
+	t.Log(strings.TrimSpace(podtls("ca", "rotate", "switch")))
+	waitFor(ctx, t, 2*time.Minute, "the controller signing with the new intermediate", func() bool {
+		return status().IntermediateKeyID != before.IntermediateKeyID
+	})
+	if out, err := c.RunKubectl(ctx, "exec", "-n", ns, agentPod.Name, "-c", contract.ContainerName, "--", "/podtls-sidecar", "renew"); err != nil {
+		t.Fatalf("renew the agent pod's certificate: %v: %s", err, out)
+	}
+	traffic("switched")
+	var moved rotate.Report
+	waitFor(ctx, t, 25*time.Minute, "both workloads on the new chain (the kubelet's refresh of preference-pc)", func() bool {
+		moved = status()
+		return moved.Workloads["current"] == 2 && moved.Workloads["old"] == 0 && moved.Workloads["unknown"] == 0
+	})
+	switched := time.Since(t0)
+	traffic("moved")
+
+	t.Log(strings.TrimSpace(podtls("ca", "rotate", "retire")))
+	waitFor(ctx, t, 3*time.Minute, "every trust bundle with the new root only", func() bool {
+		rep := status()
+		if rep.Phase != ca.PhaseIdle || len(rep.Lagging) != 0 {
 			return false
 		}
-		pod = &pods.Items[0]
-		return podReady(pod)
+		cm, err := cs.CoreV1().ConfigMaps(ns).Get(ctx, contract.TrustBundleConfigMap, metav1.GetOptions{})
+		return err == nil && strings.Count(cm.Data[contract.TrustBundleKey], "BEGIN CERTIFICATE") == 1
 	})
-	addr := net.JoinHostPort(pod.Status.PodIP, inboundTLS)
-	first, err := servedChain(ctx, c, addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if life := first[0].NotAfter.Sub(first[0].NotBefore); life != time.Hour {
-		t.Fatalf("leaf lifetime %s, want the 1h of podtls.io/cert-ttl", life)
-	}
-	issuedAt := time.Now()
-	var next []*x509.Certificate
-	deadline := first[0].NotBefore.Add(15 * time.Minute)
-	for {
-		if next, err = servedChain(ctx, c, addr); err == nil && next[0].SerialNumber.Cmp(first[0].SerialNumber) != 0 {
-			break
+	traffic("retired")
+
+	for _, p := range []*corev1.Pod{agentPod, pcPod} {
+		got, err := cs.CoreV1().Pods(ns).Get(ctx, p.Name, metav1.GetOptions{})
+		if err != nil || got.UID != p.UID {
+			t.Fatalf("pod %s replaced or gone: %v", p.Name, err)
 		}
-		if time.Now().After(deadline) || ctx.Err() != nil {
-			t.Fatalf("still serving serial %x at %s (notBefore %s): the kubelet did not refresh (last error %v)",
-				first[0].SerialNumber, time.Now().UTC().Format(time.RFC3339), first[0].NotBefore.UTC().Format(time.RFC3339), err)
-		}
-		time.Sleep(5 * time.Second) // polling for the kubelet's refresh, not proving an absence
-	}
-	refreshed := time.Since(issuedAt)
-	if next[0].NotBefore.Before(first[0].NotBefore.Add(10*time.Minute - time.Minute)) {
-		t.Errorf("new leaf from %s, earlier than the first's beginRefreshAt", next[0].NotBefore)
-	}
-	got, err := cs.CoreV1().Pods(ns).Get(ctx, pod.Name, metav1.GetOptions{})
-	if err != nil || got.UID != pod.UID {
-		t.Fatalf("pod %s replaced or gone: %v", pod.Name, err)
-	}
-	for _, st := range append(got.Status.InitContainerStatuses, got.Status.ContainerStatuses...) {
-		if st.RestartCount != 0 {
-			t.Errorf("container %s restarted %d times during the refresh", st.Name, st.RestartCount)
+		for _, st := range append(got.Status.InitContainerStatuses, got.Status.ContainerStatuses...) {
+			if st.RestartCount != 0 {
+				t.Errorf("pod %s container %s restarted %d times during the rotation", p.Name, st.Name, st.RestartCount)
+			}
 		}
 	}
-	caller := runCaller(ctx, t, cs, "customer", "customer", whoamiImage, "60s", 0)
-	if body := strings.TrimSpace(logsOf(ctx, cs, caller.Name, "app")); caller.Status.Phase != corev1.PodSucceeded || body != pod.Name+" client-id="+customerID {
-		t.Errorf("customer after the refresh: %s %q", caller.Status.Phase, body)
-	}
-	t.Logf("kubelet refreshed serial %x -> %x %s after the first was seen; no restart", first[0].SerialNumber, next[0].SerialNumber, refreshed.Round(time.Second))
+	t.Logf("rotation: trust bundles with both roots %s after start, both workloads on the new chain %s after start (the kubelet's refresh), %d calls across 5 phases, no restart",
+		published.Round(time.Second), switched.Round(time.Second), calls)
 }
