@@ -114,6 +114,7 @@ func Run(ctx context.Context, kube kubernetes.Interface, opts Options) Report {
 	r.caSecret(ctx)
 	r.webhook(ctx)
 	r.trustBundles(ctx)
+	r.podCertificates(ctx)
 	r.acme(ctx)
 	r.externalCerts(ctx)
 	r.uninjected(ctx)

@@ -184,7 +184,7 @@ func TestEveryCheckAlwaysReported(t *testing.T) {
 		ids[c.ID] = true
 	}
 	for _, id := range []string{IDControllerPods, IDCASecret, IDCARoot, IDCAIntermediate, IDWebhookConfig, IDWebhookCABundle,
-		IDWebhookServingCert, IDTrustBundles, IDACMEIssuer, IDACMEAccount, IDExternalCerts, IDUninjectedPods, IDPlaintextBypass} {
+		IDWebhookServingCert, IDTrustBundles, IDPodCertificates, IDACMEIssuer, IDACMEAccount, IDExternalCerts, IDUninjectedPods, IDPlaintextBypass} {
 		if !ids[id] {
 			t.Errorf("check %s missing from %v", id, ids)
 		}

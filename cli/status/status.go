@@ -224,7 +224,7 @@ func describe(p *corev1.Pod, ns *corev1.Namespace, cfg inject.Config) Pod {
 		if td := sidecarArg(p, "--trust-domain"); td != "" {
 			cfg.TrustDomain = td
 		}
-		st.IdentitySource = identitySource(p)
+		st.IdentitySource = IdentitySource(p)
 	}
 	d := inject.Decide(subject, ns, cfg)
 	for _, r := range d.Reasons {
@@ -276,8 +276,8 @@ func describe(p *corev1.Pod, ns *corev1.Namespace, cfg inject.Config) Pod {
 }
 
 // sidecarArg returns the value of flag in the sidecar's arguments.
-// identitySource reads the identity source from the sidecar's flags.
-func identitySource(p *corev1.Pod) string {
+// IdentitySource reads an injected pod's identity source from its sidecar's flags.
+func IdentitySource(p *corev1.Pod) string {
 	switch {
 	case sidecarArg(p, "--credential-bundle") != "":
 		return contract.IdentityPodCertificate

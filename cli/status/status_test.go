@@ -184,8 +184,8 @@ func TestIdentitySourceFromArgs(t *testing.T) {
 		{pod("--cert-dir", "/var/run/podtls/certs", "--ca-url", "https://c:8443"), contract.IdentityAgent},
 		{pod("--cert-dir", "/certs"), "files"},
 	} {
-		if got := identitySource(tc.pod); got != tc.want {
-			t.Errorf("identitySource(%v) = %q, want %q", tc.pod.Spec.InitContainers[0].Args, got, tc.want)
+		if got := IdentitySource(tc.pod); got != tc.want {
+			t.Errorf("IdentitySource(%v) = %q, want %q", tc.pod.Spec.InitContainers[0].Args, got, tc.want)
 		}
 	}
 }
