@@ -199,13 +199,21 @@ func Run(ctx context.Context, opts options.Options, restCfg *rest.Config) error 
 		Reader: mgr.GetAPIReader(), Writer: mgr.GetClient(), Name: opts.WebhookConfigName,
 		URL: opts.WebhookURL, Bundle: bundleNow,
 	}
+	rootsChanged := make(chan struct{}, 1)
 	for _, r := range []interface {
 		Start(context.Context) error
 	}{caSrv, serving, patcher, &ca.Refresher{
 		// Every replica re-reads the CA Secret: a renewed intermediate or an
-		// added root reaches all of them without a restart.
+		// added root reaches all of them without a restart, and the
+		// distributor rewrites every trust bundle at once.
 		Authority: authority, Kube: kube,
 		Secret: ca.SecretOptions{Namespace: opts.Namespace, Name: opts.CASecret, Logger: slogger},
+		OnChange: func(*ca.Material) {
+			select {
+			case rootsChanged <- struct{}{}:
+			default:
+			}
+		},
 	}} {
 		if err := mgr.Add(r); err != nil {
 			return fmt.Errorf("add runnable: %w", err)
@@ -213,7 +221,7 @@ func Run(ctx context.Context, opts options.Options, restCfg *rest.Config) error 
 	}
 	if err := (&bundle.Distributor{
 		Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Bundle: authority.TrustBundlePEM,
-		Excluded: webhookconfig.ExcludedNamespaces(opts.Namespace),
+		Excluded: webhookconfig.ExcludedNamespaces(opts.Namespace), RootsChanged: rootsChanged,
 	}).SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("trust-bundle distributor: %w", err)
 	}

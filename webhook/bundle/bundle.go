@@ -20,8 +20,10 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	"github.com/podtls/podtls/contract"
 )
@@ -42,6 +44,10 @@ type Distributor struct {
 	Bundle func() []byte
 	// Excluded namespaces never get the ConfigMap (system namespaces).
 	Excluded []string
+	// RootsChanged, when set, reconciles every namespace at once each time
+	// it receives (the CA's refresher signals new roots), instead of at the
+	// next Resync: a root rotation's publish reaches the pods in seconds.
+	RootsChanged <-chan struct{}
 }
 
 // SetupWithManager registers the reconciler: namespaces, injected pods (mapped
@@ -63,12 +69,47 @@ func (d *Distributor) SetupWithManager(mgr ctrl.Manager) error {
 		GenericFunc: func(event.GenericEvent) bool { return false },
 	}
 	ours := predicate.NewPredicateFuncs(func(o client.Object) bool { return o.GetName() == contract.TrustBundleConfigMap })
-	return ctrl.NewControllerManagedBy(mgr).
+	b := ctrl.NewControllerManagedBy(mgr).
 		Named("trust-bundle").
 		For(&corev1.Namespace{}).
 		Watches(&corev1.Pod{}, toNamespace, builder.WithPredicates(injected)).
-		Watches(&corev1.ConfigMap{}, toNamespace, builder.WithPredicates(ours)).
-		Complete(d)
+		Watches(&corev1.ConfigMap{}, toNamespace, builder.WithPredicates(ours))
+	if d.RootsChanged != nil {
+		events := make(chan event.GenericEvent)
+		b = b.WatchesRawSource(source.Channel(events, &handler.EnqueueRequestForObject{}))
+		// Leader only, like the controller it feeds.
+		if err := mgr.Add(manager.RunnableFunc(func(ctx context.Context) error {
+			return d.fanOut(ctx, mgr.GetClient(), events)
+		})); err != nil {
+			return err
+		}
+	}
+	return b.Complete(d)
+}
+
+// fanOut turns each signal of RootsChanged into one event per namespace.
+func (d *Distributor) fanOut(ctx context.Context, c client.Reader, events chan<- event.GenericEvent) error {
+	log := logf.FromContext(ctx).WithName("trust-bundle")
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-d.RootsChanged:
+		}
+		nss := &corev1.NamespaceList{}
+		if err := c.List(ctx, nss); err != nil {
+			log.Error(err, "list namespaces after a change of the CA roots; the resync catches up")
+			continue
+		}
+		log.Info("CA roots changed: updating every trust bundle", "namespaces", len(nss.Items))
+		for i := range nss.Items {
+			select {
+			case events <- event.GenericEvent{Object: &nss.Items[i]}:
+			case <-ctx.Done():
+				return nil
+			}
+		}
+	}
 }
 
 // Reconcile makes sure namespace req.Name has the current ConfigMap if it wants one.
