@@ -301,12 +301,33 @@ func TestRootRotation(t *testing.T) {
 	traffic("published")
 
 	t.Log(strings.TrimSpace(podtls("ca", "rotate", "switch")))
-	waitFor(ctx, t, 2*time.Minute, "the controller signing with the new intermediate", func() bool {
-		return status().IntermediateKeyID != before.IntermediateKeyID
-	})
-	if out, err := c.RunKubectl(ctx, "exec", "-n", ns, agentPod.Name, "-c", contract.ContainerName, "--", "/podtls-sidecar", "renew"); err != nil {
-		t.Fatalf("renew the agent pod's certificate: %v: %s", err, out)
+	newKeyID := status().IntermediateKeyID
+	if newKeyID == before.IntermediateKeyID {
+		t.Fatal("switch left the intermediate as it was")
 	}
+	// The controller signs with the new intermediate once it has re-read the
+	// Secret (within a minute): until then a forced renewal still gets the
+	// old chain, so renew until the agent pod serves the new one.
+	admin := adminClient(c)
+	lastRenew := time.Time{}
+	waitFor(ctx, t, 3*time.Minute, "the agent pod serving a leaf of the new intermediate", func() bool {
+		var snap struct {
+			Mesh *struct {
+				AuthorityKeyID string `json:"authority_key_id"`
+			} `json:"mesh"`
+		}
+		if raw, err := adminGet(ctx, admin, agentPod.Status.PodIP, "/certs"); err == nil && json.Unmarshal(raw, &snap) == nil &&
+			snap.Mesh != nil && snap.Mesh.AuthorityKeyID == newKeyID {
+			return true
+		}
+		if time.Since(lastRenew) > 15*time.Second { // the sidecar refuses forced renewals within 10 s
+			lastRenew = time.Now()
+			if out, err := c.RunKubectl(ctx, "exec", "-n", ns, agentPod.Name, "-c", contract.ContainerName, "--", "/podtls-sidecar", "renew"); err != nil {
+				t.Logf("renew the agent pod's certificate: %v: %s", err, out)
+			}
+		}
+		return false
+	})
 	traffic("switched")
 	var moved rotate.Report
 	waitFor(ctx, t, 25*time.Minute, "both workloads on the new chain (the kubelet's refresh of preference-pc)", func() bool {
