@@ -80,7 +80,7 @@ rotated this way; for a CA you brought, see docs/operations.md.`,
 				if err := rotate.Switch(ctx, cl.Kube, o); err != nil {
 					return err
 				}
-				_, err = fmt.Fprintf(streams.Out, "new leaves come from an intermediate of the new root; workloads move at their next renewal (%s ca rotate status), then retire\n", name)
+				_, err = fmt.Fprintf(streams.Out, "new leaves come from an intermediate of the new root once the controller replicas have re-read the CA Secret (within a minute); workloads move at their next renewal (%s ca rotate status), then retire\n", name)
 				return err
 			case "retire":
 				gone, err := rotate.Retire(ctx, cl.Kube, o)
