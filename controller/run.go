@@ -209,6 +209,15 @@ func Run(ctx context.Context, opts options.Options, restCfg *rest.Config) error 
 		Authority: authority, Kube: kube,
 		Secret: ca.SecretOptions{Namespace: opts.Namespace, Name: opts.CASecret, Logger: slogger},
 		OnChange: func(*ca.Material) {
+			// The controller's own serving certificates follow a new
+			// intermediate at once: after a root rotation retires the old
+			// root, a webhook or sign API still serving the old chain would
+			// be refused by the API server and by every sidecar.
+			for _, s := range []*ca.ServingSource{serving, caSrv.ServingSource()} {
+				if err := s.Renew(); err != nil {
+					log.Error("renew a serving certificate after the CA changed; the periodic renewal retries", "source", s.String(), "error", err)
+				}
+			}
 			select {
 			case rootsChanged <- struct{}{}:
 			default:
