@@ -3,7 +3,6 @@ package check
 import (
 	"context"
 	"crypto/x509"
-	"encoding/pem"
 	"fmt"
 	"slices"
 
@@ -13,6 +12,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/podtls/podtls/cli/output"
+	"github.com/podtls/podtls/cli/rotate"
 	"github.com/podtls/podtls/cli/status"
 	"github.com/podtls/podtls/contract"
 	"github.com/podtls/podtls/webhook/inject"
@@ -45,10 +45,10 @@ func (r *runner) podCertificates(ctx context.Context) {
 	}
 	var published []*x509.Certificate
 	for _, b := range ctbs.Items {
-		published = append(published, pemCerts([]byte(b.Spec.TrustBundle))...)
+		published = append(published, rotate.Certificates([]byte(b.Spec.TrustBundle))...)
 	}
 	var missing []string
-	for _, root := range pemCerts(r.mat.TrustBundlePEM()) {
+	for _, root := range rotate.Certificates(r.mat.TrustBundlePEM()) {
 		if !slices.ContainsFunc(published, root.Equal) {
 			missing = append(missing, root.Subject.String())
 		}
@@ -93,18 +93,4 @@ func (r *runner) podCertificates(ctx context.Context) {
 		return
 	}
 	r.add(IDPodCertificates, output.OK, msg, "")
-}
-
-func pemCerts(data []byte) []*x509.Certificate {
-	var out []*x509.Certificate
-	for rest := data; ; {
-		var b *pem.Block
-		b, rest = pem.Decode(rest)
-		if b == nil {
-			return out
-		}
-		if c, err := x509.ParseCertificate(b.Bytes); err == nil {
-			out = append(out, c)
-		}
-	}
 }

@@ -149,17 +149,7 @@ func (rep *Report) trustBundles(ctx context.Context, kc kubernetes.Interface, pu
 }
 
 func holdsAll(bundle []byte, roots []*x509.Certificate) bool {
-	var have []*x509.Certificate
-	for rest := bundle; ; {
-		var b *pem.Block
-		b, rest = pem.Decode(rest)
-		if b == nil {
-			break
-		}
-		if c, err := x509.ParseCertificate(b.Bytes); err == nil {
-			have = append(have, c)
-		}
-	}
+	have := Certificates(bundle)
 	for _, r := range roots {
 		if !slices.ContainsFunc(have, r.Equal) {
 			return false
@@ -219,4 +209,20 @@ func chainOf(ctx context.Context, get kube.AdminGetter, p *corev1.Pod, keyID str
 		return "current"
 	}
 	return "old"
+}
+
+// Certificates returns the certificates of a PEM bundle that parse,
+// skipping anything else: a trust bundle is compared, not validated here.
+func Certificates(bundle []byte) []*x509.Certificate {
+	var out []*x509.Certificate
+	for rest := bundle; ; {
+		var b *pem.Block
+		b, rest = pem.Decode(rest)
+		if b == nil {
+			return out
+		}
+		if c, err := x509.ParseCertificate(b.Bytes); err == nil {
+			out = append(out, c)
+		}
+	}
 }
