@@ -199,3 +199,43 @@ const CAGenerated = Prefix + "ca-generated"
 // injection audit puts on a pod that asked for podtls but runs without its
 // sidecar. Events are part of the pod contract: `podtls status` lists them.
 const EventNotInjected = "PodtlsNotInjected"
+
+// AppCerts turns on app-owned TLS: the absolute PATH at which the pod's
+// certificates appear, read-only, in every app container (regular
+// containers). The sidecar writes them there and keeps them current, one
+// directory per source ("mesh", "external"), each updated in one atomic
+// swap. A pod may set AppCerts without any listener: the sidecar then only
+// delivers files.
+const AppCerts = Prefix + "app-certs"
+
+// AppCertSources lists which certificates are delivered, comma-separated:
+// "mesh" (the pod's SPIFFE identity, with the mesh roots as trust store)
+// and "external" (the ACME certificate of ExternalHosts). Default: mesh, and
+// external when the pod has ExternalHosts.
+const AppCertSources = Prefix + "app-cert-sources"
+
+// AppCertFormats lists the file formats, comma-separated: "pem" (tls.crt,
+// tls.key, ca.crt, combined.pem), "pkcs12" (keystore.p12, truststore.p12) and
+// "jks" (keystore.jks, truststore.jks). Default: pem.
+const AppCertFormats = Prefix + "app-cert-formats"
+
+// AppCertPassword names the Secret (in the pod's namespace) holding the
+// password of the PKCS#12 and JKS stores: "NAME" (key "password") or
+// "NAME/KEY". Without it the sidecar generates a password once per pod and
+// writes it beside the stores as "store.password".
+const AppCertPassword = Prefix + "app-cert-password"
+
+// AppCertPKCS12 is the PKCS#12 encryption: "modern" (the default: AES-256-CBC
+// with PBKDF2-HMAC-SHA-256, Java >= 8u301, OpenSSL >= 1.1.1) or "legacy"
+// (3DES and RC2 with SHA-1, for old JVMs and OpenSSL 1.0).
+const AppCertPKCS12 = Prefix + "app-cert-pkcs12"
+
+// AppCertReload is what happens after the files changed while the app runs:
+// "none" (the default: the app re-reads them itself), "signal[:SIGNAL[:PROCESS]]"
+// (the sidecar sends SIGNAL, default SIGHUP, to the main process of the app
+// containers, or to those named PROCESS; the pod gets a shared process
+// namespace), "http:PORT[/PATH]" (the sidecar POSTs to
+// http://127.0.0.1:PORT/PATH), or "restart" (the controller rolls the
+// owning Deployment, StatefulSet or DaemonSet, one workload at a time;
+// external certificates only).
+const AppCertReload = Prefix + "app-cert-reload"

@@ -65,6 +65,8 @@ type Spec struct {
 	TrustedProxies []string `json:"trustedProxies,omitempty"`
 	// ProxyProtocol lists the inbound ports that expect PROXY protocol v2.
 	ProxyProtocol []int32 `json:"proxyProtocol,omitempty"`
+	// AppCerts delivers certificate files into the app containers; nil: none.
+	AppCerts *AppCertSpec `json:"appCerts,omitempty"`
 }
 
 // Drain is the drain timeout the sidecar runs with: the annotation's, or the
@@ -124,9 +126,9 @@ func Parse(annotations map[string]string, ns string, cfg Defaults) (Spec, []stri
 	spec := Spec{Mode: "tcp", SidecarMode: cfg.SidecarMode}
 	// a holds the podtls annotations small enough to parse.
 	a := map[string]string{}
-	for _, key := range append([]string{Inbound, Upstreams, ExternalHosts,
+	for _, key := range slices.Concat([]string{Inbound, Upstreams, ExternalHosts,
 		Allow, DNSNames, Mode, CertTTL, SidecarMode, IdleTimeout, DrainTimeout, RewriteProbes, AccessLog, Identity,
-		Redirect, TrustedProxies, ProxyProtocol}, resourceKeys...) {
+		Redirect, TrustedProxies, ProxyProtocol}, resourceKeys, appCertKeys) {
 		v, ok := annotations[key]
 		if !ok {
 			continue
@@ -307,6 +309,7 @@ func Parse(annotations map[string]string, ns string, cfg Defaults) (Spec, []stri
 
 	parseEdge(a, &spec, usedPorts, bad)
 	parseResources(a, &spec, bad)
+	warns = append(warns, parseAppCerts(a, &spec, bad)...)
 
 	if len(errs) > 0 {
 		return Spec{}, nil, errors.New(strings.Join(errs, "; "))
@@ -318,7 +321,8 @@ func Parse(annotations map[string]string, ns string, cfg Defaults) (Spec, []stri
 // specWarnings flags valid settings that probably do not do what the user wants.
 func specWarnings(spec Spec) []string {
 	var w []string
-	if len(spec.ExternalHosts) > 0 && len(spec.Inbound) == 0 {
+	if len(spec.ExternalHosts) > 0 && len(spec.Inbound) == 0 &&
+		(spec.AppCerts == nil || !slices.Contains(spec.AppCerts.Sources, AppSourceExternal)) {
 		w = append(w, fmt.Sprintf("annotation %s: no %s port to serve the external certificate on",
 			ExternalHosts, Inbound))
 	}

@@ -29,6 +29,7 @@ import (
 
 	"github.com/podtls/podtls/ca/signapi"
 	"github.com/podtls/podtls/renewal"
+	"github.com/podtls/podtls/sidecar/atomicdir"
 	"github.com/podtls/podtls/sidecar/certs"
 	"github.com/podtls/podtls/sidecar/metrics"
 	"github.com/podtls/podtls/tlsconfig"
@@ -260,7 +261,7 @@ func (a *Agent) RenewOnce(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("encode key: %w", err)
 	}
-	err = WriteDir(a.c.CertDir, []File{
+	err = atomicdir.Write(a.c.CertDir, []atomicdir.File{
 		{Name: certs.KeyFile, Data: pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), Mode: 0o600},
 		{Name: certs.CertFile, Data: chainPEM, Mode: 0o644},
 		{Name: certs.CAFile, Data: bundlePEM, Mode: 0o644},

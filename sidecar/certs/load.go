@@ -92,6 +92,7 @@ func (s *Store) reloadTrust() {
 		return
 	}
 	s.trust.Store(st)
+	s.notify()
 	if changed {
 		s.reloads.With("trust", "success").Inc()
 		s.log.Info("trust bundle loaded", "roots", len(st.certs))
@@ -199,6 +200,7 @@ func (s *Store) reloadMesh() error {
 		return nil
 	}
 	s.mesh.Store(&entry{name: MeshName, dir: s.meshDir(), cert: pair})
+	s.notify()
 	s.reloads.With(MeshName, "success").Inc()
 	s.log.Info("mesh certificate loaded", "serial", pair.Leaf.SerialNumber.Text(16),
 		"not_after", pair.Leaf.NotAfter.UTC().Format(time.RFC3339), "uris", uriStrings(pair.Leaf.URIs), "dns_names", pair.Leaf.DNSNames)
@@ -276,6 +278,7 @@ func (s *Store) rebuildExternalIndex() {
 		}
 	}
 	s.externals.Store(idx)
+	s.notify()
 }
 
 func uriStrings(us []*url.URL) []string {

@@ -70,6 +70,7 @@ type Store struct {
 	extEntries map[string]*entry              // by dir
 	ready      chan struct{}
 	readyOnce  sync.Once
+	changes    chan struct{} // one pending signal: something served changed
 }
 
 type entry struct {
@@ -117,6 +118,7 @@ func New(o Options) (*Store, error) {
 		trustFiles: map[string][]*x509.Certificate{},
 		extEntries: map[string]*entry{},
 		ready:      make(chan struct{}),
+		changes:    make(chan struct{}, 1),
 	}
 	s.externals.Store(&externalIndex{})
 	s.registerMetrics(o.Registry)
@@ -177,6 +179,28 @@ func (s *Store) Ready() bool { return s.mesh.Load() != nil }
 
 // ReadyC is closed once a valid mesh certificate is loaded.
 func (s *Store) ReadyC() <-chan struct{} { return s.ready }
+
+// Changes receives a value after the mesh certificate, the roots or an
+// external certificate changed; several changes may arrive as one. Readers
+// of files derived from the store (app-owned certificates) wait on it.
+func (s *Store) Changes() <-chan struct{} { return s.changes }
+
+func (s *Store) notify() {
+	select {
+	case s.changes <- struct{}{}:
+	default:
+	}
+}
+
+// External returns the external certificate loaded from dir, nil if none.
+func (s *Store) External(dir string) *tls.Certificate {
+	for _, e := range s.externals.Load().entries {
+		if e.dir == dir {
+			return e.cert
+		}
+	}
+	return nil
+}
 
 // Reload reads every file now and swaps in whatever changed and validates.
 // It returns the mesh certificate's problem, if the store has no valid mesh

@@ -1,4 +1,9 @@
-package agent
+// Package atomicdir replaces the files of a directory in one atomic step,
+// the way kubelet updates Secret and ConfigMap volumes, so readers never
+// see a new certificate beside an old key. The sidecar's agent writes its
+// own certificate with it, and app-owned certificate files are written with
+// it into the volume the app mounts.
+package atomicdir
 
 import (
 	"errors"
@@ -15,13 +20,13 @@ type File struct {
 	Mode os.FileMode
 }
 
-// WriteDir replaces files in dir as one atomic step, the way kubelet updates
+// Write replaces files in dir as one atomic step, the way kubelet updates
 // Secret volumes: the files are written and fsynced into a fresh "..podtls_*"
 // directory, a "..data" symlink is switched to it with a single rename, and
 // each visible name is a symlink "name -> ..data/name". A reader therefore
 // sees either every old file or every new one, never a new certificate with
 // an old key. The previous directory is removed afterwards.
-func WriteDir(dir string, files []File) error {
+func Write(dir string, files []File) error {
 	tsDir, err := os.MkdirTemp(dir, "..podtls_")
 	if err != nil {
 		return fmt.Errorf("create staging dir in %s: %w", dir, err)
