@@ -99,7 +99,7 @@ envtest-assets: ## build etcd, kube-apiserver, kubectl $(K8S_VERSION) from the G
 	$(STEP) envtest "Kubernetes $(K8S_VERSION) kube-apiserver and kubectl, and etcd, for envtest, compiled from the Go module proxy" "~7 min on 2 cores" bash hack/k8s-binaries.sh
 
 test-deps: ## install Debian packages and Go tools the tests and benches use (root)
-	$(STEP) test-deps "Debian packages (openssl, curl, nginx, wrk, h2load) and fortio that the tests and benches run" "under a minute" bash hack/install-test-deps.sh
+	$(STEP) test-deps "Debian packages (openssl, curl, nginx, wrk, h2load, a JDK) and fortio that the tests and benches run" "about a minute" bash hack/install-test-deps.sh
 
 clean: ## remove built binaries (keeps the machine-level cache)
 	rm -rf $(BIN)

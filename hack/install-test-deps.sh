@@ -17,7 +17,9 @@ TOOLS_DIR="$ROOT/bin/tools"
 # nghttp2-client: h2load, the HTTP/2 load generator of the sidecar bench's h2 rows.
 # iproute2: `ss` for port and connection checks; procps: `ps` for RSS measurements.
 # ca-certificates: Go and curl need a system trust store file to exist.
-APT_PACKAGES=(openssl curl nginx wrk nghttp2-client iproute2 procps ca-certificates)
+# default-jdk-headless: keytool and a JDK HttpsServer read the PKCS#12 and JKS stores of
+# app-owned certificates (java runs a single source file, which needs the JDK's compiler).
+APT_PACKAGES=(openssl curl nginx wrk nghttp2-client iproute2 procps ca-certificates default-jdk-headless)
 
 # Go tools: "binary module@version package".
 GO_TOOLS=(
