@@ -41,6 +41,8 @@ type options struct {
 	renewTimeout  time.Duration
 	renewInterval time.Duration
 	now           func() time.Time
+	filesReady    func() bool
+	files         func() any
 }
 
 // DefaultRenewInterval is the least time between two successful forced
@@ -71,6 +73,13 @@ type ConnectionsResponse struct {
 // WithAppProbes serves the app's rewritten probes (contract.AppHealthPrefix) with h
 // (probe.Prober).
 func WithAppProbes(h http.Handler) Option { return func(o *options) { o.appProbes = h } }
+
+// WithAppCerts holds /readyz until the app-owned certificate files are
+// written (ready) and serves GET /app-certs, the state of each source
+// directory (statuses, appcerts.Writer.Statuses).
+func WithAppCerts[T any](ready func() bool, statuses func() T) Option {
+	return func(o *options) { o.filesReady, o.files = ready, func() any { return statuses() } }
+}
 
 // WithRenewInterval overrides DefaultRenewInterval and the clock (tests).
 func WithRenewInterval(d time.Duration, now func() time.Time) Option {
@@ -107,6 +116,8 @@ func Handler(store Snapshotter, reg *metrics.Registry, ready func() bool, log *s
 			writeText(w, http.StatusServiceUnavailable, "no valid mesh certificate loaded yet\n")
 		case ready != nil && !ready():
 			writeText(w, http.StatusServiceUnavailable, "listeners not serving\n")
+		case o.filesReady != nil && !o.filesReady():
+			writeText(w, http.StatusServiceUnavailable, "app certificate files not written yet\n")
 		default:
 			writeText(w, http.StatusOK, "ok\n")
 		}
@@ -135,6 +146,16 @@ func Handler(store Snapshotter, reg *metrics.Registry, ready func() bool, log *s
 			w.Header().Set("Content-Type", "application/json")
 			if err := json.NewEncoder(w).Encode(ConnectionsResponse{Open: o.open()}); err != nil {
 				log.Debug("write connections", "error", err)
+			}
+		})
+	}
+	if o.files != nil {
+		mux.HandleFunc("GET /app-certs", func(w http.ResponseWriter, _ *http.Request) {
+			w.Header().Set("Content-Type", "application/json")
+			enc := json.NewEncoder(w)
+			enc.SetIndent("", "  ")
+			if err := enc.Encode(o.files()); err != nil {
+				log.Debug("write app-certs", "error", err)
 			}
 		})
 	}

@@ -68,6 +68,9 @@ type Config struct {
 	Redirect       *proxy.Redirect
 	TrustedProxies []netip.Prefix
 	ProxyProtocol  map[string]bool
+
+	// AppCerts writes the certificates for the app; nil: off.
+	AppCerts *AppCerts
 }
 
 // AgentMode reports whether the sidecar requests certificates from the CA.
@@ -145,6 +148,8 @@ func Parse(args []string, out io.Writer) (*Config, error) {
 	})
 	var edge edgeFlags
 	edge.bind(fs)
+	var app appCertFlags
+	app.bind(fs)
 	fs.TextVar(&c.LogLevel, "log-level", c.LogLevel, "log `LEVEL`: debug, info, warn, error")
 	fs.BoolVar(&c.AccessLog, "access-log", c.AccessLog, "write an access log to stdout, one JSON line per HTTP request (http mode) and per spliced connection (tcp): method, authority, path without the query string, status, duration, bytes, peer SPIFFE ID; never headers or bodies")
 
@@ -168,6 +173,9 @@ func Parse(args []string, out io.Writer) (*Config, error) {
 		}
 		c.Outbound = append(c.Outbound, o)
 	}
+	if err := app.apply(&c); err != nil {
+		return nil, err
+	}
 	if err := c.validate(); err != nil {
 		return nil, err
 	}
@@ -188,8 +196,8 @@ func appendTo(dst *[]string) func(string) error {
 }
 
 func (c *Config) validate() error {
-	if len(c.Inbound)+len(c.Outbound) == 0 {
-		return errors.New("no listeners: give at least one --inbound or --outbound")
+	if len(c.Inbound)+len(c.Outbound) == 0 && c.AppCerts == nil {
+		return errors.New("nothing to do: give at least one --inbound or --outbound, or --app-cert-dir")
 	}
 	switch {
 	case c.CertDir == "" && c.CredentialBundle == "":

@@ -117,11 +117,10 @@ const (
 	dirOutbound = "outbound"
 )
 
-// New validates cfg and prepares a Proxy; Listen binds the ports.
+// New validates cfg and prepares a Proxy; Listen binds the ports. A proxy
+// without listeners serves nothing (a sidecar that only writes app-owned
+// certificate files).
 func New(cfg Config) (*Proxy, error) {
-	if len(cfg.Inbound)+len(cfg.Outbound) == 0 {
-		return nil, errors.New("proxy: no listeners")
-	}
 	if cfg.Mode == "" {
 		cfg.Mode = ModeTCP
 	}

@@ -244,7 +244,7 @@ func TestBadStart(t *testing.T) {
 		if err != nil {
 			t.Fatalf("--help: %v", err)
 		}
-		for _, f := range []string{"plaintext-check-interval", "inbound", "outbound", "cert-dir", "trust-bundle", "external-cert-dir", "ca-url", "discovery-url", "token-file", "dns-name", "cert-ttl", "allow", "trust-domain", "mode", "admin", "drain-timeout", "handshake-timeout", "idle-timeout", "dial-timeout", "max-connections", "poll-interval", "pq-key-exchange", "log-level", "alpn", "redirect", "redirect-host", "trusted-proxy", "proxy-protocol"} {
+		for _, f := range []string{"plaintext-check-interval", "inbound", "outbound", "cert-dir", "trust-bundle", "external-cert-dir", "ca-url", "discovery-url", "token-file", "dns-name", "cert-ttl", "allow", "trust-domain", "mode", "admin", "drain-timeout", "handshake-timeout", "idle-timeout", "dial-timeout", "max-connections", "poll-interval", "pq-key-exchange", "log-level", "alpn", "redirect", "redirect-host", "trusted-proxy", "proxy-protocol", "app-cert-dir", "app-cert-sources", "app-cert-formats", "app-cert-password-file", "app-cert-pkcs12", "app-cert-reload"} {
 			if !strings.Contains(out, "-"+f) {
 				t.Errorf("--help does not document --%s", f)
 			}
@@ -256,7 +256,9 @@ func TestBadStart(t *testing.T) {
 // protobuf's wire encoding (and its two internal helpers) for the gRPC probe, and
 // podtls's standard-library-only packages (the discovery wire types among them), go-proxyproto for PROXY protocol v2
 // on the edge (standard library only; 21 KB of symbols; +104 KiB stripped
-// together with the redirect listener), nothing controller-side
+// together with the redirect listener), go-pkcs12 and keystore-go (with
+// x/crypto's pbkdf2) for app-owned PKCS#12 and JKS stores (+420 KiB
+// stripped together with sidecar/appcerts), nothing controller-side
 // (no grpc-go: +5.5 MB).
 func TestDependencies(t *testing.T) {
 	out, err := exec.Command("go", "list", "-deps", "-f", "{{if not .Standard}}{{.ImportPath}}{{end}}", ".").Output()
@@ -265,6 +267,7 @@ func TestDependencies(t *testing.T) {
 	}
 	allowed := []string{"github.com/podtls/podtls/sidecar/", "github.com/podtls/podtls/identity", "github.com/podtls/podtls/contract", "github.com/podtls/podtls/tlsconfig", "github.com/podtls/podtls/renewal", "github.com/podtls/podtls/ca/signapi", "github.com/podtls/podtls/discovery/discoveryapi",
 		"github.com/fsnotify/fsnotify", "golang.org/x/sys/", "github.com/pires/go-proxyproto",
+		"software.sslmate.com/src/go-pkcs12", "github.com/pavlo-v-chernykh/keystore-go/v4", "golang.org/x/crypto/pbkdf2",
 		"google.golang.org/protobuf/encoding/protowire", "google.golang.org/protobuf/internal/detrand", "google.golang.org/protobuf/internal/errors"}
 	for _, pkg := range strings.Fields(string(out)) {
 		ok := false

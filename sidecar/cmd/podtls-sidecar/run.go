@@ -18,6 +18,7 @@ import (
 	"github.com/podtls/podtls/contract"
 	"github.com/podtls/podtls/sidecar/admin"
 	"github.com/podtls/podtls/sidecar/agent"
+	"github.com/podtls/podtls/sidecar/appcerts"
 	"github.com/podtls/podtls/sidecar/certs"
 	"github.com/podtls/podtls/sidecar/discover"
 	"github.com/podtls/podtls/sidecar/exposure"
@@ -142,6 +143,10 @@ func run(ctx context.Context, cfg *options.Config, log *slog.Logger) error {
 	}
 
 	plaintext := newPlaintextChecker(cfg, log, reg)
+	files, err := newAppCertWriter(cfg, store, log, reg)
+	if err != nil {
+		return err
+	}
 
 	var serving atomic.Bool
 	adminLn, err := net.Listen("tcp", cfg.Admin)
@@ -149,6 +154,9 @@ func run(ctx context.Context, cfg *options.Config, log *slog.Logger) error {
 		return fmt.Errorf("--admin %s: %w", cfg.Admin, err)
 	}
 	adminOpts := []admin.Option{admin.WithConnections(px.Open), admin.WithPlaintext(plaintext.Report)}
+	if files != nil {
+		adminOpts = append(adminOpts, admin.WithAppCerts(files.Ready, files.Statuses))
+	}
 	appProbes, err := contract.ParseAppProbes(os.Getenv(contract.EnvAppProbes))
 	if err != nil {
 		return err
@@ -182,6 +190,13 @@ func run(ctx context.Context, cfg *options.Config, log *slog.Logger) error {
 		log.Info("stopped before a certificate was loaded")
 		return nil
 	}
+	if files != nil {
+		// Written before /readyz says ready, so the app starts with its files.
+		if err := files.Sync(runCtx); err != nil {
+			log.Warn("app certificate files", "error", err)
+		}
+		go files.Run(runCtx)
+	}
 	served := make(chan struct{})
 	go func() {
 		defer close(served)
@@ -211,6 +226,24 @@ func run(ctx context.Context, cfg *options.Config, log *slog.Logger) error {
 	<-served
 	log.Info("stopped")
 	return nil
+}
+
+// newAppCertWriter is the writer of app-owned certificate files, nil
+// without --app-cert-dir.
+func newAppCertWriter(cfg *options.Config, store *certs.Store, log *slog.Logger, reg *metrics.Registry) (*appcerts.Writer, error) {
+	ac := cfg.AppCerts
+	if ac == nil {
+		return nil, nil
+	}
+	var ext string
+	if len(cfg.ExternalCertDirs) > 0 {
+		ext = cfg.ExternalCertDirs[0]
+	}
+	return appcerts.New(appcerts.Config{
+		Dir: ac.Dir, Sources: ac.Sources, ExternalDir: ext, Formats: ac.Formats, PKCS12: ac.PKCS12,
+		PasswordFile: ac.PasswordFile, Reload: appcerts.NewReloader(ac.Reload), Store: store,
+		Poll: cfg.PollInterval, Logger: log, Registry: reg,
+	})
 }
 
 // newPlaintextChecker checks the inbound target ports on the pod's IPs
