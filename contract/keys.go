@@ -239,3 +239,10 @@ const AppCertPKCS12 = Prefix + "app-cert-pkcs12"
 // owning Deployment, StatefulSet or DaemonSet, one workload at a time;
 // external certificates only).
 const AppCertReload = Prefix + "app-cert-reload"
+
+// RestartedFor is written by the controller into the pod template of a
+// Deployment, StatefulSet or DaemonSet it rolled for AppCertReload
+// "restart": the serial of the external certificate the new pods start
+// with. Changing the template is the restart; the value makes it happen
+// once per certificate.
+const RestartedFor = Prefix + "restarted-for"

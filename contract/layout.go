@@ -15,6 +15,16 @@ const (
 	TokenFile            = TokenDir + "/token"
 	ExternalDir          = "/var/run/podtls/external"
 	TrustBundleConfigMap = "podtls-trust-bundle"
+
+	// App-owned certificates (AppCerts): the sidecar writes into
+	// AppCertsDir, the app containers mount the same volume at the
+	// annotation's path; the stores' password Secret is mounted into the
+	// sidecar alone.
+	AppCertsVolume    = "podtls-app-certs"
+	AppCertsDir       = "/var/run/podtls/app"
+	AppPasswordVolume = "podtls-app-password"
+	AppPasswordDir    = "/var/run/podtls/app-password"
+	AppPasswordFile   = AppPasswordDir + "/password"
 	TrustBundleKey       = "ca.crt"
 
 	// TokenExpirationSeconds is the lifetime of the projected token; kubelet

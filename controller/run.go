@@ -41,6 +41,7 @@ import (
 	"github.com/podtls/podtls/contract"
 	"github.com/podtls/podtls/controller/options"
 	"github.com/podtls/podtls/discovery"
+	"github.com/podtls/podtls/rollout"
 	"github.com/podtls/podtls/tlsconfig"
 	"github.com/podtls/podtls/webhook"
 	"github.com/podtls/podtls/webhook/audit"
@@ -183,7 +184,7 @@ func Run(ctx context.Context, opts options.Options, restCfg *rest.Config) error 
 			return fmt.Errorf("informer %T: %w", obj, err)
 		}
 	}
-	webhook.Register(drainingServer{Server: mgr.GetWebhookServer(), d: drain}, mgr.GetCache(), cfgSrc)
+	webhook.Register(drainingServer{Server: mgr.GetWebhookServer(), d: drain}, mgr.GetCache(), mgr.GetAPIReader(), cfgSrc)
 
 	// The patcher polls the roots every minute; injected pods get the same
 	// roots in PODTLS_TRUST_ROOTS, so refresh the injection config there too.
@@ -248,6 +249,15 @@ func Run(ctx context.Context, opts options.Options, restCfg *rest.Config) error 
 
 	if err := newACMEManager(opts, kube, slogger).SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("ACME manager: %w", err)
+	}
+	if opts.ACMEConfig != "" {
+		// Restarts for podtls.io/app-cert-reload: restart concern external
+		// certificates only, which exist only with an ACME issuer.
+		if err := (&rollout.Reconciler{
+			Client: mgr.GetClient(), API: mgr.GetAPIReader(), Recorder: mgr.GetEventRecorderFor("podtls-controller"),
+		}).SetupWithManager(mgr); err != nil {
+			return fmt.Errorf("app restarts: %w", err)
+		}
 	}
 
 	checks := map[string]func(*http.Request) error{

@@ -82,7 +82,7 @@ func BenchmarkAdmissionHTTPS(b *testing.B) {
 
 	srv := ctrlwebhook.NewServer(ctrlwebhook.Options{Host: "127.0.0.1", Port: port, CertDir: dir})
 	h := testHandler(b)
-	Register(srv, h.Namespaces, h.Config)
+	Register(srv, h.Namespaces, nil, h.Config)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- srv.Start(ctx) }()

@@ -12,17 +12,20 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"strings"
 	"sync/atomic"
 	"time"
 
 	admissionv1 "k8s.io/api/admission/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
+	"github.com/podtls/podtls/contract"
 	"github.com/podtls/podtls/webhook/inject"
 )
 
@@ -57,6 +60,10 @@ type Handler struct {
 	Namespaces client.Reader
 	// Config is the injection configuration.
 	Config *ConfigSource
+	// Secrets reads the metadata of the Secret a pod names in
+	// podtls.io/app-cert-password (a live GET, only for such pods); nil
+	// skips the check.
+	Secrets client.Reader
 	// FallbackLabels stand in for the namespace's labels when it is not in the
 	// cache yet (a namespace created a moment ago). The labelled webhook only
 	// sees namespaces labelled enabled, so it passes that label here.
@@ -113,6 +120,13 @@ func (h *Handler) Handle(ctx context.Context, req admission.Request) (resp admis
 		observe(ResultSkipped, res.Decision.Reasons, start)
 		return admission.Allowed("").WithWarnings(res.Warnings...)
 	}
+	if msg, warn := h.checkPasswordSecret(ctx, req.Namespace, &pod); msg != "" {
+		log.V(1).Info("pod denied", "error", msg)
+		observe(ResultDenied, []inject.ReasonCode{inject.ReasonInvalidAnnotations}, start)
+		return admission.Denied(msg).WithWarnings(res.Warnings...)
+	} else if warn != "" {
+		res.Warnings = append(res.Warnings, warn)
+	}
 	mutated, err := json.Marshal(&pod)
 	var from, to []byte
 	if err == nil {
@@ -127,6 +141,32 @@ func (h *Handler) Handle(ctx context.Context, req admission.Request) (resp admis
 	log.V(1).Info("pod injected", "operations", len(resp.Patches))
 	observe(ResultInjected, res.Decision.Reasons, start)
 	return resp
+}
+
+// checkPasswordSecret refuses a pod whose app-cert password Secret does not
+// exist (the pod would never start); a Secret it cannot look up (no RBAC,
+// API trouble) is only a warning. It reads metadata, never the password.
+func (h *Handler) checkPasswordSecret(ctx context.Context, ns string, pod *corev1.Pod) (deny, warn string) {
+	v, ok := pod.Annotations[contract.AppCertPassword]
+	if !ok || h.Secrets == nil {
+		return "", ""
+	}
+	name, key, hasKey := strings.Cut(strings.TrimSpace(v), "/")
+	if !hasKey {
+		key = contract.DefaultPasswordKey
+	}
+	m := &metav1.PartialObjectMetadata{}
+	m.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Secret"))
+	err := h.Secrets.Get(ctx, types.NamespacedName{Namespace: ns, Name: name}, m)
+	switch {
+	case err == nil:
+		return "", ""
+	case apierrors.IsNotFound(err):
+		return fmt.Sprintf("podtls: annotation %s: Secret %s/%s does not exist; create it with the stores' password under key %q first",
+			contract.AppCertPassword, ns, name, key), ""
+	}
+	return "", fmt.Sprintf("podtls: could not check that Secret %s/%s of %s exists (%v); the pod waits for it if it does not",
+		ns, name, contract.AppCertPassword, err)
 }
 
 // namespace returns the namespace from the cache, or a stand-in built from the

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -12,9 +13,12 @@ import (
 	jsonpatch "github.com/evanphx/json-patch/v5"
 	admissionv1 "k8s.io/api/admission/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
+	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 	"sigs.k8s.io/yaml"
 
@@ -223,4 +227,40 @@ func FuzzAdmissionReview(f *testing.F) {
 			t.Fatalf("patched object is not an injected pod: %v", err)
 		}
 	})
+}
+
+func TestPasswordSecretCheck(t *testing.T) {
+	ann := map[string]string{contract.AppCerts: "/etc/tls", contract.AppCertFormats: "pkcs12", contract.AppCertPassword: "store-pass"}
+	forbidden := interceptor.Funcs{Get: func(ctx context.Context, c client.WithWatch, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
+		return apierrors.NewForbidden(corev1.Resource("secrets"), key.Name, errors.New("no RBAC"))
+	}}
+	existing := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "store-pass", Namespace: "demo"}}
+	tests := []struct {
+		name    string
+		secrets client.Reader
+		allowed bool
+		message string
+	}{
+		{"missing", fake.NewClientBuilder().Build(), false, "Secret demo/store-pass does not exist; create it with the stores' password under key \"password\""},
+		{"present", fake.NewClientBuilder().WithObjects(existing).Build(), true, ""},
+		{"cannot look", fake.NewClientBuilder().WithInterceptorFuncs(forbidden).Build(), true, "could not check that Secret demo/store-pass"},
+		{"no reader", nil, true, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := testHandler(t)
+			h.Secrets = tt.secrets
+			resp := h.Handle(context.Background(), podRequest(t, "demo", newPod(ann)))
+			if resp.Allowed != tt.allowed {
+				t.Fatalf("allowed %v: %+v", resp.Allowed, resp.Result)
+			}
+			all := strings.Join(resp.Warnings, "\n")
+			if resp.Result != nil {
+				all += resp.Result.Message
+			}
+			if tt.message != "" && !strings.Contains(all, tt.message) {
+				t.Fatalf("response lacks %q: %s", tt.message, all)
+			}
+		})
+	}
 }

@@ -18,6 +18,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 	ctrlwebhook "sigs.k8s.io/controller-runtime/pkg/webhook"
 
@@ -105,7 +106,11 @@ func startWebhook(t *testing.T, env *kubetest.Env) (stop func()) {
 	srv := ctrlwebhook.NewServer(ctrlwebhook.Options{
 		Host: env.Webhook.LocalServingHost, Port: env.Webhook.LocalServingPort, CertDir: env.Webhook.LocalServingCertDir,
 	})
-	webhook.Register(srv, nsCache, webhook.NewConfigSource(cfg))
+	secrets, err := client.New(env.Config, client.Options{Scheme: env.Scheme})
+	if err != nil {
+		t.Fatal(err)
+	}
+	webhook.Register(srv, nsCache, secrets, webhook.NewConfigSource(cfg))
 	srvDone := make(chan error, 1)
 	go func() { srvDone <- srv.Start(ctx) }()
 	addr := net.JoinHostPort(env.Webhook.LocalServingHost, strconv.Itoa(env.Webhook.LocalServingPort))
@@ -170,6 +175,29 @@ func TestAdmission(t *testing.T) {
 		}
 		if !hasAPIAccess {
 			t.Error("ServiceAccount admission did not run after the webhook")
+		}
+	})
+
+	t.Run("app-owned certificates: the password Secret must exist", func(t *testing.T) {
+		ann := map[string]string{contract.AppCerts: "/etc/tls", contract.AppCertFormats: "jks", contract.AppCertPassword: "store-pass/keystore"}
+		_, err := pods.Pods(labelledNS).Create(ctx, pod(labelledNS, "app-certs-missing", ann), metav1.CreateOptions{})
+		if err == nil || !strings.Contains(err.Error(), "Secret "+labelledNS+"/store-pass does not exist") {
+			t.Fatalf("create without the Secret: %v", err)
+		}
+		if _, err := pods.Secrets(labelledNS).Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "store-pass"},
+			StringData: map[string]string{"keystore": "not-a-real-password"}}, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		p, err := pods.Pods(labelledNS).Create(ctx, pod(labelledNS, "app-certs", ann), metav1.CreateOptions{})
+		if err != nil {
+			t.Fatalf("create with the Secret: %v", err)
+		}
+		mounted := false
+		for _, m := range p.Spec.Containers[0].VolumeMounts {
+			mounted = mounted || (m.Name == contract.AppCertsVolume && m.MountPath == "/etc/tls" && m.ReadOnly)
+		}
+		if !mounted || p.Spec.SecurityContext == nil || p.Spec.SecurityContext.FSGroup == nil {
+			t.Fatalf("app container mounts %+v, pod security context %+v", p.Spec.Containers[0].VolumeMounts, p.Spec.SecurityContext)
 		}
 	})
 

@@ -114,12 +114,14 @@ func Decide(pod *corev1.Pod, ns *corev1.Namespace, cfg Config) Decision {
 			Warnings: []string{"podtls: pod uses hostNetwork; the sidecar is not injected " +
 				"(its ports would bind on the node). Set " + contract.Inject + ": \"false\" to silence this warning"}}
 	}
-	// The sidecar's certificate is only usable through its listeners (the app
-	// never sees it), and podtls-sidecar refuses to start without one.
-	if d.Inject && len(contract.SplitList(pod.Annotations[contract.Inbound])) == 0 && len(contract.SplitList(pod.Annotations[contract.Upstreams])) == 0 {
+	// Without a listener the sidecar's certificate is only usable as files
+	// for the app (podtls.io/app-certs); podtls-sidecar refuses to start
+	// with neither.
+	_, files := pod.Annotations[contract.AppCerts]
+	if d.Inject && !files && len(contract.SplitList(pod.Annotations[contract.Inbound])) == 0 && len(contract.SplitList(pod.Annotations[contract.Upstreams])) == 0 {
 		return Decision{Reasons: []ReasonCode{ReasonNoListeners},
-			Warnings: []string{fmt.Sprintf("podtls: pod not injected: set %s and/or %s to say which traffic the sidecar handles",
-				contract.Inbound, contract.Upstreams)}}
+			Warnings: []string{fmt.Sprintf("podtls: pod not injected: set %s and/or %s to say which traffic the sidecar handles, or %s for certificate files",
+				contract.Inbound, contract.Upstreams, contract.AppCerts)}}
 	}
 	return d
 }

@@ -26,6 +26,10 @@ type Status struct {
 	// Hash covers the spec and the configuration that shaped the sidecar, so a
 	// status command can tell pods injected from an older configuration.
 	Hash string `json:"hash"`
+	// Set lists the pod-level fields injection set for app-owned
+	// certificates ("fsGroup", "shareProcessNamespace"), so Uninject can
+	// take them back.
+	Set []string `json:"set,omitempty"`
 }
 
 // Inject adds the sidecar described by spec to pod, in place. The caller has
@@ -42,11 +46,14 @@ func Inject(pod *corev1.Pod, spec contract.Spec, cfg Config) error {
 			return fmt.Errorf("pod already has a volume named %q, which podtls reserves", v.Name)
 		}
 	}
+	if err := checkAppCerts(pod, spec); err != nil {
+		return err
+	}
 	hash, err := specHash(spec, cfg, mode)
 	if err != nil {
 		return err
 	}
-	status, err := json.Marshal(Status{Version: cfg.Version, Mode: mode, Hash: hash})
+	status, err := json.Marshal(Status{Version: cfg.Version, Mode: mode, Hash: hash, Set: appCertPodFields(pod, spec)})
 	if err != nil {
 		return fmt.Errorf("encode %s: %w", contract.Status, err)
 	}
@@ -76,6 +83,7 @@ func Inject(pod *corev1.Pod, spec contract.Spec, cfg Config) error {
 		pod.Annotations[contract.AppProbes] = string(saved)
 	}
 	pod.Spec.Volumes = append(pod.Spec.Volumes, vols...)
+	injectAppCerts(pod, spec, &c, cfg)
 	switch mode {
 	case contract.SidecarModeLegacy:
 		// kubelet starts regular containers in order and runs each postStart hook
@@ -238,6 +246,7 @@ func args(spec contract.Spec, cfg Config, maxConns int) []string {
 	if spec.ExternalSecret != "" {
 		args = append(args, "--external-cert-dir", path.Join(contract.ExternalDir, spec.ExternalSecret))
 	}
+	args = append(args, appCertArgs(spec)...)
 	for _, p := range spec.Allow {
 		args = append(args, "--allow", p)
 	}
@@ -272,7 +281,7 @@ func volumes(spec contract.Spec) []corev1.Volume {
 		vols = append(vols, corev1.Volume{Name: spec.ExternalSecret, VolumeSource: corev1.VolumeSource{
 			Secret: &corev1.SecretVolumeSource{SecretName: spec.ExternalSecret, Optional: ptr.To(true)}}})
 	}
-	return vols
+	return append(vols, appCertVolumes(spec)...)
 }
 
 // identityVolumes are the volumes of the pod's identity: for the agent an

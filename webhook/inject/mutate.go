@@ -43,6 +43,7 @@ func Mutate(pod *corev1.Pod, ns *corev1.Namespace, cfg Config) (Result, error) {
 		return r, nil
 	}
 	r.Warnings = append(r.Warnings, warns...)
+	r.Warnings = append(r.Warnings, AppCertWarnings(pod, spec, cfg)...)
 	if err := Inject(pod, spec, cfg); err != nil {
 		r.Decision.Inject = false
 		r.Decision.Reasons = append(r.Decision.Reasons, ReasonInvalidAnnotations)

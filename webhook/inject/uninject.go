@@ -12,7 +12,8 @@ import (
 
 // Uninject returns a copy of pod without what Inject added: the sidecar
 // container (native or legacy), podtls's volumes, the status, external-secret and
-// app-probes annotations, and it points rewritten probes back at the app. It reverses Mutate exactly, so that
+// app-probes annotations, the app-owned certificates' mounts and the pod fields
+// set for them, and it points rewritten probes back at the app. It reverses Mutate exactly, so that
 // Uninject(Mutate(p)) equals p, with one ambiguity: in legacy mode Inject sets
 // kubectl.kubernetes.io/default-container to the first app container when the
 // user had not set it, and Uninject removes it when it still names that
@@ -33,7 +34,7 @@ func Uninject(pod *corev1.Pod) (*corev1.Pod, error) {
 	out.Spec.InitContainers = nilIfEmpty(slices.DeleteFunc(out.Spec.InitContainers, isOurs))
 	out.Spec.Containers = slices.DeleteFunc(out.Spec.Containers, isOurs)
 
-	reserved := []string{contract.CertsVolume, contract.TrustVolume, contract.TokenVolume}
+	reserved := []string{contract.CertsVolume, contract.TrustVolume, contract.TokenVolume, contract.AppCertsVolume, contract.AppPasswordVolume}
 	if s := pod.Annotations[contract.ExternalSecret]; s != "" {
 		reserved = append(reserved, s)
 	}
@@ -41,6 +42,7 @@ func Uninject(pod *corev1.Pod) (*corev1.Pod, error) {
 		return slices.Contains(reserved, v.Name)
 	}))
 
+	uninjectAppCerts(out, st.Set)
 	if saved, ok := pod.Annotations[contract.AppProbes]; ok {
 		if err := restoreProbes(out, saved); err != nil {
 			return nil, err
