@@ -37,7 +37,13 @@ func Write(dir string, files []File) error {
 			os.RemoveAll(tsDir)
 		}
 	}()
-	if err := os.Chmod(tsDir, 0o755); err != nil {
+	// Keep the set-group-ID bit the directory has (a volume with an fsGroup):
+	// the files must get the pod's group, not the writer's.
+	mode := os.FileMode(0o755)
+	if st, err := os.Stat(dir); err == nil && st.Mode()&os.ModeSetgid != 0 {
+		mode |= os.ModeSetgid
+	}
+	if err := os.Chmod(tsDir, mode); err != nil {
 		return fmt.Errorf("chmod %s: %w", tsDir, err)
 	}
 	for _, f := range files {

@@ -3,6 +3,7 @@ package atomicdir
 import (
 	"os"
 	"path/filepath"
+	"syscall"
 	"testing"
 )
 
@@ -24,5 +25,32 @@ func TestWriteReplacesPlainFiles(t *testing.T) {
 	}
 	if st, _ := os.Stat(filepath.Join(dir, "tls.key")); st.Mode().Perm() != 0o600 {
 		t.Fatalf("key mode %v", st.Mode())
+	}
+}
+
+// TestWriteKeepsTheVolumesGroup: in a set-group-ID directory (kubelet's
+// emptyDir with an fsGroup) the files get the directory's group, so the
+// app containers (members of the fsGroup) can read 0640 files.
+func TestWriteKeepsTheVolumesGroup(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to give the directory another group")
+	}
+	const fsGroup = 4242
+	dir := t.TempDir()
+	if err := os.Chown(dir, -1, fsGroup); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(dir, 0o775|os.ModeSetgid); err != nil {
+		t.Fatal(err)
+	}
+	if err := Write(dir, []File{{Name: "tls.key", Data: []byte("k"), Mode: 0o640}}); err != nil {
+		t.Fatal(err)
+	}
+	st, err := os.Stat(filepath.Join(dir, "tls.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if gid := st.Sys().(*syscall.Stat_t).Gid; gid != fsGroup || st.Mode().Perm() != 0o640 {
+		t.Fatalf("tls.key group %d mode %v; want %d, 0640", gid, st.Mode().Perm(), fsGroup)
 	}
 }

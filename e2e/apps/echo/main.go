@@ -5,6 +5,7 @@
 //	echo get [-timeout 60s] [-cacert FILE] [-method POST] URL   print the body of URL (retrying until timeout), exit 1 on failure
 //	echo ws [-timeout 30s] [-cacert F] [-connect H:P] URL MESSAGE  WebSocket: send MESSAGE, print the first message that contains it
 //	echo load [-n 900] [-c 4] [-qps 100] [-split K] URL  h2c GETs over one connection; JSON count of answers per backend
+//	echo tls-serve -cert-dir D [-client-ca F -allow ID] [-upstream URL ...]  HTTPS with files podtls delivers (tlsapp.go)
 //	echo cat FILE                                     print FILE
 package main
 
@@ -33,7 +34,7 @@ func main() {
 
 func run(args []string, stdout io.Writer) error {
 	if len(args) == 0 {
-		return errors.New("usage: echo serve|get|ws|load|cat ...")
+		return errors.New("usage: echo serve|get|ws|load|tls-serve|cat ...")
 	}
 	switch args[0] {
 	case "serve":
@@ -44,6 +45,8 @@ func run(args []string, stdout io.Writer) error {
 		return wsEcho(args[1:], stdout)
 	case "load":
 		return load(args[1:], stdout)
+	case "tls-serve":
+		return tlsServe(args[1:])
 	case "cat":
 		if len(args) != 2 {
 			return errors.New("usage: echo cat FILE")
