@@ -25,7 +25,7 @@ const (
 	AppPasswordVolume = "podtls-app-password"
 	AppPasswordDir    = "/var/run/podtls/app-password"
 	AppPasswordFile   = AppPasswordDir + "/password"
-	TrustBundleKey       = "ca.crt"
+	TrustBundleKey    = "ca.crt"
 
 	// TokenExpirationSeconds is the lifetime of the projected token; kubelet
 	// refreshes it at 80 %.

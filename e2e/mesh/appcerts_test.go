@@ -368,7 +368,7 @@ func tlsGet(ctx context.Context, c *cluster.Cluster, addr, serverName string, ro
 		cfg.Certificates = []tls.Certificate{*cert}
 	}
 	client := &http.Client{Timeout: 20 * time.Second, Transport: &http.Transport{
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) { return c.DialContext(ctx, "tcp", addr) },
+		DialContext:     func(ctx context.Context, _, _ string) (net.Conn, error) { return c.DialContext(ctx, "tcp", addr) },
 		TLSClientConfig: cfg, DisableKeepAlives: true,
 	}}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "https://"+serverName+"/", nil)

@@ -24,14 +24,22 @@ type fakeStore struct {
 	changes  chan struct{}
 }
 
-func (f *fakeStore) MeshCertificate() *tls.Certificate { f.mu.Lock(); defer f.mu.Unlock(); return f.mesh }
+func (f *fakeStore) MeshCertificate() *tls.Certificate {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.mesh
+}
 func (f *fakeStore) TrustCertificates() []*x509.Certificate {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return f.roots
 }
-func (f *fakeStore) External(string) *tls.Certificate { f.mu.Lock(); defer f.mu.Unlock(); return f.external }
-func (f *fakeStore) Changes() <-chan struct{}         { return f.changes }
+func (f *fakeStore) External(string) *tls.Certificate {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.external
+}
+func (f *fakeStore) Changes() <-chan struct{} { return f.changes }
 
 func tlsCert(m Material) *tls.Certificate {
 	c := &tls.Certificate{PrivateKey: m.Key, Leaf: m.Chain[0]}
@@ -47,7 +55,7 @@ type recorder struct {
 	err error
 }
 
-func (r *recorder) Action() string                 { return "signal" }
+func (r *recorder) Action() string                   { return "signal" }
 func (r *recorder) Reload(ctx context.Context) error { r.n++; return r.err }
 
 func newTestWriter(t *testing.T, st *fakeStore, formats ...string) (*Writer, *recorder, string) {
