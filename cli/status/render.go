@@ -227,6 +227,21 @@ func (r Report) WriteDetail(w io.Writer, now time.Time, st output.Style) error {
 				add("Allowed", strings.Join(p.Allow, ", "))
 			}
 		}
+		if a := p.AppFiles; a != nil {
+			add("App files", fmt.Sprintf("%s (%s; %s; reload %s)", a.Path, strings.Join(a.Sources, ", "), strings.Join(a.Formats, ", "), a.Reload))
+		}
+		if p.Live != nil {
+			for _, f := range p.Live.AppFiles {
+				switch {
+				case f.Error != "":
+					add("", fmt.Sprintf("%s: %s %s (the previous files stay)", f.Source, st.Mark(output.Fail), f.Error))
+				case f.Written:
+					add("", fmt.Sprintf("%s: serial %s, written %s; last reload: %s", f.Source, f.Serial, f.WrittenAt.UTC().Format(time.RFC3339), orNone(f.LastReload)))
+				default:
+					add("", f.Source+": not written yet")
+				}
+			}
+		}
 		if e := p.External; e != nil {
 			add("External", strings.Join(e.Hosts, ", "))
 			switch {
@@ -274,4 +289,11 @@ func ago(d time.Duration) string {
 		return fmt.Sprintf("%dh", int(d.Hours()))
 	}
 	return fmt.Sprintf("%dd", int(d.Hours()/24))
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "none yet"
+	}
+	return s
 }

@@ -64,7 +64,9 @@ type Pod struct {
 	// Allow is empty when any identity of the trust domain may call.
 	Allow    []string  `json:"allow,omitempty"`
 	External *External `json:"external,omitempty"`
-	Live     *Live     `json:"live,omitempty"`
+	// AppFiles is where the app's own certificate files go (podtls.io/app-certs).
+	AppFiles *contract.AppCertSpec `json:"appFiles,omitempty"`
+	Live     *Live                 `json:"live,omitempty"`
 	Events   []Event   `json:"events,omitempty"`
 	// Problems found while reading the pod's podtls annotations.
 	Problems []string `json:"problems,omitempty"`
@@ -89,6 +91,19 @@ type Live struct {
 	// PlaintextError says why it could not be read.
 	Plaintext      *exposure.Report `json:"plaintext,omitempty"`
 	PlaintextError string           `json:"plaintextError,omitempty"`
+	// AppFiles is the state of each app-owned certificate directory (the
+	// sidecar's /app-certs).
+	AppFiles []AppFiles `json:"appFiles,omitempty"`
+}
+
+// AppFiles is one source directory of app-owned certificate files.
+type AppFiles struct {
+	Source     string    `json:"source"`
+	Written    bool      `json:"written"`
+	Serial     string    `json:"serial,omitempty"`
+	WrittenAt  time.Time `json:"written_at,omitzero"`
+	Error      string    `json:"error,omitempty"`
+	LastReload string    `json:"last_reload,omitempty"`
 }
 
 // Event is a podtls Event on the pod.
@@ -265,6 +280,7 @@ func describe(p *corev1.Pod, ns *corev1.Namespace, cfg inject.Config) Pod {
 		st.Upstreams = append(st.Upstreams, s)
 	}
 	st.Allow = spec.Allow
+	st.AppFiles = spec.AppCerts
 	if len(spec.ExternalHosts) > 0 {
 		secret := p.Annotations[contract.ExternalSecret]
 		if secret == "" {
@@ -365,6 +381,11 @@ func live(ctx context.Context, kc kubernetes.Interface, proxy kube.AdminGetter, 
 	l.Plaintext, err = ReadPlaintext(ctx, proxy, p.Namespace, p.Name)
 	if err != nil {
 		l.PlaintextError = err.Error()
+	}
+	if _, files := p.Annotations[contract.AppCerts]; files {
+		if body, err := proxy(ctx, p.Namespace, p.Name, "app-certs"); err == nil {
+			_ = json.Unmarshal(body, &l.AppFiles) // a malformed answer shows as no state
+		}
 	}
 	return l
 }

@@ -33,7 +33,7 @@ func TestCollect(t *testing.T) {
 	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop", Labels: map[string]string{contract.Inject: contract.NamespaceEnabled}}}
 	cfg := inject.DefaultConfig()
 	injected := pod("web", map[string]string{contract.Inbound: "8443:8080", contract.ExternalHosts: "shop.example.com",
-		contract.Upstreams: "db.shop.svc:5432@9001"})
+		contract.Upstreams: "db.shop.svc:5432@9001", contract.AppCerts: "/etc/tls", contract.AppCertFormats: "pem,jks"})
 	if _, err := inject.Mutate(injected, ns, cfg); err != nil {
 		t.Fatal(err)
 	}
@@ -60,6 +60,9 @@ func TestCollect(t *testing.T) {
 		case "plaintext":
 			return []byte(`{"enabled":true,"pod_ips":["10.1.2.3"],"checked_at":"2026-11-24T11:59:00Z","ports":[` +
 				`{"port":8080,"exposed":true,"addresses":["10.1.2.3:8080"],"fix":"bind the app to 127.0.0.1:8080"}]}`), nil
+		case "app-certs":
+			return []byte(`[{"source":"mesh","written":true,"serial":"1f","written_at":"2026-11-24T11:58:00Z","last_reload":"none"},` +
+				`{"source":"external","written":true,"serial":"0a","error":"write external files: no space left on device"}]`), nil
 		}
 		t.Errorf("proxy to path %q", path)
 		return nil, nil
@@ -111,7 +114,9 @@ func TestCollect(t *testing.T) {
 	}
 	t.Logf("table:\n%s\ndetail:\n%s", table.String(), detail.String())
 	for _, want := range []string{"issuer CN=Pebble Intermediate", "last error (1 failures): rate limited", "PodtlsNotInjected", "serial 1f",
-		"Plaintext:", "10.1.2.3:8080", "bind the app to 127.0.0.1:8080"} {
+		"Plaintext:", "10.1.2.3:8080", "bind the app to 127.0.0.1:8080",
+		"App files:", "/etc/tls (mesh, external; pem, jks; reload none)", "mesh: serial 1f, written 2026-11-24T11:58:00Z",
+		"external: [FAIL] write external files: no space left on device"} {
 		if !strings.Contains(detail.String(), want) {
 			t.Errorf("detail lacks %q:\n%s", want, detail.String())
 		}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
@@ -233,6 +234,101 @@ func TestAppOwnedTLS(t *testing.T) {
 		if d.Generation != 2 || restartEvents(ctx, cs) != 1 {
 			t.Fatalf("podinfo-tls: generation %d, %d restart Events; want one rollout", d.Generation, restartEvents(ctx, cs))
 		}
+	})
+
+	t.Run("files from the kubelet's pod certificate", func(t *testing.T) {
+		labels := map[string]string{"app": "pc-files"}
+		d := &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Name: "pc-files"}, Spec: appsv1.DeploymentSpec{
+			Replicas: ptr.To[int32](1), Selector: &metav1.LabelSelector{MatchLabels: labels},
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: labels, Annotations: map[string]string{
+					contract.Identity: contract.IdentityPodCertificate, contract.AppCerts: "/etc/tls", contract.AppCertFormats: "pem,jks"}},
+				Spec: corev1.PodSpec{
+					TerminationGracePeriodSeconds: ptr.To[int64](5),
+					SecurityContext:               &corev1.PodSecurityContext{RunAsNonRoot: ptr.To(true), RunAsUser: ptr.To[int64](2000)},
+					Containers: []corev1.Container{{Name: "app", Image: echoImage, ImagePullPolicy: corev1.PullNever,
+						Args: []string{"serve", "-addr", "127.0.0.1:8080"}}},
+				}}}}
+		if _, err := cs.AppsV1().Deployments(ns).Create(ctx, d, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		waitDeployment(ctx, t, cs, "pc-files", 3*time.Minute)
+		pod := podByApp(ctx, t, cs, "pc-files")
+		if !slices.Contains(pod.Spec.InitContainers[0].Args, "--credential-bundle") {
+			t.Fatalf("not a podCertificate pod: %v", pod.Spec.InitContainers[0].Args)
+		}
+		// The app (user 2000, fsGroup set by the webhook) reads the key and the store.
+		for _, f := range []string{"tls.key", "keystore.jks", "store.password"} {
+			if _, err := c.RunKubectl(ctx, "-n", ns, "exec", pod.Name, "-c", "app", "--", "/echo", "cat", "/etc/tls/mesh/"+f); err != nil {
+				t.Fatalf("the app cannot read %s: %v", f, err)
+			}
+		}
+		out, err := c.RunKubectl(ctx, "-n", ns, "exec", pod.Name, "-c", "app", "--", "/echo", "cat", "/etc/tls/mesh/tls.crt")
+		if err != nil {
+			t.Fatal(err)
+		}
+		blk, _ := pem.Decode(out)
+		if blk == nil {
+			t.Fatalf("tls.crt: %q", out)
+		}
+		leaf, err := x509.ParseCertificate(blk.Bytes)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := "spiffe://cluster.local/ns/demo/sa/default"; len(leaf.URIs) != 1 || leaf.URIs[0].String() != want {
+			t.Fatalf("delivered identity %v, want %s", leaf.URIs, want)
+		}
+		t.Logf("kubelet-issued leaf %s (%s) delivered to the app", leaf.SerialNumber.Text(16), leaf.URIs[0])
+	})
+
+	t.Run("a root rotation's new root reaches the trust stores", func(t *testing.T) {
+		cli, err := gobuild.Binary(ctx, root, t.TempDir(), "./cli/cmd/podtls")
+		if err != nil {
+			t.Fatal(err)
+		}
+		roots := func() int {
+			out, err := c.RunKubectl(ctx, "-n", ns, "exec", "deploy/preference", "-c", "app", "--", "/echo", "cat", "/etc/tls/mesh/ca.crt")
+			if err != nil {
+				return -1
+			}
+			return strings.Count(string(out), "BEGIN CERTIFICATE")
+		}
+		if n := roots(); n != 1 {
+			t.Fatalf("ca.crt holds %d roots before the rotation", n)
+		}
+		recIP := podIP(ctx, t, cs, "recommendation")
+		admin := adminClient(c)
+		reloads := func() float64 {
+			m, err := metricsOf(ctx, admin, recIP)
+			if err != nil {
+				return -1
+			}
+			return m[`podtls_sidecar_app_reloads_total{action="signal",result="success"}`]
+		}
+		before := reloads()
+		start := time.Now()
+		if out, err := c.Exec(ctx, cli, "--kubeconfig", c.Kubeconfig, "--controller-namespace", systemNS, "ca", "rotate", "publish"); err != nil {
+			t.Fatalf("podtls ca rotate publish: %v\n%s", err, out)
+		}
+		waitFor(ctx, t, 4*time.Minute, "preference's ca.crt with the old and the new root", func() bool { return roots() == 2 })
+		t.Logf("rotation publish -> both roots in the app's ca.crt in %s", time.Since(start).Round(time.Second))
+		dir := t.TempDir()
+		out, err := c.RunKubectl(ctx, "-n", ns, "exec", "deploy/preference", "-c", "app", "--", "/echo", "cat", "/etc/tls/mesh/truststore.jks")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, "truststore.jks"), out, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		kt, err := exec.CommandContext(ctx, "keytool", "-list", "-storetype", "JKS", "-keystore", filepath.Join(dir, "truststore.jks"), "-storepass", storePass).CombinedOutput()
+		if err != nil || !strings.Contains(string(kt), "Your keystore contains 2 entries") {
+			t.Fatalf("truststore.jks during the rotation: %v\n%s", err, kt)
+		}
+		waitFor(ctx, t, 2*time.Minute, "nginx told about the new root", func() bool { return reloads() > before })
+		waitFor(ctx, t, time.Minute, "the chain to work during the rotation", func() bool {
+			b, err := publicGet(ctx, c, customerIP, pebbleRoots)
+			return err == nil && strings.Contains(b, "client-verified=SUCCESS")
+		})
 	})
 
 	t.Run("bad app-cert annotations are refused at admission", func(t *testing.T) {
