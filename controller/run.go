@@ -42,6 +42,7 @@ import (
 	"github.com/podtls/podtls/controller/options"
 	"github.com/podtls/podtls/discovery"
 	"github.com/podtls/podtls/rollout"
+	"github.com/podtls/podtls/sidecarevents"
 	"github.com/podtls/podtls/tlsconfig"
 	"github.com/podtls/podtls/webhook"
 	"github.com/podtls/podtls/webhook/audit"
@@ -154,6 +155,13 @@ func Run(ctx context.Context, opts options.Options, restCfg *rest.Config) error 
 	if err != nil {
 		return err
 	}
+	eventsHandler, err := sidecarevents.New(sidecarevents.Options{
+		Pods: mgr.GetCache(), Recorder: mgr.GetEventRecorderFor("podtls-sidecar"),
+		TrustDomain: authority.TrustDomain(), TrustPool: authority.TrustPool, Logger: slogger, Metrics: ctrlmetrics.Registry,
+	})
+	if err != nil {
+		return err
+	}
 	caSrv, err := caserver.New(caserver.Options{
 		Addr:          opts.CAAddr,
 		Authority:     authority,
@@ -162,6 +170,7 @@ func Run(ctx context.Context, opts options.Options, restCfg *rest.Config) error 
 		Logger:        slogger,
 		Metrics:       ctrlmetrics.Registry,
 		Discovery:     discoveryHandler,
+		Events:        eventsHandler,
 	})
 	if err != nil {
 		return fmt.Errorf("CA server: %w", err)

@@ -164,6 +164,9 @@ func (h *Handler) checkPasswordSecret(ctx context.Context, ns string, pod *corev
 	case apierrors.IsNotFound(err):
 		return fmt.Sprintf("podtls: annotation %s: Secret %s/%s does not exist; create it with the stores' password under key %q first",
 			contract.AppCertPassword, ns, name, key), ""
+	case apierrors.IsForbidden(err):
+		return "", fmt.Sprintf("podtls: cannot check that Secret %s/%s of %s exists (the controller may not read Secrets: chart value appCertificates.checkPasswordSecrets); if it is missing, the pod waits for it",
+			ns, name, contract.AppCertPassword)
 	}
 	return "", fmt.Sprintf("podtls: could not check that Secret %s/%s of %s exists (%v); the pod waits for it if it does not",
 		ns, name, contract.AppCertPassword, err)

@@ -243,7 +243,7 @@ func TestPasswordSecretCheck(t *testing.T) {
 	}{
 		{"missing", fake.NewClientBuilder().Build(), false, "Secret demo/store-pass does not exist; create it with the stores' password under key \"password\""},
 		{"present", fake.NewClientBuilder().WithObjects(existing).Build(), true, ""},
-		{"cannot look", fake.NewClientBuilder().WithInterceptorFuncs(forbidden).Build(), true, "could not check that Secret demo/store-pass"},
+		{"cannot look", fake.NewClientBuilder().WithInterceptorFuncs(forbidden).Build(), true, "cannot check that Secret demo/store-pass"},
 		{"no reader", nil, true, ""},
 	}
 	for _, tt := range tests {

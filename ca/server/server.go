@@ -47,6 +47,7 @@ import (
 	"github.com/podtls/podtls/ca/signapi"
 	"github.com/podtls/podtls/discovery/discoveryapi"
 	"github.com/podtls/podtls/identity"
+	"github.com/podtls/podtls/sidecarevents/eventsapi"
 	"github.com/podtls/podtls/tlsconfig"
 )
 
@@ -96,6 +97,9 @@ type Options struct {
 	// not chain to the Authority's current roots; the handler decides which
 	// verified identities it serves.
 	Discovery http.Handler
+	// Events, if set, is served at eventsapi.Path (the controller passes a
+	// sidecarevents.Handler), behind the same optional client certificate.
+	Events http.Handler
 }
 
 // ServiceDNSNames are the names the CA's Service is reached by:
@@ -232,6 +236,9 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc(TrustBundlePath, s.handleTrustBundle)
 	if s.opts.Discovery != nil {
 		mux.Handle(discoveryapi.EndpointsPath, s.opts.Discovery)
+	}
+	if s.opts.Events != nil {
+		mux.Handle(eventsapi.Path, s.opts.Events)
 	}
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok\n") })
 	return mux

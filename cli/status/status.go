@@ -28,6 +28,7 @@ import (
 	"github.com/podtls/podtls/controller/options"
 	"github.com/podtls/podtls/identity"
 	"github.com/podtls/podtls/sidecar/certs"
+	"github.com/podtls/podtls/sidecarevents/eventsapi"
 	"github.com/podtls/podtls/sidecar/exposure"
 	"github.com/podtls/podtls/webhook/inject"
 )
@@ -129,7 +130,8 @@ type Options struct {
 
 // eventReasons are the Event reasons podtls records on pods.
 var eventReasons = []string{contract.EventNotInjected, acmestatus.EventIssued, acmestatus.EventRenewed,
-	acmestatus.EventFailed, acmestatus.EventDenied, acmestatus.EventNotConfigured, acmestatus.EventIgnored}
+	acmestatus.EventFailed, acmestatus.EventDenied, acmestatus.EventNotConfigured, acmestatus.EventIgnored,
+	eventsapi.ReasonAppCertsWriteFailed, eventsapi.ReasonAppReloaded, eventsapi.ReasonAppReloadFailed, eventsapi.ReasonPlaintextExposed}
 
 // Collect reads the pods and everything about them.
 func Collect(ctx context.Context, kc kubernetes.Interface, opts Options) (Report, error) {

@@ -74,6 +74,7 @@ var valueSets = []valueSet{
 	{name: "acme-quickstart-credentials", files: []string{"manifests/examples/issuers/cloudflare.yaml"},
 		sets: []string{"acme.dnsCredentials.create=true", "acme.dnsCredentials.stringData.CF_DNS_API_TOKEN=not-a-real-token"}},
 	{name: "byo-ca", sets: []string{"ca.existingSecret=corp-intermediate"}},
+	{name: "app-cert-password-check", sets: []string{"appCertificates.checkPasswordSecrets=true"}},
 	{name: "everything-else", sets: []string{
 		"replicaCount=1", "webhook.failurePolicy=Ignore", "webhook.timeoutSeconds=10", "trustDomain=example.org",
 		"clusterDomain=k8s.example.org", "logLevel=debug", "sidecar.mode=native", "sidecar.resources.cpuRequest=20m",
@@ -297,11 +298,20 @@ func TestRender(t *testing.T) {
 				t.Errorf("credentials Secret rendered: %v, want %v", hasCreds, want)
 			}
 
-			// RBAC: Secrets cluster-wide only with ACME; the CA Secret by name.
+			// RBAC: Secrets cluster-wide only with ACME, or "get" alone for the app-cert
+			// password check when asked for; the CA Secret by name.
 			cr := decode[rbacv1.ClusterRole](t, objs, "ClusterRole", "podtls-controller")
 			secretsAnywhere := slices.ContainsFunc(cr.Rules, func(r rbacv1.PolicyRule) bool { return slices.Contains(r.Resources, "secrets") })
-			if secretsAnywhere != acme {
-				t.Errorf("ClusterRole grants Secrets: %v, want %v (only with ACME)", secretsAnywhere, acme)
+			pwCheck := vs.name == "app-cert-password-check"
+			if secretsAnywhere != (acme || pwCheck) {
+				t.Errorf("ClusterRole grants Secrets: %v, want %v (only with ACME or the password check)", secretsAnywhere, acme || pwCheck)
+			}
+			if pwCheck {
+				for _, r := range cr.Rules {
+					if slices.Contains(r.Resources, "secrets") && !slices.Equal(r.Verbs, []string{"get"}) {
+						t.Errorf("the password check grants %v on Secrets, want get only", r.Verbs)
+					}
+				}
 			}
 			for _, r := range cr.Rules {
 				if slices.Contains(r.Resources, "mutatingwebhookconfigurations") && !slices.Equal(r.ResourceNames, []string{"podtls"}) {

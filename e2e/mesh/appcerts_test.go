@@ -174,6 +174,11 @@ func TestAppOwnedTLS(t *testing.T) {
 		if !strings.Contains(logsOf(ctx, cs, pod.Name, sidecar), `"app told to reload its certificates"`) {
 			t.Fatal("the sidecar did not log the reload")
 		}
+		// The sidecar cannot write Events itself: the controller records its report.
+		waitFor(ctx, t, time.Minute, "Event PodtlsAppReloaded on the pod", func() bool {
+			evs, err := cs.CoreV1().Events(ns).List(ctx, metav1.ListOptions{FieldSelector: "reason=PodtlsAppReloaded,involvedObject.name=" + pod.Name})
+			return err == nil && len(evs.Items) > 0
+		})
 		waitFor(ctx, t, time.Minute, "the chain to work with the renewed certificate", func() bool {
 			b, err := publicGet(ctx, c, customerIP, pebbleRoots)
 			return err == nil && strings.Contains(b, "client-verified=SUCCESS")
@@ -333,9 +338,10 @@ func TestAppOwnedTLS(t *testing.T) {
 
 	t.Run("bad app-cert annotations are refused at admission", func(t *testing.T) {
 		for _, tc := range []struct{ ann, want string }{
-			{"podtls.io/app-cert-formats: der", `format "der" is unknown`},
-			{"podtls.io/app-cert-formats: jks\n    podtls.io/app-cert-password: nobody-made-this", "Secret demo/nobody-made-this does not exist"},
-			{"podtls.io/app-cert-reload: restart", "each renewal would roll the workload"},
+			{"podtls.io/app-certs: /etc/tls\n    podtls.io/app-cert-formats: der", `format "der" is unknown`},
+			{"podtls.io/app-certs: /etc/tls\n    podtls.io/app-cert-formats: jks\n    podtls.io/app-cert-password: nobody-made-this", "Secret demo/nobody-made-this does not exist"},
+			{"podtls.io/app-certs: /etc/tls\n    podtls.io/app-cert-reload: restart", "each renewal would roll the workload"},
+			{"podtls.io/app-certs: /srv", `"/srv" overlaps the mount of volume "data" at "/srv/data"`},
 		} {
 			manifest := fmt.Sprintf(`apiVersion: v1
 kind: Pod
@@ -343,10 +349,10 @@ metadata:
   name: bad
   namespace: demo
   annotations:
-    podtls.io/app-certs: /etc/tls
     %s
 spec:
-  containers: [{name: app, image: %s, imagePullPolicy: Never}]
+  containers: [{name: app, image: %s, imagePullPolicy: Never, volumeMounts: [{name: data, mountPath: /srv/data}]}]
+  volumes: [{name: data, emptyDir: {}}]
 `, tc.ann, echoImage)
 			f := filepath.Join(t.TempDir(), "bad.yaml")
 			if err := os.WriteFile(f, []byte(manifest), 0o644); err != nil {

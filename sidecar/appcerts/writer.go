@@ -20,6 +20,7 @@ import (
 	"github.com/podtls/podtls/contract"
 	"github.com/podtls/podtls/sidecar/atomicdir"
 	"github.com/podtls/podtls/sidecar/metrics"
+	"github.com/podtls/podtls/sidecarevents/eventsapi"
 )
 
 // Source is where a source directory's material comes from: the sidecar's
@@ -47,6 +48,9 @@ type Config struct {
 	PasswordFile string
 	Reload       Reloader
 	Store        Source
+	// Report, if set, sends an Event about the pod (reason, message) to the
+	// controller: write failures and reloads (eventsapi reasons).
+	Report func(reason, message string)
 	// Poll re-reads the password file and retries failed writes; 0: 10s.
 	Poll     time.Duration
 	Logger   *slog.Logger
@@ -218,8 +222,10 @@ func (w *Writer) reload(ctx context.Context) {
 		result = "failure"
 		msg = err.Error()
 		w.log.Warn("app reload failed", "action", w.c.Reload.Action(), "error", err)
+		w.report(eventsapi.ReasonAppReloadFailed, fmt.Sprintf("podtls.io/app-cert-reload %s: %v", w.c.Reload.Action(), err))
 	} else {
 		w.log.Info("app told to reload its certificates", "action", w.c.Reload.Action())
+		w.report(eventsapi.ReasonAppReloaded, fmt.Sprintf("podtls.io/app-cert-reload %s: the app was told that its certificate files changed", w.c.Reload.Action()))
 	}
 	w.reloads.With(w.c.Reload.Action(), result).Inc()
 	w.mu.Lock()
@@ -248,8 +254,17 @@ func (w *Writer) fail(src string, err error) {
 	if st.Error != err.Error() {
 		w.log.Warn("app certificate files not written, the previous ones stay", "source", src, "error", err)
 	}
+	if st.Error == "" { // one Event per failing spell, not per retry
+		w.report(eventsapi.ReasonAppCertsWriteFailed, fmt.Sprintf("%s files not written, the previous ones stay: %v", src, err))
+	}
 	st.Error = err.Error()
 	w.writes.With(src, "failure").Inc()
+}
+
+func (w *Writer) report(reason, message string) {
+	if w.c.Report != nil {
+		w.c.Report(reason, message)
+	}
 }
 
 // material returns a source's current certificate, key and roots.

@@ -7,12 +7,14 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 
 	"github.com/podtls/podtls/contract"
 	"github.com/podtls/podtls/sidecar/atomicdir"
+	"github.com/podtls/podtls/sidecarevents/eventsapi"
 )
 
 // fakeStore is the certificate store as the writer sees it.
@@ -51,8 +53,9 @@ func tlsCert(m Material) *tls.Certificate {
 
 // recorder counts reloads.
 type recorder struct {
-	n   int
-	err error
+	n       int
+	err     error
+	reports []string // Event reasons sent to the controller
 }
 
 func (r *recorder) Action() string                   { return "signal" }
@@ -63,7 +66,7 @@ func newTestWriter(t *testing.T, st *fakeStore, formats ...string) (*Writer, *re
 	dir := t.TempDir()
 	rec := &recorder{}
 	w, err := New(Config{Dir: dir, Sources: []string{contract.AppSourceMesh, contract.AppSourceExternal}, ExternalDir: "/ext",
-		Formats: formats, Store: st, Reload: rec})
+		Formats: formats, Store: st, Reload: rec, Report: func(reason, _ string) { rec.reports = append(rec.reports, reason) }})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -184,12 +187,18 @@ func TestWriterKeepsLastGoodFilesOnFailure(t *testing.T) {
 	if s := w.Statuses()[0]; s.Error == "" || !s.Written {
 		t.Fatalf("status %+v, want the error and the previous files", s)
 	}
+	if err := w.Sync(ctx); err == nil || !slices.Equal(rec.reports, []string{eventsapi.ReasonAppCertsWriteFailed}) {
+		t.Fatalf("reports %v after two failed passes; want one Event", rec.reports)
+	}
 	// Fixed: the next pass writes and reloads.
 	if err := os.RemoveAll(filepath.Join(mesh, "..data.tmp")); err != nil {
 		t.Fatal(err)
 	}
 	if err := w.Sync(ctx); err != nil || serial(t, mesh) == good || rec.n != 1 {
 		t.Fatalf("retry: %v, reloads %d", err, rec.n)
+	}
+	if !slices.Equal(rec.reports, []string{eventsapi.ReasonAppCertsWriteFailed, eventsapi.ReasonAppReloaded}) {
+		t.Fatalf("reports %v", rec.reports)
 	}
 }
 

@@ -2,14 +2,17 @@ package exposure
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/podtls/podtls/sidecar/metrics"
+	"github.com/podtls/podtls/sidecarevents/eventsapi"
 )
 
 // DefaultInterval is the time between two checks: apps often bind their
@@ -31,6 +34,9 @@ type Config struct {
 	After func(time.Duration) <-chan time.Time
 	// Disabled, when set, is why the check does not run (Report.Reason).
 	Disabled string
+	// Report, if set, sends an Event about the pod (reason, message) to the
+	// controller when a port becomes exposed.
+	Report   func(reason, message string)
 	Logger   *slog.Logger
 	Registry *metrics.Registry
 }
@@ -145,6 +151,10 @@ func (c *Checker) CheckNow(ctx context.Context) Report {
 			if p.Exposed {
 				c.cfg.Logger.Warn("app port reachable in plaintext on the pod IP, bypassing mTLS and the allow list",
 					"port", p.Port, "addresses", p.Addresses, "fix", p.Fix)
+				if c.cfg.Report != nil {
+					c.cfg.Report(eventsapi.ReasonPlaintextExposed, fmt.Sprintf("app port %d is reachable without TLS at %s, bypassing mTLS and the allow list; %s",
+						p.Port, strings.Join(p.Addresses, ", "), p.Fix))
+				}
 			} else {
 				c.cfg.Logger.Info("app port no longer reachable on the pod IP", "port", p.Port)
 			}

@@ -131,8 +131,10 @@ func TestCheckerFindsLatePort(t *testing.T) {
 	reg := metrics.NewRegistry()
 	var logs bytes.Buffer
 	clock := &fakeClock{now: time.Unix(1000, 0), waits: make(chan chan time.Time, 1)}
+	var reports []string
 	c := New(Config{PodIPs: []netip.Addr{ip}, Ports: []int{port}, Registry: reg,
-		Logger: slog.New(slog.NewTextHandler(&logs, nil)), Now: func() time.Time { return clock.now }, After: clock.after})
+		Logger: slog.New(slog.NewTextHandler(&logs, nil)), Now: func() time.Time { return clock.now }, After: clock.after,
+		Report: func(reason, msg string) { reports = append(reports, reason+": "+msg) }})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	checked := c.Checked()
@@ -174,6 +176,9 @@ func TestCheckerFindsLatePort(t *testing.T) {
 	}
 	if !strings.Contains(logs.String(), "bind the app to 127.0.0.1:"+strconv.Itoa(port)) {
 		t.Fatalf("warning does not name the fix:\n%s", logs.String())
+	}
+	if len(reports) != 1 || !strings.HasPrefix(reports[0], "PodtlsPlaintextExposed: app port "+strconv.Itoa(port)) {
+		t.Fatalf("Event reports %q, want one per change", reports)
 	}
 	app.Close()
 	listen(t, "127.0.0.1", port) // fixed

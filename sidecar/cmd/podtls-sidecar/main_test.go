@@ -265,7 +265,7 @@ func TestDependencies(t *testing.T) {
 	if err != nil {
 		t.Fatalf("go list: %v", err)
 	}
-	allowed := []string{"github.com/podtls/podtls/sidecar/", "github.com/podtls/podtls/identity", "github.com/podtls/podtls/contract", "github.com/podtls/podtls/tlsconfig", "github.com/podtls/podtls/renewal", "github.com/podtls/podtls/ca/signapi", "github.com/podtls/podtls/discovery/discoveryapi",
+	allowed := []string{"github.com/podtls/podtls/sidecar/", "github.com/podtls/podtls/identity", "github.com/podtls/podtls/contract", "github.com/podtls/podtls/tlsconfig", "github.com/podtls/podtls/renewal", "github.com/podtls/podtls/ca/signapi", "github.com/podtls/podtls/discovery/discoveryapi", "github.com/podtls/podtls/sidecarevents/eventsapi",
 		"github.com/fsnotify/fsnotify", "golang.org/x/sys/", "github.com/pires/go-proxyproto",
 		"software.sslmate.com/src/go-pkcs12", "github.com/pavlo-v-chernykh/keystore-go/v4", "golang.org/x/crypto/pbkdf2",
 		"google.golang.org/protobuf/encoding/protowire", "google.golang.org/protobuf/internal/detrand", "google.golang.org/protobuf/internal/errors"}

@@ -26,6 +26,7 @@ import (
 	"github.com/podtls/podtls/sidecar/options"
 	"github.com/podtls/podtls/sidecar/probe"
 	"github.com/podtls/podtls/sidecar/proxy"
+	"github.com/podtls/podtls/sidecar/report"
 	"github.com/podtls/podtls/tlsconfig"
 )
 
@@ -104,6 +105,8 @@ func run(ctx context.Context, cfg *options.Config, log *slog.Logger) error {
 	}
 
 	clientOpts := tlsconfig.Options{PostQuantum: cfg.PostQuantum}
+	ctrlHTTP, ctrlBase := controllerClient(cfg, store, clientOpts)
+	reporter := newReporter(ctrlHTTP, ctrlBase, log)
 	publicRoots, err := systemRoots(cfg.Outbound)
 	if err != nil {
 		return err
@@ -124,7 +127,7 @@ func run(ctx context.Context, cfg *options.Config, log *slog.Logger) error {
 		MaxConnections: cfg.MaxConnections, Logger: log, Registry: reg, AccessLog: newAccessLogger(cfg, os.Stdout),
 		TrustedProxies: cfg.TrustedProxies, ProxyProtocol: cfg.ProxyProtocol,
 		SelfID:    func() string { return selfID(store) },
-		Discovery: discoveryClient(cfg, store, clientOpts, log, reg),
+		Discovery: discoveryClient(ctrlHTTP, ctrlBase, log, reg),
 	})
 	if err != nil {
 		return err
@@ -142,8 +145,8 @@ func run(ctx context.Context, cfg *options.Config, log *slog.Logger) error {
 		}
 	}
 
-	plaintext := newPlaintextChecker(cfg, log, reg)
-	files, err := newAppCertWriter(cfg, store, log, reg)
+	plaintext := newPlaintextChecker(cfg, reporter, log, reg)
+	files, err := newAppCertWriter(cfg, store, reporter, log, reg)
 	if err != nil {
 		return err
 	}
@@ -183,6 +186,9 @@ func run(ctx context.Context, cfg *options.Config, log *slog.Logger) error {
 		go ag.Run(runCtx)
 	}
 	go plaintext.Run(runCtx)
+	if reporter != nil {
+		go reporter.Run(runCtx)
+	}
 
 	select {
 	case <-store.ReadyC():
@@ -230,7 +236,7 @@ func run(ctx context.Context, cfg *options.Config, log *slog.Logger) error {
 
 // newAppCertWriter is the writer of app-owned certificate files, nil
 // without --app-cert-dir.
-func newAppCertWriter(cfg *options.Config, store *certs.Store, log *slog.Logger, reg *metrics.Registry) (*appcerts.Writer, error) {
+func newAppCertWriter(cfg *options.Config, store *certs.Store, rep *report.Reporter, log *slog.Logger, reg *metrics.Registry) (*appcerts.Writer, error) {
 	ac := cfg.AppCerts
 	if ac == nil {
 		return nil, nil
@@ -242,15 +248,15 @@ func newAppCertWriter(cfg *options.Config, store *certs.Store, log *slog.Logger,
 	return appcerts.New(appcerts.Config{
 		Dir: ac.Dir, Sources: ac.Sources, ExternalDir: ext, Formats: ac.Formats, PKCS12: ac.PKCS12,
 		PasswordFile: ac.PasswordFile, Reload: appcerts.NewReloader(ac.Reload), Store: store,
-		Poll: cfg.PollInterval, Logger: log, Registry: reg,
+		Report: rep.Report, Poll: cfg.PollInterval, Logger: log, Registry: reg,
 	})
 }
 
 // newPlaintextChecker checks the inbound target ports on the pod's IPs
 // (POD_IPS, else POD_IP, from the downward API). A diagnostic never stops
 // the sidecar: unusable addresses turn the check off and say why.
-func newPlaintextChecker(cfg *options.Config, log *slog.Logger, reg *metrics.Registry) *exposure.Checker {
-	c := exposure.Config{Ports: exposure.TargetPorts(cfg.Inbound), Interval: cfg.PlaintextCheck, Logger: log, Registry: reg}
+func newPlaintextChecker(cfg *options.Config, rep *report.Reporter, log *slog.Logger, reg *metrics.Registry) *exposure.Checker {
+	c := exposure.Config{Ports: exposure.TargetPorts(cfg.Inbound), Interval: cfg.PlaintextCheck, Report: rep.Report, Logger: log, Registry: reg}
 	ips, err := exposure.ParsePodIPs(os.Getenv(contract.EnvPodIP), os.Getenv(contract.EnvPodIPs))
 	switch {
 	case err != nil:
@@ -262,25 +268,44 @@ func newPlaintextChecker(cfg *options.Config, log *slog.Logger, reg *metrics.Reg
 	return exposure.New(c)
 }
 
-// discoveryClient is the endpoint discovery of balanced outbound listeners,
-// nil when no controller URL is known (they then dial upstreams by name).
-// It authenticates with the mesh certificate and verifies the controller
-// against the mesh roots, both read from the store on every handshake.
-func discoveryClient(cfg *options.Config, store *certs.Store, o tlsconfig.Options, log *slog.Logger, reg *metrics.Registry) proxy.Discoverer {
+// controllerClient is an HTTP client for the controller's endpoints
+// (discovery, events) at base: it authenticates with the mesh certificate
+// and verifies the controller against the mesh roots, both read from the
+// store on every handshake. Nil when no controller URL is known.
+func controllerClient(cfg *options.Config, store *certs.Store, o tlsconfig.Options) (*http.Client, string) {
 	base := cfg.Discovery()
 	if base == "" {
-		return nil
+		return nil, ""
 	}
 	u, err := url.Parse(base)
 	if err != nil {
-		return nil // validated by options
+		return nil, "" // validated by options
 	}
 	tr := &http.Transport{
 		TLSClientConfig:   tlsconfig.Client(store, u.Hostname(), "", o),
 		ForceAttemptHTTP2: true, // every upstream's long poll on one connection
 		IdleConnTimeout:   2 * time.Minute,
 	}
-	c := &discover.Client{BaseURL: base, HTTP: &http.Client{Transport: tr}, Logger: log, Registry: reg}
+	return &http.Client{Transport: tr}, base
+}
+
+// discoveryClient is the endpoint discovery of balanced outbound listeners,
+// nil when no controller URL is known (they then dial upstreams by name).
+func discoveryClient(hc *http.Client, base string, log *slog.Logger, reg *metrics.Registry) proxy.Discoverer {
+	if hc == nil {
+		return nil
+	}
+	c := &discover.Client{BaseURL: base, HTTP: hc, Logger: log, Registry: reg}
 	c.Init()
 	return c
+}
+
+// newReporter sends Events about the pod (POD_NAME) to the controller;
+// nil without a controller URL or a pod name (outside Kubernetes).
+func newReporter(hc *http.Client, base string, log *slog.Logger) *report.Reporter {
+	pod := os.Getenv("POD_NAME")
+	if hc == nil || pod == "" {
+		return nil
+	}
+	return report.New(base, pod, hc, log)
 }
