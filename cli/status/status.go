@@ -28,8 +28,8 @@ import (
 	"github.com/podtls/podtls/controller/options"
 	"github.com/podtls/podtls/identity"
 	"github.com/podtls/podtls/sidecar/certs"
-	"github.com/podtls/podtls/sidecarevents/eventsapi"
 	"github.com/podtls/podtls/sidecar/exposure"
+	"github.com/podtls/podtls/sidecarevents/eventsapi"
 	"github.com/podtls/podtls/webhook/inject"
 )
 
@@ -68,7 +68,7 @@ type Pod struct {
 	// AppFiles is where the app's own certificate files go (podtls.io/app-certs).
 	AppFiles *contract.AppCertSpec `json:"appFiles,omitempty"`
 	Live     *Live                 `json:"live,omitempty"`
-	Events   []Event   `json:"events,omitempty"`
+	Events   []Event               `json:"events,omitempty"`
 	// Problems found while reading the pod's podtls annotations.
 	Problems []string `json:"problems,omitempty"`
 }
