@@ -77,11 +77,17 @@ func (s *Store) reloadTrust() {
 	}
 	st := &trustState{pool: x509.NewCertPool()}
 	h := sha256.New()
+	seen := map[[sha256.Size]byte]bool{}
 	for _, p := range s.trustPaths() {
 		for _, c := range s.trustFiles[p] {
-			st.pool.AddCert(c)
-			st.certs = append(st.certs, c)
-			h.Write(c.Raw)
+			// The same root often comes in both files (the agent's ca.crt and
+			// the trust bundle): once in the list, as in the pool.
+			if k := sha256.Sum256(c.Raw); !seen[k] {
+				seen[k] = true
+				st.pool.AddCert(c)
+				st.certs = append(st.certs, c)
+				h.Write(c.Raw)
+			}
 		}
 	}
 	copy(st.hash[:], h.Sum(nil))

@@ -442,3 +442,19 @@ func TestExternalEmptyUntilIssued(t *testing.T) {
 		return f.store.ExternalCertificate("shop.example.com") != nil, "not served"
 	})
 }
+
+// TestTrustRootsOnce: a root in both the trust bundle and the cert dir's
+// ca.crt (the agent writes the CA's roots there too) is listed once, so
+// what is built from the list (app-owned trust stores, /certs) has no
+// duplicates.
+func TestTrustRootsOnce(t *testing.T) {
+	f := newFixture(t, nil)
+	l := f.ca.Issue(t, testpki.LeafOptions{SPIFFEID: meshID})
+	testpki.KubeletWrite(t, f.dir, map[string][]byte{CertFile: l.ChainPEM, KeyFile: l.KeyPEM, CAFile: f.ca.RootPEM()})
+	if err := f.store.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(f.store.TrustCertificates()); n != 1 {
+		t.Fatalf("%d roots listed, want the one root once", n)
+	}
+}
