@@ -157,8 +157,11 @@ func (w *Writer) Statuses() []Status {
 // previous files and is retried on the next pass; the error of the last
 // failing source is returned.
 func (w *Writer) Sync(ctx context.Context) error {
+	// The app may run once a pass has found it ready (the mesh files
+	// written, /readyz up): only then is a first write worth a reload.
+	appMayRun := w.Ready()
 	w.mu.Lock()
-	first := w.passes == 0
+	appMayRun = appMayRun && w.passes > 0
 	w.passes++
 	w.mu.Unlock()
 	var password string
@@ -200,9 +203,10 @@ func (w *Writer) Sync(ctx context.Context) error {
 		w.ok(src, m, fp, true)
 		w.log.Info("app certificate files written", "source", src, "dir", dir, "formats", w.c.Formats,
 			"serial", m.Chain[0].SerialNumber.Text(16), "not_after", m.Chain[0].NotAfter.UTC().Format(time.RFC3339))
-		// Replaced files may have been read; a first write after start may
-		// be awaited by an app that is already running (external certs).
-		if len(prev) > 0 || !first {
+		// Replaced files may have been read; a first write may be awaited
+		// by an app that is already running (an external certificate
+		// issued after the pod started).
+		if len(prev) > 0 || appMayRun {
 			replaced = true
 		}
 	}

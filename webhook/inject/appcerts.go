@@ -63,7 +63,7 @@ func AppCertWarnings(pod *corev1.Pod, spec contract.Spec, cfg Config) []string {
 		}
 	}
 	if ac.Reload.Action == contract.ReloadRestart && !hasOwner(pod) {
-		w = append(w, fmt.Sprintf("podtls: %s restart: the pod has no owner (Deployment, StatefulSet or DaemonSet) to roll; nothing will restart it", contract.AppCertReload))
+		w = append(w, fmt.Sprintf("podtls: %s restart: the pod belongs to no Deployment, StatefulSet or DaemonSet to roll; nothing will restart it", contract.AppCertReload))
 	}
 	return w
 }
@@ -213,11 +213,13 @@ func appUser(pod *corev1.Pod) (uid int64, known bool) {
 	return uid, len(pod.Spec.Containers) > 0
 }
 
+// hasOwner reports whether pod belongs to a workload the controller can
+// roll: a ReplicaSet (of a Deployment), a StatefulSet or a DaemonSet.
 func hasOwner(pod *corev1.Pod) bool {
 	for _, o := range pod.OwnerReferences {
-		if o.Controller != nil && *o.Controller {
+		if o.Controller != nil && *o.Controller && (o.Kind == "ReplicaSet" || o.Kind == "StatefulSet" || o.Kind == "DaemonSet") {
 			return true
 		}
 	}
-	return pod.GenerateName != ""
+	return false
 }
