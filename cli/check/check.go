@@ -38,6 +38,7 @@ const (
 	IDExternalCerts      = "external-certs"
 	IDUninjectedPods     = "uninjected-pods"
 	IDPlaintextBypass    = "plaintext-bypass"
+	IDAppFiles           = "app-files"
 )
 
 // ACMEConfigMap and ACMEConfigKey hold the issuer configuration the chart renders.
@@ -119,6 +120,7 @@ func Run(ctx context.Context, kube kubernetes.Interface, opts Options) Report {
 	r.externalCerts(ctx)
 	r.uninjected(ctx)
 	r.plaintext(ctx)
+	r.appFiles(ctx)
 	rep := Report{Schema: SchemaVersion, Level: output.OK, Checks: r.res}
 	for _, c := range r.res {
 		if c.Level.Severity() > rep.Level.Severity() && c.Level != output.Skip {

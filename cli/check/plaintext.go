@@ -24,56 +24,35 @@ const plaintextWorkers = 8
 // port reachable on the pod IP is a failure (mTLS and the allow list are
 // bypassed); a sidecar that cannot tell is a warning, never a false ok.
 func (r *runner) plaintext(ctx context.Context) {
-	pods, err := r.kube.CoreV1().Pods("").List(ctx, metav1.ListOptions{})
-	if err != nil {
-		r.readErr(IDPlaintextBypass, "pods", err)
+	targets, ok := r.runningSidecars(ctx, IDPlaintextBypass)
+	if !ok {
 		return
-	}
-	var targets []*corev1.Pod
-	for i := range pods.Items {
-		p := &pods.Items[i]
-		if p.DeletionTimestamp == nil && p.Status.Phase == corev1.PodRunning && p.Status.PodIP != "" && inject.HasSidecar(p) {
-			targets = append(targets, p)
-		}
-	}
-	get := r.opts.Proxy
-	if get == nil {
-		get = kube.AdminGet(r.kube)
 	}
 	type result struct {
 		exposed, unknown []string
 		forbidden        bool
 	}
 	results := make([]result, len(targets))
-	sem := make(chan struct{}, plaintextWorkers)
-	var wg sync.WaitGroup
-	for i, p := range targets {
-		wg.Add(1)
-		sem <- struct{}{}
-		go func() {
-			defer func() { <-sem; wg.Done() }()
-			pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-			defer cancel()
-			name := p.Namespace + "/" + p.Name
-			rep, err := status.ReadPlaintext(pctx, get, p.Namespace, p.Name)
-			res := &results[i]
-			switch {
-			case apierrors.IsForbidden(err):
-				res.forbidden = true
-			case err != nil:
-				res.unknown = append(res.unknown, name+": "+err.Error())
-			case !rep.Enabled:
-				res.unknown = append(res.unknown, name+": not checked: "+rep.Reason)
-			case rep.CheckedAt.IsZero():
-				res.unknown = append(res.unknown, name+": not checked yet")
-			default:
-				for _, e := range rep.Exposed() {
-					res.exposed = append(res.exposed, fmt.Sprintf("%s: port %d at %s: %s", name, e.Port, strings.Join(e.Addresses, ", "), e.Fix))
-				}
+	r.eachPod(ctx, targets, func(ctx context.Context, i int, get kube.AdminGetter) {
+		p := targets[i]
+		name := p.Namespace + "/" + p.Name
+		rep, err := status.ReadPlaintext(ctx, get, p.Namespace, p.Name)
+		res := &results[i]
+		switch {
+		case apierrors.IsForbidden(err):
+			res.forbidden = true
+		case err != nil:
+			res.unknown = append(res.unknown, name+": "+err.Error())
+		case !rep.Enabled:
+			res.unknown = append(res.unknown, name+": not checked: "+rep.Reason)
+		case rep.CheckedAt.IsZero():
+			res.unknown = append(res.unknown, name+": not checked yet")
+		default:
+			for _, e := range rep.Exposed() {
+				res.exposed = append(res.exposed, fmt.Sprintf("%s: port %d at %s: %s", name, e.Port, strings.Join(e.Addresses, ", "), e.Fix))
 			}
-		}()
-	}
-	wg.Wait()
+		}
+	})
 	var exposed, unknown []string
 	forbidden := false
 	for _, res := range results {
@@ -93,4 +72,44 @@ func (r *runner) plaintext(ctx context.Context) {
 	default:
 		r.add(IDPlaintextBypass, output.OK, fmt.Sprintf("no app port reachable in plaintext on the pod IP (%s checked)", plural(len(targets), "running sidecar")), "")
 	}
+}
+
+// runningSidecars lists the running pods with a sidecar; false when the
+// pods cannot be read (reported under id).
+func (r *runner) runningSidecars(ctx context.Context, id string) ([]*corev1.Pod, bool) {
+	pods, err := r.kube.CoreV1().Pods("").List(ctx, metav1.ListOptions{})
+	if err != nil {
+		r.readErr(id, "pods", err)
+		return nil, false
+	}
+	var targets []*corev1.Pod
+	for i := range pods.Items {
+		p := &pods.Items[i]
+		if p.DeletionTimestamp == nil && p.Status.Phase == corev1.PodRunning && p.Status.PodIP != "" && inject.HasSidecar(p) {
+			targets = append(targets, p)
+		}
+	}
+	return targets, true
+}
+
+// eachPod runs fn for every pod, plaintextWorkers at a time, each with a
+// 5 s deadline and the admin-endpoint reader.
+func (r *runner) eachPod(ctx context.Context, pods []*corev1.Pod, fn func(ctx context.Context, i int, get kube.AdminGetter)) {
+	get := r.opts.Proxy
+	if get == nil {
+		get = kube.AdminGet(r.kube)
+	}
+	sem := make(chan struct{}, plaintextWorkers)
+	var wg sync.WaitGroup
+	for i := range pods {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			defer cancel()
+			fn(pctx, i, get)
+		}()
+	}
+	wg.Wait()
 }

@@ -385,9 +385,7 @@ func live(ctx context.Context, kc kubernetes.Interface, proxy kube.AdminGetter, 
 		l.PlaintextError = err.Error()
 	}
 	if _, files := p.Annotations[contract.AppCerts]; files {
-		if body, err := proxy(ctx, p.Namespace, p.Name, "app-certs"); err == nil {
-			_ = json.Unmarshal(body, &l.AppFiles) // a malformed answer shows as no state
-		}
+		l.AppFiles, _ = ReadAppFiles(ctx, proxy, p.Namespace, p.Name) // unreadable shows as no state
 	}
 	return l
 }
@@ -407,6 +405,20 @@ func ReadPlaintext(ctx context.Context, proxy kube.AdminGetter, ns, pod string) 
 		return nil, fmt.Errorf("decode /plaintext: %w", err)
 	}
 	return &r, nil
+}
+
+// ReadAppFiles reads a sidecar's app-owned certificate directories (its
+// /app-certs).
+func ReadAppFiles(ctx context.Context, proxy kube.AdminGetter, ns, pod string) ([]AppFiles, error) {
+	body, err := proxy(ctx, ns, pod, "app-certs")
+	if err != nil {
+		return nil, fmt.Errorf("read /app-certs through the pod proxy: %w", err)
+	}
+	var files []AppFiles
+	if err := json.Unmarshal(body, &files); err != nil {
+		return nil, fmt.Errorf("decode /app-certs: %w", err)
+	}
+	return files, nil
 }
 
 func trim(s string) string {
