@@ -202,7 +202,7 @@ const EventNotInjected = "PodtlsNotInjected"
 
 // AppCerts turns on app-owned TLS: the absolute PATH at which the pod's
 // certificates appear, read-only, in every app container (regular
-// containers). The sidecar writes them there and keeps them current, one
+// containers, and init containers in native placement). The sidecar writes them there and keeps them current, one
 // directory per source ("mesh", "external"), each updated in one atomic
 // swap. A pod may set AppCerts without any listener: the sidecar then only
 // delivers files.

@@ -21,12 +21,12 @@ const defaultSidecarUser = 65532
 // checkAppCerts refuses a pod whose app containers already mount something
 // at, above or below the certificates' path: the mount would hide it or be
 // hidden.
-func checkAppCerts(pod *corev1.Pod, spec contract.Spec) error {
+func checkAppCerts(pod *corev1.Pod, spec contract.Spec, mode contract.Placement) error {
 	ac := spec.AppCerts
 	if ac == nil {
 		return nil
 	}
-	for _, c := range pod.Spec.Containers {
+	for _, c := range filesContainers(pod, mode) {
 		for _, m := range c.VolumeMounts {
 			mp := path.Clean(m.MountPath)
 			if mp == ac.Path || strings.HasPrefix(ac.Path, strings.TrimSuffix(mp, "/")+"/") || strings.HasPrefix(mp, ac.Path+"/") {
@@ -71,7 +71,7 @@ func AppCertWarnings(pod *corev1.Pod, spec contract.Spec, cfg Config) []string {
 // injectAppCerts adds the certificates' volume to the sidecar and the app
 // containers, the password Secret to the sidecar, and what the reload action
 // needs. checkAppCerts has passed.
-func injectAppCerts(pod *corev1.Pod, spec contract.Spec, sc *corev1.Container, cfg Config) {
+func injectAppCerts(pod *corev1.Pod, spec contract.Spec, sc *corev1.Container, cfg Config, mode contract.Placement) {
 	ac := spec.AppCerts
 	if ac == nil {
 		return
@@ -80,8 +80,7 @@ func injectAppCerts(pod *corev1.Pod, spec contract.Spec, sc *corev1.Container, c
 	if ac.PasswordSecret != "" {
 		sc.VolumeMounts = append(sc.VolumeMounts, corev1.VolumeMount{Name: contract.AppPasswordVolume, MountPath: contract.AppPasswordDir, ReadOnly: true})
 	}
-	for i := range pod.Spec.Containers {
-		c := &pod.Spec.Containers[i]
+	for _, c := range filesContainers(pod, mode) {
 		c.VolumeMounts = append(c.VolumeMounts, corev1.VolumeMount{Name: contract.AppCertsVolume, MountPath: ac.Path, ReadOnly: true})
 	}
 	if pod.Spec.SecurityContext == nil {
@@ -126,8 +125,7 @@ func appCertPodFields(pod *corev1.Pod, spec contract.Spec) []string {
 // uninjectAppCerts takes back what injectAppCerts added to the app
 // containers and the pod-level fields it set.
 func uninjectAppCerts(pod *corev1.Pod, set []string) {
-	for i := range pod.Spec.Containers {
-		c := &pod.Spec.Containers[i]
+	for _, c := range filesContainers(pod, contract.SidecarModeNative) {
 		c.VolumeMounts = nilIfEmpty(slices.DeleteFunc(c.VolumeMounts, func(m corev1.VolumeMount) bool { return m.Name == contract.AppCertsVolume }))
 	}
 	if slices.Contains(set, setShareProcess) {
@@ -139,6 +137,23 @@ func uninjectAppCerts(pod *corev1.Pod, set []string) {
 			pod.Spec.SecurityContext = nil
 		}
 	}
+}
+
+// filesContainers are the containers that get the files: the regular
+// containers and, in native placement (the sidecar starts first and writes
+// them before the next init container starts), the init containers too.
+// Called before the sidecar is added (and after it is removed).
+func filesContainers(pod *corev1.Pod, mode contract.Placement) []*corev1.Container {
+	var out []*corev1.Container
+	if mode != contract.SidecarModeLegacy {
+		for i := range pod.Spec.InitContainers {
+			out = append(out, &pod.Spec.InitContainers[i])
+		}
+	}
+	for i := range pod.Spec.Containers {
+		out = append(out, &pod.Spec.Containers[i])
+	}
+	return out
 }
 
 // appCertVolumes are the in-memory volume of the files and the password

@@ -63,3 +63,36 @@ func TestAppCertWarnings(t *testing.T) {
 		})
 	}
 }
+
+// TestFilesInInitContainers: native placement mounts the files into the
+// init containers too (the sidecar has written them before they start);
+// legacy placement, where init containers run before the sidecar, does not.
+func TestFilesInInitContainers(t *testing.T) {
+	for _, mode := range []contract.Placement{contract.SidecarModeNative, contract.SidecarModeLegacy} {
+		pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "p", Namespace: "demo", Annotations: map[string]string{
+			contract.AppCerts: "/etc/tls", contract.SidecarMode: string(mode)}},
+			Spec: corev1.PodSpec{InitContainers: []corev1.Container{{Name: "migrate", Image: "m:1"}},
+				Containers: []corev1.Container{{Name: "app", Image: "app:1"}}}}
+		ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "demo", Labels: map[string]string{contract.Inject: contract.NamespaceEnabled}}}
+		if _, err := Mutate(pod, ns, testConfig()); err != nil {
+			t.Fatal(err)
+		}
+		var migrate corev1.Container
+		for _, c := range pod.Spec.InitContainers {
+			if c.Name == "migrate" {
+				migrate = c
+			}
+		}
+		mounted := len(migrate.VolumeMounts) == 1 && migrate.VolumeMounts[0].Name == contract.AppCertsVolume
+		if mounted != (mode == contract.SidecarModeNative) {
+			t.Errorf("%s: init container mounts %+v", mode, migrate.VolumeMounts)
+		}
+		back, err := Uninject(pod)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if back.Spec.InitContainers[0].VolumeMounts != nil {
+			t.Errorf("%s: uninject left %+v", mode, back.Spec.InitContainers[0].VolumeMounts)
+		}
+	}
+}

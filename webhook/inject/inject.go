@@ -46,7 +46,7 @@ func Inject(pod *corev1.Pod, spec contract.Spec, cfg Config) error {
 			return fmt.Errorf("pod already has a volume named %q, which podtls reserves", v.Name)
 		}
 	}
-	if err := checkAppCerts(pod, spec); err != nil {
+	if err := checkAppCerts(pod, spec, mode); err != nil {
 		return err
 	}
 	hash, err := specHash(spec, cfg, mode)
@@ -83,7 +83,7 @@ func Inject(pod *corev1.Pod, spec contract.Spec, cfg Config) error {
 		pod.Annotations[contract.AppProbes] = string(saved)
 	}
 	pod.Spec.Volumes = append(pod.Spec.Volumes, vols...)
-	injectAppCerts(pod, spec, &c, cfg)
+	injectAppCerts(pod, spec, &c, cfg, mode)
 	switch mode {
 	case contract.SidecarModeLegacy:
 		// kubelet starts regular containers in order and runs each postStart hook
