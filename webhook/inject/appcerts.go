@@ -48,7 +48,7 @@ func AppCertWarnings(pod *corev1.Pod, spec contract.Spec, cfg Config) []string {
 	}
 	var w []string
 	if pod.Spec.SecurityContext == nil || pod.Spec.SecurityContext.FSGroup == nil {
-		w = append(w, fmt.Sprintf("podtls: set spec.securityContext.fsGroup to %d so the app containers can read their keys (mode 0640); set fsGroup yourself to choose the group", sidecarGroup(cfg)))
+		w = append(w, fmt.Sprintf("podtls: set spec.securityContext.fsGroup to %d (fsGroupChangePolicy OnRootMismatch) so the app containers can read their keys (mode 0640); set fsGroup yourself to choose the group", sidecarGroup(cfg)))
 	}
 	if ac.Reload.Action == contract.ReloadSignal {
 		w = append(w, "podtls: set spec.shareProcessNamespace: true for "+contract.AppCertReload+" signal: the pod's containers see each other's processes")
@@ -88,6 +88,11 @@ func injectAppCerts(pod *corev1.Pod, spec contract.Spec, sc *corev1.Container, c
 	}
 	if pod.Spec.SecurityContext.FSGroup == nil {
 		pod.Spec.SecurityContext.FSGroup = ptr.To(sidecarGroup(cfg))
+		// The group podtls chose must not make the kubelet walk large
+		// volumes on every start: only a root of another group is changed.
+		if pod.Spec.SecurityContext.FSGroupChangePolicy == nil {
+			pod.Spec.SecurityContext.FSGroupChangePolicy = ptr.To(corev1.FSGroupChangeOnRootMismatch)
+		}
 	}
 	if ac.Reload.Action == contract.ReloadSignal {
 		pod.Spec.ShareProcessNamespace = ptr.To(true)
@@ -102,8 +107,9 @@ func injectAppCerts(pod *corev1.Pod, spec contract.Spec, sc *corev1.Container, c
 
 // Pod-level fields injectAppCerts may set (Status.Set).
 const (
-	setFSGroup      = "fsGroup"
-	setShareProcess = "shareProcessNamespace"
+	setFSGroup       = "fsGroup"
+	setFSGroupPolicy = "fsGroupChangePolicy"
+	setShareProcess  = "shareProcessNamespace"
 )
 
 // appCertPodFields lists the pod-level fields injectAppCerts will set.
@@ -115,6 +121,9 @@ func appCertPodFields(pod *corev1.Pod, spec contract.Spec) []string {
 	var set []string
 	if pod.Spec.SecurityContext == nil || pod.Spec.SecurityContext.FSGroup == nil {
 		set = append(set, setFSGroup)
+		if pod.Spec.SecurityContext == nil || pod.Spec.SecurityContext.FSGroupChangePolicy == nil {
+			set = append(set, setFSGroupPolicy)
+		}
 	}
 	if ac.Reload.Action == contract.ReloadSignal && (pod.Spec.ShareProcessNamespace == nil || !*pod.Spec.ShareProcessNamespace) {
 		set = append(set, setShareProcess)
@@ -133,6 +142,9 @@ func uninjectAppCerts(pod *corev1.Pod, set []string) {
 	}
 	if sc := pod.Spec.SecurityContext; sc != nil && slices.Contains(set, setFSGroup) {
 		sc.FSGroup = nil
+		if slices.Contains(set, setFSGroupPolicy) {
+			sc.FSGroupChangePolicy = nil
+		}
 		if equality.Semantic.DeepEqual(*sc, corev1.PodSecurityContext{}) {
 			pod.Spec.SecurityContext = nil
 		}
