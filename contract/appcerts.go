@@ -228,10 +228,7 @@ func parseAppCerts(a map[string]string, spec *Spec, bad func(key, got, want stri
 
 	var warns []string
 	if v, ok := a[AppCertPassword]; ok {
-		name, key, hasKey := strings.Cut(strings.TrimSpace(v), "/")
-		if !hasKey {
-			key = DefaultPasswordKey
-		}
+		name, key := PasswordRef(v)
 		switch {
 		case !isDNSSubdomain(name):
 			bad(AppCertPassword, fmt.Sprintf("%q is not a Secret name", name), `"NAME" or "NAME/KEY" of a Secret in the pod's namespace`)
@@ -274,6 +271,16 @@ func parseAppCerts(a map[string]string, spec *Spec, bad func(key, got, want stri
 	}
 	spec.AppCerts = ac
 	return warns
+}
+
+// PasswordRef splits an AppCertPassword value into the Secret's name and
+// key (DefaultPasswordKey when the value names none). It does not validate.
+func PasswordRef(v string) (name, key string) {
+	name, key, hasKey := strings.Cut(strings.TrimSpace(v), "/")
+	if !hasKey {
+		key = DefaultPasswordKey
+	}
+	return name, key
 }
 
 // isDNSSubdomain reports whether s is a valid object name (RFC 1123 subdomain).

@@ -12,7 +12,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"strings"
 	"sync/atomic"
 	"time"
 
@@ -151,10 +150,7 @@ func (h *Handler) checkPasswordSecret(ctx context.Context, ns string, pod *corev
 	if !ok || h.Secrets == nil {
 		return "", ""
 	}
-	name, key, hasKey := strings.Cut(strings.TrimSpace(v), "/")
-	if !hasKey {
-		key = contract.DefaultPasswordKey
-	}
+	name, key := contract.PasswordRef(v)
 	m := &metav1.PartialObjectMetadata{}
 	m.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Secret"))
 	err := h.Secrets.Get(ctx, types.NamespacedName{Namespace: ns, Name: name}, m)

@@ -838,10 +838,7 @@ func goldenCases(t *testing.T, env *kubetest.Env, cli *runner) {
 			if v := pod.Annotations[contract.AppCertPassword]; v != "" {
 				// The stores' password Secret exists, as the webhook requires
 				// (podtls inject, offline, cannot check it).
-				name, key, ok := strings.Cut(v, "/")
-				if !ok {
-					key = contract.DefaultPasswordKey
-				}
+				name, key := contract.PasswordRef(v)
 				_, err := env.Clientset.CoreV1().Secrets(nsName).Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: name},
 					StringData: map[string]string{key: "golden-password"}}, metav1.CreateOptions{})
 				if err != nil && !apierrors.IsAlreadyExists(err) {
