@@ -3,6 +3,7 @@ package inject
 import (
 	"errors"
 	"fmt"
+	"math"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
@@ -71,6 +72,12 @@ func EffectiveResources(spec contract.Spec, tmpl corev1.ResourceRequirements) (R
 		case q.Sign() < 0:
 			errs = append(errs, fmt.Sprintf("annotation %s: %q is negative; want e.g. %s", o.key, o.value, example(o.name)))
 			continue
+		case q.Cmp(maxQuantity[o.name]) > 0:
+			// Beyond this, Value (bytes) or MilliValue (millicores)
+			// no longer fits an int64 and the arithmetic below wraps.
+			max := maxQuantity[o.name]
+			errs = append(errs, fmt.Sprintf("annotation %s: %q is too large; want at most %s", o.key, o.value, max.String()))
+			continue
 		}
 		o.list[o.name] = q
 		fromPod[o.key] = true
@@ -135,6 +142,13 @@ func EffectiveResources(spec contract.Spec, tmpl corev1.ResourceRequirements) (R
 			contract.MaxConnections, n, model, mem.String(), contract.SidecarMemoryLimit, memoryFor(n)))
 	}
 	return r, warns, nil
+}
+
+// maxQuantity is the largest quantity of each resource whose value, in the
+// unit the kubelet and this package compute with, fits an int64.
+var maxQuantity = map[corev1.ResourceName]resource.Quantity{
+	corev1.ResourceCPU:    *resource.NewMilliQuantity(math.MaxInt64, resource.DecimalSI),
+	corev1.ResourceMemory: *resource.NewQuantity(math.MaxInt64, resource.BinarySI),
 }
 
 // memoryFor is the smallest memory limit, in whole MiB, whose default

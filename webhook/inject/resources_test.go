@@ -40,6 +40,9 @@ func TestEffectiveResources(t *testing.T) {
 		{name: "cpu limit below minimum", res: contract.Resources{CPULimit: "9m", CPURequest: "1m"}, wantErr: []string{"cpu limit 9m", "want at least 10m"}},
 		{name: "not a quantity", res: contract.Resources{CPULimit: "fast", MemoryLimit: "1Gb"}, wantErr: []string{"podtls.io/sidecar-cpu-limit: \"fast\" is not a quantity", "podtls.io/sidecar-memory-limit: \"1Gb\""}},
 		{name: "negative", res: contract.Resources{MemoryRequest: "-1Mi"}, wantErr: []string{"is negative"}},
+		{name: "memory limit beyond int64 bytes", res: contract.Resources{MemoryLimit: "9473372036852275807"}, wantErr: []string{"podtls.io/sidecar-memory-limit: \"9473372036852275807\" is too large", "want at most 9223372036854775807"}},
+		{name: "memory limit at int64 bytes", res: contract.Resources{MemoryLimit: "9223372036854775807"}, wantMax: contract.MaxConnectionsFor(9223372036854775807)},
+		{name: "cpu limit beyond int64 millicores", res: contract.Resources{CPULimit: "1e17"}, wantErr: []string{"podtls.io/sidecar-cpu-limit: \"1e17\" is too large"}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -127,6 +130,7 @@ func FuzzResources(f *testing.F) {
 	f.Add("2", "1", "256Mi", "64Mi", "5000")
 	f.Add("1e3", "-1", "0.5Gi", "1Ei", "1")
 	f.Add("", "", "", "9223372036854775807", "1048576")
+	f.Add("", "", "", "9473372036852275807", "") // once overflowed Value()
 	cfg := testConfig()
 	f.Fuzz(func(t *testing.T, cpuReq, cpuLim, memReq, memLim, maxConns string) {
 		a := map[string]string{contract.Inbound: "8443:8080"}
