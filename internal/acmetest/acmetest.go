@@ -97,7 +97,12 @@ type Env struct {
 	TSIGKeyName   string // may update TXT records anywhere in Zone
 	TSIGSecret    string // base64
 	TSIGAlgorithm string // "hmac-sha256"
-	Dir           string
+	// RecordsKeyName and RecordsKeySecret (same algorithm) may update A,
+	// AAAA, CNAME and TXT records anywhere in Zone and transfer the zone
+	// (AXFR): what a DNS-records manager needs.
+	RecordsKeyName   string
+	RecordsKeySecret string
+	Dir              string
 
 	opts       Options
 	log        *slog.Logger
@@ -159,7 +164,7 @@ func Start(ctx context.Context, o Options) (*Env, error) {
 	e := &Env{
 		Zone: o.Zone, TSIGKeyName: "acme-key", TSIGAlgorithm: "hmac-sha256",
 		opts: o, log: o.Logger, named: named, nsupdate: nsupdate, pebbleBin: pebble,
-		adminName: "admin-key",
+		adminName: "admin-key", RecordsKeyName: "records-key",
 	}
 	if o.Dir == "" {
 		d, err := os.MkdirTemp("", "podtls-acmetest-")
@@ -293,6 +298,9 @@ func (e *Env) pickPorts(o *Options) error {
 		return err
 	}
 	if e.adminValue, err = newSecret(); err != nil {
+		return err
+	}
+	if e.RecordsKeySecret, err = newSecret(); err != nil {
 		return err
 	}
 	used := map[int]bool{}

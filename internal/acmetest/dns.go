@@ -26,7 +26,8 @@ func (e *Env) writeNamedConfig() error {
 	if err := os.MkdirAll(dnsDir, 0o700); err != nil {
 		return fmt.Errorf("acmetest: %w", err)
 	}
-	keys := keyClause(e.TSIGKeyName, e.TSIGAlgorithm, e.TSIGSecret) + keyClause(e.adminName, e.TSIGAlgorithm, e.adminValue)
+	keys := keyClause(e.TSIGKeyName, e.TSIGAlgorithm, e.TSIGSecret) + keyClause(e.adminName, e.TSIGAlgorithm, e.adminValue) +
+		keyClause(e.RecordsKeyName, e.TSIGAlgorithm, e.RecordsKeySecret)
 	if err := os.WriteFile(filepath.Join(dnsDir, "keys.conf"), []byte(keys), 0o600); err != nil {
 		return fmt.Errorf("acmetest: write keys: %w", err)
 	}
@@ -50,10 +51,11 @@ include %[5]q;
 zone %[6]q {
   type primary;
   file "zone.db";
-  update-policy { grant %[7]s zonesub TXT; grant %[8]s zonesub ANY; };
+  update-policy { grant %[7]s zonesub TXT; grant %[8]s zonesub ANY; grant %[9]s zonesub A AAAA CNAME TXT; };
+  allow-transfer { key %[9]s; key %[8]s; };
 };
 `, dnsDir, filepath.Join(dnsDir, "session.key"), port, ip, filepath.Join(dnsDir, "keys.conf"),
-		e.Zone, e.TSIGKeyName, e.adminName)
+		e.Zone, e.TSIGKeyName, e.adminName, e.RecordsKeyName)
 	if err := os.WriteFile(filepath.Join(dnsDir, "named.conf"), []byte(conf), 0o600); err != nil {
 		return fmt.Errorf("acmetest: write named.conf: %w", err)
 	}
