@@ -43,6 +43,24 @@ type Config struct {
 	// namespace may ask for any name the DNS provider can solve (fine for a
 	// single-tenant cluster; set it on shared clusters).
 	Allow []AllowRule `json:"allow,omitempty"`
+	// Records publishes address records for the external hosts of exposed
+	// workloads through the same DNS provider (issue 19, work in progress).
+	Records Records `json:"records,omitempty"`
+}
+
+// Records configures the DNS records podtls publishes for external hosts.
+type Records struct {
+	// Enabled turns publishing on (default off).
+	Enabled bool `json:"enabled,omitempty"`
+	// Zone is the zone podtls manages records in, e.g. "example.com".
+	Zone string `json:"zone,omitempty"`
+	// TTL of the records in seconds (default 300; 30 to 86400).
+	TTL int64 `json:"ttl,omitempty"`
+	// OwnerID marks podtls's records in their ownership TXT records (default
+	// "podtls"); give each cluster sharing a zone its own.
+	OwnerID string `json:"ownerID,omitempty"`
+	// GracePeriod keeps a record nothing asks for any more (default 10m).
+	GracePeriod Duration `json:"gracePeriod,omitempty"`
 }
 
 // ExternalAccountBinding holds the key ID and a reference to the HMAC key.

@@ -118,6 +118,11 @@ func TestParseErrors(t *testing.T) {
 		{"allow upper case", "dns: {provider: cloudflare}\nallow: [{hosts: ['Shop.example.com']}]", "lower case"},
 		{"allow single label", "dns: {provider: cloudflare}\nallow: [{hosts: ['com']}]", "two labels"},
 		{"allow bad namespace", "dns: {provider: cloudflare}\nallow: [{namespaces: [Demo], hosts: [a.example.com]}]", "allow[0].namespaces"},
+		{"records with a provider that cannot", "dns: {provider: cloudflare}\nrecords: {enabled: true, zone: example.com}", `records.enabled: provider "cloudflare" cannot publish records yet`},
+		{"records without a zone", "dns: {provider: rfc2136}\nrecords: {enabled: true}", "records.zone"},
+		{"records ttl", "dns: {provider: rfc2136}\nrecords: {enabled: true, zone: example.com, ttl: 5}", "records.ttl: 5 is out of range"},
+		{"records owner", "dns: {provider: rfc2136}\nrecords: {enabled: true, zone: example.com, ownerID: 'a,b'}", "records.ownerID"},
+		{"records grace", "dns: {provider: rfc2136}\nrecords: {enabled: true, zone: example.com, gracePeriod: -1m}", "records.gracePeriod"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -126,6 +131,19 @@ func TestParseErrors(t *testing.T) {
 				t.Fatalf("Parse error = %v, want it to contain %q", err, tt.want)
 			}
 		})
+	}
+}
+
+func TestRecordsDefaults(t *testing.T) {
+	c, err := Parse([]byte("dns: {provider: rfc2136}\nrecords: {enabled: true, zone: example.test.}"), providers.Catalog)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := c.Records; !r.Enabled || r.TTL != DefaultRecordTTL || r.OwnerID != DefaultRecordOwner || r.GracePeriod.Duration != DefaultRecordGrace {
+		t.Fatalf("records %+v", r)
+	}
+	if c, err := Parse([]byte("dns: {provider: cloudflare}"), providers.Catalog); err != nil || c.Records.Enabled {
+		t.Fatalf("records on by default: %+v %v", c.Records, err)
 	}
 }
 

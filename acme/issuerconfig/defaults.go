@@ -47,6 +47,15 @@ func (c Config) WithDefaults() Config {
 	if c.Renewal.MaxOrdersPerNamePerHour == 0 {
 		c.Renewal.MaxOrdersPerNamePerHour = DefaultMaxOrdersPerNameHour
 	}
+	if c.Records.TTL == 0 {
+		c.Records.TTL = DefaultRecordTTL
+	}
+	if c.Records.OwnerID == "" {
+		c.Records.OwnerID = DefaultRecordOwner
+	}
+	if c.Records.GracePeriod.Duration == 0 {
+		c.Records.GracePeriod.Duration = DefaultRecordGrace
+	}
 	if c.SecretGracePeriod.Duration == 0 {
 		c.SecretGracePeriod.Duration = DefaultSecretGracePeriod
 	}

@@ -27,6 +27,9 @@ const (
 	DefaultMaxBackoff           = 6 * time.Hour
 	DefaultMaxOrdersPerNameHour = 3
 	DefaultSecretGracePeriod    = 24 * time.Hour
+	DefaultRecordTTL            = 300
+	DefaultRecordOwner          = "podtls"
+	DefaultRecordGrace          = 10 * time.Minute
 )
 
 // Key types of certificate keys.

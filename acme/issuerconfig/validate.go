@@ -71,10 +71,36 @@ func (c Config) Validate(cat Catalog) error {
 			}
 		}
 	}
+	c.Records.validate(c.DNS.Provider, bad)
 	if len(errs) > 0 {
 		return fmt.Errorf("acme config: %w", errors.Join(errs...))
 	}
 	return nil
+}
+
+// RecordProviders are the DNS providers podtls can publish records with.
+var RecordProviders = []string{"rfc2136"}
+
+func (r Records) validate(provider string, bad func(field, format string, args ...any)) {
+	if !r.Enabled {
+		return
+	}
+	if !contains(RecordProviders, provider) {
+		bad("records.enabled", "provider %q cannot publish records yet (supported: %s)", provider, strings.Join(RecordProviders, ", "))
+	}
+	zone := strings.TrimSuffix(r.Zone, ".")
+	if msgs := validation.IsDNS1123Subdomain(zone); zone == "" || len(msgs) > 0 {
+		bad("records.zone", "%q is not a DNS zone name", r.Zone)
+	}
+	if r.TTL < 30 || r.TTL > 86400 {
+		bad("records.ttl", "%d is out of range; want 30 to 86400 seconds", r.TTL)
+	}
+	if len(r.OwnerID) > 63 || !isToken(r.OwnerID) || strings.ContainsAny(r.OwnerID, ",=\"") {
+		bad("records.ownerID", "%q: want 1-63 printable characters without spaces, ',', '=' or quotes", r.OwnerID)
+	}
+	if r.GracePeriod.Duration < 0 {
+		bad("records.gracePeriod", "must not be negative")
+	}
 }
 
 func (d DNS) validate(cat Catalog, bad func(field, format string, args ...any)) {
