@@ -246,3 +246,11 @@ const AppCertReload = Prefix + "app-cert-reload"
 // with. Changing the template is the restart; the value makes it happen
 // once per certificate.
 const RestartedFor = Prefix + "restarted-for"
+
+// DNSRecords, on a Service, publishes address records for the external
+// hosts (ExternalHosts) of the pods the Service selects (issue 19, work in
+// progress): "true" points them at the Service's load balancer (A/AAAA for
+// its IPs, CNAME for its hostname), "nodes" at the nodes' addresses (for
+// NodePort), and a comma-separated list of IP addresses or one hostname at
+// those. Needs records enabled in the issuer configuration.
+const DNSRecords = Prefix + "dns-records"
