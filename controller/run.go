@@ -256,10 +256,14 @@ func Run(ctx context.Context, opts options.Options, restCfg *rest.Config) error 
 		}
 	}
 
-	if err := newACMEManager(opts, kube, slogger).SetupWithManager(mgr); err != nil {
+	acmeMgr := newACMEManager(opts, kube, slogger)
+	if err := acmeMgr.SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("ACME manager: %w", err)
 	}
 	if opts.ACMEConfig != "" {
+		if err := setupDNSRecords(mgr, acmeMgr, kube, opts.Namespace, slogger); err != nil {
+			return fmt.Errorf("DNS records: %w", err)
+		}
 		// Restarts for podtls.io/app-cert-reload: restart concern external
 		// certificates only, which exist only with an ACME issuer.
 		if err := (&rollout.Reconciler{

@@ -45,7 +45,9 @@ const (
 type Publisher struct {
 	Client   client.Reader // cached Services, Pods, Nodes
 	Recorder record.EventRecorder
-	Settings func() (Settings, bool) // false: records are off
+	// Settings returns the current settings; false: records are off. An
+	// error (credentials unreadable) fails the pass.
+	Settings func(ctx context.Context) (Settings, bool, error)
 	Logger   *slog.Logger
 	Now      func() time.Time
 
@@ -56,9 +58,9 @@ type Publisher struct {
 
 // Sync runs one pass; the error is the zone's (the caller backs off).
 func (p *Publisher) Sync(ctx context.Context) error {
-	s, on := p.Settings()
-	if !on {
-		return nil
+	s, on, err := p.Settings(ctx)
+	if err != nil || !on {
+		return err
 	}
 	now := time.Now
 	if p.Now != nil {

@@ -40,8 +40,8 @@ func TestPublisherOnBIND(t *testing.T) {
 	rec := record.NewFakeRecorder(20)
 	var active Zone = zone
 	p := &Publisher{Client: c, Recorder: rec, Now: func() time.Time { return now },
-		Settings: func() (Settings, bool) {
-			return Settings{Zone: active, Name: zoneName, TTL: 30, Owner: "podtls-test", Grace: 10 * time.Minute}, true
+		Settings: func(context.Context) (Settings, bool, error) {
+			return Settings{Zone: active, Name: zoneName, TTL: 30, Owner: "podtls-test", Grace: 10 * time.Minute}, true, nil
 		}}
 	lookup := func(n string) []string {
 		got, _ := env.Lookup(ctx, n, "A")

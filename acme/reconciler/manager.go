@@ -222,3 +222,17 @@ func New(opts Options) *Manager {
 		told:     map[types.NamespacedName]map[types.UID]string{},
 	}
 }
+
+// CurrentConfig is the issuer configuration in use: the last file that
+// loaded and built an issuer. False before one did, and without a config
+// file. The DNS-records publisher reads its settings from it.
+func (m *Manager) CurrentConfig() (issuerconfig.Config, bool) {
+	if m.config == nil {
+		return issuerconfig.Config{}, false
+	}
+	st := m.config.current()
+	if !st.Loaded || st.Issuer == nil {
+		return issuerconfig.Config{}, false
+	}
+	return st.Config, true
+}
