@@ -2,9 +2,15 @@ package controller
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/json"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
+
+	"k8s.io/client-go/util/workqueue"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -18,6 +24,7 @@ import (
 	"github.com/podtls/podtls/acme/reconciler"
 	"github.com/podtls/podtls/contract"
 	"github.com/podtls/podtls/dnsrecords"
+	"github.com/podtls/podtls/dnsrecords/zones"
 )
 
 // dnsResync is how often the zone is compared with the Services even when
@@ -30,6 +37,7 @@ const dnsResync = time.Minute
 // Its settings come from the issuer configuration's records section, its
 // TSIG key from the DNS provider's credentials Secret.
 func setupDNSRecords(mgr ctrl.Manager, acme *reconciler.Manager, kube kubernetes.Interface, namespace string, log *slog.Logger) error {
+	cache := &zoneCache{}
 	p := &dnsrecords.Publisher{
 		Client: mgr.GetClient(), Recorder: mgr.GetEventRecorderFor("podtls-controller"), Logger: log.With("component", "dns-records"),
 		Settings: func(ctx context.Context) (dnsrecords.Settings, bool, error) {
@@ -37,17 +45,21 @@ func setupDNSRecords(mgr ctrl.Manager, acme *reconciler.Manager, kube kubernetes
 			if !ok || !cfg.Records.Enabled {
 				return dnsrecords.Settings{}, false, nil
 			}
+			ref := cfg.Records.CredentialsSecretRef
+			if ref == nil {
+				ref = cfg.DNS.CredentialsSecretRef
+			}
 			var creds map[string][]byte
-			if ref := cfg.DNS.CredentialsSecretRef; ref != nil {
+			if ref != nil {
 				sec, err := kube.CoreV1().Secrets(namespace).Get(ctx, ref.Name, metav1.GetOptions{})
 				if err != nil {
-					return dnsrecords.Settings{}, false, fmt.Errorf("DNS credentials Secret %s/%s: %w", namespace, ref.Name, err)
+					return dnsrecords.Settings{}, false, fmt.Errorf("DNS records credentials Secret %s/%s: %w", namespace, ref.Name, err)
 				}
 				creds = sec.Data
 			}
-			zone, err := dnsrecords.RFC2136FromProvider(cfg.Records.Zone, cfg.DNS.Config, creds)
+			zone, err := cache.get(ctx, cfg.DNS.Provider, cfg.Records.Zone, creds, cfg.DNS.Config)
 			if err != nil {
-				return dnsrecords.Settings{}, false, fmt.Errorf("records: %w", err)
+				return dnsrecords.Settings{}, false, err
 			}
 			return dnsrecords.Settings{Zone: zone, Name: cfg.Records.Zone, TTL: cfg.Records.TTL, Owner: cfg.Records.OwnerID,
 				Grace: cfg.Records.GracePeriod.Duration, Allowed: cfg.Allowed}, true, nil
@@ -62,6 +74,11 @@ func setupDNSRecords(mgr ctrl.Manager, acme *reconciler.Manager, kube kubernetes
 		return nil
 	})
 	return ctrl.NewControllerManagedBy(mgr).Named("dns-records").
+		// A zone that fails (server down, key refused) is retried from 1 s,
+		// doubling up to 2 minutes; the resync covers the rest.
+		WithOptions(controller.TypedOptions[reconcile.Request]{
+			RateLimiter: workqueue.NewTypedItemExponentialFailureRateLimiter[reconcile.Request](time.Second, 2*time.Minute),
+		}).
 		Watches(&corev1.Service{}, everything).
 		Watches(&corev1.Pod{}, withHosts).
 		Watches(&corev1.Node{}, everything).
@@ -71,4 +88,31 @@ func setupDNSRecords(mgr ctrl.Manager, acme *reconciler.Manager, kube kubernetes
 			}
 			return reconcile.Result{RequeueAfter: dnsResync}, nil
 		}))
+}
+
+// zoneCache keeps the zone client while its settings stay the same: cloud
+// clients find their zone ID once and keep their token.
+type zoneCache struct {
+	mu   sync.Mutex
+	key  [sha256.Size]byte
+	zone dnsrecords.Zone
+}
+
+func (c *zoneCache) get(ctx context.Context, provider, zone string, creds map[string][]byte, config map[string]string) (dnsrecords.Zone, error) {
+	raw, err := json.Marshal([]any{provider, zone, creds, config})
+	if err != nil {
+		return nil, fmt.Errorf("records settings: %w", err)
+	}
+	key := sha256.Sum256(raw)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.zone != nil && c.key == key {
+		return c.zone, nil
+	}
+	z, err := zones.New(ctx, provider, zone, creds, config)
+	if err != nil {
+		return nil, fmt.Errorf("records: %w", err)
+	}
+	c.key, c.zone = key, z
+	return z, nil
 }

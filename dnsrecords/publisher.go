@@ -8,9 +8,11 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/tools/record"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	"github.com/podtls/podtls/contract"
 )
@@ -39,6 +41,27 @@ const (
 	EventError     = "DNSRecordsFailed"
 )
 
+var (
+	syncs = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "podtls_dns_records_syncs_total",
+		Help: "Passes comparing the zone with the annotated Services, by result (ok, error).",
+	}, []string{"result"})
+	changes = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "podtls_dns_record_changes_total",
+		Help: "RRsets created, updated and deleted in the zone (ownership TXT records included), by operation.",
+	}, []string{"op"})
+	states = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "podtls_dns_records",
+		Help: "RRsets the annotated Services ask for, after the last successful pass, by state (published, conflict).",
+	}, []string{"state"})
+	lastSuccess = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "podtls_dns_records_last_success_timestamp_seconds",
+		Help: "When the zone last matched the annotated Services (Unix time).",
+	})
+)
+
+func init() { metrics.Registry.MustRegister(syncs, changes, states, lastSuccess) }
+
 // Publisher makes the zone hold what the annotated Services ask for, on
 // every Sync. Only the leader runs it. It keeps the grace-period clock of
 // records nothing asks for; a new leader starts that clock anew.
@@ -58,9 +81,21 @@ type Publisher struct {
 
 // Sync runs one pass; the error is the zone's (the caller backs off).
 func (p *Publisher) Sync(ctx context.Context) error {
+	err := p.sync(ctx)
+	if err != nil {
+		syncs.WithLabelValues("error").Inc()
+	}
+	return err
+}
+
+func (p *Publisher) sync(ctx context.Context) error {
 	s, on, err := p.Settings(ctx)
-	if err != nil || !on {
+	if err != nil {
+		p.reportAllAnnotated(ctx, err.Error())
 		return err
+	}
+	if !on {
+		return nil
 	}
 	now := time.Now
 	if p.Now != nil {
@@ -117,6 +152,13 @@ func (p *Publisher) Sync(ctx context.Context) error {
 			p.report(svc, corev1.EventTypeNormal, EventPublished, strings.Join(published[id], "; "))
 		}
 	}
+	syncs.WithLabelValues("ok").Inc()
+	changes.WithLabelValues("create").Add(float64(len(ch.Create)))
+	changes.WithLabelValues("update").Add(float64(len(ch.Update)))
+	changes.WithLabelValues("delete").Add(float64(len(ch.Delete)))
+	states.WithLabelValues("published").Set(float64(len(wanted) - len(conflicts)))
+	states.WithLabelValues("conflict").Set(float64(len(conflicts) + len(problems)))
+	lastSuccess.Set(float64(now().Unix()))
 	if !ch.Empty() && p.Logger != nil {
 		p.Logger.Info("dns records changed", "zone", s.Name, "created", len(ch.Create), "updated", len(ch.Update), "deleted", len(ch.Delete))
 	}
@@ -136,6 +178,22 @@ func (p *Publisher) report(svc *corev1.Service, typ, reason, msg string) {
 	if !same && p.Recorder != nil {
 		p.Recorder.Event(svc, typ, reason, msg)
 	}
+}
+
+// reportAllAnnotated tells every annotated Service that the settings
+// failed (e.g. the credentials Secret is missing).
+func (p *Publisher) reportAllAnnotated(ctx context.Context, msg string) {
+	var svcs corev1.ServiceList
+	if p.Client.List(ctx, &svcs) != nil {
+		return
+	}
+	var annotated []corev1.Service
+	for _, svc := range svcs.Items {
+		if _, ok := svc.Annotations[contract.DNSRecords]; ok {
+			annotated = append(annotated, svc)
+		}
+	}
+	p.reportAll(annotated, corev1.EventTypeWarning, EventError, msg)
 }
 
 func (p *Publisher) reportAll(svcs []corev1.Service, typ, reason, msg string) {

@@ -6,11 +6,11 @@ import (
 )
 
 func TestRFC2136FromProvider(t *testing.T) {
-	creds := map[string][]byte{"RFC2136_TSIG_KEY": []byte("records-key\n"), "RFC2136_TSIG_SECRET": []byte("c2VjcmV0")}
+	creds := map[string]string{"RFC2136_TSIG_KEY": "records-key\n", "RFC2136_TSIG_SECRET": "c2VjcmV0"}
 	tests := []struct {
 		name    string
 		config  map[string]string
-		creds   map[string][]byte
+		creds   map[string]string
 		zone    string
 		server  string
 		wantErr string
@@ -23,7 +23,13 @@ func TestRFC2136FromProvider(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			z, err := RFC2136FromProvider(tt.zone, tt.config, tt.creds)
+			v := map[string]string{}
+			for _, m := range []map[string]string{tt.config, tt.creds} {
+				for k, x := range m {
+					v[k] = x
+				}
+			}
+			z, err := RFC2136FromProvider(tt.zone, v)
 			if tt.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
 					t.Fatalf("err %v, want %q", err, tt.wantErr)

@@ -44,7 +44,7 @@ type Config struct {
 	// single-tenant cluster; set it on shared clusters).
 	Allow []AllowRule `json:"allow,omitempty"`
 	// Records publishes address records for the external hosts of exposed
-	// workloads through the same DNS provider (issue 19, work in progress).
+	// workloads through the same DNS provider (docs/dns-records.md).
 	Records Records `json:"records,omitempty"`
 }
 
@@ -61,6 +61,11 @@ type Records struct {
 	OwnerID string `json:"ownerID,omitempty"`
 	// GracePeriod keeps a record nothing asks for any more (default 10m).
 	GracePeriod Duration `json:"gracePeriod,omitempty"`
+	// CredentialsSecretRef names a Secret with the provider's keys for
+	// records (same names as dns.credentialsSecretRef), for a key allowed
+	// more than the DNS-01 key (address records, zone reads). Default: the
+	// DNS-01 credentials.
+	CredentialsSecretRef *SecretRef `json:"credentialsSecretRef,omitempty"`
 }
 
 // ExternalAccountBinding holds the key ID and a reference to the HMAC key.

@@ -79,7 +79,7 @@ func (c Config) Validate(cat Catalog) error {
 }
 
 // RecordProviders are the DNS providers podtls can publish records with.
-var RecordProviders = []string{"rfc2136"}
+var RecordProviders = []string{"cloudflare", "gcloud", "rfc2136", "route53"}
 
 func (r Records) validate(provider string, bad func(field, format string, args ...any)) {
 	if !r.Enabled {
@@ -100,6 +100,9 @@ func (r Records) validate(provider string, bad func(field, format string, args .
 	}
 	if r.GracePeriod.Duration < 0 {
 		bad("records.gracePeriod", "must not be negative")
+	}
+	if r.CredentialsSecretRef != nil {
+		checkSecretRef(bad, "records.credentialsSecretRef", r.CredentialsSecretRef.Name, "", false)
 	}
 }
 

@@ -137,6 +137,27 @@ func New(name string, credentials map[string][]byte, config map[string]string, c
 	return prov, nil
 }
 
+// Resolve returns the provider's settings from credentials and config by
+// canonical key name (aliases resolved, unknown keys and secrets in config
+// refused, required keys checked): what the DNS-records zones of the same
+// provider read. Errors name keys, never values.
+func Resolve(name string, credentials map[string][]byte, config map[string]string) (map[string]string, error) {
+	p := registry[name]
+	if p == nil {
+		return nil, fmt.Errorf("unknown DNS provider %q; compiled in: %s", name, strings.Join(Names(), ", "))
+	}
+	v, err := p.collect(name, credentials, config)
+	if err != nil {
+		return nil, err
+	}
+	for _, k := range p.keys {
+		if k.Required && v.get(k.Name) == "" {
+			return nil, fmt.Errorf("%s: %s is required (%s)", name, k.Name, v.where(k))
+		}
+	}
+	return v.m, nil
+}
+
 // collect merges credentials and config into canonical key names.
 func (p *provider) collect(name string, credentials map[string][]byte, config map[string]string) (*values, error) {
 	byName := map[string]Key{}
