@@ -166,4 +166,3 @@ func toGoogle(r dnsrecords.Record) *clouddns.ResourceRecordSet {
 	}
 	return rs
 }
-

@@ -52,7 +52,9 @@ func (f *fakeRoute53) ChangeResourceRecordSets(_ context.Context, in *route53.Ch
 	for _, c := range in.ChangeBatch.Changes {
 		rs := *c.ResourceRecordSet
 		rs.Name = aws.String(strings.ReplaceAll(aws.ToString(rs.Name), "*", `\052`))
-		i := slices.IndexFunc(sets, func(s types.ResourceRecordSet) bool { return aws.ToString(s.Name) == aws.ToString(rs.Name) && s.Type == rs.Type })
+		i := slices.IndexFunc(sets, func(s types.ResourceRecordSet) bool {
+			return aws.ToString(s.Name) == aws.ToString(rs.Name) && s.Type == rs.Type
+		})
 		switch {
 		case c.Action == types.ChangeActionCreate && i >= 0:
 			return nil, fmt.Errorf("InvalidChangeBatch: %s exists", aws.ToString(rs.Name))
