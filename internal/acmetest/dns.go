@@ -84,15 +84,24 @@ func (e *Env) writeZone() error {
 	return nil
 }
 
-// StartDNS starts BIND (again) and waits until it answers for the zone.
-func (e *Env) StartDNS(ctx context.Context) error {
+// StartDNS starts BIND (again) on a fresh zone (the records of AddRecord
+// only) and waits until it answers for the zone.
+func (e *Env) StartDNS(ctx context.Context) error { return e.startDNS(ctx, true) }
+
+// ResumeDNS starts BIND again after StopDNS with the zone as it was, every
+// dynamic update kept (its journal), as a restarted server would.
+func (e *Env) ResumeDNS(ctx context.Context) error { return e.startDNS(ctx, false) }
+
+func (e *Env) startDNS(ctx context.Context, fresh bool) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if e.dns != nil && e.dns.exited() == nil {
 		return errors.New("acmetest: DNS server already running")
 	}
-	if err := e.writeZone(); err != nil {
-		return err
+	if fresh {
+		if err := e.writeZone(); err != nil {
+			return err
+		}
 	}
 	named, err := e.namedBinary()
 	if err != nil {
