@@ -248,8 +248,7 @@ const AppCertReload = Prefix + "app-cert-reload"
 const RestartedFor = Prefix + "restarted-for"
 
 // DNSRecords, on a Service, publishes address records for the external
-// hosts (ExternalHosts) of the pods the Service selects (issue 19, work in
-// progress): "true" points them at the Service's load balancer (A/AAAA for
+// hosts (ExternalHosts) of the pods the Service selects: "true" points them at the Service's load balancer (A/AAAA for
 // its IPs, CNAME for its hostname), "nodes" at the nodes' addresses (for
 // NodePort), and a comma-separated list of IP addresses or one hostname at
 // those. Needs records enabled in the issuer configuration.

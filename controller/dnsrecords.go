@@ -86,7 +86,11 @@ func setupDNSRecords(mgr ctrl.Manager, acme *reconciler.Manager, kube kubernetes
 			if err := p.Sync(ctx); err != nil {
 				return reconcile.Result{}, err // backoff by the controller's rate limiter
 			}
-			return reconcile.Result{RequeueAfter: dnsResync}, nil
+			next := dnsResync
+			if t, ok := p.NextExpiry(); ok {
+				next = min(next, time.Until(t)+100*time.Millisecond)
+			}
+			return reconcile.Result{RequeueAfter: max(next, time.Second)}, nil
 		}))
 }
 

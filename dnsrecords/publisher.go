@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -36,9 +37,9 @@ type Settings struct {
 
 // Events on Services.
 const (
-	EventPublished = "DNSRecordsPublished"
-	EventConflict  = "DNSRecordsConflict"
-	EventError     = "DNSRecordsFailed"
+	EventPublished = contract.EventDNSRecordsPublished
+	EventConflict  = contract.EventDNSRecordsConflict
+	EventError     = contract.EventDNSRecordsFailed
 )
 
 var (
@@ -66,7 +67,7 @@ func init() { metrics.Registry.MustRegister(syncs, changes, states, lastSuccess)
 // every Sync. Only the leader runs it. It keeps the grace-period clock of
 // records nothing asks for; a new leader starts that clock anew.
 type Publisher struct {
-	Client   client.Reader // cached Services, Pods, Nodes
+	Client   client.Client // cached Services, Pods, Nodes; patches Services' status annotation
 	Recorder record.EventRecorder
 	// Settings returns the current settings; false: records are off. An
 	// error (credentials unreadable) fails the pass.
@@ -75,6 +76,7 @@ type Publisher struct {
 	Now      func() time.Time
 
 	mu     sync.Mutex
+	grace  time.Duration
 	unused map[Key]time.Time
 	last   map[string]string // Service -> last reported state, so Events are not repeated
 }
@@ -89,14 +91,6 @@ func (p *Publisher) Sync(ctx context.Context) error {
 }
 
 func (p *Publisher) sync(ctx context.Context) error {
-	s, on, err := p.Settings(ctx)
-	if err != nil {
-		p.reportAllAnnotated(ctx, err.Error())
-		return err
-	}
-	if !on {
-		return nil
-	}
 	now := time.Now
 	if p.Now != nil {
 		now = p.Now
@@ -115,42 +109,58 @@ func (p *Publisher) sync(ctx context.Context) error {
 			annotated = append(annotated, svc)
 		}
 	}
+	s, on, err := p.Settings(ctx)
+	if err != nil {
+		p.failAll(ctx, annotated, "", err.Error(), now())
+		return err
+	}
+	if !on {
+		return nil
+	}
 	wanted, problems := Wanted(Inputs{Services: annotated, Pods: pods.Items, Nodes: nodes.Items, Zone: s.Name, TTL: s.TTL, Allowed: s.Allowed})
 	current, err := s.Zone.Records(ctx)
 	if err != nil {
-		p.reportAll(annotated, corev1.EventTypeWarning, EventError, "cannot read zone "+s.Name+": "+err.Error())
+		p.failAll(ctx, annotated, s.Name, "cannot read zone "+s.Name+": "+err.Error(), now())
 		return err
 	}
 	p.mu.Lock()
 	ch, conflicts, next := Compute(wanted, current, p.unused, Options{Owner: s.Owner, Grace: s.Grace, Now: now()})
-	p.unused = next
+	p.unused, p.grace = next, s.Grace
 	p.mu.Unlock()
 	if err := s.Zone.Apply(ctx, ch); err != nil {
-		p.reportAll(annotated, corev1.EventTypeWarning, EventError, "cannot update zone "+s.Name+": "+err.Error())
+		p.failAll(ctx, annotated, s.Name, "cannot update zone "+s.Name+": "+err.Error(), now())
 		return err
 	}
 	byService := map[string][]string{}
 	for _, pr := range problems {
 		byService[pr.Service] = append(byService[pr.Service], pr.Message)
 	}
+	refused := map[Key]bool{}
 	for _, c := range conflicts {
 		svc := strings.TrimPrefix(c.Resource, "service/")
 		byService[svc] = append(byService[svc], fmt.Sprintf("%s %s: %s", c.Key.Name, c.Key.Type, c.Reason))
+		refused[c.Key] = true
 	}
 	published := map[string][]string{}
 	for _, d := range wanted {
+		if refused[d.Key()] {
+			continue
+		}
 		svc := strings.TrimPrefix(d.Resource, "service/")
 		published[svc] = append(published[svc], d.Record.Normalize().String())
 	}
 	for i := range annotated {
 		svc := &annotated[i]
 		id := svc.Namespace + "/" + svc.Name
+		st := contract.DNSRecordState{State: contract.DNSRecordsPublished, Records: published[id], Zone: s.Name}
+		slices.Sort(st.Records)
 		switch {
 		case len(byService[id]) > 0:
-			p.report(svc, corev1.EventTypeWarning, EventConflict, strings.Join(byService[id], "; "))
-		case len(published[id]) > 0:
-			p.report(svc, corev1.EventTypeNormal, EventPublished, strings.Join(published[id], "; "))
+			st.State, st.Message = contract.DNSRecordsConflict, strings.Join(byService[id], "; ")
+		case len(published[id]) == 0:
+			st.State, st.Message = contract.DNSRecordsPending, "nothing to publish yet: no pod with external hosts, or no load balancer address"
 		}
+		p.setState(ctx, svc, st, now())
 	}
 	syncs.WithLabelValues("ok").Inc()
 	changes.WithLabelValues("create").Add(float64(len(ch.Create)))
@@ -165,39 +175,69 @@ func (p *Publisher) sync(ctx context.Context) error {
 	return nil
 }
 
-// report records an Event when the Service's state changed since the last one.
-func (p *Publisher) report(svc *corev1.Service, typ, reason, msg string) {
+// NextExpiry is when the first record nothing asks for any more reaches
+// the end of its grace period (false: none waits), so the caller can run
+// a pass then rather than at the next resync.
+func (p *Publisher) NextExpiry() (time.Time, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var first time.Time
+	for _, since := range p.unused {
+		if t := since.Add(p.grace); first.IsZero() || t.Before(first) {
+			first = t
+		}
+	}
+	return first, !first.IsZero()
+}
+
+// setState writes the Service's records state into its status annotation
+// and records an Event, when the state changed (the annotation is the
+// memory, so a new leader does not repeat Events). Without the right to
+// annotate, the Event alone is recorded, once per state.
+func (p *Publisher) setState(ctx context.Context, svc *corev1.Service, st contract.DNSRecordState, now time.Time) {
 	id := svc.Namespace + "/" + svc.Name
+	key := st.State + "\x00" + strings.Join(st.Records, ",") + "\x00" + st.Message
+	if old, err := contract.DecodeDNSRecordState(svc.Annotations[contract.DNSRecordsStatus]); err == nil &&
+		old.State+"\x00"+strings.Join(old.Records, ",")+"\x00"+old.Message == key {
+		return
+	}
 	p.mu.Lock()
 	if p.last == nil {
 		p.last = map[string]string{}
 	}
-	same := p.last[id] == reason+msg
-	p.last[id] = reason + msg
+	repeated := p.last[id] == key
+	p.last[id] = key
 	p.mu.Unlock()
-	if !same && p.Recorder != nil {
-		p.Recorder.Event(svc, typ, reason, msg)
+	st.Since = now.UTC().Truncate(time.Second)
+	before := svc.DeepCopy()
+	if svc.Annotations == nil {
+		svc.Annotations = map[string]string{}
 	}
-}
-
-// reportAllAnnotated tells every annotated Service that the settings
-// failed (e.g. the credentials Secret is missing).
-func (p *Publisher) reportAllAnnotated(ctx context.Context, msg string) {
-	var svcs corev1.ServiceList
-	if p.Client.List(ctx, &svcs) != nil {
+	svc.Annotations[contract.DNSRecordsStatus] = st.Encode()
+	if err := p.Client.Patch(ctx, svc, client.MergeFrom(before)); err != nil && p.Logger != nil {
+		p.Logger.Warn("cannot write the records status", "service", id, "err", err)
+	}
+	if repeated || p.Recorder == nil {
 		return
 	}
-	var annotated []corev1.Service
-	for _, svc := range svcs.Items {
-		if _, ok := svc.Annotations[contract.DNSRecords]; ok {
-			annotated = append(annotated, svc)
-		}
+	switch st.State {
+	case contract.DNSRecordsPublished:
+		p.Recorder.Event(svc, corev1.EventTypeNormal, EventPublished, strings.Join(st.Records, "; "))
+	case contract.DNSRecordsConflict:
+		p.Recorder.Event(svc, corev1.EventTypeWarning, EventConflict, st.Message)
+	case contract.DNSRecordsError:
+		p.Recorder.Event(svc, corev1.EventTypeWarning, EventError, st.Message)
 	}
-	p.reportAll(annotated, corev1.EventTypeWarning, EventError, msg)
 }
 
-func (p *Publisher) reportAll(svcs []corev1.Service, typ, reason, msg string) {
+// failAll marks every annotated Service as failed with msg.
+func (p *Publisher) failAll(ctx context.Context, svcs []corev1.Service, zone, msg string, now time.Time) {
 	for i := range svcs {
-		p.report(&svcs[i], typ, reason, msg)
+		old, err := contract.DecodeDNSRecordState(svcs[i].Annotations[contract.DNSRecordsStatus])
+		st := contract.DNSRecordState{State: contract.DNSRecordsError, Message: msg, Zone: zone}
+		if err == nil {
+			st.Records = old.Records // what was published last, probably still there
+		}
+		p.setState(ctx, &svcs[i], st, now)
 	}
 }

@@ -10,6 +10,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/record"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 
 	"github.com/podtls/podtls/contract"
@@ -72,8 +73,22 @@ func TestPublisherOnBIND(t *testing.T) {
 	if ev := strings.Join(events(), "\n"); !strings.Contains(ev, "Warning DNSRecordsConflict") || !strings.Contains(ev, manual+" A: a record nobody owns exists") {
 		t.Fatalf("events %q", ev)
 	}
+	st := state(t, c, svc)
+	if st.State != contract.DNSRecordsConflict || !slices.Equal(st.Records, []string{host + " 30 A 198.51.100.7"}) || !strings.Contains(st.Message, manual) {
+		t.Fatalf("status %+v", st)
+	}
+	// A pass that changes nothing records no Event and keeps the status.
+	if err := p.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if ev := events(); len(ev) != 0 || state(t, c, svc).Since != st.Since {
+		t.Fatalf("a pass without change: events %q, status %+v", ev, state(t, c, svc))
+	}
 
 	// The load balancer's address changes.
+	if err := c.Get(ctx, client.ObjectKeyFromObject(svc), svc); err != nil {
+		t.Fatal(err)
+	}
 	svc.Status.LoadBalancer.Ingress = []corev1.LoadBalancerIngress{{IP: "198.51.100.8"}}
 	if err := c.Status().Update(ctx, svc); err != nil {
 		t.Fatal(err)
@@ -95,6 +110,9 @@ func TestPublisherOnBIND(t *testing.T) {
 	if ev := strings.Join(events(), "\n"); !strings.Contains(ev, "Warning DNSRecordsFailed") {
 		t.Fatalf("events %q", ev)
 	}
+	if st := state(t, c, svc); st.State != contract.DNSRecordsError || !strings.Contains(st.Message, "cannot read zone") || len(st.Records) != 1 {
+		t.Fatalf("status %+v", st)
+	}
 	active = zone
 	if err := p.Sync(ctx); err != nil {
 		t.Fatal(err)
@@ -110,6 +128,9 @@ func TestPublisherOnBIND(t *testing.T) {
 	if err := p.Sync(ctx); err != nil {
 		t.Fatal(err)
 	}
+	if exp, ok := p.NextExpiry(); !ok || !exp.Equal(now.Add(10*time.Minute)) {
+		t.Fatalf("next expiry %s %v, want the end of the grace period", exp, ok)
+	}
 	if got := lookup(host); len(got) != 1 {
 		t.Fatalf("deleted before the grace period: %v", got)
 	}
@@ -123,4 +144,17 @@ func TestPublisherOnBIND(t *testing.T) {
 	if got, _ := env.Lookup(ctx, "a-"+host, "TXT"); len(got) != 0 {
 		t.Fatalf("owner TXT %v left behind", got)
 	}
+}
+
+func state(t *testing.T, c client.Client, svc *corev1.Service) contract.DNSRecordState {
+	t.Helper()
+	var got corev1.Service
+	if err := c.Get(context.Background(), client.ObjectKeyFromObject(svc), &got); err != nil {
+		t.Fatal(err)
+	}
+	st, err := contract.DecodeDNSRecordState(got.Annotations[contract.DNSRecordsStatus])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st
 }

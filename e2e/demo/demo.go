@@ -114,9 +114,11 @@ type Result struct {
 	// ACME reports whether the public edge ran. EdgeTrace is then curl's answer for
 	// https://customer.demo.example.test/ (verified against Pebble's root), and
 	// EdgeRotation the certificate served for that name around a forced renewal.
+	// Record is dig's answer for that name from BIND, published by podtls.
 	ACME         bool
 	EdgeTrace    string
 	EdgeRotation Rotation
+	Record       string
 	// Restarts is every demo pod's total container restart count at the end, and
 	// PodsReplaced whether any pod of the three Deployments was replaced during the run.
 	Restarts     map[string]int32

@@ -60,6 +60,10 @@ func TestDemo(t *testing.T) {
 		if !res.EdgeRotation.Rotated() {
 			t.Errorf("ACME certificate not rotated: %+v", res.EdgeRotation)
 		}
+		// podtls published the name itself (no hand-made record), at the node.
+		if f := strings.Fields(res.Record); len(f) != 5 || f[0] != PublicHost+"." || f[3] != "A" || f[4] != cluster.NodeIP {
+			t.Errorf("dig %s A on BIND: %q, want the node's address %s", PublicHost, res.Record, cluster.NodeIP)
+		}
 	} else {
 		t.Log("the public edge did not run: BIND9 and Pebble are not installed (hack/acme-deps.sh)")
 	}

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"math/big"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -30,7 +31,10 @@ const (
 	// publicService exposes customer's sidecar on the node (NodePort).
 	publicService  = "customer-public"
 	dnsCredentials = "podtls-dns-credentials"
-	waitIssued     = 3 * time.Minute
+	// recordsCredentials holds the TSIG key podtls publishes address records with
+	// (the DNS-01 key may write TXT records only).
+	recordsCredentials = "podtls-dns-records"
+	waitIssued         = 3 * time.Minute
 )
 
 // startACME starts BIND9 and Pebble inside the node's network namespace, on the node
@@ -54,14 +58,6 @@ func (r *run) startACME(ctx context.Context) error {
 	r.acme = env
 	r.printf("    BIND9 %s (zone %s, RFC 2136 updates signed with TSIG %s)\n", env.DNSAddr, env.Zone, env.TSIGAlgorithm)
 	r.printf("    Pebble %s (its HTTPS endpoint is verified with the caBundle given to podtls)\n", env.DirectoryURL)
-	if err := env.AddRecord(ctx, PublicHost, "A", cluster.NodeIP); err != nil {
-		return err
-	}
-	got, err := env.Lookup(ctx, PublicHost, "A")
-	if err != nil {
-		return err
-	}
-	r.printf("    published %s A %s (the node)\n", PublicHost, strings.Join(got, ","))
 	return nil
 }
 
@@ -98,6 +94,9 @@ func chartValues(acme *acmetest.Env) map[string]any {
 				"pollingInterval":      "500ms",
 			},
 			"allow": []any{map[string]any{"namespaces": []string{ns}, "hosts": []string{"*.demo.example.test"}}},
+			// podtls publishes the address records of exposed external hosts too.
+			"records": map[string]any{"enabled": true, "zone": "example.test", "ttl": 60,
+				"credentialsSecretRef": map[string]any{"name": recordsCredentials}},
 			// A first attempt that fails (the pod raced the DNS record) retries in
 			// seconds, not after the production default of a minute.
 			"renewal": map[string]any{"minBackoff": "5s"},
@@ -129,6 +128,15 @@ func (r *run) helmInstall(ctx context.Context, dir string) error {
 		}
 		r.printf("    kubectl -n %s create secret generic %s --from-literal=RFC2136_TSIG_KEY=%s --from-literal=RFC2136_TSIG_SECRET=...\n",
 			systemNS, dnsCredentials, creds["RFC2136_TSIG_KEY"])
+		records := &corev1.Secret{
+			ObjectMeta: metav1.ObjectMeta{Name: recordsCredentials, Namespace: systemNS},
+			StringData: map[string]string{"RFC2136_TSIG_KEY": r.acme.RecordsKeyName, "RFC2136_TSIG_SECRET": r.acme.RecordsKeySecret},
+		}
+		if _, err := r.cs.CoreV1().Secrets(systemNS).Create(ctx, records, metav1.CreateOptions{}); err != nil {
+			return fmt.Errorf("create secret %s: %w", recordsCredentials, err)
+		}
+		r.printf("    kubectl -n %s create secret generic %s --from-literal=RFC2136_TSIG_KEY=%s --from-literal=RFC2136_TSIG_SECRET=...\n",
+			systemNS, recordsCredentials, r.acme.RecordsKeyName)
 	}
 	values, err := json.MarshalIndent(chartValues(r.acme), "", "  ")
 	if err != nil {
@@ -159,10 +167,18 @@ func (r *run) helmInstall(ctx context.Context, dir string) error {
 }
 
 // expose publishes customer's sidecar on the node, as a LoadBalancer would on a
-// cloud: public clients reach it at the node IP, which the DNS record names.
+// cloud, and asks podtls for the address record: public clients reach it at the
+// node IP, which podtls publishes under customer's external host.
 func (r *run) expose(ctx context.Context) error {
 	if err := r.kubectl(ctx, "expose", "deployment", "customer", "-n", ns, "--name", publicService,
 		"--type", "NodePort", "--port", "443", "--target-port", meshPort); err != nil {
+		return err
+	}
+	t0 := time.Now()
+	if err := r.kubectl(ctx, "annotate", "service", publicService, "-n", ns, contract.DNSRecords+"=nodes"); err != nil {
+		return err
+	}
+	if err := r.waitRecord(ctx, t0); err != nil {
 		return err
 	}
 	svc, err := r.cs.CoreV1().Services(ns).Get(ctx, publicService, metav1.GetOptions{})
@@ -173,6 +189,26 @@ func (r *run) expose(ctx context.Context) error {
 		return fmt.Errorf("service %s got no node port", publicService)
 	}
 	r.nodePort = strconv.Itoa(int(svc.Spec.Ports[0].NodePort))
+	return nil
+}
+
+// waitRecord waits until BIND answers customer's name with the node's address,
+// published by podtls, and shows dig's answer.
+func (r *run) waitRecord(ctx context.Context, since time.Time) error {
+	host, port, _ := net.SplitHostPort(r.acme.DNSAddr)
+	args := []string{"@" + host, "-p", port, "+noall", "+answer", PublicHost, "A"}
+	var out []byte
+	err := poll(ctx, time.Minute, func() (bool, error) {
+		var err error
+		out, err = r.c.Exec(ctx, "dig", args...)
+		return err == nil && strings.Contains(string(out), cluster.NodeIP), nil
+	})
+	if err != nil {
+		return fmt.Errorf("podtls did not publish %s A %s on BIND (dig: %q): %w", PublicHost, cluster.NodeIP, out, err)
+	}
+	r.res.Record = strings.TrimSpace(string(out))
+	r.printf("    dig %s\n%s", strings.Join(args, " "), indent(string(out)))
+	r.printf("    podtls published %s A %s (the node) %s after the annotation\n", PublicHost, cluster.NodeIP, round(time.Since(since)))
 	return nil
 }
 
