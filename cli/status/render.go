@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/podtls/podtls/cli/output"
+	"github.com/podtls/podtls/contract"
 )
 
 // WriteTable renders one line per pod. wide adds the full identity and the
@@ -263,6 +264,9 @@ func (r Report) WriteDetail(w io.Writer, now time.Time, st output.Style) error {
 					add("", fmt.Sprintf("served by the sidecar: serial %s, expires %s", c.Serial, c.NotAfter.UTC().Format(time.RFC3339)))
 				}
 			}
+			for _, r := range e.Records {
+				add("", recordsLine(st, r, now))
+			}
 		}
 		for _, pr := range p.Problems {
 			add("Problem", pr)
@@ -296,4 +300,22 @@ func orNone(s string) string {
 		return "none yet"
 	}
 	return s
+}
+
+// recordsLine shows one Service's DNS records next to the certificate.
+func recordsLine(st output.Style, r Records, now time.Time) string {
+	s := r.State
+	if s == nil {
+		return fmt.Sprintf("DNS (service/%s): not published yet (records enabled in the issuer configuration?)", r.Service)
+	}
+	mark := map[string]output.Level{contract.DNSRecordsPublished: output.OK, contract.DNSRecordsPending: output.Warn,
+		contract.DNSRecordsConflict: output.Warn, contract.DNSRecordsError: output.Fail}[s.State]
+	line := fmt.Sprintf("DNS (service/%s): %s %s since %s ago", r.Service, st.Mark(mark), s.State, ago(now.Sub(s.Since)))
+	if len(s.Records) > 0 {
+		line += ": " + strings.Join(s.Records, "; ")
+	}
+	if s.Message != "" {
+		line += " (" + s.Message + ")"
+	}
+	return line
 }

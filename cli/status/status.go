@@ -18,6 +18,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/client-go/kubernetes"
 
@@ -80,6 +81,16 @@ type External struct {
 	// Found is false while the ACME manager has not created the Secret.
 	Found  bool                 `json:"found"`
 	Status *acmestatus.External `json:"status,omitempty"`
+	// Records are the DNS records of the Services that select the pod and
+	// ask for them (podtls.io/dns-records).
+	Records []Records `json:"records,omitempty"`
+}
+
+// Records is the state of one Service's DNS records, from its
+// podtls.io/dns-records-status annotation (nil: not written yet).
+type Records struct {
+	Service string                   `json:"service"`
+	State   *contract.DNSRecordState `json:"state,omitempty"`
 }
 
 // Live is what the sidecar serves right now.
@@ -172,6 +183,7 @@ func Collect(ctx context.Context, kc kubernetes.Interface, opts Options) (Report
 	}
 	namespaces := map[string]*corev1.Namespace{}
 	events := map[string][]Event{}
+	services := map[string][]corev1.Service{}
 	for _, p := range pods {
 		if _, seen := namespaces[p.Namespace]; seen {
 			continue
@@ -184,6 +196,9 @@ func Collect(ctx context.Context, kc kubernetes.Interface, opts Options) (Report
 			n = nil
 		}
 		namespaces[p.Namespace] = n
+		if svcs, err := kc.CoreV1().Services(p.Namespace).List(ctx, metav1.ListOptions{}); err == nil {
+			services[p.Namespace] = svcs.Items
+		}
 		evs, err := podEvents(ctx, kc, p.Namespace, opts.Pod)
 		if err != nil {
 			return rep, err
@@ -210,6 +225,7 @@ func Collect(ctx context.Context, kc kubernetes.Interface, opts Options) (Report
 				}
 				st.External.Status = &e
 			}
+			st.External.Records = recordsOf(p, services[p.Namespace])
 		}
 		if opts.Live && st.Injected {
 			st.Live = live(ctx, kc, opts.Proxy, p)
@@ -217,6 +233,24 @@ func Collect(ctx context.Context, kc kubernetes.Interface, opts Options) (Report
 		rep.Pods = append(rep.Pods, st)
 	}
 	return rep, nil
+}
+
+// recordsOf is the records state of each Service selecting p that asks
+// for DNS records.
+func recordsOf(p *corev1.Pod, svcs []corev1.Service) []Records {
+	var out []Records
+	for _, svc := range svcs {
+		if _, ok := svc.Annotations[contract.DNSRecords]; !ok || len(svc.Spec.Selector) == 0 ||
+			!labels.SelectorFromSet(svc.Spec.Selector).Matches(labels.Set(p.Labels)) {
+			continue
+		}
+		r := Records{Service: svc.Name}
+		if st, err := contract.DecodeDNSRecordState(svc.Annotations[contract.DNSRecordsStatus]); err == nil {
+			r.State = &st
+		}
+		out = append(out, r)
+	}
+	return out
 }
 
 // describe is the pure part: what the pod spec and annotations say.

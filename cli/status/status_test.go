@@ -11,6 +11,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/kubernetes/fake"
 
@@ -47,7 +48,19 @@ func TestCollect(t *testing.T) {
 	ev := &corev1.Event{ObjectMeta: metav1.ObjectMeta{Name: "e1", Namespace: "shop"},
 		InvolvedObject: corev1.ObjectReference{Kind: "Pod", Name: "slipped", Namespace: "shop"},
 		Reason:         "PodtlsNotInjected", Message: "recreate it", Type: "Warning", Count: 2, LastTimestamp: metav1.NewTime(now.Add(-time.Minute))}
-	kube := fake.NewClientset(ns, injected, missing, optedOut, sec, ev)
+	injected.Labels = map[string]string{"app": "web"}
+	published := contract.DNSRecordState{State: contract.DNSRecordsPublished, Records: []string{"shop.example.com 300 A 192.0.2.7"}, Since: now.Add(-2 * time.Minute)}
+	svcs := []runtime.Object{
+		&corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "web-public", Namespace: "shop",
+			Annotations: map[string]string{contract.DNSRecords: "true", contract.DNSRecordsStatus: published.Encode()}},
+			Spec: corev1.ServiceSpec{Selector: map[string]string{"app": "web"}}},
+		&corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "web-new", Namespace: "shop", Annotations: map[string]string{contract.DNSRecords: "nodes"}},
+			Spec: corev1.ServiceSpec{Selector: map[string]string{"app": "web"}}},
+		&corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "web-internal", Namespace: "shop"}, Spec: corev1.ServiceSpec{Selector: map[string]string{"app": "web"}}},
+		&corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "other", Namespace: "shop", Annotations: map[string]string{contract.DNSRecords: "true"}},
+			Spec: corev1.ServiceSpec{Selector: map[string]string{"app": "other"}}},
+	}
+	kube := fake.NewClientset(append([]runtime.Object{ns, injected, missing, optedOut, sec, ev}, svcs...)...)
 
 	mesh := &certs.CertInfo{Serial: "1f", NotAfter: now.Add(20 * time.Hour)}
 	proxy := func(_ context.Context, ns, name, path string) ([]byte, error) {
@@ -116,7 +129,9 @@ func TestCollect(t *testing.T) {
 	for _, want := range []string{"issuer CN=Pebble Intermediate", "last error (1 failures): rate limited", "PodtlsNotInjected", "serial 1f",
 		"Plaintext:", "10.1.2.3:8080", "bind the app to 127.0.0.1:8080",
 		"App files:", "/etc/tls (mesh, external; pem, jks; reload none)", "mesh: serial 1f, written 2026-11-24T11:58:00Z",
-		"external: [FAIL] write external files: no space left on device"} {
+		"external: [FAIL] write external files: no space left on device",
+		"DNS (service/web-public): [ok] published since 2m ago:", "shop.example.com 300 A 192.0.2.7",
+		"DNS (service/web-new): not published yet"} {
 		if !strings.Contains(detail.String(), want) {
 			t.Errorf("detail lacks %q:\n%s", want, detail.String())
 		}

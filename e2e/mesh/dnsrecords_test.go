@@ -102,6 +102,7 @@ func TestDNSRecords(t *testing.T) {
 		t.Fatalf("ownership TXT of %s: %q, %v", shopHost, owner, err)
 	}
 	waitEvent(ctx, t, cs, "shop", dnsrecords.EventPublished, shopHost+" 30 A 192.0.2.11")
+	waitState(ctx, t, cs, "shop", contract.DNSRecordsPublished, shopHost+" 30 A 192.0.2.11")
 
 	// A name someone else holds: left alone, reported on the Service.
 	if err := acme.AddRecord(ctx, takenHost, "A", foreignAddress); err != nil {
@@ -109,6 +110,7 @@ func TestDNSRecords(t *testing.T) {
 	}
 	exposeHost(ctx, t, cs, "taken", takenHost, corev1.ServiceTypeClusterIP, "192.0.2.20")
 	waitEvent(ctx, t, cs, "taken", dnsrecords.EventConflict, takenHost+" A: ")
+	waitState(ctx, t, cs, "taken", contract.DNSRecordsConflict, takenHost+" A: a record nobody owns exists")
 	if got, err := acme.Lookup(ctx, takenHost, "A"); err != nil || !slices.Equal(got, []string{foreignAddress}) {
 		t.Fatalf("someone else's %s changed: %v, %v", takenHost, got, err)
 	}
@@ -119,6 +121,7 @@ func TestDNSRecords(t *testing.T) {
 	setLoadBalancerIP(ctx, t, cs, "shop", "192.0.2.12")
 	msg := waitEvent(ctx, t, cs, "shop", dnsrecords.EventError, "cannot read zone example.test")
 	t.Logf("wrong TSIG key: Event %s: %s", dnsrecords.EventError, msg)
+	waitState(ctx, t, cs, "shop", contract.DNSRecordsError, "bad authentication")
 	if strings.Contains(msg, "d3Jvbmcg") || strings.Contains(msg, acme.RecordsKeySecret) {
 		t.Fatalf("Event shows the TSIG secret: %s", msg)
 	}
@@ -159,14 +162,31 @@ func TestDNSRecords(t *testing.T) {
 		_, errT := acme.Lookup(ctx, dnsrecords.OwnerName(shopHost, "A"), "TXT")
 		return errA != nil && errT != nil
 	})
-	if gone := time.Since(deleted); gone < recordsGrace {
-		t.Fatalf("records removed %s after the Service, before the %s grace period", gone, recordsGrace)
+	if gone := time.Since(deleted); gone < recordsGrace || gone > recordsGrace+10*time.Second {
+		t.Fatalf("records removed %s after the Service; want just after the %s grace period", gone, recordsGrace)
 	} else {
 		t.Logf("Service deleted: records removed after %s (grace period %s)", gone.Round(time.Millisecond), recordsGrace)
 	}
 	if got, err := acme.Lookup(ctx, takenHost, "A"); err != nil || !slices.Equal(got, []string{foreignAddress}) {
 		t.Fatalf("someone else's %s changed: %v, %v", takenHost, got, err)
 	}
+}
+
+// waitState waits for the Service's records status annotation to hold state
+// with want in its message or records.
+func waitState(ctx context.Context, t *testing.T, cs kubernetes.Interface, svc, state, want string) {
+	t.Helper()
+	var last string
+	waitFor(ctx, t, time.Minute, "Service "+svc+" records status "+state+" with "+want, func() bool {
+		s, err := cs.CoreV1().Services(recordsNS).Get(ctx, svc, metav1.GetOptions{})
+		if err != nil {
+			return false
+		}
+		last = s.Annotations[contract.DNSRecordsStatus]
+		st, err := contract.DecodeDNSRecordState(last)
+		return err == nil && st.State == state && strings.Contains(st.Message+strings.Join(st.Records, ";"), want)
+	})
+	t.Logf("Service %s: %s=%s", svc, contract.DNSRecordsStatus, last)
 }
 
 // setRecordsKey creates or replaces the records credentials Secret.
