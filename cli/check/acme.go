@@ -48,6 +48,7 @@ func (r *runner) acmeChecks(ctx context.Context) {
 		return
 	}
 	r.add(IDACMEIssuer, output.OK, fmt.Sprintf("ACME issuer %s, DNS-01 via %s", c.DirectoryURL, c.DNS.Provider), "")
+	r.issuer = &c
 
 	sec, err := r.kube.CoreV1().Secrets(ns).Get(ctx, c.AccountSecret, metav1.GetOptions{})
 	switch {

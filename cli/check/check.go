@@ -14,6 +14,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/podtls/podtls/acme/issuerconfig"
 	"github.com/podtls/podtls/ca"
 	"github.com/podtls/podtls/cli/kube"
 	"github.com/podtls/podtls/cli/output"
@@ -39,6 +40,7 @@ const (
 	IDUninjectedPods     = "uninjected-pods"
 	IDPlaintextBypass    = "plaintext-bypass"
 	IDAppFiles           = "app-files"
+	IDDNSRecords         = "dns-records"
 )
 
 // ACMEConfigMap and ACMEConfigKey hold the issuer configuration the chart renders.
@@ -85,6 +87,12 @@ type Options struct {
 	// Proxy reads a sidecar's admin endpoint; nil is kube.AdminGet (the
 	// API server's pod proxy).
 	Proxy kube.AdminGetter
+	// Lookup asks one DNS server for name's records of type typ (A, AAAA,
+	// CNAME); nil asks over the network.
+	Lookup func(ctx context.Context, server, name, typ string) ([]string, error)
+	// Nameservers finds the authoritative servers of a zone (host:port);
+	// nil asks the system resolver for its NS records.
+	Nameservers func(ctx context.Context, zone string) ([]string, error)
 }
 
 // DefaultOptions are the flag defaults.
@@ -99,6 +107,8 @@ type runner struct {
 	ctrl options.Options
 	mat  *ca.Material
 	res  []Result
+	// issuer is the ACME issuer configuration, once acme() read it.
+	issuer *issuerconfig.Config
 }
 
 // Run runs every check. It does not fail as a whole: every problem becomes
@@ -121,6 +131,7 @@ func Run(ctx context.Context, kube kubernetes.Interface, opts Options) Report {
 	r.uninjected(ctx)
 	r.plaintext(ctx)
 	r.appFiles(ctx)
+	r.dnsRecords(ctx)
 	rep := Report{Schema: SchemaVersion, Level: output.OK, Checks: r.res}
 	for _, c := range r.res {
 		if c.Level.Severity() > rep.Level.Severity() && c.Level != output.Skip {

@@ -19,7 +19,6 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
-	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/client-go/kubernetes"
 
 	acmestatus "github.com/podtls/podtls/acme/status"
@@ -84,13 +83,6 @@ type External struct {
 	// Records are the DNS records of the Services that select the pod and
 	// ask for them (podtls.io/dns-records).
 	Records []Records `json:"records,omitempty"`
-}
-
-// Records is the state of one Service's DNS records, from its
-// podtls.io/dns-records-status annotation (nil: not written yet).
-type Records struct {
-	Service string                   `json:"service"`
-	State   *contract.DNSRecordState `json:"state,omitempty"`
 }
 
 // Live is what the sidecar serves right now.
@@ -233,24 +225,6 @@ func Collect(ctx context.Context, kc kubernetes.Interface, opts Options) (Report
 		rep.Pods = append(rep.Pods, st)
 	}
 	return rep, nil
-}
-
-// recordsOf is the records state of each Service selecting p that asks
-// for DNS records.
-func recordsOf(p *corev1.Pod, svcs []corev1.Service) []Records {
-	var out []Records
-	for _, svc := range svcs {
-		if _, ok := svc.Annotations[contract.DNSRecords]; !ok || len(svc.Spec.Selector) == 0 ||
-			!labels.SelectorFromSet(svc.Spec.Selector).Matches(labels.Set(p.Labels)) {
-			continue
-		}
-		r := Records{Service: svc.Name}
-		if st, err := contract.DecodeDNSRecordState(svc.Annotations[contract.DNSRecordsStatus]); err == nil {
-			r.State = &st
-		}
-		out = append(out, r)
-	}
-	return out
 }
 
 // describe is the pure part: what the pod spec and annotations say.
