@@ -515,7 +515,8 @@ func (r *run) summary() {
 	r.header(fmt.Sprintf("Done in %s", round(r.res.Total)))
 	r.printf("    shown: customer -> preference -> recommendation over mTLS, each sidecar naming the identity it verified;\n")
 	if r.res.ACME {
-		r.printf("           https://%s/ with a certificate from ACME (Pebble, DNS-01 on BIND), verified by curl;\n", PublicHost)
+		r.printf("           https://%s/ with a certificate from ACME (Pebble, DNS-01 on BIND), verified by curl,\n", PublicHost)
+		r.printf("           and its address record published on BIND by podtls (podtls.io/dns-records: nodes);\n")
 	}
 	r.printf("           a caller outside the allow list refused in the handshake (its request never reached the app);\n")
 	r.printf("           the mesh certificate rotated (serial %s -> %s, %s)", short(r.res.MeshRotation.Before), short(r.res.MeshRotation.After), round(r.res.MeshRotation.Took))
