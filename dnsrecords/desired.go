@@ -8,6 +8,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/util/validation"
 
 	"github.com/podtls/podtls/contract"
 )
@@ -53,6 +54,9 @@ func Wanted(in Inputs) ([]Desired, []Problem) {
 		}
 		for _, host := range hostsOf(svc, in.Pods) {
 			switch {
+			case !validName(host, true):
+				bad("external host %q is not a DNS name", host)
+				continue
 			case host != zone && !strings.HasSuffix(host, "."+zone):
 				bad("%s is outside the zone %s", host, zone)
 				continue
@@ -61,6 +65,10 @@ func Wanted(in Inputs) ([]Desired, []Problem) {
 				continue
 			}
 			res := "service/" + id
+			if cname != "" && host == zone {
+				bad("%s is the zone's apex, where a CNAME cannot be; point it at IP addresses", host)
+				continue
+			}
 			if cname != "" {
 				out = append(out, Desired{Record: Record{Name: host, Type: TypeCNAME, Targets: []string{cname}, TTL: in.TTL}, Resource: res})
 				continue
@@ -100,6 +108,9 @@ func targets(v string, svc corev1.Service, nodes []corev1.Node) (a4, a6 []string
 				}
 			case ing.Hostname != "":
 				cname = strings.TrimSuffix(strings.ToLower(ing.Hostname), ".")
+				if !validName(cname, false) {
+					return nil, nil, "", fmt.Errorf("load balancer hostname %q is not a DNS name", ing.Hostname)
+				}
 			}
 		}
 		if cname != "" && len(a4)+len(a6) > 0 {
@@ -122,7 +133,11 @@ func targets(v string, svc corev1.Service, nodes []corev1.Node) (a4, a6 []string
 		items := contract.SplitList(v)
 		if len(items) == 1 && strings.Contains(items[0], ".") && !strings.ContainsAny(items[0], ":") {
 			if _, err := netip.ParseAddr(items[0]); err != nil {
-				return nil, nil, strings.TrimSuffix(strings.ToLower(items[0]), "."), nil
+				name := strings.TrimSuffix(strings.ToLower(items[0]), ".")
+				if !validName(name, false) {
+					return nil, nil, "", fmt.Errorf(`%q is not a DNS name; want "true", "nodes", IP addresses or one hostname`, items[0])
+				}
+				return nil, nil, name, nil
 			}
 		}
 		if len(items) == 0 {
@@ -137,6 +152,15 @@ func targets(v string, svc corev1.Service, nodes []corev1.Node) (a4, a6 []string
 	slices.Sort(a4)
 	slices.Sort(a6)
 	return slices.Compact(a4), slices.Compact(a6), cname, nil
+}
+
+// validName reports whether name is a DNS name podtls publishes or points
+// at (lower case, without the trailing dot); a leading "*." when wildcard.
+func validName(name string, wildcard bool) bool {
+	if wildcard {
+		name = strings.TrimPrefix(name, "*.")
+	}
+	return validation.IsDNS1123Subdomain(name) == nil && strings.Contains(name, ".")
 }
 
 func addrs(n corev1.Node, t corev1.NodeAddressType) []string {

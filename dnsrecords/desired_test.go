@@ -6,6 +6,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/validation"
 
 	"github.com/podtls/podtls/contract"
 )
@@ -76,4 +77,46 @@ func TestWanted(t *testing.T) {
 			}
 		})
 	}
+}
+
+// FuzzWanted feeds arbitrary annotation values, load balancer fields and
+// external hosts: whatever Wanted returns is publishable (a bad value of
+// one Service must never make the zone's one UPDATE fail for all), inside
+// the zone, and every refusal names the Service.
+func FuzzWanted(f *testing.F) {
+	f.Add("true", "192.0.2.1", "", "shop.example.test")
+	f.Add("true", "", "lb-1.elb.example.net.", "shop.example.test")
+	f.Add("nodes", "", "", "a.example.test,b.example.test")
+	f.Add("192.0.2.7, 2001:db8::7", "", "", "x.example.test")
+	f.Add("lb.example.net", "", "", "example.test")
+	f.Add("bad host.example.net", "", "bad name..", "*.example.test")
+	f.Add("::ffff:192.0.2.1", "not-an-ip", "", "shop.example.test")
+	f.Fuzz(func(t *testing.T, ann, ip, hostname, hosts string) {
+		pod := corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "web", Labels: map[string]string{"app": "web"},
+			Annotations: map[string]string{contract.ExternalHosts: hosts}}}
+		svc := corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "web", Annotations: map[string]string{contract.DNSRecords: ann}},
+			Spec:   corev1.ServiceSpec{Selector: map[string]string{"app": "web"}},
+			Status: corev1.ServiceStatus{LoadBalancer: corev1.LoadBalancerStatus{Ingress: []corev1.LoadBalancerIngress{{IP: ip, Hostname: hostname}}}}}
+		node := corev1.Node{Status: corev1.NodeStatus{Addresses: []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: ip}}}}
+		out, problems := Wanted(Inputs{Services: []corev1.Service{svc}, Pods: []corev1.Pod{pod}, Nodes: []corev1.Node{node}, Zone: "example.test", TTL: 60})
+		for _, d := range out {
+			if _, err := toRRs(d.Record); err != nil {
+				t.Fatalf("unpublishable %s: %v", d.Record, err)
+			}
+			if d.Name != "example.test" && !strings.HasSuffix(d.Name, ".example.test") {
+				t.Fatalf("%s outside the zone", d.Record)
+			}
+			if len(d.Targets) == 0 {
+				t.Fatalf("%s without targets", d.Record)
+			}
+			if d.Type == TypeCNAME && (d.Name == "example.test" || len(d.Targets) != 1 || validation.IsDNS1123Subdomain(strings.TrimPrefix(d.Targets[0], "*.")) != nil) {
+				t.Fatalf("bad CNAME %s", d.Record)
+			}
+		}
+		for _, p := range problems {
+			if p.Service != "shop/web" || p.Message == "" {
+				t.Fatalf("problem %+v", p)
+			}
+		}
+	})
 }
