@@ -79,7 +79,7 @@ func (c Config) Validate(cat Catalog) error {
 }
 
 // RecordProviders are the DNS providers podtls can publish records with.
-var RecordProviders = []string{"cloudflare", "gcloud", "rfc2136", "route53"}
+var RecordProviders = []string{"azuredns", "cloudflare", "gcloud", "rfc2136", "route53"}
 
 func (r Records) validate(provider string, bad func(field, format string, args ...any)) {
 	if !r.Enabled {

@@ -1,5 +1,5 @@
 // Package zones builds the zone client of each DNS provider podtls can
-// publish records with (rfc2136, route53, gcloud, cloudflare), from the same
+// publish records with (rfc2136, route53, gcloud, cloudflare, azuredns), from the same
 // settings the issuer configuration gives the provider for DNS-01.
 package zones
 
@@ -22,6 +22,7 @@ var builders = map[string]func(ctx context.Context, zone string, v map[string]st
 	"route53":    newRoute53,
 	"gcloud":     newGoogle,
 	"cloudflare": newCloudflare,
+	"azuredns":   newAzure,
 }
 
 // Names are the providers New can build, sorted.
