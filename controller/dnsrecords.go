@@ -9,6 +9,10 @@ import (
 	"sync"
 	"time"
 
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+
 	"k8s.io/client-go/util/workqueue"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 
@@ -22,7 +26,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	"github.com/podtls/podtls/acme/reconciler"
-	"github.com/podtls/podtls/contract"
 	"github.com/podtls/podtls/dnsrecords"
 	"github.com/podtls/podtls/dnsrecords/zones"
 )
@@ -32,8 +35,10 @@ import (
 const dnsResync = time.Minute
 
 // setupDNSRecords runs the DNS-records publisher (leader only) when an ACME
-// issuer is configured: every change of a Service, a pod's external hosts
-// or a node, and every minute, is one pass over every annotated Service.
+// issuer is configured: every change that can move a record (an annotated
+// Service, a pod with external hosts, a node's addresses: dnsrecords.Relevant),
+// the end of a grace period, and every minute, is one pass over every
+// annotated Service.
 // Its settings come from the issuer configuration's records section, its
 // TSIG key from the DNS provider's credentials Secret.
 func setupDNSRecords(mgr ctrl.Manager, acme *reconciler.Manager, kube kubernetes.Interface, namespace string, log *slog.Logger) error {
@@ -66,12 +71,12 @@ func setupDNSRecords(mgr ctrl.Manager, acme *reconciler.Manager, kube kubernetes
 		},
 	}
 	all := []reconcile.Request{{NamespacedName: types.NamespacedName{Name: "all"}}}
-	everything := handler.EnqueueRequestsFromMapFunc(func(context.Context, client.Object) []reconcile.Request { return all })
-	withHosts := handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
-		if _, ok := o.GetAnnotations()[contract.ExternalHosts]; ok {
-			return all
-		}
-		return nil
+	enqueue := handler.EnqueueRequestsFromMapFunc(func(context.Context, client.Object) []reconcile.Request { return all })
+	relevant := builder.WithPredicates(predicate.Funcs{
+		CreateFunc:  func(e event.CreateEvent) bool { return dnsrecords.Relevant(nil, e.Object) },
+		UpdateFunc:  func(e event.UpdateEvent) bool { return dnsrecords.Relevant(e.ObjectOld, e.ObjectNew) },
+		DeleteFunc:  func(e event.DeleteEvent) bool { return dnsrecords.Relevant(nil, e.Object) },
+		GenericFunc: func(event.GenericEvent) bool { return false },
 	})
 	return ctrl.NewControllerManagedBy(mgr).Named("dns-records").
 		// A zone that fails (server down, key refused) is retried from 1 s,
@@ -79,9 +84,9 @@ func setupDNSRecords(mgr ctrl.Manager, acme *reconciler.Manager, kube kubernetes
 		WithOptions(controller.TypedOptions[reconcile.Request]{
 			RateLimiter: workqueue.NewTypedItemExponentialFailureRateLimiter[reconcile.Request](time.Second, 2*time.Minute),
 		}).
-		Watches(&corev1.Service{}, everything).
-		Watches(&corev1.Pod{}, withHosts).
-		Watches(&corev1.Node{}, everything).
+		Watches(&corev1.Service{}, enqueue, relevant).
+		Watches(&corev1.Pod{}, enqueue, relevant).
+		Watches(&corev1.Node{}, enqueue, relevant).
 		Complete(reconcile.Func(func(ctx context.Context, _ reconcile.Request) (reconcile.Result, error) {
 			if err := p.Sync(ctx); err != nil {
 				return reconcile.Result{}, err // backoff by the controller's rate limiter
