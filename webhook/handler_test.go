@@ -16,10 +16,12 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
+	kjson "sigs.k8s.io/json"
 	"sigs.k8s.io/yaml"
 
 	"github.com/podtls/podtls/contract"
@@ -203,15 +205,19 @@ func FuzzAdmissionReview(f *testing.F) {
 		if review.Response == nil || review.Response.Patch == nil {
 			return
 		}
-		// The review decoder also accepts YAML: compare against the same bytes.
-		js, err := yaml.YAMLToJSON(body)
-		if err != nil {
-			// YAML refuses invalid UTF-8 that the JSON decoder replaces
-			// with U+FFFD: such a body was JSON, compare against it as is.
-			js = body
+		// Decode the body as the webhook's deserializer does: a body that
+		// starts with '{' is JSON, read with case-sensitive keys (duplicate
+		// keys: last wins, and a null RawExtension keeps the earlier value);
+		// anything else is YAML, turned into JSON first.
+		js := body
+		if !utilyaml.IsJSONBuffer(body) {
+			var err error
+			if js, err = yaml.YAMLToJSON(body); err != nil {
+				t.Fatalf("patch for an undecodable request: %s", body)
+			}
 		}
 		var in admissionv1.AdmissionReview
-		if err := json.Unmarshal(js, &in); err != nil || in.Request == nil {
+		if err := kjson.UnmarshalCaseSensitivePreserveInts(js, &in); err != nil || in.Request == nil {
 			t.Fatalf("patch for an undecodable request: %s", body)
 		}
 		p, err := jsonpatch.DecodePatch(review.Response.Patch)
