@@ -114,18 +114,9 @@ func CheckConfig(name string, config map[string]string) error {
 // New builds the provider name from credentials (the Secret's data) and
 // config. Errors name keys, never values.
 func New(name string, credentials map[string][]byte, config map[string]string, common Common) (challenge.Provider, error) {
-	p := registry[name]
-	if p == nil {
-		return nil, fmt.Errorf("unknown DNS provider %q; compiled in: %s", name, strings.Join(Names(), ", "))
-	}
-	v, err := p.collect(name, credentials, config)
+	p, v, err := resolve(name, credentials, config)
 	if err != nil {
 		return nil, err
-	}
-	for _, k := range p.keys {
-		if k.Required && v.get(k.Name) == "" {
-			return nil, fmt.Errorf("%s: %s is required (%s)", name, k.Name, v.where(k))
-		}
 	}
 	prov, err := p.build(v, common)
 	if err == nil {
@@ -142,20 +133,28 @@ func New(name string, credentials map[string][]byte, config map[string]string, c
 // refused, required keys checked): what the DNS-records zones of the same
 // provider read. Errors name keys, never values.
 func Resolve(name string, credentials map[string][]byte, config map[string]string) (map[string]string, error) {
-	p := registry[name]
-	if p == nil {
-		return nil, fmt.Errorf("unknown DNS provider %q; compiled in: %s", name, strings.Join(Names(), ", "))
-	}
-	v, err := p.collect(name, credentials, config)
+	_, v, err := resolve(name, credentials, config)
 	if err != nil {
 		return nil, err
 	}
+	return v.m, nil
+}
+
+func resolve(name string, credentials map[string][]byte, config map[string]string) (*provider, *values, error) {
+	p := registry[name]
+	if p == nil {
+		return nil, nil, fmt.Errorf("unknown DNS provider %q; compiled in: %s", name, strings.Join(Names(), ", "))
+	}
+	v, err := p.collect(name, credentials, config)
+	if err != nil {
+		return nil, nil, err
+	}
 	for _, k := range p.keys {
 		if k.Required && v.get(k.Name) == "" {
-			return nil, fmt.Errorf("%s: %s is required (%s)", name, k.Name, v.where(k))
+			return nil, nil, fmt.Errorf("%s: %s is required (%s)", name, k.Name, v.where(k))
 		}
 	}
-	return v.m, nil
+	return p, v, nil
 }
 
 // collect merges credentials and config into canonical key names.

@@ -84,24 +84,10 @@ func TestAppOwnedTLS(t *testing.T) {
 		}
 	})
 	cs := c.Client
-	cfg, creds := acme.RFC2136Config()
-	in := Install{ControllerImage: controllerImage, SidecarImage: sidecarImage, PullPolicy: corev1.PullNever, Replicas: 1,
-		ACME: map[string]any{
-			"directoryURL": acme.DirectoryURL, "email": "e2e@example.test", "profile": "default",
-			"caBundle": string(acme.ACMECABundle()),
-			"dns": map[string]any{
-				"provider": "rfc2136", "credentialsSecretRef": map[string]any{"name": "podtls-dns-credentials"},
-				"config": cfg, "recursiveNameservers": []string{acme.DNSAddr},
-				"authoritativeNSCheck": false, "propagationTimeout": "30s", "pollingInterval": "500ms",
-			},
-			"allow":   []any{map[string]any{"namespaces": []string{ns}, "hosts": []string{"*.demo.example.test"}}},
-			"renewal": map[string]any{"minBackoff": "5s"},
-		},
-		ACMECredentials: creds,
-	}
-	if err := in.Apply(ctx, cs); err != nil {
-		t.Fatal(err)
-	}
+	installWithACME(ctx, t, cs, acme, map[string]any{
+		"allow":   []any{map[string]any{"namespaces": []string{ns}, "hosts": []string{"*.demo.example.test"}}},
+		"renewal": map[string]any{"minBackoff": "5s"},
+	})
 	waitAvailable(ctx, t, cs, 2*time.Minute)
 	for _, args := range [][]string{{"create", "namespace", ns}, {"label", "namespace", ns, "podtls.io/inject=enabled"},
 		{"-n", ns, "create", "secret", "generic", "store-pass", "--from-literal=password=" + storePass}} {
@@ -364,6 +350,30 @@ spec:
 			}
 		}
 	})
+}
+
+// installWithACME installs podtls with an ACME issuer on the node's Pebble and BIND
+// (rfc2136, its DNS-01 key in the chart-made credentials Secret), config merged over
+// that, and waits for the controller.
+func installWithACME(ctx context.Context, t *testing.T, cs kubernetes.Interface, acme *acmetest.Env, config map[string]any) {
+	t.Helper()
+	cfg, creds := acme.RFC2136Config()
+	in := Install{ControllerImage: controllerImage, SidecarImage: sidecarImage, PullPolicy: corev1.PullNever, Replicas: 1,
+		ACME: mergeValues(map[string]any{
+			"directoryURL": acme.DirectoryURL, "email": "e2e@example.test", "profile": "default",
+			"caBundle": string(acme.ACMECABundle()),
+			"dns": map[string]any{
+				"provider": "rfc2136", "credentialsSecretRef": map[string]any{"name": "podtls-dns-credentials"},
+				"config": cfg, "recursiveNameservers": []string{acme.DNSAddr},
+				"authoritativeNSCheck": false, "propagationTimeout": "30s", "pollingInterval": "500ms",
+			},
+		}, config),
+		ACMECredentials: creds,
+	}
+	if err := in.Apply(ctx, cs); err != nil {
+		t.Fatal(err)
+	}
+	waitAvailable(ctx, t, cs, 2*time.Minute)
 }
 
 // startNodeACME starts BIND9 and Pebble inside the node's network namespace (as the demo

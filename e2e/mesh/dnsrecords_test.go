@@ -59,27 +59,12 @@ func TestDNSRecords(t *testing.T) {
 		}
 	})
 	cs := c.Client
-	cfg, creds := acme.RFC2136Config()
-	in := Install{ControllerImage: controllerImage, SidecarImage: sidecarImage, PullPolicy: corev1.PullNever, Replicas: 1,
-		ACME: map[string]any{
-			"directoryURL": acme.DirectoryURL, "email": "e2e@example.test", "profile": "default",
-			"caBundle": string(acme.ACMECABundle()),
-			"dns": map[string]any{
-				"provider": "rfc2136", "credentialsSecretRef": map[string]any{"name": "podtls-dns-credentials"},
-				"config": cfg, "recursiveNameservers": []string{acme.DNSAddr},
-				"authoritativeNSCheck": false, "propagationTimeout": "30s", "pollingInterval": "500ms",
-			},
-			"allow": []any{map[string]any{"namespaces": []string{recordsNS}, "hosts": []string{"*.records.example.test"}}},
-			// The DNS-01 key may write TXT only; records get their own key.
-			"records": map[string]any{"enabled": true, "zone": "example.test", "ttl": 30, "ownerID": "e2e",
-				"gracePeriod": recordsGrace.String(), "credentialsSecretRef": map[string]any{"name": recordsSecret}},
-		},
-		ACMECredentials: creds,
-	}
-	if err := in.Apply(ctx, cs); err != nil {
-		t.Fatal(err)
-	}
-	waitAvailable(ctx, t, cs, 2*time.Minute)
+	installWithACME(ctx, t, cs, acme, map[string]any{
+		"allow": []any{map[string]any{"namespaces": []string{recordsNS}, "hosts": []string{"*.records.example.test"}}},
+		// The DNS-01 key may write TXT only; records get their own key.
+		"records": map[string]any{"enabled": true, "zone": "example.test", "ttl": 30, "ownerID": "e2e",
+			"gracePeriod": recordsGrace.String(), "credentialsSecretRef": map[string]any{"name": recordsSecret}},
+	})
 	recordsKey := map[string]string{"RFC2136_TSIG_KEY": acme.RecordsKeyName, "RFC2136_TSIG_SECRET": acme.RecordsKeySecret}
 	setRecordsKey(ctx, t, cs, recordsKey)
 	if _, err := c.RunKubectl(ctx, "create", "namespace", recordsNS); err != nil {
