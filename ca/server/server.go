@@ -313,7 +313,7 @@ func (s *Server) sign(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	req, ttl, err := decodeSignRequest(http.MaxBytesReader(w, r.Body, signapi.MaxRequestBytes))
+	req, ttl, err := signapi.DecodeSignRequest(http.MaxBytesReader(w, r.Body, signapi.MaxRequestBytes))
 	if err != nil {
 		status := http.StatusBadRequest
 		var tooBig *http.MaxBytesError
@@ -371,37 +371,6 @@ func bearerToken(h string) (string, bool) {
 		return "", false
 	}
 	return token, true
-}
-
-// decodeSignRequest reads one JSON SignRequest and parses its TTL.
-func decodeSignRequest(r io.Reader) (signapi.SignRequest, time.Duration, error) {
-	var req signapi.SignRequest
-	dec := json.NewDecoder(r)
-	if err := dec.Decode(&req); err != nil {
-		var tooBig *http.MaxBytesError
-		if errors.As(err, &tooBig) {
-			return req, 0, fmt.Errorf("request body larger than %d bytes: %w", signapi.MaxRequestBytes, err)
-		}
-		return req, 0, fmt.Errorf("decode request body: %w", err)
-	}
-	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		return req, 0, errors.New("decode request body: unexpected data after the JSON object")
-	}
-	if strings.TrimSpace(req.CSR) == "" {
-		return req, 0, errors.New("request body: csr is empty")
-	}
-	var ttl time.Duration
-	if req.TTL != "" {
-		d, err := time.ParseDuration(req.TTL)
-		if err != nil {
-			return req, 0, fmt.Errorf("request body: ttl: %w", err)
-		}
-		if d <= 0 {
-			return req, 0, fmt.Errorf("request body: ttl %q must be positive", req.TTL)
-		}
-		ttl = d
-	}
-	return req, ttl, nil
 }
 
 func writeError(w http.ResponseWriter, status int, msg string) {
