@@ -38,6 +38,7 @@ import (
 	"github.com/podtls/podtls/ca"
 	caserver "github.com/podtls/podtls/ca/server"
 	"github.com/podtls/podtls/ca/services"
+	"github.com/podtls/podtls/ca/signapi"
 	"github.com/podtls/podtls/contract"
 	"github.com/podtls/podtls/controller/options"
 	"github.com/podtls/podtls/discovery"
@@ -49,6 +50,7 @@ import (
 	"github.com/podtls/podtls/webhook/bundle"
 	"github.com/podtls/podtls/webhook/cabundle"
 	"github.com/podtls/podtls/webhook/webhookconfig"
+	"github.com/podtls/podtls/workloads"
 )
 
 // Run starts everything and blocks until ctx ends (SIGTERM), then drains for
@@ -162,6 +164,13 @@ func Run(ctx context.Context, opts options.Options, restCfg *rest.Config) error 
 	if err != nil {
 		return err
 	}
+	workloadsHandler, err := workloads.NewHandler(workloads.HandlerOptions{
+		Checker: &workloads.Checker{Kube: kube, Audience: signapi.Audience}, Signer: authority,
+		TrustDomain: authority.TrustDomain(), TrustPool: authority.TrustPool, Logger: slogger,
+	})
+	if err != nil {
+		return err
+	}
 	caSrv, err := caserver.New(caserver.Options{
 		Addr:          opts.CAAddr,
 		Authority:     authority,
@@ -171,6 +180,7 @@ func Run(ctx context.Context, opts options.Options, restCfg *rest.Config) error 
 		Metrics:       ctrlmetrics.Registry,
 		Discovery:     discoveryHandler,
 		Events:        eventsHandler,
+		Workloads:     workloadsHandler,
 	})
 	if err != nil {
 		return fmt.Errorf("CA server: %w", err)

@@ -100,6 +100,9 @@ type Options struct {
 	// Events, if set, is served at eventsapi.Path (the controller passes a
 	// sidecarevents.Handler), behind the same optional client certificate.
 	Events http.Handler
+	// Workloads, if set, is served at signapi.JoinPath and RenewPath (the
+	// controller passes a workloads.Handler): machines outside Kubernetes.
+	Workloads http.Handler
 }
 
 // ServiceDNSNames are the names the CA's Service is reached by:
@@ -239,6 +242,10 @@ func (s *Server) Handler() http.Handler {
 	}
 	if s.opts.Events != nil {
 		mux.Handle(eventsapi.Path, s.opts.Events)
+	}
+	if s.opts.Workloads != nil {
+		mux.Handle(signapi.JoinPath, s.opts.Workloads)
+		mux.Handle(signapi.RenewPath, s.opts.Workloads)
 	}
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok\n") })
 	return mux
