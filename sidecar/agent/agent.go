@@ -56,6 +56,11 @@ type Store interface {
 type Config struct {
 	CAURL     string
 	TokenFile string
+	// Workload: a machine outside Kubernetes (podtls workload register).
+	// TokenFile then holds a one-time join token, used only while the store
+	// has no valid certificate (signapi.JoinPath) and removed once used;
+	// renewals authenticate with the current certificate (RenewPath).
+	Workload bool
 	DNSNames  []string
 	TTL       time.Duration // 0: the CA's default
 	CertDir   string
@@ -95,7 +100,7 @@ func New(c Config) (*Agent, error) {
 	case c.CAURL == "":
 		return nil, errors.New("agent: CA URL is required")
 	case c.TokenFile == "":
-		return nil, errors.New("agent: token file is required")
+		return nil, errors.New("agent: token file is required (workload: the join token file)")
 	case c.CertDir == "":
 		return nil, errors.New("agent: cert dir is required")
 	case c.Store == nil:
@@ -289,14 +294,9 @@ func serialOf(chainPEM []byte) string {
 }
 
 func (a *Agent) sign(ctx context.Context, csrPEM []byte) (*signapi.SignResponse, error) {
-	// Re-read every time: kubelet rotates the projected token.
-	tok, err := os.ReadFile(a.c.TokenFile)
+	path, token, client, err := a.credentials()
 	if err != nil {
-		return nil, fmt.Errorf("read token %s: %w", a.c.TokenFile, err)
-	}
-	token := strings.TrimSpace(string(tok))
-	if token == "" {
-		return nil, fmt.Errorf("token file %s is empty", a.c.TokenFile)
+		return nil, err
 	}
 	req := signapi.SignRequest{CSR: string(csrPEM)}
 	if a.c.TTL > 0 {
@@ -308,20 +308,17 @@ func (a *Agent) sign(ctx context.Context, csrPEM []byte) (*signapi.SignResponse,
 	}
 	ctx, cancel := context.WithTimeout(ctx, a.c.RequestTimeout)
 	defer cancel()
-	hreq, err := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimSuffix(a.c.CAURL, "/")+signapi.SignPath, bytes.NewReader(body))
+	hreq, err := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimSuffix(a.c.CAURL, "/")+path, bytes.NewReader(body))
 	if err != nil {
 		return nil, fmt.Errorf("build request: %w", err)
 	}
 	hreq.Header.Set("Content-Type", "application/json")
-	hreq.Header.Set("Authorization", "Bearer "+token)
-	client := &http.Client{Transport: &http.Transport{
-		TLSClientConfig:   tlsconfig.HTTPSClient(a.roots(), a.c.TLS),
-		DisableKeepAlives: true, // one request per renewal; the roots may change in between
-		Proxy:             http.ProxyFromEnvironment,
-	}}
+	if token != "" {
+		hreq.Header.Set("Authorization", "Bearer "+token)
+	}
 	hresp, err := client.Do(hreq)
 	if err != nil {
-		return nil, fmt.Errorf("POST %s: %w", signapi.SignPath, err)
+		return nil, fmt.Errorf("POST %s: %w", path, err)
 	}
 	defer hresp.Body.Close()
 	data, err := io.ReadAll(io.LimitReader(hresp.Body, 1<<20))
@@ -345,7 +342,48 @@ func (a *Agent) sign(ctx context.Context, csrPEM []byte) (*signapi.SignResponse,
 	if err := json.Unmarshal(data, &out); err != nil {
 		return nil, fmt.Errorf("decode CA response: %w", err)
 	}
+	if path == signapi.JoinPath {
+		// Used: nothing reusable stays on the machine.
+		if err := os.Remove(a.c.TokenFile); err != nil && !errors.Is(err, os.ErrNotExist) {
+			a.log.Warn("cannot remove the used join token", "file", a.c.TokenFile, "err", err)
+		} else {
+			a.log.Info("joined the mesh; join token removed", "file", a.c.TokenFile)
+		}
+	}
 	return &out, nil
+}
+
+// credentials picks the endpoint and the authentication of the next
+// request: a pod's projected token (sign); for a workload, its current
+// certificate (renew) or, without a valid one, its join token (join).
+func (a *Agent) credentials() (path, token string, client *http.Client, err error) {
+	tlsCfg := tlsconfig.HTTPSClient(a.roots(), a.c.TLS)
+	client = &http.Client{Transport: &http.Transport{
+		TLSClientConfig:   tlsCfg,
+		DisableKeepAlives: true, // one request per renewal; the roots may change in between
+		Proxy:             http.ProxyFromEnvironment,
+	}}
+	path = signapi.SignPath
+	if a.c.Workload {
+		if cur := a.c.Store.MeshCertificate(); cur != nil && cur.Leaf != nil && a.c.Now().Before(cur.Leaf.NotAfter) {
+			tlsCfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return cur, nil }
+			return signapi.RenewPath, "", client, nil
+		}
+		path = signapi.JoinPath
+	}
+	// Re-read every time: kubelet rotates the projected token.
+	tok, err := os.ReadFile(a.c.TokenFile)
+	if a.c.Workload && errors.Is(err, os.ErrNotExist) {
+		return "", "", nil, fmt.Errorf("no valid certificate and no join token in %s: issue one with podtls workload token", a.c.TokenFile)
+	}
+	if err != nil {
+		return "", "", nil, fmt.Errorf("read token %s: %w", a.c.TokenFile, err)
+	}
+	token = strings.TrimSpace(string(tok))
+	if token == "" {
+		return "", "", nil, fmt.Errorf("token file %s is empty", a.c.TokenFile)
+	}
+	return path, token, client, nil
 }
 
 func (a *Agent) roots() *x509.CertPool {
