@@ -164,6 +164,15 @@ func Run(ctx context.Context, opts options.Options, restCfg *rest.Config) error 
 	if err != nil {
 		return err
 	}
+	var externalDNS []string
+	var externalIPs []net.IP
+	for _, n := range opts.CAExternalNames {
+		if ip := net.ParseIP(n); ip != nil {
+			externalIPs = append(externalIPs, ip)
+		} else {
+			externalDNS = append(externalDNS, n)
+		}
+	}
 	workloadsHandler, err := workloads.NewHandler(workloads.HandlerOptions{
 		Checker: &workloads.Checker{Kube: kube, Audience: signapi.Audience}, Signer: authority,
 		TrustDomain: authority.TrustDomain(), TrustPool: authority.TrustPool, Logger: slogger,
@@ -175,7 +184,8 @@ func Run(ctx context.Context, opts options.Options, restCfg *rest.Config) error 
 		Addr:          opts.CAAddr,
 		Authority:     authority,
 		Authenticator: caserver.NewTokenReviewAuthenticator(kube.AuthenticationV1().TokenReviews(), caserver.TokenReviewOptions{}),
-		DNSNames:      caserver.ServiceDNSNames(opts.ServiceName, opts.Namespace, opts.ClusterDomain),
+		DNSNames:      append(caserver.ServiceDNSNames(opts.ServiceName, opts.Namespace, opts.ClusterDomain), externalDNS...),
+		IPs:           externalIPs,
 		Logger:        slogger,
 		Metrics:       ctrlmetrics.Registry,
 		Discovery:     discoveryHandler,
