@@ -61,10 +61,10 @@ type Config struct {
 	// has no valid certificate (signapi.JoinPath) and removed once used;
 	// renewals authenticate with the current certificate (RenewPath).
 	Workload bool
-	DNSNames  []string
-	TTL       time.Duration // 0: the CA's default
-	CertDir   string
-	Store     Store
+	DNSNames []string
+	TTL      time.Duration // 0: the CA's default
+	CertDir  string
+	Store    Store
 	// ExtraRoots are trusted for the CA endpoint besides the store's pool.
 	ExtraRoots []*x509.Certificate
 	TLS        tlsconfig.Options
