@@ -15,9 +15,12 @@ import (
 	"time"
 
 	"golang.org/x/time/rate"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/podtls/podtls/ca"
 	"github.com/podtls/podtls/ca/signapi"
+	"github.com/podtls/podtls/contract"
 	"github.com/podtls/podtls/identity"
 	"github.com/podtls/podtls/tlsconfig"
 )
@@ -81,9 +84,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	var (
 		caller ca.Caller
+		reg    string // the registration (Service) name
 		what   string
 		status int
-		err    error
 	)
 	// The body first: a malformed request must not consume a join token.
 	req, ttl, err := signapi.DecodeSignRequest(http.MaxBytesReader(w, r.Body, signapi.MaxRequestBytes))
@@ -95,10 +98,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	switch r.URL.Path {
 	case signapi.JoinPath:
 		what = "join"
-		caller, status, err = h.joiner(r)
+		caller, reg, status, err = h.joiner(r)
 	case signapi.RenewPath:
 		what = "renewal"
-		caller, status, err = h.renewer(r)
+		caller, reg, status, err = h.renewer(r)
 	default:
 		writeError(w, http.StatusNotFound, "not found")
 		return
@@ -120,6 +123,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	leaf := issued.Certificate
+	h.record(r.Context(), caller, reg, contract.WorkloadCertState{Serial: hex.EncodeToString(leaf.SerialNumber.Bytes()),
+		NotAfter: leaf.NotAfter.UTC(), Issued: h.o.Now().UTC().Truncate(time.Second), Via: what}, log)
 	log.Info("certificate issued to a workload", "namespace", caller.Namespace, "service_account", caller.ServiceAccount,
 		"serial", hex.EncodeToString(leaf.SerialNumber.Bytes()), "not_after", leaf.NotAfter)
 	writeJSON(w, http.StatusOK, signapi.SignResponse{CertificateChain: string(issued.ChainPEM), TrustBundle: string(issued.TrustBundlePEM),
@@ -128,41 +133,51 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 // joiner authenticates a join: rate-limited per remote address (nothing is
 // known of the caller before its token is reviewed), then Checker.Join.
-func (h *Handler) joiner(r *http.Request) (ca.Caller, int, error) {
+func (h *Handler) joiner(r *http.Request) (ca.Caller, string, int, error) {
 	host, _, _ := net.SplitHostPort(r.RemoteAddr)
 	if !h.allowNow("join/" + host) {
-		return ca.Caller{}, http.StatusTooManyRequests, errors.New("too many join requests; retry later")
+		return ca.Caller{}, "", http.StatusTooManyRequests, errors.New("too many join requests; retry later")
 	}
 	token, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 	if !ok || strings.TrimSpace(token) == "" {
-		return ca.Caller{}, http.StatusUnauthorized, errors.New("missing join token (Authorization: Bearer <token from podtls workload register>)")
+		return ca.Caller{}, "", http.StatusUnauthorized, errors.New("missing join token (Authorization: Bearer <token from podtls workload register>)")
 	}
-	caller, _, err := h.o.Checker.Join(r.Context(), strings.TrimSpace(token))
-	return caller, statusOf(err), err
+	caller, reg, err := h.o.Checker.Join(r.Context(), strings.TrimSpace(token))
+	return caller, reg.Name, statusOf(err), err
 }
 
 // renewer authenticates a renewal by the machine's current certificate.
-func (h *Handler) renewer(r *http.Request) (ca.Caller, int, error) {
+func (h *Handler) renewer(r *http.Request) (ca.Caller, string, int, error) {
 	if r.TLS == nil || len(r.TLS.PeerCertificates) == 0 {
-		return ca.Caller{}, http.StatusUnauthorized, errors.New("renewal needs the current certificate as the TLS client certificate")
+		return ca.Caller{}, "", http.StatusUnauthorized, errors.New("renewal needs the current certificate as the TLS client certificate")
 	}
 	chain := r.TLS.PeerCertificates
 	if err := tlsconfig.VerifyClient(h.o.TrustPool(), h.allow, chain, h.o.Now()); err != nil {
-		return ca.Caller{}, http.StatusUnauthorized, fmt.Errorf("client certificate: %w", err)
+		return ca.Caller{}, "", http.StatusUnauthorized, fmt.Errorf("client certificate: %w", err)
 	}
 	raw, err := tlsconfig.SPIFFEID(chain[0])
 	if err != nil {
-		return ca.Caller{}, http.StatusUnauthorized, fmt.Errorf("client certificate: %w", err)
+		return ca.Caller{}, "", http.StatusUnauthorized, fmt.Errorf("client certificate: %w", err)
 	}
 	id, err := identity.Parse(raw)
 	if err != nil {
-		return ca.Caller{}, http.StatusUnauthorized, fmt.Errorf("client certificate: %w", err)
+		return ca.Caller{}, "", http.StatusUnauthorized, fmt.Errorf("client certificate: %w", err)
 	}
 	if !h.allowNow("renew/" + raw) {
-		return ca.Caller{}, http.StatusTooManyRequests, errors.New("too many renewals; retry later")
+		return ca.Caller{}, "", http.StatusTooManyRequests, errors.New("too many renewals; retry later")
 	}
-	caller, err := h.o.Checker.Renewal(r.Context(), id.Namespace, id.ServiceAccount)
-	return caller, statusOf(err), err
+	caller, reg, err := h.o.Checker.Renewal(r.Context(), id.Namespace, id.ServiceAccount)
+	return caller, reg, statusOf(err), err
+}
+
+// record writes the issued certificate on the registration's Service
+// (podtls status, podtls workload list); a failure is logged, not fatal.
+func (h *Handler) record(ctx context.Context, caller ca.Caller, reg string, st contract.WorkloadCertState, log *slog.Logger) {
+	v, _ := json.Marshal(st)
+	patch, _ := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": map[string]string{contract.WorkloadCertificate: string(v)}}})
+	if _, err := h.o.Checker.Kube.CoreV1().Services(caller.Namespace).Patch(ctx, reg, types.MergePatchType, patch, metav1.PatchOptions{}); err != nil {
+		log.Warn("cannot record the certificate on the registration", "service", caller.Namespace+"/"+reg, "err", err)
+	}
 }
 
 func statusOf(err error) int {

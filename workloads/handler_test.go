@@ -8,6 +8,7 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
 	"net/http"
@@ -23,6 +24,7 @@ import (
 
 	"github.com/podtls/podtls/ca"
 	"github.com/podtls/podtls/ca/signapi"
+	"github.com/podtls/podtls/contract"
 	"github.com/podtls/podtls/internal/kubetest"
 )
 
@@ -131,7 +133,7 @@ func TestHandlerJoinRenew(t *testing.T) {
 		{"malformed request keeps the token", signapi.JoinPath, token, "", http.StatusBadRequest, "csr is empty"},
 		{"join", signapi.JoinPath, token, csrFor(t, key, id, "billing.legacy.svc"), http.StatusOK, ""},
 		{"join again", signapi.JoinPath, token, csrFor(t, key, id), http.StatusForbidden, "the token was used"},
-		{"renew by mTLS", signapi.RenewPath, "", csrFor(t, key, id), http.StatusOK, ""},
+		{"renewal by mTLS", signapi.RenewPath, "", csrFor(t, key, id), http.StatusOK, ""},
 		{"renew for another identity", signapi.RenewPath, "", csrFor(t, key, "spiffe://cluster.local/ns/legacy/sa/admin"), http.StatusForbidden, ""},
 		{"renew for a name of another namespace", signapi.RenewPath, "", csrFor(t, key, id, "db.prod.svc"), http.StatusForbidden, ""},
 	} {
@@ -141,6 +143,15 @@ func TestHandlerJoinRenew(t *testing.T) {
 		}
 		if status == http.StatusOK {
 			t.Logf("%s: certificate until %s for %v", tc.name, out.NotAfter, vm.cert.Leaf.URIs)
+			svc, err := cs.CoreV1().Services(ns).Get(ctx, "billing", metav1.GetOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var st contract.WorkloadCertState
+			if err := json.Unmarshal([]byte(svc.Annotations[contract.WorkloadCertificate]), &st); err != nil ||
+				st.Serial != hex.EncodeToString(vm.cert.Leaf.SerialNumber.Bytes()) || !strings.HasPrefix(tc.name, st.Via) {
+				t.Fatalf("%s: recorded %s=%q", tc.name, contract.WorkloadCertificate, svc.Annotations[contract.WorkloadCertificate])
+			}
 		}
 		if strings.Contains(raw, token) {
 			t.Fatalf("%s: the answer shows the token", tc.name)

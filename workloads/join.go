@@ -89,17 +89,18 @@ func (c *Checker) Join(ctx context.Context, token string) (ca.Caller, Registrati
 
 // Renewal checks that the identity of a machine's current certificate still
 // has a registration: deleting the registration stops renewals.
-func (c *Checker) Renewal(ctx context.Context, namespace, serviceAccount string) (ca.Caller, error) {
+// It returns the registration's name.
+func (c *Checker) Renewal(ctx context.Context, namespace, serviceAccount string) (ca.Caller, string, error) {
 	l, err := c.Kube.CoreV1().Services(namespace).List(ctx, metav1.ListOptions{LabelSelector: contract.ExternalWorkload})
 	if err != nil {
-		return ca.Caller{}, fmt.Errorf("list registrations in %s: %w", namespace, err)
+		return ca.Caller{}, "", fmt.Errorf("list registrations in %s: %w", namespace, err)
 	}
 	for _, svc := range l.Items {
 		if svc.Annotations[contract.WorkloadServiceAccount] == serviceAccount {
-			return ca.Caller{Namespace: namespace, ServiceAccount: serviceAccount}, nil
+			return ca.Caller{Namespace: namespace, ServiceAccount: serviceAccount}, svc.Name, nil
 		}
 	}
-	return ca.Caller{}, fmt.Errorf("%w: no workload registration in namespace %s runs as %s (deleted?): register the machine again", ErrRefused, namespace, serviceAccount)
+	return ca.Caller{}, "", fmt.Errorf("%w: no workload registration in namespace %s runs as %s (deleted?): register the machine again", ErrRefused, namespace, serviceAccount)
 }
 
 // registration reads workload name's Service and checks its service account.

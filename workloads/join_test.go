@@ -124,14 +124,14 @@ func TestJoinAndRenewal(t *testing.T) {
 	t.Logf("a used join token: %v", err)
 
 	// Renewal while registered, refused once the registration is deleted.
-	if got, err := c.Renewal(ctx, ns, "billing-vm"); err != nil || got.ServiceAccount != "billing-vm" {
-		t.Fatalf("renewal: %+v %v", got, err)
+	if got, name, err := c.Renewal(ctx, ns, "billing-vm"); err != nil || got.ServiceAccount != "billing-vm" || name != "billing" {
+		t.Fatalf("renewal: %+v %s %v", got, name, err)
 	}
-	_, err = c.Renewal(ctx, ns, "intruder")
+	_, _, err = c.Renewal(ctx, ns, "intruder")
 	refused(err, "no workload registration in namespace legacy runs as intruder")
 	if err := cs.CoreV1().Services(ns).Delete(ctx, "billing", metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	_, err = c.Renewal(ctx, ns, "billing-vm")
+	_, _, err = c.Renewal(ctx, ns, "billing-vm")
 	refused(err, "register the machine again")
 }
