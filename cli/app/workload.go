@@ -10,6 +10,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/podtls/podtls/cli/status"
 	"github.com/podtls/podtls/cli/workload"
 	"github.com/podtls/podtls/workloads"
 )
@@ -120,6 +121,32 @@ registration (podtls workload delete) stops them.`,
 			return err
 		},
 	}
-	c.AddCommand(register, token, del)
+	var all bool
+	list := &cobra.Command{
+		Use:   "list",
+		Short: "List registered machines, their identity, addresses and certificate",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cl, err := g.kube.Connect()
+			if err != nil {
+				return err
+			}
+			ns := cl.Namespace
+			if all {
+				ns = ""
+			}
+			ws, err := status.Workloads(cmd.Context(), cl.Kube, ns)
+			if err != nil {
+				return err
+			}
+			if len(ws) == 0 {
+				_, err := fmt.Fprintln(streams.Out, "No external workloads registered.")
+				return err
+			}
+			return status.WriteWorkloads(streams.Out, ws, time.Now())
+		},
+	}
+	list.Flags().BoolVarP(&all, "all-namespaces", "A", false, "every namespace")
+	c.AddCommand(register, token, del, list)
 	return c
 }
