@@ -316,4 +316,3 @@ func postJoin(ctx context.Context, t *testing.T, c *cluster.Cluster, rootsFile, 
 	b, _ := io.ReadAll(resp.Body)
 	return resp.StatusCode, string(b)
 }
-
