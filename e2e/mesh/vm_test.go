@@ -118,9 +118,10 @@ func TestVMWorkload(t *testing.T) {
 	}
 	t.Cleanup(undoDNS)
 
+	logDir := t.TempDir() // not beside the files the sidecar watches
 	start := func(name string, cmd *exec.Cmd) {
 		t.Helper()
-		logf, err := os.Create(filepath.Join(dir, name+".log"))
+		logf, err := os.Create(filepath.Join(logDir, name+".log"))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -144,7 +145,7 @@ func TestVMWorkload(t *testing.T) {
 		"--ca-url", "https://"+cluster.NodeIP+":"+caNodePort, "--token-file", tokenFile, "--dns-name", vmName+"."+vmNS+".svc", "--cert-dir", certDir, "--trust-bundle", rootsFile,
 		"--inbound", ":8443=127.0.0.1:9898/http1", "--allow", "spiffe://cluster.local/ns/demo/sa/caller",
 		"--outbound", "127.0.0.1:9001=ledger.demo.svc:8443#spiffe://cluster.local/ns/demo/sa/ledger",
-		"--admin", "127.0.0.1:15000", "--log-level", "debug"))
+		"--admin", "127.0.0.1:15000"))
 	admin := func(method, path string) (int, string) {
 		t.Helper()
 		out, err := vm.Command(ctx, "curl", "-sS", "-X", method, "-w", "\n%{http_code}", "http://127.0.0.1:15000"+path).Output()

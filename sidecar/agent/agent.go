@@ -257,7 +257,7 @@ func (a *Agent) RenewOnce(ctx context.Context) error {
 		}
 		return err
 	}
-	chainPEM, bundlePEM, err := a.check(resp, key)
+	chainPEM, bundlePEM, err := a.check(&resp.SignResponse, key)
 	if err != nil {
 		a.requests.With("transient").Inc()
 		return fmt.Errorf("CA response: %w", err)
@@ -265,6 +265,10 @@ func (a *Agent) RenewOnce(ctx context.Context) error {
 	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
 	if err != nil {
 		return fmt.Errorf("encode key: %w", err)
+	}
+	// Pods get the directory as a volume; a machine's is created here, private.
+	if err := os.MkdirAll(a.c.CertDir, 0o700); err != nil {
+		return fmt.Errorf("create cert dir: %w", err)
 	}
 	err = atomicdir.Write(a.c.CertDir, []atomicdir.File{
 		{Name: certs.KeyFile, Data: pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), Mode: 0o600},
@@ -282,6 +286,14 @@ func (a *Agent) RenewOnce(ctx context.Context) error {
 		return fmt.Errorf("the certificate store did not accept the new certificate (serial %s); see its log", leafSerial)
 	}
 	a.log.Info("certificate issued", "serial", leafSerial, "not_after", cur.Leaf.NotAfter.UTC().Format(time.RFC3339))
+	if resp.Joined {
+		// Spent, and the certificate is safe on disk: nothing reusable stays.
+		if err := os.Remove(a.c.TokenFile); err != nil && !errors.Is(err, os.ErrNotExist) {
+			a.log.Warn("cannot remove the used join token", "file", a.c.TokenFile, "err", err)
+		} else {
+			a.log.Info("joined the mesh; join token removed", "file", a.c.TokenFile)
+		}
+	}
 	return nil
 }
 
@@ -293,7 +305,13 @@ func serialOf(chainPEM []byte) string {
 	return cs[0].SerialNumber.Text(16)
 }
 
-func (a *Agent) sign(ctx context.Context, csrPEM []byte) (*signapi.SignResponse, error) {
+// signed is the CA's answer, and whether the join token was spent on it.
+type signed struct {
+	signapi.SignResponse
+	Joined bool
+}
+
+func (a *Agent) sign(ctx context.Context, csrPEM []byte) (*signed, error) {
 	path, token, client, err := a.credentials()
 	if err != nil {
 		return nil, err
@@ -338,18 +356,11 @@ func (a *Agent) sign(ctx context.Context, csrPEM []byte) (*signapi.SignResponse,
 		}
 		return nil, se
 	}
-	var out signapi.SignResponse
-	if err := json.Unmarshal(data, &out); err != nil {
+	var out signed
+	if err := json.Unmarshal(data, &out.SignResponse); err != nil {
 		return nil, fmt.Errorf("decode CA response: %w", err)
 	}
-	if path == signapi.JoinPath {
-		// Used: nothing reusable stays on the machine.
-		if err := os.Remove(a.c.TokenFile); err != nil && !errors.Is(err, os.ErrNotExist) {
-			a.log.Warn("cannot remove the used join token", "file", a.c.TokenFile, "err", err)
-		} else {
-			a.log.Info("joined the mesh; join token removed", "file", a.c.TokenFile)
-		}
-	}
+	out.Joined = path == signapi.JoinPath
 	return &out, nil
 }
 
