@@ -262,9 +262,11 @@ func ledger(ctx context.Context, t *testing.T, cs kubernetes.Interface) {
 		Annotations: map[string]string{contract.Inbound: "8443:8080", contract.Allow: vmID}},
 		Spec: corev1.PodSpec{ServiceAccountName: "ledger", Containers: []corev1.Container{{Name: "app", Image: echoImage, ImagePullPolicy: corev1.PullNever,
 			Args: []string{"serve", "-addr", "127.0.0.1:8080"}}}}}
-	if _, err := cs.CoreV1().Pods(ns).Create(ctx, pod, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	// The webhook may not answer yet right after the install: retry the creation.
+	waitFor(ctx, t, time.Minute, "pod ledger admitted", func() bool {
+		_, err := cs.CoreV1().Pods(ns).Create(ctx, pod, metav1.CreateOptions{})
+		return err == nil
+	})
 	svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "ledger"}, Spec: corev1.ServiceSpec{Selector: map[string]string{"app": "ledger"},
 		Ports: []corev1.ServicePort{{Name: "https", Port: 8443, TargetPort: intstr.FromInt32(8443)}}}}
 	if _, err := cs.CoreV1().Services(ns).Create(ctx, svc, metav1.CreateOptions{}); err != nil {
