@@ -70,15 +70,15 @@ func Workloads(ctx context.Context, kc kubernetes.Interface, namespace string) (
 func WriteWorkloads(w io.Writer, ws []Workload, now time.Time) error {
 	rows := make([][]string, 0, len(ws))
 	for _, x := range ws {
-		cert := "not joined"
+		cert, via := "not joined", "-"
 		if x.Certificate != nil {
-			cert = fmt.Sprintf("%s (%s, by %s)", remaining(x.Certificate.NotAfter, now), x.Certificate.Serial[:min(8, len(x.Certificate.Serial))], x.Certificate.Via)
+			cert, via = remaining(x.Certificate.NotAfter, now), x.Certificate.Via
 		}
 		join := "used"
 		if x.JoinPending {
 			join = "pending"
 		}
-		rows = append(rows, []string{x.Namespace + "/" + x.Name, x.ServiceAccount, dash(strings.Join(x.Addresses, ",")), dash(strings.Join(x.Ports, ",")), cert, join})
+		rows = append(rows, []string{x.Namespace + "/" + x.Name, x.ServiceAccount, dash(strings.Join(x.Addresses, ",")), cert, via, join})
 	}
-	return output.Table(w, output.Width, []string{"WORKLOAD", "SERVICE-ACCOUNT", "ADDRESS", "PORTS", "CERT", "JOIN-TOKEN"}, rows)
+	return output.Table(w, output.Width, []string{"WORKLOAD", "SERVICE-ACCOUNT", "ADDRESS", "CERT", "ISSUED-BY", "JOIN-TOKEN"}, rows)
 }

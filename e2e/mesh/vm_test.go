@@ -206,7 +206,7 @@ func TestVMWorkload(t *testing.T) {
 	}
 	t.Logf("renewed by mTLS: serial %x -> %x", first.SerialNumber, second.SerialNumber)
 	list := podtls("-n", vmNS, "workload", "list")
-	if !strings.Contains(list, "by renewal") || !strings.Contains(list, vmIP) {
+	if !strings.Contains(list, "renewal") || !strings.Contains(list, vmIP) || !strings.Contains(list, "used") {
 		t.Fatalf("podtls workload list:\n%s", list)
 	}
 	t.Logf("podtls workload list:\n%s", list)
