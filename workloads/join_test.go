@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	authnv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -58,7 +59,8 @@ func joinToken(ctx context.Context, t *testing.T, cs kubernetes.Interface, ns, s
 }
 
 func TestJoinAndRenewal(t *testing.T) {
-	env := kubetest.Start(t)
+	signer := kubetest.NewTokenSigner(t)
+	env := kubetest.Start(t, signer.Options()...)
 	cs := env.Clientset
 	ctx := context.Background()
 	const ns = "legacy"
@@ -89,6 +91,18 @@ func TestJoinAndRenewal(t *testing.T) {
 	if _, err := cs.CoreV1().Secrets(ns).Get(ctx, join.Name, metav1.GetOptions{}); err != nil {
 		t.Fatalf("a refused join consumed the Secret: %v", err)
 	}
+
+	// Expired: bound to the right Secret, signed by the API server's key, an hour old.
+	sa, err := cs.CoreV1().ServiceAccounts(ns).Get(ctx, "billing-vm", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	expired := signer.Mint(t, ns, "billing-vm", string(sa.UID), "podtls-ca", now.Add(-2*time.Hour), now.Add(-time.Hour),
+		map[string]any{"secret": map[string]string{"name": join.Name, "uid": string(join.UID)}})
+	_, _, err = c.Join(ctx, expired)
+	refused(err, "join token not accepted")
+	t.Logf("an expired join token: %v", err)
 
 	// The right token, twice at once: one join only.
 	token := joinToken(ctx, t, cs, ns, "billing-vm", join, "podtls-ca")

@@ -168,6 +168,9 @@ func TestVMWorkload(t *testing.T) {
 		t.Fatalf("the used join token is still on disk: %v", err)
 	}
 	checkModes(t, certDir)
+	if code, metrics := admin("GET", "/metrics"); code != 200 || !strings.Contains(metrics, `podtls_sidecar_agent_sign_requests_total{result="success"} 1`) {
+		t.Fatalf("machine's /metrics: %d %s", code, tail(metrics, 500))
+	}
 
 	// A pod calls the machine by Service name; another identity is refused.
 	for _, tc := range []struct {
@@ -303,6 +306,13 @@ func checkModes(t *testing.T, dir string) {
 	}
 	if m := key.Mode().Perm(); m != 0o600 {
 		t.Fatalf("key mode %o, want 600", m)
+	}
+	d, err := os.Stat(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m := d.Mode().Perm(); m != 0o700 {
+		t.Fatalf("certificate directory mode %o, want 700", m)
 	}
 }
 
