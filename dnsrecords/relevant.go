@@ -43,4 +43,6 @@ func Relevant(old, obj client.Object) bool {
 	return true
 }
 
-func sameIngress(a, b corev1.LoadBalancerIngress) bool { return a.IP == b.IP && a.Hostname == b.Hostname }
+func sameIngress(a, b corev1.LoadBalancerIngress) bool {
+	return a.IP == b.IP && a.Hostname == b.Hostname
+}
