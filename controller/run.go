@@ -38,6 +38,7 @@ import (
 	"github.com/podtls/podtls/ca"
 	caserver "github.com/podtls/podtls/ca/server"
 	"github.com/podtls/podtls/ca/services"
+	"github.com/podtls/podtls/ca/signapi"
 	"github.com/podtls/podtls/contract"
 	"github.com/podtls/podtls/controller/options"
 	"github.com/podtls/podtls/discovery"
@@ -49,6 +50,7 @@ import (
 	"github.com/podtls/podtls/webhook/bundle"
 	"github.com/podtls/podtls/webhook/cabundle"
 	"github.com/podtls/podtls/webhook/webhookconfig"
+	"github.com/podtls/podtls/workloads"
 )
 
 // Run starts everything and blocks until ctx ends (SIGTERM), then drains for
@@ -162,15 +164,33 @@ func Run(ctx context.Context, opts options.Options, restCfg *rest.Config) error 
 	if err != nil {
 		return err
 	}
+	var externalDNS []string
+	var externalIPs []net.IP
+	for _, n := range opts.CAExternalNames {
+		if ip := net.ParseIP(n); ip != nil {
+			externalIPs = append(externalIPs, ip)
+		} else {
+			externalDNS = append(externalDNS, n)
+		}
+	}
+	workloadsHandler, err := workloads.NewHandler(workloads.HandlerOptions{
+		Checker: &workloads.Checker{Kube: kube, Audience: signapi.Audience}, Signer: authority,
+		TrustDomain: authority.TrustDomain(), TrustPool: authority.TrustPool, Logger: slogger,
+	})
+	if err != nil {
+		return err
+	}
 	caSrv, err := caserver.New(caserver.Options{
 		Addr:          opts.CAAddr,
 		Authority:     authority,
 		Authenticator: caserver.NewTokenReviewAuthenticator(kube.AuthenticationV1().TokenReviews(), caserver.TokenReviewOptions{}),
-		DNSNames:      caserver.ServiceDNSNames(opts.ServiceName, opts.Namespace, opts.ClusterDomain),
+		DNSNames:      append(caserver.ServiceDNSNames(opts.ServiceName, opts.Namespace, opts.ClusterDomain), externalDNS...),
+		IPs:           externalIPs,
 		Logger:        slogger,
 		Metrics:       ctrlmetrics.Registry,
 		Discovery:     discoveryHandler,
 		Events:        eventsHandler,
+		Workloads:     workloadsHandler,
 	})
 	if err != nil {
 		return fmt.Errorf("CA server: %w", err)

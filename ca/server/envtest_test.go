@@ -2,17 +2,10 @@ package server
 
 import (
 	"context"
-	"crypto"
-	"crypto/rand"
-	"crypto/rsa"
-	"crypto/sha256"
 	"crypto/x509"
-	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
 	"net/http"
-	"os"
-	"path/filepath"
 	"slices"
 	"testing"
 	"time"
@@ -31,61 +24,11 @@ import (
 	"github.com/podtls/podtls/internal/poll"
 )
 
-// testIssuer is the service-account token issuer the test API server uses;
-// the test holds its signing key, so it can mint tokens the API server
-// accepts, with any expiry (TokenRequest refuses lifetimes under 10 minutes).
-const testIssuer = "https://podtls-envtest.invalid"
-
-// saSigningKey writes an RSA key pair for the API server's service-account
-// token signing and returns the key and the file paths.
-func saSigningKey(t *testing.T) (key *rsa.PrivateKey, keyFile, pubFile string) {
-	t.Helper()
-	key, err := rsa.GenerateKey(rand.Reader, 2048)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pub, err := x509.MarshalPKIXPublicKey(&key.PublicKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	keyFile, pubFile = filepath.Join(dir, "sa.key"), filepath.Join(dir, "sa.pub")
-	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(key)}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(pubFile, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pub}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return key, keyFile, pubFile
-}
-
 // mintToken signs a service-account JWT like the API server's, for ns/sa
 // (with the ServiceAccount's UID), valid from iat to exp.
-func mintToken(t *testing.T, key *rsa.PrivateKey, ns, sa string, saUID types.UID, iat, exp time.Time) string {
+func mintToken(t *testing.T, signer *kubetest.TokenSigner, ns, sa string, saUID types.UID, iat, exp time.Time) string {
 	t.Helper()
-	enc := func(v any) string {
-		b, err := json.Marshal(v)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return base64.RawURLEncoding.EncodeToString(b)
-	}
-	signed := enc(map[string]string{"alg": "RS256", "typ": "JWT"}) + "." + enc(map[string]any{
-		"iss": testIssuer,
-		"sub": "system:serviceaccount:" + ns + ":" + sa,
-		"aud": []string{signapi.Audience},
-		"iat": iat.Unix(), "nbf": iat.Unix(), "exp": exp.Unix(),
-		"kubernetes.io": map[string]any{
-			"namespace":      ns,
-			"serviceaccount": map[string]string{"name": sa, "uid": string(saUID)},
-		},
-	})
-	sum := sha256.Sum256([]byte(signed))
-	sig, err := rsa.SignPKCS1v15(rand.Reader, key, crypto.SHA256, sum[:])
-	if err != nil {
-		t.Fatal(err)
-	}
-	return signed + "." + base64.RawURLEncoding.EncodeToString(sig)
+	return signer.Mint(t, ns, sa, string(saUID), signapi.Audience, iat, exp, nil)
 }
 
 func testPod(ns, name, sa string, labels map[string]string) *corev1.Pod {
@@ -109,12 +52,8 @@ func testService(ns, name string, selector map[string]string) *corev1.Service {
 // TokenReview, real bound tokens from the TokenRequest API, and Service names
 // from the controller's cache-backed lister.
 func TestSignEnvtest(t *testing.T) {
-	saKey, keyFile, pubFile := saSigningKey(t)
-	env := kubetest.Start(t,
-		kubetest.WithAPIServerArg("service-account-issuer", testIssuer),
-		kubetest.WithAPIServerArg("service-account-signing-key-file", keyFile),
-		kubetest.WithAPIServerArg("service-account-key-file", pubFile),
-	)
+	saKey := kubetest.NewTokenSigner(t)
+	env := kubetest.Start(t, saKey.Options()...)
 	ctx := t.Context()
 	kube := env.Clientset
 	const ns = "demo"
@@ -268,7 +207,7 @@ func TestSignEnvtest(t *testing.T) {
 			return mintToken(t, saKey, ns, "web", saObj.UID, now.Add(-2*time.Hour), now.Add(-time.Hour))
 		}, newCSR(t), http.StatusUnauthorized},
 		{"forged token (other key)", func(t *testing.T) string {
-			other, _, _ := saSigningKey(t)
+			other := kubetest.NewTokenSigner(t)
 			return mintToken(t, other, ns, "web", saObj.UID, now.Add(-time.Minute), now.Add(time.Hour))
 		}, newCSR(t), http.StatusUnauthorized},
 		{"wrong audience", func(t *testing.T) string {

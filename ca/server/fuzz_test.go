@@ -28,7 +28,7 @@ func FuzzDecodeSignRequest(f *testing.F) {
 	f.Add([]byte(`null`))
 	f.Add([]byte{})
 	f.Fuzz(func(t *testing.T, body []byte) {
-		req, ttl, err := decodeSignRequest(bytes.NewReader(body))
+		req, ttl, err := signapi.DecodeSignRequest(bytes.NewReader(body))
 		if err != nil {
 			return
 		}

@@ -100,6 +100,9 @@ type Options struct {
 	// Events, if set, is served at eventsapi.Path (the controller passes a
 	// sidecarevents.Handler), behind the same optional client certificate.
 	Events http.Handler
+	// Workloads, if set, is served at signapi.JoinPath and RenewPath (the
+	// controller passes a workloads.Handler): machines outside Kubernetes.
+	Workloads http.Handler
 }
 
 // ServiceDNSNames are the names the CA's Service is reached by:
@@ -240,6 +243,10 @@ func (s *Server) Handler() http.Handler {
 	if s.opts.Events != nil {
 		mux.Handle(eventsapi.Path, s.opts.Events)
 	}
+	if s.opts.Workloads != nil {
+		mux.Handle(signapi.JoinPath, s.opts.Workloads)
+		mux.Handle(signapi.RenewPath, s.opts.Workloads)
+	}
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok\n") })
 	return mux
 }
@@ -313,7 +320,7 @@ func (s *Server) sign(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	req, ttl, err := decodeSignRequest(http.MaxBytesReader(w, r.Body, signapi.MaxRequestBytes))
+	req, ttl, err := signapi.DecodeSignRequest(http.MaxBytesReader(w, r.Body, signapi.MaxRequestBytes))
 	if err != nil {
 		status := http.StatusBadRequest
 		var tooBig *http.MaxBytesError
@@ -371,37 +378,6 @@ func bearerToken(h string) (string, bool) {
 		return "", false
 	}
 	return token, true
-}
-
-// decodeSignRequest reads one JSON SignRequest and parses its TTL.
-func decodeSignRequest(r io.Reader) (signapi.SignRequest, time.Duration, error) {
-	var req signapi.SignRequest
-	dec := json.NewDecoder(r)
-	if err := dec.Decode(&req); err != nil {
-		var tooBig *http.MaxBytesError
-		if errors.As(err, &tooBig) {
-			return req, 0, fmt.Errorf("request body larger than %d bytes: %w", signapi.MaxRequestBytes, err)
-		}
-		return req, 0, fmt.Errorf("decode request body: %w", err)
-	}
-	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		return req, 0, errors.New("decode request body: unexpected data after the JSON object")
-	}
-	if strings.TrimSpace(req.CSR) == "" {
-		return req, 0, errors.New("request body: csr is empty")
-	}
-	var ttl time.Duration
-	if req.TTL != "" {
-		d, err := time.ParseDuration(req.TTL)
-		if err != nil {
-			return req, 0, fmt.Errorf("request body: ttl: %w", err)
-		}
-		if d <= 0 {
-			return req, 0, fmt.Errorf("request body: ttl %q must be positive", req.TTL)
-		}
-		ttl = d
-	}
-	return req, ttl, nil
 }
 
 func writeError(w http.ResponseWriter, status int, msg string) {

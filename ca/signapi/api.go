@@ -2,8 +2,27 @@
 // server (ca/server) and its client (sidecar/agent). Standard library only.
 package signapi
 
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"time"
+)
+
 // SignPath is the path of the sign endpoint.
 const SignPath = "/v1/sign"
+
+// JoinPath is where a machine outside Kubernetes gets its first certificate:
+// a SignRequest with "Authorization: Bearer <join token>" (a token of its
+// service account bound to its join Secret), accepted once.
+const JoinPath = "/v1/join"
+
+// RenewPath is where such a machine renews: a SignRequest over mTLS with
+// its current certificate, accepted while its registration exists.
+const RenewPath = "/v1/renew"
 
 // Audience is the audience the projected service-account token must carry.
 const Audience = "podtls-ca"
@@ -35,4 +54,36 @@ type SignResponse struct {
 // Error is the JSON body of every error response.
 type Error struct {
 	Message string `json:"message"`
+}
+
+// DecodeSignRequest reads one JSON SignRequest (of a body limited to
+// MaxRequestBytes by the caller) and parses its TTL.
+func DecodeSignRequest(r io.Reader) (SignRequest, time.Duration, error) {
+	var req SignRequest
+	dec := json.NewDecoder(r)
+	if err := dec.Decode(&req); err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			return req, 0, fmt.Errorf("request body larger than %d bytes: %w", MaxRequestBytes, err)
+		}
+		return req, 0, fmt.Errorf("decode request body: %w", err)
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return req, 0, errors.New("decode request body: unexpected data after the JSON object")
+	}
+	if strings.TrimSpace(req.CSR) == "" {
+		return req, 0, errors.New("request body: csr is empty")
+	}
+	var ttl time.Duration
+	if req.TTL != "" {
+		d, err := time.ParseDuration(req.TTL)
+		if err != nil {
+			return req, 0, fmt.Errorf("request body: ttl: %w", err)
+		}
+		if d <= 0 {
+			return req, 0, fmt.Errorf("request body: ttl %q must be positive", req.TTL)
+		}
+		ttl = d
+	}
+	return req, ttl, nil
 }

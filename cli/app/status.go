@@ -64,7 +64,7 @@ for the documented schema podtls.io/status/v1.`,
 				return rep.WriteTable(streams.Out, now, true)
 			case opts.Pod != "":
 				return rep.WriteDetail(streams.Out, now, output.Style{Color: streams.Color})
-			case len(rep.Pods) == 0:
+			case len(rep.Pods) == 0 && len(rep.Workloads) == 0:
 				_, err := fmt.Fprintf(streams.Out, "No pods in namespace %s.\n", cl.Namespace)
 				return err
 			default:

@@ -81,6 +81,12 @@ func (r Report) WriteTable(w io.Writer, now time.Time, wide bool) error {
 			return fmt.Errorf("write status: %w", err)
 		}
 	}
+	if len(r.Workloads) > 0 {
+		if _, err := fmt.Fprintln(w, "\nExternal workloads (podtls workload register):"); err != nil {
+			return fmt.Errorf("write status: %w", err)
+		}
+		return WriteWorkloads(w, r.Workloads, now)
+	}
 	return nil
 }
 

@@ -40,6 +40,9 @@ const SchemaVersion = "podtls.io/status/v1"
 type Report struct {
 	Schema string `json:"schema"`
 	Pods   []Pod  `json:"pods"`
+	// Workloads are the machines outside Kubernetes registered in the
+	// namespace(s) (podtls workload register).
+	Workloads []Workload `json:"workloads,omitempty"`
 }
 
 // Pod is the podtls view of one pod.
@@ -223,6 +226,15 @@ func Collect(ctx context.Context, kc kubernetes.Interface, opts Options) (Report
 			st.Live = live(ctx, kc, opts.Proxy, p)
 		}
 		rep.Pods = append(rep.Pods, st)
+	}
+	if opts.Pod == "" {
+		ns := opts.Namespace
+		if opts.AllNamespaces {
+			ns = ""
+		}
+		if ws, err := Workloads(ctx, kc, ns); err == nil {
+			rep.Workloads = ws
+		}
 	}
 	return rep, nil
 }

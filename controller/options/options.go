@@ -35,6 +35,7 @@ type Options struct {
 	WebhookConfigName string
 	WebhookURL        string
 	CAURL             string
+	CAExternalNames   []string
 	CASecret          string
 	SidecarImage      string
 	SidecarPullPolicy string
@@ -107,6 +108,10 @@ func (o *Options) BindFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.WebhookConfigName, "webhook-config-name", o.WebhookConfigName, "MutatingWebhookConfiguration whose caBundle the controller keeps current")
 	fs.StringVar(&o.WebhookURL, "webhook-url", o.WebhookURL, "base URL (https://host:port) the API server reaches the webhook at, instead of the Service; rewrites the configuration's client config and adds the host to the serving certificate")
 	fs.StringVar(&o.CAURL, "ca-url", o.CAURL, "URL sidecars use to reach the CA (default https://SERVICE-NAME.NAMESPACE.svc:8443)")
+	fs.Func("ca-external-name", "DNS `NAME` or IP address machines outside the cluster reach the CA at (podtls workload register), added to its serving certificate (repeatable)", func(v string) error {
+		o.CAExternalNames = append(o.CAExternalNames, v)
+		return nil
+	})
 	fs.StringVar(&o.CASecret, "ca-secret", o.CASecret, "Secret in --namespace holding the CA's root and intermediate; created if missing")
 	fs.StringVar(&o.SidecarImage, "sidecar-image", o.SidecarImage, "image of the injected podtls-sidecar")
 	fs.StringVar(&o.SidecarPullPolicy, "sidecar-image-pull-policy", o.SidecarPullPolicy, "imagePullPolicy of the injected sidecar: Always, IfNotPresent or Never")
@@ -139,6 +144,11 @@ func (o *Options) Validate() error {
 	for flagName, v := range map[string]string{"--webhook-addr": o.WebhookAddr, "--ca-addr": o.CAAddr} {
 		if _, _, err := SplitAddr(v); err != nil {
 			return fmt.Errorf("%s %q: %w", flagName, v, err)
+		}
+	}
+	for _, n := range o.CAExternalNames {
+		if net.ParseIP(n) == nil && identity.ValidateDNSName(n) != nil {
+			return fmt.Errorf("--ca-external-name %q: want a DNS name or an IP address", n)
 		}
 	}
 	if o.WebhookURL != "" {

@@ -75,6 +75,8 @@ var valueSets = []valueSet{
 		sets: []string{"acme.dnsCredentials.create=true", "acme.dnsCredentials.stringData.CF_DNS_API_TOKEN=not-a-real-token"}},
 	{name: "byo-ca", sets: []string{"ca.existingSecret=corp-intermediate"}},
 	{name: "app-cert-password-check", sets: []string{"appCertificates.checkPasswordSecrets=true"}},
+	{name: "ca-external", sets: []string{"ca.external.enabled=true", "ca.external.type=NodePort", "ca.external.nodePort=30443",
+		"ca.external.names[0]=podtls-ca.example.com", "ca.external.names[1]=203.0.113.10"}},
 	{name: "everything-else", sets: []string{
 		"replicaCount=1", "webhook.failurePolicy=Ignore", "webhook.timeoutSeconds=10", "trustDomain=example.org",
 		"clusterDomain=k8s.example.org", "logLevel=debug", "sidecar.mode=native", "sidecar.resources.cpuRequest=20m",
@@ -291,6 +293,20 @@ func TestRender(t *testing.T) {
 				})
 				if !mounted {
 					t.Errorf("podtls-acme not mounted read-only at /etc/podtls/acme without subPath: %+v", c.VolumeMounts)
+				}
+			}
+			// Machines outside the cluster: the CA's port only, its names in the serving certificate.
+			_, hasExt := find(objs, "Service", "podtls-controller-ca-external")
+			if hasExt != (vs.name == "ca-external") {
+				t.Errorf("external CA Service rendered: %v", hasExt)
+			}
+			if hasExt {
+				svc := decode[corev1.Service](t, objs, "Service", "podtls-controller-ca-external")
+				if svc.Spec.Type != corev1.ServiceTypeNodePort || len(svc.Spec.Ports) != 1 || svc.Spec.Ports[0].TargetPort.StrVal != "ca" || svc.Spec.Ports[0].NodePort != 30443 {
+					t.Errorf("external CA Service %+v", svc.Spec)
+				}
+				if !hasArg("--ca-external-name=podtls-ca.example.com") || !hasArg("--ca-external-name=203.0.113.10") {
+					t.Errorf("args %v: want --ca-external-name for each name", c.Args)
 				}
 			}
 			_, hasCreds := find(objs, "Secret", "podtls-dns-credentials")

@@ -63,7 +63,7 @@ var rules = []rule{
 // the controller or the CLI; the shared nouns import no room at all.
 func init() {
 	up := []string{module + "/webhook/...", module + "/controller/...", module + "/cli/..."}
-	for _, room := range []string{"/ca/...", "/acme/...", "/sidecar/...", "/discovery/...", "/dnsrecords/...", "/rollout/...", "/sidecarevents/..."} {
+	for _, room := range []string{"/ca/...", "/acme/...", "/sidecar/...", "/discovery/...", "/dnsrecords/...", "/rollout/...", "/sidecarevents/...", "/workloads/..."} {
 		rules = append(rules, rule{room + " points down", module + room, up})
 	}
 	for _, noun := range []string{"/contract/...", "/identity/...", "/ca/signapi/...", "/renewal/...", "/tlsconfig/...", "/discovery/discoveryapi/..."} {

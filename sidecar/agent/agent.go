@@ -56,10 +56,15 @@ type Store interface {
 type Config struct {
 	CAURL     string
 	TokenFile string
-	DNSNames  []string
-	TTL       time.Duration // 0: the CA's default
-	CertDir   string
-	Store     Store
+	// Workload: a machine outside Kubernetes (podtls workload register).
+	// TokenFile then holds a one-time join token, used only while the store
+	// has no valid certificate (signapi.JoinPath) and removed once used;
+	// renewals authenticate with the current certificate (RenewPath).
+	Workload bool
+	DNSNames []string
+	TTL      time.Duration // 0: the CA's default
+	CertDir  string
+	Store    Store
 	// ExtraRoots are trusted for the CA endpoint besides the store's pool.
 	ExtraRoots []*x509.Certificate
 	TLS        tlsconfig.Options
@@ -95,7 +100,7 @@ func New(c Config) (*Agent, error) {
 	case c.CAURL == "":
 		return nil, errors.New("agent: CA URL is required")
 	case c.TokenFile == "":
-		return nil, errors.New("agent: token file is required")
+		return nil, errors.New("agent: token file is required (workload: the join token file)")
 	case c.CertDir == "":
 		return nil, errors.New("agent: cert dir is required")
 	case c.Store == nil:
@@ -252,7 +257,7 @@ func (a *Agent) RenewOnce(ctx context.Context) error {
 		}
 		return err
 	}
-	chainPEM, bundlePEM, err := a.check(resp, key)
+	chainPEM, bundlePEM, err := a.check(&resp.SignResponse, key)
 	if err != nil {
 		a.requests.With("transient").Inc()
 		return fmt.Errorf("CA response: %w", err)
@@ -260,6 +265,10 @@ func (a *Agent) RenewOnce(ctx context.Context) error {
 	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
 	if err != nil {
 		return fmt.Errorf("encode key: %w", err)
+	}
+	// Pods get the directory as a volume; a machine's is created here, private.
+	if err := os.MkdirAll(a.c.CertDir, 0o700); err != nil {
+		return fmt.Errorf("create cert dir: %w", err)
 	}
 	err = atomicdir.Write(a.c.CertDir, []atomicdir.File{
 		{Name: certs.KeyFile, Data: pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), Mode: 0o600},
@@ -277,6 +286,14 @@ func (a *Agent) RenewOnce(ctx context.Context) error {
 		return fmt.Errorf("the certificate store did not accept the new certificate (serial %s); see its log", leafSerial)
 	}
 	a.log.Info("certificate issued", "serial", leafSerial, "not_after", cur.Leaf.NotAfter.UTC().Format(time.RFC3339))
+	if resp.Joined {
+		// Spent, and the certificate is safe on disk: nothing reusable stays.
+		if err := os.Remove(a.c.TokenFile); err != nil && !errors.Is(err, os.ErrNotExist) {
+			a.log.Warn("cannot remove the used join token", "file", a.c.TokenFile, "err", err)
+		} else {
+			a.log.Info("joined the mesh; join token removed", "file", a.c.TokenFile)
+		}
+	}
 	return nil
 }
 
@@ -288,15 +305,16 @@ func serialOf(chainPEM []byte) string {
 	return cs[0].SerialNumber.Text(16)
 }
 
-func (a *Agent) sign(ctx context.Context, csrPEM []byte) (*signapi.SignResponse, error) {
-	// Re-read every time: kubelet rotates the projected token.
-	tok, err := os.ReadFile(a.c.TokenFile)
+// signed is the CA's answer, and whether the join token was spent on it.
+type signed struct {
+	signapi.SignResponse
+	Joined bool
+}
+
+func (a *Agent) sign(ctx context.Context, csrPEM []byte) (*signed, error) {
+	path, token, client, err := a.credentials()
 	if err != nil {
-		return nil, fmt.Errorf("read token %s: %w", a.c.TokenFile, err)
-	}
-	token := strings.TrimSpace(string(tok))
-	if token == "" {
-		return nil, fmt.Errorf("token file %s is empty", a.c.TokenFile)
+		return nil, err
 	}
 	req := signapi.SignRequest{CSR: string(csrPEM)}
 	if a.c.TTL > 0 {
@@ -308,20 +326,17 @@ func (a *Agent) sign(ctx context.Context, csrPEM []byte) (*signapi.SignResponse,
 	}
 	ctx, cancel := context.WithTimeout(ctx, a.c.RequestTimeout)
 	defer cancel()
-	hreq, err := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimSuffix(a.c.CAURL, "/")+signapi.SignPath, bytes.NewReader(body))
+	hreq, err := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimSuffix(a.c.CAURL, "/")+path, bytes.NewReader(body))
 	if err != nil {
 		return nil, fmt.Errorf("build request: %w", err)
 	}
 	hreq.Header.Set("Content-Type", "application/json")
-	hreq.Header.Set("Authorization", "Bearer "+token)
-	client := &http.Client{Transport: &http.Transport{
-		TLSClientConfig:   tlsconfig.HTTPSClient(a.roots(), a.c.TLS),
-		DisableKeepAlives: true, // one request per renewal; the roots may change in between
-		Proxy:             http.ProxyFromEnvironment,
-	}}
+	if token != "" {
+		hreq.Header.Set("Authorization", "Bearer "+token)
+	}
 	hresp, err := client.Do(hreq)
 	if err != nil {
-		return nil, fmt.Errorf("POST %s: %w", signapi.SignPath, err)
+		return nil, fmt.Errorf("POST %s: %w", path, err)
 	}
 	defer hresp.Body.Close()
 	data, err := io.ReadAll(io.LimitReader(hresp.Body, 1<<20))
@@ -341,11 +356,45 @@ func (a *Agent) sign(ctx context.Context, csrPEM []byte) (*signapi.SignResponse,
 		}
 		return nil, se
 	}
-	var out signapi.SignResponse
-	if err := json.Unmarshal(data, &out); err != nil {
+	var out signed
+	if err := json.Unmarshal(data, &out.SignResponse); err != nil {
 		return nil, fmt.Errorf("decode CA response: %w", err)
 	}
+	out.Joined = path == signapi.JoinPath
 	return &out, nil
+}
+
+// credentials picks the endpoint and the authentication of the next
+// request: a pod's projected token (sign); for a workload, its current
+// certificate (renew) or, without a valid one, its join token (join).
+func (a *Agent) credentials() (path, token string, client *http.Client, err error) {
+	tlsCfg := tlsconfig.HTTPSClient(a.roots(), a.c.TLS)
+	client = &http.Client{Transport: &http.Transport{
+		TLSClientConfig:   tlsCfg,
+		DisableKeepAlives: true, // one request per renewal; the roots may change in between
+		Proxy:             http.ProxyFromEnvironment,
+	}}
+	path = signapi.SignPath
+	if a.c.Workload {
+		if cur := a.c.Store.MeshCertificate(); cur != nil && cur.Leaf != nil && a.c.Now().Before(cur.Leaf.NotAfter) {
+			tlsCfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return cur, nil }
+			return signapi.RenewPath, "", client, nil
+		}
+		path = signapi.JoinPath
+	}
+	// Re-read every time: kubelet rotates the projected token.
+	tok, err := os.ReadFile(a.c.TokenFile)
+	if a.c.Workload && errors.Is(err, os.ErrNotExist) {
+		return "", "", nil, fmt.Errorf("no valid certificate and no join token in %s: issue one with podtls workload token", a.c.TokenFile)
+	}
+	if err != nil {
+		return "", "", nil, fmt.Errorf("read token %s: %w", a.c.TokenFile, err)
+	}
+	token = strings.TrimSpace(string(tok))
+	if token == "" {
+		return "", "", nil, fmt.Errorf("token file %s is empty", a.c.TokenFile)
+	}
+	return path, token, client, nil
 }
 
 func (a *Agent) roots() *x509.CertPool {

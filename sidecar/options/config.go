@@ -36,6 +36,8 @@ type Config struct {
 	TokenFile string
 	DNSNames  []string
 	CertTTL   time.Duration
+	// Workload: a machine outside Kubernetes; TokenFile is its join token.
+	Workload bool
 
 	// DiscoveryURL is the controller serving endpoint discovery to balanced
 	// outbound listeners; empty means CAURL (the same server).
@@ -122,6 +124,7 @@ func Parse(args []string, out io.Writer) (*Config, error) {
 	fs.StringVar(&c.CAURL, "ca-url", c.CAURL, "agent mode: https `URL` of the podtls CA; the sidecar then requests and renews its own certificate into --cert-dir")
 	fs.StringVar(&c.DiscoveryURL, "discovery-url", c.DiscoveryURL, "https `URL` of the podtls controller serving endpoint discovery, for outbound listeners that balance each request (http mode, or /http); default: --ca-url; without either they dial the upstream by name")
 	fs.StringVar(&c.TokenFile, "token-file", c.TokenFile, "agent mode: `FILE` with the projected service-account token, re-read on every request")
+	fs.BoolVar(&c.Workload, "workload", c.Workload, "agent mode on a machine outside Kubernetes (podtls workload register): --token-file is the one-time join token, removed once used; renewals authenticate with the current certificate")
 	fs.Func("dns-name", "agent mode: extra DNS `NAME` to request in the certificate (repeatable)", appendTo(&c.DNSNames))
 	fs.DurationVar(&c.CertTTL, "cert-ttl", c.CertTTL, "agent mode: requested certificate lifetime; 0 means the CA's default")
 	fs.Func("allow", "SPIFFE `ID` allowed to call inbound listeners: exact, or a prefix ending in /* (repeatable; default: any ID of --trust-domain)", appendTo(&c.Allow))
@@ -259,6 +262,8 @@ func (c *Config) validate() error {
 			return errors.New("--dns-name needs --ca-url (agent mode)")
 		case c.CertTTL != 0:
 			return errors.New("--cert-ttl needs --ca-url (agent mode)")
+		case c.Workload:
+			return errors.New("--workload needs --ca-url (agent mode)")
 		}
 		return nil
 	}

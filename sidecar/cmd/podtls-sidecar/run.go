@@ -95,7 +95,7 @@ func run(ctx context.Context, cfg *options.Config, log *slog.Logger) error {
 			return fmt.Errorf("env %s: %w", contract.EnvTrustRoots, err)
 		}
 		ag, err = agent.New(agent.Config{
-			CAURL: cfg.CAURL, TokenFile: cfg.TokenFile, DNSNames: cfg.DNSNames, TTL: cfg.CertTTL,
+			CAURL: cfg.CAURL, TokenFile: cfg.TokenFile, Workload: cfg.Workload, DNSNames: cfg.DNSNames, TTL: cfg.CertTTL,
 			CertDir: cfg.CertDir, Store: store, ExtraRoots: envRoots,
 			TLS: tlsconfig.Options{PostQuantum: cfg.PostQuantum}, Logger: log, Registry: reg,
 		})
