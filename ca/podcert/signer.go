@@ -146,13 +146,19 @@ func (s *Signer) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, 
 }
 
 // pod returns the request's pod from the cache, or from the API when the
-// cache does not have it (yet) or has an older pod of that name; nil when
-// it does not exist.
+// cache does not have it (yet), has an older pod of that name, or a copy
+// that disagrees with the request (the kubelet asks as soon as the pod is
+// bound, often before the cache saw the binding): a denial is permanent, so
+// it must come from the API's pod, never from a stale copy. nil when it
+// does not exist.
 func (s *Signer) pod(ctx context.Context, r *certv1.PodCertificateRequest) (*corev1.Pod, error) {
 	key := types.NamespacedName{Namespace: r.Namespace, Name: r.Spec.PodName}
 	pod := &corev1.Pod{}
 	err := s.Client.Get(ctx, key, pod)
-	if apierrors.IsNotFound(err) || (err == nil && pod.UID != r.Spec.PodUID) {
+	stale := err == nil && (pod.UID != r.Spec.PodUID || pod.Spec.NodeName != string(r.Spec.NodeName) ||
+		pod.Spec.ServiceAccountName != r.Spec.ServiceAccountName)
+	if apierrors.IsNotFound(err) || stale {
+		pod = &corev1.Pod{}
 		err = s.API.Get(ctx, key, pod)
 	}
 	switch {
