@@ -73,8 +73,11 @@ node-assets: ## Debian packages and binaries of the real single-node cluster (ro
 	$(STEP) k8s "Kubernetes $(K8S_VERSION) (kube-apiserver, controller-manager, scheduler, kube-proxy, kubelet, kubectl) and etcd, compiled from the Go module proxy" "~8 min on 2 cores" bash hack/k8s-binaries.sh all
 	$(STEP) coredns "CoreDNS with the local cluster's plugins, compiled from the Go module proxy" "~2 min" bash hack/coredns.sh
 
+# -p 1: the packages take turns. Their clusters exclude each other (one node lock), and
+# run side by side a package waiting for the lock can time out while another package's
+# tests take it back between them (CI saw the demo wait 15 min behind e2e/mesh).
 e2e: node-assets acme-assets helm test-deps ## end-to-end suites under e2e/, including the real single-node cluster (root)
-	PODTLS_REQUIRE_ENVTEST=1 PODTLS_REQUIRE_NODE=1 PODTLS_REQUIRE_ACME=1 $(GO) test -race -count=1 -timeout 60m $(E2E_PKGS)
+	PODTLS_REQUIRE_ENVTEST=1 PODTLS_REQUIRE_NODE=1 PODTLS_REQUIRE_ACME=1 $(GO) test -p 1 -race -count=1 -timeout 60m $(E2E_PKGS)
 
 e2e-multinode: node-assets helm test-deps ## the two-node suite alone: cross-node mTLS, controller spread, drains held by the PDB, leader failover (root); E2E_COUNT=3 runs it three times
 	PODTLS_REQUIRE_NODE=1 $(GO) test -count=$(E2E_COUNT) -timeout 60m -run '^TestMultiNode$$' -v ./e2e/mesh/
