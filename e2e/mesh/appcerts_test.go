@@ -209,15 +209,20 @@ func TestAppOwnedTLS(t *testing.T) {
 			return servedSerial(ctx, t, c, net.JoinHostPort(ip, "9443"), publicHost) == newSerial
 		})
 		t.Logf("podinfo-tls rolled and serves %s, %s after the renewal", newSerial, time.Since(start).Round(time.Millisecond))
-		// Exactly one rollout: one template change, one Event; a later pass (the mesh
-		// renewal of podinfo's sidecar below wakes the controller through its pod) adds none.
+		// Exactly one rollout: one template change, one Event; a later pass adds none.
+		// The Secret touched wakes the restart controller: its reconcile counter growing
+		// proves the pass ran before the checks below.
+		waitFor(ctx, t, time.Minute, "the restart Event", func() bool { return restartEvents(ctx, cs) >= 1 })
+		passes := controllerReconciles(ctx, t, c, cs, "app-restarts")
 		if out, err := c.RunKubectl(ctx, "-n", ns, "exec", "deploy/podinfo-tls", "-c", sidecar, "--", "/podtls-sidecar", "renew"); err != nil {
 			t.Fatalf("renew: %v\n%s", err, out)
 		}
 		if _, err := c.RunKubectl(ctx, "-n", ns, "annotate", "secret", secretName, "e2e/touched="+time.Now().Format(time.RFC3339Nano), "--overwrite"); err != nil {
 			t.Fatal(err)
 		}
-		waitFor(ctx, t, time.Minute, "the restart Event", func() bool { return restartEvents(ctx, cs) >= 1 })
+		waitFor(ctx, t, time.Minute, "a restart-controller pass after the Secret was touched", func() bool {
+			return controllerReconciles(ctx, t, c, cs, "app-restarts") > passes
+		})
 		d, err = cs.AppsV1().Deployments(ns).Get(ctx, "podinfo-tls", metav1.GetOptions{})
 		if err != nil {
 			t.Fatal(err)

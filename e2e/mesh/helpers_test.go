@@ -218,6 +218,48 @@ func metricsOf(ctx context.Context, client *http.Client, podIP string) (map[stri
 	if err != nil {
 		return nil, err
 	}
+	return parseMetrics(body)
+}
+
+// controllerReconciles sums controller-runtime's reconcile counter of one
+// controller (all results) over the live controller pods' /metrics: a poll
+// until it grows proves that a pass ran after a change, where a check right
+// after the change would prove nothing.
+func controllerReconciles(ctx context.Context, t *testing.T, c *cluster.Cluster, cs kubernetes.Interface, controller string) float64 {
+	t.Helper()
+	client := adminClient(c)
+	prefix := `controller_runtime_reconcile_total{controller="` + controller + `",`
+	var n float64
+	for _, p := range controllerPods(ctx, t, cs) {
+		u := "http://" + net.JoinHostPort(p.Status.PodIP, controllerMetricsPort) + "/metrics"
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			continue // a pod not serving yet counts nothing
+		}
+		body, err := io.ReadAll(io.LimitReader(resp.Body, 8<<20))
+		resp.Body.Close()
+		if err != nil || resp.StatusCode != http.StatusOK {
+			continue
+		}
+		m, err := parseMetrics(body)
+		if err != nil {
+			continue
+		}
+		for k, v := range m {
+			if strings.HasPrefix(k, prefix) {
+				n += v
+			}
+		}
+	}
+	return n
+}
+
+// parseMetrics reads Prometheus text into "name{labels}" -> value.
+func parseMetrics(body []byte) (map[string]float64, error) {
 	m := map[string]float64{}
 	sc := bufio.NewScanner(strings.NewReader(string(body)))
 	for sc.Scan() {

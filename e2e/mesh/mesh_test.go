@@ -37,7 +37,9 @@ const (
 	prefID     = "spiffe://cluster.local/ns/demo/sa/preference"
 	prefDNS    = "preference.demo.svc"
 	adminPort  = "15000"
-	inboundTLS = "8443"
+	// controllerMetricsPort is the controller's plain-HTTP /metrics (chart port "metrics").
+	controllerMetricsPort = "8080"
+	inboundTLS            = "8443"
 )
 
 // TestMesh installs podtls like a user and runs two workloads over mTLS through their
