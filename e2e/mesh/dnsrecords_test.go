@@ -71,8 +71,10 @@ func TestDNSRecords(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	// A LoadBalancer Service without an address yet asks for nothing.
+	// A LoadBalancer Service without an address yet asks for nothing: once the
+	// publisher has looked at it (state pending), the name still does not resolve.
 	exposeHost(ctx, t, cs, "shop", shopHost, corev1.ServiceTypeLoadBalancer, "true")
+	waitState(ctx, t, cs, "shop", contract.DNSRecordsPending, "no load balancer address")
 	if got, err := acme.Lookup(ctx, shopHost, "A"); err == nil {
 		t.Fatalf("%s resolves to %v before the load balancer has an address", shopHost, got)
 	}
