@@ -180,7 +180,11 @@ type certSnapshot struct {
 }
 
 func adminGet(ctx context.Context, client *http.Client, podIP, path string) ([]byte, error) {
-	u := "http://" + net.JoinHostPort(podIP, adminPort) + path
+	return httpGet(ctx, client, "http://"+net.JoinHostPort(podIP, adminPort)+path)
+}
+
+// httpGet GETs u and returns its body (at most 8 MiB); anything but 200 is an error.
+func httpGet(ctx context.Context, client *http.Client, u string) ([]byte, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
 		return nil, fmt.Errorf("request %s: %w", u, err)
@@ -190,7 +194,7 @@ func adminGet(ctx context.Context, client *http.Client, podIP, path string) ([]b
 		return nil, fmt.Errorf("get %s: %w", u, err)
 	}
 	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 8<<20))
 	if err != nil {
 		return nil, fmt.Errorf("read %s: %w", u, err)
 	}
@@ -231,19 +235,9 @@ func controllerReconciles(ctx context.Context, t *testing.T, c *cluster.Cluster,
 	prefix := `controller_runtime_reconcile_total{controller="` + controller + `",`
 	var n float64
 	for _, p := range controllerPods(ctx, t, cs) {
-		u := "http://" + net.JoinHostPort(p.Status.PodIP, controllerMetricsPort) + "/metrics"
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp, err := client.Do(req)
+		body, err := httpGet(ctx, client, "http://"+net.JoinHostPort(p.Status.PodIP, controllerMetricsPort)+"/metrics")
 		if err != nil {
 			continue // a pod not serving yet counts nothing
-		}
-		body, err := io.ReadAll(io.LimitReader(resp.Body, 8<<20))
-		resp.Body.Close()
-		if err != nil || resp.StatusCode != http.StatusOK {
-			continue
 		}
 		m, err := parseMetrics(body)
 		if err != nil {
